@@ -1,0 +1,551 @@
+/* sp_ctx: records in, outputs out. Everything Lua calls per record lives
+ * here and stays free of Kafka client state, so the same code runs under
+ * the executable, the test driver and the in-process benchmarks. */
+#include "sp_ctx.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_log.h"
+
+const char *sp_version(void) { return SPROC_VERSION; }
+
+sp_ctx *sp_ctx_create(void) {
+    sp_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->policy = SP_POLICY_FAIL;
+    ctx->dlq_sink = -1;
+    ctx->mem_partitions = 1;
+    ctx->json_rec[0] = ctx->json_rec[1] = -1;
+    sp_json_index_init(&ctx->json[0]);
+    sp_json_index_init(&ctx->json[1]);
+    sp_buf_init(&ctx->scratch);
+    return ctx;
+}
+
+static void free_owned(sp_ctx *ctx) {
+    sp_owned *o = ctx->owned;
+    while (o) {
+        sp_owned *next = o->next;
+        if (o->hdrs) rd_kafka_headers_destroy(o->hdrs);
+        free(o);
+        o = next;
+    }
+    ctx->owned = NULL;
+}
+
+void sp_ctx_destroy(sp_ctx *ctx) {
+    if (!ctx) return;
+    for (int32_t i = 0; i < ctx->nsinks; i++) {
+        sp_sink *s = ctx->sinks[i];
+        if (s->ops && s->ops->destroy) s->ops->destroy(s);
+        free(s->name);
+        free(s);
+    }
+    free(ctx->sinks);
+    for (int32_t i = 0; i < ctx->nsources; i++) {
+        free(ctx->sources[i].name);
+        if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
+    }
+    free(ctx->sources);
+    for (int32_t i = 0; i < ctx->ntopics; i++) free(ctx->topics[i]);
+    free(ctx->topics);
+    free_owned(ctx);
+    free(ctx->batch.recs);
+    sp_out_clear(ctx);
+    free(ctx->outs);
+    if (ctx->pending_hdrs) rd_kafka_headers_destroy(ctx->pending_hdrs);
+    sp_json_index_destroy(&ctx->json[0]);
+    sp_json_index_destroy(&ctx->json[1]);
+    sp_buf_destroy(&ctx->scratch);
+    free(ctx);
+}
+
+sp_batch *sp_ctx_batch(sp_ctx *ctx) { return &ctx->batch; }
+sp_stats *sp_ctx_stats(sp_ctx *ctx) { return &ctx->stats; }
+void sp_ctx_set_partitions(sp_ctx *ctx, int32_t n) {
+    ctx->mem_partitions = n > 0 ? n : 1;
+}
+
+int sp_ctx_set_policy(sp_ctx *ctx, int policy, const char *dlq_topic,
+                      const char **err) {
+    if (policy < SP_POLICY_FAIL || policy > SP_POLICY_DLQ) {
+        *err = "unknown error policy";
+        return SP_EINVAL;
+    }
+    ctx->policy = policy;
+    if (policy == SP_POLICY_DLQ) {
+        if (!dlq_topic || !*dlq_topic) {
+            *err = "the dlq policy needs a dead-letter topic";
+            return SP_EINVAL;
+        }
+        int id = sp_sink_kafka(ctx, dlq_topic, err);
+        if (id < 0) return id;
+        ctx->dlq_sink = id;
+    }
+    return SP_OK;
+}
+
+int32_t sp_topic_id(sp_ctx *ctx, const char *name) {
+    for (int32_t i = 0; i < ctx->ntopics; i++)
+        if (strcmp(ctx->topics[i], name) == 0) return i;
+    char **t = realloc(ctx->topics, (ctx->ntopics + 1) * sizeof *t);
+    if (!t) return SP_ENOMEM;
+    ctx->topics = t;
+    if (!(t[ctx->ntopics] = strdup(name))) return SP_ENOMEM;
+    return ctx->ntopics++;
+}
+
+const char *sp_topic_name(sp_ctx *ctx, int32_t id) {
+    if (id < 0 || id >= ctx->ntopics) return NULL;
+    return ctx->topics[id];
+}
+
+static int add_source(sp_ctx *ctx, int kind, const char *name,
+                      const char **err) {
+    int32_t topic = sp_topic_id(ctx, name);
+    sp_source *s = realloc(ctx->sources, (ctx->nsources + 1) * sizeof *s);
+    if (topic < 0 || !s) {
+        if (s) ctx->sources = s;
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    ctx->sources = s;
+    s[ctx->nsources].kind = kind;
+    s[ctx->nsources].name = strdup(name);
+    s[ctx->nsources].topic = topic;
+    s[ctx->nsources].re_ok = 0;
+    if (!s[ctx->nsources].name) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    ctx->nsources++;
+    return topic;
+}
+
+int sp_source_kafka(sp_ctx *ctx, const char *topic, int is_pattern,
+                    const char **err) {
+    if (!topic || !*topic) {
+        *err = "a Kafka source needs a topic";
+        return SP_EINVAL;
+    }
+    return add_source(ctx, is_pattern ? 1 : 0, topic, err);
+}
+
+int sp_source_file(sp_ctx *ctx, const char *path, const char **err) {
+    if (!path || !*path) {
+        *err = "a file source needs a path";
+        return SP_EINVAL;
+    }
+    return add_source(ctx, 2, path, err);
+}
+
+/* --- sinks --- */
+
+sp_sink *sp_ctx_sink(sp_ctx *ctx, int id) {
+    if (id < 0 || id >= ctx->nsinks) return NULL;
+    return ctx->sinks[id];
+}
+
+int sp_ctx_add_sink(sp_ctx *ctx, sp_sink *s, const char **err) {
+    sp_sink **t = realloc(ctx->sinks, (ctx->nsinks + 1) * sizeof *t);
+    if (!t) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    ctx->sinks = t;
+    t[ctx->nsinks] = s;
+    return ctx->nsinks++;
+}
+
+static sp_sink *new_sink(sp_ctx *ctx, const char *name) {
+    sp_sink *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->ctx = ctx;
+    s->name = strdup(name);
+    if (!s->name) {
+        free(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Opens a sink with open(), registering it on success; one exit frees a
+ * sink that failed to open. */
+static int open_sink(sp_ctx *ctx, const char *name, sp_sink **out,
+                     const char **err) {
+    sp_sink *s = new_sink(ctx, name);
+    if (!s) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    *out = s;
+    return SP_OK;
+}
+
+static int finish_sink(sp_ctx *ctx, sp_sink *s, int rc, const char **err) {
+    if (rc == SP_OK) rc = sp_ctx_add_sink(ctx, s, err);
+    if (rc < 0) {
+        if (s->ops && s->ops->destroy) s->ops->destroy(s);
+        free(s->name);
+        free(s);
+    }
+    return rc;
+}
+
+int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err) {
+    sp_sink *s;
+    if (!topic || !*topic) {
+        *err = "a Kafka sink needs a topic";
+        return SP_EINVAL;
+    }
+    /* One sink per topic: outputs to the same topic share its handle. */
+    for (int32_t i = 0; i < ctx->nsinks; i++)
+        if (ctx->sinks[i]->ops && strcmp(ctx->sinks[i]->ops->kind, "kafka") == 0 &&
+            strcmp(ctx->sinks[i]->name, topic) == 0)
+            return i;
+    int rc = open_sink(ctx, topic, &s, err);
+    if (rc < 0) return rc;
+    if (ctx->kafka.open)
+        rc = ctx->kafka.open(ctx->kafka.opaque, s, err);
+    else
+        rc = sp_sink_mem_open(s, err);
+    return finish_sink(ctx, s, rc, err);
+}
+
+int sp_sink_stdout(sp_ctx *ctx, const char **err) {
+    sp_sink *s;
+    int rc = open_sink(ctx, "stdout", &s, err);
+    if (rc < 0) return rc;
+    return finish_sink(ctx, s, sp_sink_stdout_open(s, stdout, err), err);
+}
+
+int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
+                  const char *suffix, int64_t roll_bytes, int64_t roll_ms,
+                  const char **err) {
+    sp_sink *s;
+    if (!dir || !*dir) {
+        *err = "a file sink needs a directory";
+        return SP_EINVAL;
+    }
+    int rc = open_sink(ctx, dir, &s, err);
+    if (rc < 0) return rc;
+    rc = sp_sink_files_open(s, prefix ? prefix : "part",
+                            suffix ? suffix : ".jsonl", roll_bytes, roll_ms,
+                            err);
+    return finish_sink(ctx, s, rc, err);
+}
+
+int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err) {
+    sp_sink *s = sp_ctx_sink(ctx, sink);
+    if (!s) {
+        if (m->hdrs) rd_kafka_headers_destroy(m->hdrs);
+        *err = "no such sink";
+        return SP_EINVAL;
+    }
+    int rc = s->ops->write(s, m, err);
+    if (rc == SP_OK) ctx->stats.records_out++;
+    return rc;
+}
+
+static sp_rec *current(sp_ctx *ctx) {
+    if (ctx->batch.cur < 0 || ctx->batch.cur >= ctx->batch.n) return NULL;
+    return &ctx->batch.recs[ctx->batch.cur];
+}
+
+int sp_emit_header(sp_ctx *ctx, const char *name, size_t name_len,
+                   const char *val, size_t val_len, const char **err) {
+    if (!ctx->pending_hdrs && !(ctx->pending_hdrs = rd_kafka_headers_new(4))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    rd_kafka_header_add(ctx->pending_hdrs, name, (ssize_t)name_len, val,
+                        (ssize_t)val_len);
+    return SP_OK;
+}
+
+int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
+            const char *val, size_t val_len, int64_t ts, int fwd_headers,
+            const char **err) {
+    sp_rec *r = current(ctx);
+    sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL};
+    rd_kafka_headers_t *in = r ? r->hdrs : NULL;
+    if (fwd_headers && in) {
+        m.hdrs = rd_kafka_headers_copy(in);
+        if (ctx->pending_hdrs) {
+            const char *n;
+            const void *v;
+            size_t vl;
+            for (size_t i = 0;
+                 !rd_kafka_header_get_all(ctx->pending_hdrs, i, &n, &v, &vl);
+                 i++)
+                rd_kafka_header_add(m.hdrs, n, -1, v, (ssize_t)vl);
+            rd_kafka_headers_destroy(ctx->pending_hdrs);
+        }
+    } else {
+        m.hdrs = ctx->pending_hdrs;
+    }
+    ctx->pending_hdrs = NULL;
+    return sp_ctx_write(ctx, sink, &m, err);
+}
+
+rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
+                                              const rd_kafka_headers_t *in,
+                                              const char *why, size_t why_len,
+                                              const char *topic,
+                                              int32_t partition,
+                                              int64_t offset) {
+    (void)ctx;
+    rd_kafka_headers_t *h = in ? rd_kafka_headers_copy(in)
+                               : rd_kafka_headers_new(4);
+    char num[32];
+    if (!h) return NULL;
+    rd_kafka_header_add(h, "sproc.error", -1, why, (ssize_t)why_len);
+    if (topic) rd_kafka_header_add(h, "sproc.source.topic", -1, topic, -1);
+    snprintf(num, sizeof num, "%" PRId32, partition);
+    rd_kafka_header_add(h, "sproc.source.partition", -1, num, -1);
+    snprintf(num, sizeof num, "%" PRId64, offset);
+    rd_kafka_header_add(h, "sproc.source.offset", -1, num, -1);
+    return h;
+}
+
+int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
+                   const char **err) {
+    if (ctx->dlq_sink < 0) {
+        *err = "no dead-letter topic configured";
+        return SP_ESTATE;
+    }
+    if (rec < 0 || rec >= ctx->batch.n) {
+        *err = "no such record";
+        return SP_EINVAL;
+    }
+    sp_rec *r = &ctx->batch.recs[rec];
+    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg};
+    m.hdrs = sp_ctx_dead_letter_headers(ctx, r->hdrs, why, why_len,
+                                        sp_topic_name(ctx, r->topic),
+                                        r->partition, r->offset);
+    int rc = sp_ctx_write(ctx, ctx->dlq_sink, &m, err);
+    if (rc == SP_OK) {
+        ctx->stats.records_out--; /* a dead letter is not an output */
+        ctx->stats.dead_lettered++;
+    }
+    return rc;
+}
+
+int sp_rec_header(sp_ctx *ctx, int32_t rec, int32_t i, const char **name,
+                  const char **val, size_t *val_len) {
+    if (rec < 0 || rec >= ctx->batch.n || !ctx->batch.recs[rec].hdrs || i < 0)
+        return 1;
+    const void *v;
+    if (rd_kafka_header_get_all(ctx->batch.recs[rec].hdrs, (size_t)i, name,
+                                &v, val_len))
+        return 1;
+    *val = v;
+    return 0;
+}
+
+/* --- JSON --- */
+
+int sp_rec_json(sp_ctx *ctx, int32_t rec, int32_t which, size_t *err_pos,
+                const char **err) {
+    if (rec < 0 || rec >= ctx->batch.n || which < 0 || which > 1) {
+        *err = "no such record";
+        return SP_EINVAL;
+    }
+    sp_rec *r = &ctx->batch.recs[rec];
+    const char *p = which ? r->val : r->key;
+    size_t len = which ? r->val_len : r->key_len;
+    ctx->json_rec[which] = -1;
+    if (!p) {
+        ctx->json[which].n = 0;
+        ctx->json[which].root_type = SP_JSON_NULL;
+        ctx->json_rec[which] = rec;
+        return SP_OK;
+    }
+    *err_pos = 0;
+    if (sp_json_index_parse(&ctx->json[which], p, len, err, err_pos) != 0)
+        return SP_EMALFORMED;
+    ctx->json_rec[which] = rec;
+    return SP_OK;
+}
+
+int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
+                  size_t name_len, sp_field *out) {
+    out->type = SP_JSON_MISSING;
+    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return SP_ESTATE;
+    int i = sp_json_index_find(&ctx->json[which], name, name_len);
+    if (i < 0) return SP_OK;
+    const sp_json_field *f = &ctx->json[which].fields[i];
+    out->p = f->val;
+    out->len = f->val_len;
+    out->type = f->type;
+    out->escaped = f->val_escaped;
+    return SP_OK;
+}
+
+int32_t sp_json_root(sp_ctx *ctx, int32_t which) {
+    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return 0;
+    return ctx->json[which].root_type;
+}
+
+const char *sp_json_unescaped(sp_ctx *ctx, const char *p, size_t len,
+                              size_t *out_len) {
+    sp_buf_reset(&ctx->scratch);
+    if (sp_buf_reserve(&ctx->scratch, len + 1) != 0) {
+        *out_len = 0;
+        return NULL;
+    }
+    *out_len = sp_json_unescape(p, len, ctx->scratch.data);
+    return ctx->scratch.data;
+}
+
+double sp_json_to_number(const char *p, size_t len) {
+    return sp_json_number(p, len);
+}
+
+/* --- test driver side --- */
+
+sp_rec *sp_ctx_batch_add(sp_ctx *ctx) {
+    if (ctx->batch.n == ctx->cap) {
+        int32_t cap = ctx->cap ? ctx->cap * 2 : 64;
+        sp_rec *r = realloc(ctx->batch.recs, (size_t)cap * sizeof *r);
+        if (!r) return NULL;
+        ctx->batch.recs = r;
+        ctx->cap = cap;
+    }
+    sp_rec *r = &ctx->batch.recs[ctx->batch.n++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+int sp_batch_reset(sp_ctx *ctx) {
+    free_owned(ctx);
+    ctx->batch.n = 0;
+    ctx->batch.cur = -1;
+    ctx->json_rec[0] = ctx->json_rec[1] = -1;
+    return SP_OK;
+}
+
+int sp_batch_push(sp_ctx *ctx, int32_t topic, int32_t partition,
+                  int64_t offset, const char *key, size_t key_len,
+                  const char *val, size_t val_len, int64_t ts,
+                  const char **err) {
+    sp_owned *o = malloc(sizeof *o + key_len + val_len);
+    sp_rec *r = o ? sp_ctx_batch_add(ctx) : NULL;
+    if (!r) {
+        free(o);
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    char *mem = (char *)(o + 1);
+    o->hdrs = NULL;
+    o->next = ctx->owned;
+    ctx->owned = o;
+    if (key_len) memcpy(mem, key, key_len);
+    if (val_len) memcpy(mem + key_len, val, val_len);
+    r->key = key ? mem : NULL;
+    r->key_len = key ? key_len : 0;
+    r->val = val ? mem + key_len : NULL;
+    r->val_len = val ? val_len : 0;
+    r->ts = ts;
+    r->offset = offset;
+    r->partition = partition;
+    r->topic = topic;
+    r->owner = o;
+    return SP_OK;
+}
+
+int sp_batch_push_header(sp_ctx *ctx, const char *name, const char *val,
+                         size_t val_len, const char **err) {
+    if (ctx->batch.n == 0) {
+        *err = "no record to add a header to";
+        return SP_ESTATE;
+    }
+    sp_rec *r = &ctx->batch.recs[ctx->batch.n - 1];
+    sp_owned *o = r->owner;
+    if (!o->hdrs && !(o->hdrs = rd_kafka_headers_new(4))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    rd_kafka_header_add(o->hdrs, name, -1, val, (ssize_t)val_len);
+    r->hdrs = o->hdrs;
+    return SP_OK;
+}
+
+int32_t sp_out_count(sp_ctx *ctx) { return ctx->nouts; }
+
+int sp_out_get(sp_ctx *ctx, int32_t i, sp_out *out) {
+    if (i < 0 || i >= ctx->nouts) return SP_EINVAL;
+    *out = ctx->outs[i].out;
+    return SP_OK;
+}
+
+int sp_out_header(sp_ctx *ctx, int32_t i, int32_t h, const char **name,
+                  const char **val, size_t *val_len) {
+    if (i < 0 || i >= ctx->nouts || !ctx->outs[i].hdrs || h < 0) return 1;
+    const void *v;
+    if (rd_kafka_header_get_all(ctx->outs[i].hdrs, (size_t)h, name, &v,
+                                val_len))
+        return 1;
+    *val = v;
+    return 0;
+}
+
+void sp_out_clear(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nouts; i++) {
+        if (ctx->outs[i].hdrs) rd_kafka_headers_destroy(ctx->outs[i].hdrs);
+        free(ctx->outs[i].mem);
+    }
+    ctx->nouts = 0;
+}
+
+int sp_ctx_flush_sinks(sp_ctx *ctx, int force, const char **err) {
+    int rc = SP_OK;
+    for (int32_t i = 0; i < ctx->nsinks && rc == SP_OK; i++) {
+        sp_sink *s = ctx->sinks[i];
+        if (s->ops->flush) rc = s->ops->flush(s, force, err);
+    }
+    return rc;
+}
+
+int sp_ctx_flush(sp_ctx *ctx, const char **err) {
+    return sp_ctx_flush_sinks(ctx, 1, err);
+}
+
+void sp_log_line(int level, const char *msg) {
+    if (level < SP_LOG_ERROR) level = SP_LOG_ERROR;
+    if (level > SP_LOG_DEBUG) level = SP_LOG_DEBUG;
+    sp_log(level, "%s", msg);
+}
+
+int32_t sp_source_for(sp_ctx *ctx, int32_t topic) {
+    const char *name = sp_topic_name(ctx, topic);
+    if (!name) return -1;
+    for (int32_t i = 0; i < ctx->nsources; i++) {
+        sp_source *s = &ctx->sources[i];
+        if (s->kind != 1) {
+            if (s->topic == topic) return i;
+            continue;
+        }
+        /* Kafka matches a subscription pattern against the whole name. */
+        if (!s->re_ok) {
+            size_t n = strlen(s->name) + 8;
+            char *anchored = malloc(n);
+            if (!anchored) return -1;
+            snprintf(anchored, n, "^(%s)$", s->name);
+            s->re_ok = regcomp(&s->re, anchored, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : -1;
+            free(anchored);
+        }
+        if (s->re_ok == 1 && regexec(&s->re, name, 0, NULL, 0) == 0) return i;
+    }
+    return -1;
+}
+
+int32_t sp_partition_for(const char *key, size_t len, int32_t partitions) {
+    if (partitions <= 0) return 0;
+    /* librdkafka's murmur2 partitioner is the Java client's algorithm; it
+     * only hashes, so no topic handle is needed. */
+    return rd_kafka_msg_partitioner_murmur2(NULL, key, len, partitions, NULL,
+                                            NULL);
+}

@@ -1,0 +1,130 @@
+/* sp_ctx internals: what the FFI functions of sp_ffi.h work on, and the
+ * seams (sink operations, the Kafka backend) that the executable fills in
+ * with a real producer while tests keep everything in memory. */
+#ifndef SP_CTX_H
+#define SP_CTX_H
+
+#include <librdkafka/rdkafka.h>
+#include <regex.h>
+#include <stdio.h>
+
+#include "sp_buf.h"
+#include "sp_ffi.h"
+#include "sp_json.h"
+#include "sp_offsets.h"
+
+/* An output on its way to a sink. hdrs, when set, is handed over. */
+typedef struct sp_msg {
+    const char *key;
+    const char *val;
+    size_t key_len;
+    size_t val_len;
+    int64_t ts;
+    rd_kafka_headers_t *hdrs;
+    sp_seg *seg; /* the input segment the output belongs to, or NULL */
+} sp_msg;
+
+typedef struct sp_sink sp_sink;
+typedef struct sp_sink_ops {
+    const char *kind;
+    int (*write)(sp_sink *s, sp_msg *m, const char **err);
+    /* force: make everything written so far safe (publish files, flush
+     * buffers); otherwise only what is due (files past their roll time). */
+    int (*flush)(sp_sink *s, int force, const char **err);
+    void (*destroy)(sp_sink *s);
+} sp_sink_ops;
+
+struct sp_sink {
+    const sp_sink_ops *ops;
+    sp_ctx *ctx;
+    char *name; /* topic, directory or "stdout" */
+    void *impl;
+};
+
+/* Where Kafka sinks write. The default keeps outputs in memory; the
+ * executable plugs in its producer. */
+typedef struct sp_kafka_backend {
+    void *opaque;
+    /* Makes a Kafka sink for topic (fills s->ops and s->impl). */
+    int (*open)(void *opaque, sp_sink *s, const char **err);
+} sp_kafka_backend;
+
+typedef struct sp_source {
+    int kind; /* 0 kafka topic, 1 kafka pattern, 2 file */
+    char *name;
+    int32_t topic; /* topic id records carry */
+    regex_t re;    /* patterns, compiled on first use */
+    int re_ok;     /* 0 not compiled, 1 compiled, -1 invalid */
+} sp_source;
+
+/* Storage of records pushed by the test driver or read from files. */
+typedef struct sp_owned {
+    struct sp_owned *next;
+    rd_kafka_headers_t *hdrs;
+    /* key and value bytes follow */
+} sp_owned;
+
+typedef struct sp_captured {
+    sp_out out;
+    rd_kafka_headers_t *hdrs;
+    char *mem; /* key and value bytes */
+} sp_captured;
+
+struct sp_ctx {
+    sp_batch batch;
+    int32_t cap;
+    sp_owned *owned;
+    sp_stats stats;
+
+    char **topics;
+    int32_t ntopics;
+
+    sp_source *sources;
+    int32_t nsources;
+
+    sp_sink **sinks;
+    int32_t nsinks;
+
+    int policy;
+    int dlq_sink; /* -1 none */
+
+    rd_kafka_headers_t *pending_hdrs; /* for the next sp_emit */
+
+    sp_json_index json[2]; /* key, value */
+    int32_t json_rec[2];   /* record each slot was parsed for, -1 none */
+    sp_buf scratch;
+
+    sp_kafka_backend kafka;
+    int32_t mem_partitions;
+    sp_captured *outs;
+    int32_t nouts, outs_cap;
+
+    /* Set by the executable: called for a produce that failed for good. */
+    void (*on_delivery_error)(sp_ctx *ctx, sp_sink *s, sp_msg *m,
+                              const char *why);
+};
+
+sp_sink *sp_ctx_sink(sp_ctx *ctx, int id);
+/* A zeroed record at the end of the batch, or NULL when out of memory. */
+sp_rec *sp_ctx_batch_add(sp_ctx *ctx);
+/* Registers a sink made by a backend; returns its id or a negative code. */
+int sp_ctx_add_sink(sp_ctx *ctx, sp_sink *s, const char **err);
+/* Writes an output to sink id, taking care of segment references. */
+int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err);
+/* Flushes every sink (see sp_sink_ops.flush). */
+int sp_ctx_flush_sinks(sp_ctx *ctx, int force, const char **err);
+/* Headers for a dead letter: the input's, plus the error and its origin. */
+rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
+                                              const rd_kafka_headers_t *in,
+                                              const char *why, size_t why_len,
+                                              const char *topic,
+                                              int32_t partition,
+                                              int64_t offset);
+
+/* The sinks sp_ctx makes itself. */
+int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);
+int sp_sink_files_open(sp_sink *s, const char *prefix, const char *suffix,
+                       int64_t roll_bytes, int64_t roll_ms, const char **err);
+int sp_sink_mem_open(sp_sink *s, const char **err);
+
+#endif

@@ -1,0 +1,192 @@
+/* sp_ffi.h: the one contract between the C core and the Lua API.
+ *
+ * Lua's ffi.cdef reads the text between the SP_FFI_BEGIN and SP_FFI_END
+ * markers (sproc/cdef.lua strips preprocessor lines), so nothing here may
+ * need the preprocessor, and no Lua file declares C by hand.
+ *
+ * Call shape (after OpenResty): int sp_x(ctx, in..., out*, const char **err)
+ * returning 0 or a non-negative id on success and a negative SP_E* code on
+ * failure with *err set to a static or ctx-owned message. */
+#ifndef SP_FFI_H
+#define SP_FFI_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* SP_FFI_BEGIN */
+
+enum {
+    SP_OK = 0,
+    SP_EINVAL = -1,   /* misuse: bad argument */
+    SP_ENOMEM = -2,
+    SP_EMALFORMED = -3, /* input that does not parse */
+    SP_EIO = -4,      /* file or Kafka I/O failed */
+    SP_ESTATE = -5    /* called at the wrong time */
+};
+
+/* Serdes of sources and sinks. */
+enum { SP_SERDE_BYTES = 0, SP_SERDE_STRING = 1, SP_SERDE_JSON = 2 };
+
+/* Error policies for records that fail. */
+enum { SP_POLICY_FAIL = 0, SP_POLICY_SKIP = 1, SP_POLICY_DLQ = 2 };
+
+typedef struct sp_ctx sp_ctx;
+
+/* One input record. Views point into memory the core owns until the batch
+ * is done: copy (ffi.string) what must outlive the batch. */
+typedef struct sp_rec {
+    const char *key;  /* NULL: null key */
+    const char *val;  /* NULL: null value */
+    size_t key_len;
+    size_t val_len;
+    int64_t ts;       /* milliseconds since the epoch */
+    int64_t offset;
+    int32_t partition;
+    int32_t topic;    /* topic id, see sp_topic_name */
+    void *hdrs;       /* rd_kafka_headers_t *, or NULL */
+    void *seg;        /* commit tracking of the input offset */
+    void *owner;      /* what keeps the bytes alive */
+} sp_rec;
+
+/* The batch Lua processes. cur is the record being processed: Lua sets it
+ * so that the core knows which input each output belongs to and which
+ * record an error is about. */
+typedef struct sp_batch {
+    sp_rec *recs;
+    int32_t n;
+    int32_t cur;
+} sp_batch;
+
+/* Counters of the whole pipeline, incremented from Lua and C. */
+typedef struct sp_stats {
+    int64_t records_in;
+    int64_t records_out;
+    int64_t filtered;
+    int64_t skipped;
+    int64_t dead_lettered;
+    int64_t errors;
+    int64_t batches;
+} sp_stats;
+
+/* A looked-up JSON field. */
+typedef struct sp_field {
+    const char *p; /* strings: contents between the quotes; others: raw text */
+    size_t len;
+    int32_t type;  /* SP_JSON_* of sp_json.h: 0 missing, 1 null, 2 false,
+                      3 true, 4 number, 5 string, 6 object, 7 array */
+    int32_t escaped;
+} sp_field;
+
+/* One captured output record (test driver and in-process runs). */
+typedef struct sp_out {
+    const char *topic;
+    const char *key;   /* NULL: null key */
+    const char *val;
+    size_t key_len;
+    size_t val_len;
+    int64_t ts;
+    int32_t partition; /* partition the Kafka sink would choose */
+    int32_t nhdrs;
+} sp_out;
+
+const char *sp_version(void);
+
+/* Context: the state Lua talks to. A context made by sp_ctx_create keeps
+ * Kafka outputs in memory (the test driver and benchmarks read them back);
+ * the sproc executable plugs the real producer in. */
+sp_ctx *sp_ctx_create(void);
+void sp_ctx_destroy(sp_ctx *ctx);
+sp_batch *sp_ctx_batch(sp_ctx *ctx);
+sp_stats *sp_ctx_stats(sp_ctx *ctx);
+int sp_ctx_set_policy(sp_ctx *ctx, int policy, const char *dlq_topic,
+                      const char **err);
+/* Number of partitions the in-memory Kafka has for new topics (default 1). */
+void sp_ctx_set_partitions(sp_ctx *ctx, int32_t n);
+
+/* Topics are interned: records carry the id. */
+int32_t sp_topic_id(sp_ctx *ctx, const char *name);
+const char *sp_topic_name(sp_ctx *ctx, int32_t id);
+
+/* Sources, declared when the script is compiled. */
+int sp_source_kafka(sp_ctx *ctx, const char *topic, int is_pattern,
+                    const char **err);
+int sp_source_file(sp_ctx *ctx, const char *path, const char **err);
+
+/* Sinks; each returns a sink id. */
+int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err);
+int sp_sink_stdout(sp_ctx *ctx, const char **err);
+int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
+                  const char *suffix, int64_t roll_bytes, int64_t roll_ms,
+                  const char **err);
+
+/* Output of the current record (batch->cur) to a sink. Headers added with
+ * sp_emit_header since the last sp_emit go with it; fwd_headers also
+ * copies the input record's headers (Kafka Streams does so by default). */
+int sp_emit_header(sp_ctx *ctx, const char *name, size_t name_len,
+                   const char *val, size_t val_len, const char **err);
+int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
+            const char *val, size_t val_len, int64_t ts, int fwd_headers,
+            const char **err);
+/* The input record rec, as it came, to the dead-letter topic, with the
+ * error in its headers. */
+int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
+                   const char **err);
+
+/* Headers of input record rec: the i-th (0-based) name and value; returns
+ * 0, or 1 past the last one. */
+int sp_rec_header(sp_ctx *ctx, int32_t rec, int32_t i, const char **name,
+                  const char **val, size_t *val_len);
+
+/* JSON: parse record rec's key (which = 0) or value (which = 1) into the
+ * context's index for that slot; then read fields of it by name. */
+int sp_rec_json(sp_ctx *ctx, int32_t rec, int32_t which, size_t *err_pos,
+                const char **err);
+int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
+                size_t name_len, sp_field *out);
+/* Root type of the parsed slot (SP_JSON_*). */
+int32_t sp_json_root(sp_ctx *ctx, int32_t which);
+/* Unescaped string contents in a context-owned scratch buffer, valid until
+ * the next call. */
+const char *sp_json_unescaped(sp_ctx *ctx, const char *p, size_t len,
+                              size_t *out_len);
+double sp_json_to_number(const char *p, size_t len);
+
+/* The test driver's side: records in, outputs out. */
+int sp_batch_reset(sp_ctx *ctx);
+int sp_batch_push(sp_ctx *ctx, int32_t topic, int32_t partition,
+                  int64_t offset, const char *key, size_t key_len,
+                  const char *val, size_t val_len, int64_t ts,
+                  const char **err);
+int sp_batch_push_header(sp_ctx *ctx, const char *name, const char *val,
+                         size_t val_len, const char **err);
+int32_t sp_out_count(sp_ctx *ctx);
+int sp_out_get(sp_ctx *ctx, int32_t i, sp_out *out);
+int sp_out_header(sp_ctx *ctx, int32_t i, int32_t h, const char **name,
+                  const char **val, size_t *val_len);
+void sp_out_clear(sp_ctx *ctx);
+/* Flushes stdout and file sinks (publishes open files). */
+int sp_ctx_flush(sp_ctx *ctx, const char **err);
+
+/* A message through sproc's logger (levels of sp_log.h: 0 error .. 3
+ * debug). */
+void sp_log_line(int level, const char *msg);
+
+/* Index of the first source whose topic or pattern matches topic id
+ * topic, or -1. */
+int32_t sp_source_for(sp_ctx *ctx, int32_t topic);
+
+/* Java-compatible murmur2 partition of a key (what Kafka's default
+ * partitioner picks for a non-null key). */
+int32_t sp_partition_for(const char *key, size_t len, int32_t partitions);
+
+/* SP_FFI_END */
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

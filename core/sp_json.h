@@ -1,0 +1,76 @@
+/* sp_json: JSON values parsed once into a flat index of their top-level
+ * fields, so Lua reads fields by name through the FFI without building a
+ * table per record; and a writer that appends JSON to an sp_buf.
+ * The index never copies input: fields point into the caller's buffer. */
+#ifndef SP_JSON_H
+#define SP_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sp_buf.h"
+
+enum {
+    SP_JSON_MISSING = 0, /* field not present (lookup result only) */
+    SP_JSON_NULL = 1,
+    SP_JSON_FALSE = 2,
+    SP_JSON_TRUE = 3,
+    SP_JSON_NUMBER = 4,
+    SP_JSON_STRING = 5,
+    SP_JSON_OBJECT = 6,
+    SP_JSON_ARRAY = 7
+};
+
+typedef struct sp_json_field {
+    const char *key;   /* key bytes between the quotes, still escaped */
+    const char *val;   /* strings: bytes between the quotes (escaped);
+                          others: the whole raw value text */
+    uint32_t key_len;
+    uint32_t val_len;
+    uint8_t type;        /* SP_JSON_* */
+    uint8_t key_escaped; /* 1 when the key contains a backslash escape */
+    uint8_t val_escaped; /* 1 when a string value contains an escape */
+} sp_json_field;
+
+typedef struct sp_json_index {
+    sp_json_field *fields;
+    uint32_t n;
+    uint32_t cap;
+    uint8_t root_type; /* type of the whole value (SP_JSON_*) */
+} sp_json_index;
+
+void sp_json_index_init(sp_json_index *ix);
+void sp_json_index_destroy(sp_json_index *ix);
+
+/* Validates the whole text (strict RFC 8259, nesting depth <= 64, any
+ * surrounding whitespace) and indexes the top-level fields when the root
+ * is an object (n = 0 for any other root). Duplicate keys are kept in
+ * order; lookups return the last, as most decoders do.
+ * Returns 0, or -1 with *err set to a static message and *err_pos to the
+ * byte offset of the problem. */
+int sp_json_index_parse(sp_json_index *ix, const char *text, size_t len,
+                        const char **err, size_t *err_pos);
+
+/* Index of the field named name (compared after unescaping the key), or -1. */
+int sp_json_index_find(const sp_json_index *ix, const char *name, size_t len);
+
+/* Unescapes JSON string contents (the bytes between quotes) into out,
+ * which must hold len bytes (unescaping never grows text). \uXXXX
+ * becomes UTF-8, surrogate pairs combined. Returns the output length. */
+size_t sp_json_unescape(const char *in, size_t len, char *out);
+
+/* Parses a JSON number token (as validated by the index). */
+double sp_json_number(const char *p, size_t len);
+
+/* --- writer: appends to an sp_buf; returns 0 or -1 (out of memory) --- */
+
+/* Quoted, escaped JSON string (control characters as \u00XX; bytes >= 0x80
+ * copied as they are). */
+int sp_json_write_string(sp_buf *b, const char *s, size_t len);
+/* Shortest text that reads back to the same double ("%.15g", then 16, then
+ * 17 digits); integral values within 2^53 without exponent or fraction;
+ * NaN and infinities as null (JSON has no such numbers). */
+int sp_json_write_number(sp_buf *b, double v);
+int sp_json_write_int(sp_buf *b, int64_t v);
+
+#endif

@@ -1,0 +1,53 @@
+#include "sp_log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "sp_buf.h"
+#include "sp_json.h"
+
+static int log_level = SP_LOG_INFO;
+static int log_json = 0;
+static const char *level_names[] = {"error", "warn", "info", "debug"};
+
+void sp_log_set_level(int level) { log_level = level; }
+void sp_log_set_json(int json) { log_json = json; }
+int sp_log_level(void) { return log_level; }
+
+void sp_log(int level, const char *fmt, ...) {
+    if (level > log_level) return;
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    struct tm tm;
+    gmtime_r(&tv.tv_sec, &tm);
+    char when[40];
+    size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(when + n, sizeof when - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+
+    if (!log_json) {
+        fprintf(stderr, "%s sproc %s: %s\n", when, level_names[level], msg);
+        return;
+    }
+    /* JSON lines need the message escaped; one buffer per call is fine at
+     * logging rates. */
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_buf_append(&b, "{\"time\":\"", 9);
+    sp_buf_append(&b, when, strlen(when));
+    sp_buf_append(&b, "\",\"level\":\"", 11);
+    sp_buf_append(&b, level_names[level], strlen(level_names[level]));
+    sp_buf_append(&b, "\",\"msg\":", 8);
+    sp_json_write_string(&b, msg, strlen(msg));
+    sp_buf_append(&b, "}\n", 2);
+    fwrite(b.data, 1, b.len, stderr);
+    sp_buf_destroy(&b);
+}

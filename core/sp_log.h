@@ -1,0 +1,19 @@
+/* sp_log: one line per event on stderr, plain or JSON lines. librdkafka's
+ * own log lines are routed here too, so a user reads one stream. */
+#ifndef SP_LOG_H
+#define SP_LOG_H
+
+enum { SP_LOG_ERROR = 0, SP_LOG_WARN = 1, SP_LOG_INFO = 2, SP_LOG_DEBUG = 3 };
+
+void sp_log_set_level(int level);
+void sp_log_set_json(int json);
+int sp_log_level(void);
+void sp_log(int level, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define sp_error(...) sp_log(SP_LOG_ERROR, __VA_ARGS__)
+#define sp_warn(...) sp_log(SP_LOG_WARN, __VA_ARGS__)
+#define sp_info(...) sp_log(SP_LOG_INFO, __VA_ARGS__)
+#define sp_debug(...) sp_log(SP_LOG_DEBUG, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,209 @@
+#include "sp_lua.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_embed.h"
+
+int luaopen_sproc_native(lua_State *L);
+
+struct sp_lua {
+    lua_State *L;
+    sp_ctx *ctx;
+    int env_ref;  /* the compiled pipeline (runtime env table) */
+    int run_ref;  /* runtime.run_batch */
+    char *app_id;
+};
+
+/* package.preload loader: upvalue 1 is the sp_embedded entry. */
+static int load_embedded(lua_State *L) {
+    const sp_embedded *e = lua_touserdata(L, lua_upvalueindex(1));
+    if (strcmp(e->name, "sproc.ffi_h") == 0) {
+        lua_pushlstring(L, e->data, e->len);
+        return 1;
+    }
+    /* "[sproc]" chunk names let tracebacks tell sproc's frames from the
+     * user's, whose chunk names are their real paths. */
+    char chunk[128];
+    snprintf(chunk, sizeof chunk, "@[sproc]/%s.lua", e->name);
+    if (luaL_loadbuffer(L, e->data, e->len, chunk) != 0) return lua_error(L);
+    lua_pushstring(L, e->name);
+    lua_call(L, 1, 1);
+    return 1;
+}
+
+void sp_lua_preload(void *vL) {
+    lua_State *L = vL;
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "preload");
+    for (const sp_embedded *e = sp_embedded_files; e->name; e++) {
+        lua_pushlightuserdata(L, (void *)e);
+        lua_pushcclosure(L, load_embedded, 1);
+        lua_setfield(L, -2, e->name);
+    }
+    lua_pushcfunction(L, luaopen_sproc_native);
+    lua_setfield(L, -2, "sproc.native");
+    lua_pop(L, 2);
+}
+
+sp_lua *sp_lua_create(sp_ctx *ctx) {
+    sp_lua *l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    l->L = luaL_newstate();
+    if (!l->L) {
+        free(l);
+        return NULL;
+    }
+    l->ctx = ctx;
+    l->env_ref = l->run_ref = LUA_NOREF;
+    luaL_openlibs(l->L);
+    sp_lua_preload(l->L);
+    /* Tells sproc.core it runs inside the executable (symbols via ffi.C)
+     * and hands it the context. */
+    lua_getglobal(l->L, "package");
+    lua_getfield(l->L, -1, "loaded");
+    lua_newtable(l->L);
+    lua_pushlightuserdata(l->L, ctx);
+    lua_setfield(l->L, -2, "ctx");
+    lua_setfield(l->L, -2, "sproc.host");
+    lua_pop(l->L, 2);
+    return l;
+}
+
+void sp_lua_destroy(sp_lua *l) {
+    if (!l) return;
+    if (l->L) lua_close(l->L);
+    free(l->app_id);
+    free(l);
+}
+
+static char *pop_message(lua_State *L) {
+    const char *m = lua_tostring(L, -1);
+    char *out = strdup(m ? m : "(error object is not a string)");
+    lua_pop(L, 1);
+    return out;
+}
+
+static int traceback(lua_State *L) {
+    if (!lua_isstring(L, 1)) return 1;
+    lua_getglobal(L, "debug");
+    lua_getfield(L, -1, "traceback");
+    lua_pushvalue(L, 1);
+    lua_pushinteger(L, 2);
+    lua_call(L, 2, 1);
+    return 1;
+}
+
+/* Calls runtime.<fn>(args already pushed) under a traceback handler. */
+static int call_runtime(lua_State *L, const char *fn, int nargs, int nres) {
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sproc.runtime");
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        lua_insert(L, -1 - nargs);
+        lua_pop(L, nargs);
+        return -1;
+    }
+    lua_getfield(L, -1, fn);
+    lua_remove(L, -2);
+    lua_insert(L, -1 - nargs);
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, -2 - nargs);
+    int base = lua_gettop(L) - nargs - 1;
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    return rc == 0 ? 0 : -1;
+}
+
+int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
+                const char *default_id, char **msg) {
+    lua_State *L = l->L;
+    lua_pushstring(L, script);
+    lua_newtable(L);
+    if (app_id) {
+        lua_pushstring(L, app_id);
+        lua_setfield(L, -2, "app_id");
+    }
+    if (default_id) {
+        lua_pushstring(L, default_id);
+        lua_setfield(L, -2, "default_id");
+    }
+    if (call_runtime(L, "host_load", 2, 1) != 0) {
+        *msg = pop_message(L);
+        return -1;
+    }
+    lua_getfield(L, -1, "app_id");
+    free(l->app_id);
+    l->app_id = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "sproc");
+    lua_pop(L, 1);
+    l->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "sproc.runtime");
+    lua_call(L, 1, 1);
+    lua_getfield(L, -1, "run_batch");
+    l->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pop(L, 1);
+    return 0;
+}
+
+const char *sp_lua_app_id(sp_lua *l) { return l->app_id; }
+
+int sp_lua_run_batch(sp_lua *l, char **msg) {
+    lua_State *L = l->L;
+    lua_pushcfunction(L, traceback);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->run_ref);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
+    if (lua_pcall(L, 1, 1, -3) != 0) {
+        /* only sproc's own code can get here: user errors are handled by
+         * the policy inside run_batch */
+        *msg = pop_message(L);
+        lua_pop(L, 1);
+        return -1;
+    }
+    int rc = 0;
+    if (!lua_isnil(L, -1)) {
+        *msg = pop_message(L);
+        rc = -1;
+    } else {
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    return rc;
+}
+
+int sp_lua_describe(sp_lua *l, int dot, char **msg) {
+    lua_State *L = l->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
+    lua_pushboolean(L, dot);
+    if (call_runtime(L, "describe", 2, 1) != 0) {
+        *msg = pop_message(L);
+        return -1;
+    }
+    fputs(lua_tostring(L, -1), stdout);
+    lua_pop(L, 1);
+    return 0;
+}
+
+int sp_lua_test(sp_lua *l, int argc, char **argv) {
+    lua_State *L = l->L;
+    /* busted reads its command line from the global arg */
+    lua_newtable(L);
+    lua_pushstring(L, "sproc test");
+    lua_rawseti(L, -2, 0);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setglobal(L, "arg");
+    const char *boot =
+        "require 'busted.runner'({ standalone = false })\n";
+    if (luaL_loadbuffer(L, boot, strlen(boot), "=sproc test") != 0 ||
+        lua_pcall(L, 0, 0, 0) != 0) {
+        fprintf(stderr, "sproc test: %s\n", lua_tostring(L, -1));
+        return 1;
+    }
+    return 0;
+}

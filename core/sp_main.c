@@ -1,0 +1,214 @@
+/* The sproc command line. */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_ctx.h"
+#include "sp_log.h"
+#include "sp_lua.h"
+#include "sp_runner.h"
+
+static void usage(FILE *f) {
+    fputs(
+        "usage: sproc SCRIPT.lua [options]     run a pipeline\n"
+        "       sproc describe SCRIPT.lua [--dot]   print its topology\n"
+        "       sproc test [DIR] [busted options]   run busted specs\n"
+        "\n"
+        "options:\n"
+        "  --brokers LIST          Kafka bootstrap servers (env SPROC_BROKERS);\n"
+        "                          with neither, an embedded dev cluster runs\n"
+        "  --app ID                application id: consumer group and prefix of\n"
+        "                          internal topics (default: sproc.app{id} or the\n"
+        "                          script's file name)\n"
+        "  --start WHERE           earliest (default), latest or an ISO-8601 time:\n"
+        "                          where to start without a committed offset\n"
+        "  --until-end             bounded run: read every source to its current\n"
+        "                          end, flush, commit and exit 0\n"
+        "  --watch                 reload the script when it changes\n"
+        "  --set KEY=VALUE         a librdkafka setting (consumer./producer.\n"
+        "                          prefixes pick one client) or a sproc setting:\n"
+        "                          sproc.batch.size, sproc.commit.interval.ms,\n"
+        "                          sproc.dev.partitions (repeatable)\n"
+        "  --connect-timeout SECS  exit 1 when no broker answers for that long\n"
+        "                          (default: keep retrying)\n"
+        "  --log-level LEVEL       error, warn, info (default) or debug\n"
+        "  --log-format FORMAT     text (default) or json\n"
+        "  --quiet                 only warnings and errors\n"
+        "  --version               print the version\n"
+        "  --help                  this text\n"
+        "\n"
+        "exit codes: 0 success, 1 runtime failure, 2 usage or script error\n",
+        f);
+}
+
+static int describe(int argc, char **argv) {
+    const char *script = NULL;
+    int dot = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--dot") == 0)
+            dot = 1;
+        else if (!script)
+            script = argv[i];
+        else {
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (!script) {
+        usage(stderr);
+        return 2;
+    }
+    sp_ctx *ctx = sp_ctx_create();
+    sp_lua *l = ctx ? sp_lua_create(ctx) : NULL;
+    char *msg = NULL;
+    int rc = 2;
+    if (!l) goto done;
+    /* The context keeps Kafka outputs in memory: describing touches no
+     * broker. */
+    const char *base = strrchr(script, '/');
+    char id[256];
+    snprintf(id, sizeof id, "%s", base ? base + 1 : script);
+    char *dotlua = strstr(id, ".lua");
+    if (dotlua) *dotlua = '\0';
+    if (sp_lua_load(l, script, NULL, id, &msg) != 0) {
+        fprintf(stderr, "sproc: cannot load %s:\n%s\n", script, msg);
+        goto done;
+    }
+    rc = sp_lua_describe(l, dot, &msg) == 0 ? 0 : 1;
+    if (rc) fprintf(stderr, "sproc: %s\n", msg);
+done:
+    free(msg);
+    sp_lua_destroy(l);
+    sp_ctx_destroy(ctx);
+    return rc;
+}
+
+static int run_tests(int argc, char **argv) {
+    sp_ctx *ctx = sp_ctx_create();
+    sp_lua *l = ctx ? sp_lua_create(ctx) : NULL;
+    int rc = 1;
+    if (l) {
+        /* default: the specs of the current directory */
+        char *args[64];
+        int n = 0;
+        for (int i = 1; i < argc && n < 62; i++) args[n++] = argv[i];
+        if (n == 0) args[n++] = ".";
+        rc = sp_lua_test(l, n, args);
+    }
+    sp_lua_destroy(l);
+    sp_ctx_destroy(ctx);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "describe") == 0)
+        return describe(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "test") == 0)
+        return run_tests(argc - 1, argv + 1);
+
+    static const struct option longopts[] = {
+        {"brokers", required_argument, NULL, 'b'},
+        {"app", required_argument, NULL, 'a'},
+        {"start", required_argument, NULL, 's'},
+        {"until-end", no_argument, NULL, 'u'},
+        {"watch", no_argument, NULL, 'w'},
+        {"set", required_argument, NULL, 'S'},
+        {"connect-timeout", required_argument, NULL, 'c'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"quiet", no_argument, NULL, 'q'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    sp_opts o;
+    memset(&o, 0, sizeof o);
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    if (!sets) return 1;
+    o.sets = sets;
+    int c, rc;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'b': o.brokers = optarg; break;
+        case 'a': o.app = optarg; break;
+        case 's': o.start = optarg; break;
+        case 'u': o.until_end = 1; break;
+        case 'w': o.watch = 1; break;
+        case 'S':
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                fprintf(stderr, "sproc: --set takes KEY=VALUE, not '%s'\n", optarg);
+                rc = 2;
+                goto out;
+            }
+            sets[o.nsets++] = optarg;
+            break;
+        case 'c': {
+            char *end;
+            o.connect_timeout = strtod(optarg, &end);
+            if (*end || o.connect_timeout <= 0) {
+                fprintf(stderr, "sproc: --connect-timeout takes a positive number of seconds\n");
+                rc = 2;
+                goto out;
+            }
+            break;
+        }
+        case 'l':
+            if (strcmp(optarg, "error") == 0) sp_log_set_level(SP_LOG_ERROR);
+            else if (strcmp(optarg, "warn") == 0) sp_log_set_level(SP_LOG_WARN);
+            else if (strcmp(optarg, "info") == 0) sp_log_set_level(SP_LOG_INFO);
+            else if (strcmp(optarg, "debug") == 0) sp_log_set_level(SP_LOG_DEBUG);
+            else {
+                fprintf(stderr, "sproc: unknown log level '%s'\n", optarg);
+                rc = 2;
+                goto out;
+            }
+            break;
+        case 'f':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "sproc: --log-format takes text or json\n");
+                rc = 2;
+                goto out;
+            }
+            sp_log_set_json(strcmp(optarg, "json") == 0);
+            break;
+        case 'q': sp_log_set_level(SP_LOG_WARN); break;
+        case 'V':
+            printf("sproc %s\n", sp_version());
+            rc = 0;
+            goto out;
+        case 'h':
+            usage(stdout);
+            rc = 0;
+            goto out;
+        default:
+            if (optopt)
+                fprintf(stderr, "sproc: option -%c is unknown or lacks its value\n", optopt);
+            else
+                fprintf(stderr, "sproc: unknown option '%s'\n", argv[optind - 1]);
+            usage(stderr);
+            rc = 2;
+            goto out;
+        }
+    }
+    /* the script may come before or after the options */
+    if (optind < argc) o.script = argv[optind++];
+    while (optind < argc && !o.script) o.script = argv[optind++];
+    if (!o.script || optind < argc) {
+        if (optind < argc)
+            fprintf(stderr, "sproc: unexpected argument '%s'\n", argv[optind]);
+        else
+            fprintf(stderr, "sproc: no script given\n");
+        usage(stderr);
+        rc = 2;
+        goto out;
+    }
+    if (!o.brokers) {
+        const char *env = getenv("SPROC_BROKERS");
+        if (env && *env) o.brokers = env;
+    }
+    rc = sp_run(&o);
+out:
+    free(sets);
+    return rc;
+}

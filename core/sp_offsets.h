@@ -1,0 +1,56 @@
+/* sp_offsets: at-least-once commit tracking.
+ *
+ * Records of one partition in one batch form a segment. Every effect of
+ * those records that is not yet safe (an output not yet acknowledged by
+ * Kafka, a file not yet published, the batch itself still running) holds a
+ * reference on the segment. A partition's offset may be committed up to the
+ * end of the longest run of released segments from its head, so a commit
+ * never passes the first record with an unsafe effect. Counting per
+ * segment rather than per record keeps the hot path to one increment. */
+#ifndef SP_OFFSETS_H
+#define SP_OFFSETS_H
+
+#include <stdint.h>
+
+typedef struct sp_seg sp_seg;
+typedef struct sp_tp sp_tp;
+
+struct sp_seg {
+    sp_seg *next;
+    sp_tp *tp;
+    int64_t end;     /* offset after the last record of the segment */
+    int32_t pending; /* references still held */
+};
+
+struct sp_tp {
+    sp_tp *next;
+    char *topic;
+    int32_t partition;
+    int32_t assigned;
+    sp_seg *head, *tail;
+    int64_t committable; /* -1: nothing processed yet */
+    int64_t committed;   /* last offset handed to a commit; -1 none */
+    int64_t end_offset;  /* bounded runs: stop here; -1 unbounded */
+    int32_t done;        /* bounded runs: reached end_offset */
+    sp_seg *batch_seg;   /* segment of the batch being built, if any */
+};
+
+typedef struct sp_offsets {
+    sp_tp *tps;
+    int64_t open_segments;
+} sp_offsets;
+
+void sp_offsets_init(sp_offsets *o);
+void sp_offsets_destroy(sp_offsets *o);
+sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition);
+/* A new segment at the tail of tp, holding one reference (the batch's). */
+sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp);
+void sp_seg_ref(sp_seg *s);
+void sp_seg_unref(sp_seg *s);
+/* Pops released segments; returns how many partitions have an offset to
+ * commit (committable > committed). */
+int sp_offsets_advance(sp_offsets *o);
+/* Segments still waiting on tp (0 when everything is safe). */
+int64_t sp_offsets_pending(const sp_tp *tp);
+
+#endif

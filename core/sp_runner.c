@@ -1,0 +1,940 @@
+/* The pipeline runner. One thread: libev waits on the consumer queue's
+ * io-event fd, each wakeup drains a bounded batch into the context and
+ * calls Lua once, and the producer's delivery reports, commits and file
+ * rolls are served between batches. */
+#include "sp_runner.h"
+
+#include <errno.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_ctx.h"
+#include "sp_log.h"
+#include "sp_lua.h"
+#include "sp_offsets.h"
+#include "sp_sink_kafka.h"
+
+typedef struct file_src {
+    FILE *f;
+    int32_t topic;
+    int64_t line;
+} file_src;
+
+typedef struct runner {
+    const sp_opts *o;
+    sp_ctx *ctx;
+    sp_lua *lua;
+    sp_kafka_out ko;
+    sp_offsets offs;
+
+    rd_kafka_t *prod, *cons, *mock_rk;
+    rd_kafka_mock_cluster_t *mock;
+    rd_kafka_queue_t *cq, *pq;
+    char *brokers;
+    char errstr[512];
+
+    struct ev_loop *loop;
+    ev_io cons_w, prod_w;
+    ev_idle more_w;
+    ev_timer commit_w, tick_w;
+    ev_signal int_w, term_w;
+    int cons_fd[2], prod_fd[2];
+
+    rd_kafka_message_t **msgs;
+    int max_batch;
+    int64_t commit_interval_ms;
+    int32_t dev_partitions;
+    int64_t start_ms; /* --start as a time, or -1 */
+
+    file_src *files;
+    int nfiles, files_open;
+
+    /* rd_kafka_topic_t pointer -> topic id, for the batch builder */
+    const void **rkt_keys;
+    int32_t *rkt_ids;
+    int nrkt;
+
+    int stopping;   /* no more consuming */
+    int exit_code;
+    int assigned_once;
+} runner;
+
+static volatile sig_atomic_t got_signal;
+
+/* --- configuration ------------------------------------------------------- */
+
+static int conf_set(runner *r, rd_kafka_conf_t *conf, const char *k,
+                    const char *v) {
+    if (rd_kafka_conf_set(conf, k, v, r->errstr, sizeof r->errstr) !=
+        RD_KAFKA_CONF_OK) {
+        sp_error("setting %s=%s: %s", k, v, r->errstr);
+        return -1;
+    }
+    return 0;
+}
+
+/* Applies --set pairs: "sproc." keys are ours, "consumer." and "producer."
+ * prefixes target one client, anything else goes to both. */
+static int apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
+    for (int i = 0; i < r->o->nsets; i++) {
+        char kv[1024];
+        snprintf(kv, sizeof kv, "%s", r->o->sets[i]);
+        char *eq = strchr(kv, '=');
+        if (!eq) continue; /* checked by the CLI */
+        *eq = '\0';
+        const char *k = kv, *v = eq + 1;
+        if (strncmp(k, "sproc.", 6) == 0) continue;
+        if (strncmp(k, "consumer.", 9) == 0) {
+            if (!is_consumer) continue;
+            k += 9;
+        } else if (strncmp(k, "producer.", 9) == 0) {
+            if (is_consumer) continue;
+            k += 9;
+        } else if (is_consumer ? (strcmp(k, "acks") == 0 ||
+                                  strcmp(k, "linger.ms") == 0 ||
+                                  strcmp(k, "compression.type") == 0 ||
+                                  strcmp(k, "enable.idempotence") == 0)
+                               : (strcmp(k, "session.timeout.ms") == 0 ||
+                                  strcmp(k, "group.instance.id") == 0 ||
+                                  strcmp(k, "max.poll.interval.ms") == 0 ||
+                                  strcmp(k, "heartbeat.interval.ms") == 0 ||
+                                  strcmp(k, "isolation.level") == 0 ||
+                                  strcmp(k, "fetch.max.bytes") == 0 ||
+                                  strcmp(k, "auto.offset.reset") == 0)) {
+            continue; /* the other client's setting: not worth a warning */
+        }
+        if (conf_set(r, conf, k, v) != 0) return -1;
+    }
+    return 0;
+}
+
+static const char *sproc_setting(const sp_opts *o, const char *key) {
+    size_t n = strlen(key);
+    const char *v = NULL;
+    for (int i = 0; i < o->nsets; i++)
+        if (strncmp(o->sets[i], key, n) == 0 && o->sets[i][n] == '=')
+            v = o->sets[i] + n + 1;
+    return v;
+}
+
+static int64_t setting_int(const sp_opts *o, const char *key, int64_t def) {
+    const char *v = sproc_setting(o, key);
+    return v ? strtoll(v, NULL, 10) : def;
+}
+
+static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf) {
+    (void)rk;
+    int l = level <= 3 ? SP_LOG_ERROR
+                       : level <= 4 ? SP_LOG_WARN
+                                    : level <= 6 ? SP_LOG_INFO : SP_LOG_DEBUG;
+    /* librdkafka's notices are chatty at info; keep them for debug */
+    if (l == SP_LOG_INFO) l = SP_LOG_DEBUG;
+    sp_log(l, "kafka %s: %s", fac, buf);
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN ||
+        err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__RESOLVE)
+        sp_debug("kafka: %s", reason);
+    else
+        sp_warn("kafka: %s", reason);
+}
+
+/* --- the dev cluster ----------------------------------------------------- */
+
+static void dev_topic(void *opaque, const char *topic) {
+    runner *r = opaque;
+    if (r->mock)
+        rd_kafka_mock_topic_create(r->mock, topic, r->dev_partitions, 1);
+}
+
+static int start_dev_cluster(runner *r) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    r->mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, r->errstr,
+                              sizeof r->errstr);
+    if (!r->mock_rk) {
+        sp_error("cannot start the embedded dev cluster: %s", r->errstr);
+        return -1;
+    }
+    r->mock = rd_kafka_mock_cluster_new(r->mock_rk, 1);
+    if (!r->mock) {
+        sp_error("cannot start the embedded dev cluster");
+        return -1;
+    }
+    r->brokers = strdup(rd_kafka_mock_cluster_bootstraps(r->mock));
+    fprintf(stderr,
+            "sproc: no --brokers or SPROC_BROKERS given: running on an embedded "
+            "in-process dev cluster at %s\n"
+            "sproc: (a development aid: it keeps ~5 MiB per partition and loses "
+            "everything on exit)\n",
+            r->brokers);
+    return 0;
+}
+
+/* --- clients ------------------------------------------------------------- */
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
+
+static int make_producer(runner *r) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(r, conf, "bootstrap.servers", r->brokers) ||
+        /* the partition a Java producer picks for the same key */
+        conf_set(r, conf, "partitioner", "murmur2_random") ||
+        conf_set(r, conf, "enable.idempotence", "true") ||
+        conf_set(r, conf, "linger.ms", "5") ||
+        conf_set(r, conf, "queue.buffering.max.messages", "500000") ||
+        apply_sets(r, conf, 0)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_dr_msg_cb(conf, sp_kafka_out_delivered);
+    rd_kafka_conf_set_opaque(conf, &r->ko);
+    r->prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, r->errstr, sizeof r->errstr);
+    if (!r->prod) {
+        sp_error("cannot create the producer: %s", r->errstr);
+        return -1;
+    }
+    sp_kafka_out_init(&r->ko, r->ctx, r->prod);
+    r->ko.on_topic = dev_topic;
+    r->ko.opaque = r;
+    return 0;
+}
+
+static int make_consumer(runner *r) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    const char *reset = r->o->start && strcmp(r->o->start, "latest") == 0
+                            ? "latest"
+                            : "earliest";
+    if (conf_set(r, conf, "bootstrap.servers", r->brokers) ||
+        conf_set(r, conf, "group.id", sp_lua_app_id(r->lua)) ||
+        conf_set(r, conf, "enable.auto.commit", "false") ||
+        conf_set(r, conf, "enable.auto.offset.store", "false") ||
+        conf_set(r, conf, "auto.offset.reset", reset) ||
+        conf_set(r, conf, "partition.assignment.strategy", "cooperative-sticky") ||
+        conf_set(r, conf, "isolation.level", "read_committed") ||
+        conf_set(r, conf, "enable.partition.eof", r->o->until_end ? "true" : "false") ||
+        apply_sets(r, conf, 1)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    rd_kafka_conf_set_opaque(conf, r);
+    r->cons = rd_kafka_new(RD_KAFKA_CONSUMER, conf, r->errstr, sizeof r->errstr);
+    if (!r->cons) {
+        sp_error("cannot create the consumer: %s", r->errstr);
+        return -1;
+    }
+    rd_kafka_poll_set_consumer(r->cons);
+    return 0;
+}
+
+/* --- commits ------------------------------------------------------------- */
+
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        sp_warn("offset commit failed: %s (%d partitions); it is retried "
+                "with the next commit",
+                rd_kafka_err2str(err), offsets ? offsets->cnt : 0);
+}
+
+/* Commits what is safe. only: commit only these partitions (NULL all). */
+static void commit(runner *r, int sync,
+                   const rd_kafka_topic_partition_list_t *only) {
+    if (!r->cons) return;
+    rd_kafka_poll(r->prod, 0);
+    if (sp_offsets_advance(&r->offs) == 0) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (tp->committable <= tp->committed || !tp->assigned) continue;
+        if (only && !rd_kafka_topic_partition_list_find(only, tp->topic,
+                                                          tp->partition))
+            continue;
+        rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
+            tp->committable;
+    }
+    if (l->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(r->cons, l, !sync);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            sp_warn("offset commit failed: %s", rd_kafka_err2str(e));
+        } else {
+            for (int i = 0; i < l->cnt; i++) {
+                sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic,
+                                          l->elems[i].partition);
+                if (tp) tp->committed = l->elems[i].offset;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Makes every effect so far safe: files published, outputs acknowledged.
+ * Returns 0 when everything was acknowledged in time. */
+static int make_safe(runner *r, int timeout_ms) {
+    const char *err;
+    if (sp_ctx_flush_sinks(r->ctx, 1, &err) != SP_OK)
+        sp_error("flushing outputs: %s", err);
+    rd_kafka_resp_err_t e = rd_kafka_flush(r->prod, timeout_ms);
+    if (e) {
+        sp_warn("%d outputs not acknowledged after %d ms: their inputs are "
+                "not committed and will be read again",
+                rd_kafka_outq_len(r->prod), timeout_ms);
+        return -1;
+    }
+    return 0;
+}
+
+/* --- bounded runs -------------------------------------------------------- */
+
+static void check_finished(runner *r);
+
+static void mark_done(runner *r, sp_tp *tp) {
+    if (tp->done) return;
+    tp->done = 1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+    rd_kafka_pause_partitions(r->cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    sp_debug("reached the end of %s [%" PRId32 "] at offset %" PRId64,
+             tp->topic, tp->partition, tp->end_offset);
+}
+
+/* A bounded run is over when every source partition reached the end
+ * offset it had at start and every file source is read. */
+static int all_done(runner *r) {
+    if (r->files_open > 0) return 0;
+    if (!r->cons) return 1;
+    if (!r->assigned_once) return 0;
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->end_offset >= 0 && !tp->done) return 0;
+    return 1;
+}
+
+static void check_finished(runner *r) {
+    if (r->o->until_end && !r->stopping && all_done(r)) {
+        sp_info("bounded run: every source is read to its end");
+        r->stopping = 1;
+        ev_break(r->loop, EVBREAK_ALL);
+    }
+}
+
+/* --- rebalances ---------------------------------------------------------- */
+
+static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
+    /* Where to start where the group has no offset yet: --start time. */
+    if (r->start_ms >= 0 || r->o->until_end) {
+        rd_kafka_topic_partition_list_t *c =
+            rd_kafka_topic_partition_list_copy(parts);
+        if (rd_kafka_committed(r->cons, c, 10000) == 0) {
+            rd_kafka_topic_partition_list_t *times =
+                rd_kafka_topic_partition_list_new(c->cnt);
+            for (int i = 0; i < c->cnt; i++) {
+                sp_tp *tp = sp_offsets_tp(&r->offs, c->elems[i].topic,
+                                          c->elems[i].partition);
+                int64_t at = c->elems[i].offset;
+                if (at >= 0 && tp && tp->end_offset >= 0 && at >= tp->end_offset)
+                    mark_done(r, tp);
+                if (at < 0 && r->start_ms >= 0)
+                    rd_kafka_topic_partition_list_add(times, c->elems[i].topic,
+                                                      c->elems[i].partition)
+                        ->offset = r->start_ms;
+            }
+            if (times->cnt > 0 &&
+                rd_kafka_offsets_for_times(r->cons, times, 10000) == 0) {
+                for (int i = 0; i < times->cnt; i++) {
+                    rd_kafka_topic_partition_t *p =
+                        rd_kafka_topic_partition_list_find(
+                            parts, times->elems[i].topic,
+                            times->elems[i].partition);
+                    /* -1: no record at or after the time: start at the end */
+                    if (p)
+                        p->offset = times->elems[i].offset >= 0
+                                        ? times->elems[i].offset
+                                        : RD_KAFKA_OFFSET_END;
+                }
+            }
+            rd_kafka_topic_partition_list_destroy(times);
+        }
+        rd_kafka_topic_partition_list_destroy(c);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
+                                  parts->elems[i].partition);
+        if (!tp) continue;
+        tp->assigned = 1;
+        /* with a fresh assignment the committed offset is the broker's */
+        tp->committed = -1;
+        tp->committable = -1;
+    }
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(r->cons, parts);
+    if (e) {
+        sp_error("assign failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    /* Paused partitions stay paused across assignment: re-pause. */
+    for (int i = 0; i < parts->cnt; i++) {
+        sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
+                                  parts->elems[i].partition);
+        if (tp && tp->done) {
+            tp->done = 0;
+            mark_done(r, tp);
+        }
+    }
+    r->assigned_once = 1;
+    sp_info("assigned %d partitions", parts->cnt);
+    check_finished(r);
+}
+
+static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
+                      int lost) {
+    /* Hand the partitions over with every effect safe and committed, so
+     * the next owner starts right after what we did. */
+    if (!lost) {
+        make_safe(r, 30000);
+        commit(r, 1, parts);
+    }
+    for (int i = 0; i < parts->cnt; i++) {
+        sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
+                                  parts->elems[i].partition);
+        if (tp) tp->assigned = 0;
+    }
+    rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->cons, parts);
+    if (e) {
+        sp_error("unassign failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    runner *r = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        on_assign(r, parts);
+    else
+        on_revoke(r, parts, rd_kafka_assignment_lost(rk));
+}
+
+/* --- batches ------------------------------------------------------------- */
+
+static int32_t topic_id_of(runner *r, const rd_kafka_topic_t *rkt) {
+    for (int i = 0; i < r->nrkt; i++)
+        if (r->rkt_keys[i] == rkt) return r->rkt_ids[i];
+    const void **k = realloc(r->rkt_keys, (r->nrkt + 1) * sizeof *k);
+    if (k) r->rkt_keys = k;
+    int32_t *v = realloc(r->rkt_ids, (r->nrkt + 1) * sizeof *v);
+    if (v) r->rkt_ids = v;
+    int32_t id = sp_topic_id(r->ctx, rd_kafka_topic_name(rkt));
+    if (k && v) {
+        k[r->nrkt] = rkt;
+        v[r->nrkt] = id;
+        r->nrkt++;
+    }
+    return id;
+}
+
+static void fatal(runner *r, const char *msg) {
+    if (r->exit_code == 0) {
+        sp_error("%s", msg);
+        r->exit_code = 1;
+    }
+    r->stopping = 1;
+    ev_break(r->loop, EVBREAK_ALL);
+}
+
+/* Runs the context's batch through Lua; then flushes stdout and due files
+ * and releases the batch's hold on its segments. */
+static void run_batch(runner *r, sp_seg **segs, int nsegs) {
+    char *msg = NULL;
+    int failed = r->ctx->batch.n > 0 && sp_lua_run_batch(r->lua, &msg) != 0;
+    const char *err;
+    if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK && !failed) {
+        failed = 1;
+        msg = strdup(err);
+    }
+    /* After a failure the batch's segments stay held: no offset of it or
+     * after it is committed, and a restart reads the batch again. */
+    if (!failed)
+        for (int i = 0; i < nsegs; i++) sp_seg_unref(segs[i]);
+    if (failed) {
+        fatal(r, msg ? msg : "pipeline failed");
+        free(msg);
+    }
+    if (r->ko.fatal) fatal(r, r->ko.fatal);
+}
+
+static void consume_some(runner *r) {
+    if (r->stopping) return;
+    int n = (int)rd_kafka_consume_batch_queue(r->cq, 0, r->msgs, r->max_batch);
+    if (n < 0) {
+        sp_error("consume failed: %s", rd_kafka_err2str(rd_kafka_last_error()));
+        return;
+    }
+    sp_batch_reset(r->ctx);
+    sp_seg *segs[256];
+    int nsegs = 0;
+    for (int i = 0; i < n; i++) {
+        rd_kafka_message_t *m = r->msgs[i];
+        if (m->err) {
+            if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                sp_tp *tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt),
+                                          m->partition);
+                if (tp && tp->end_offset >= 0 && m->offset >= tp->end_offset)
+                    mark_done(r, tp);
+            } else if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                       m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+                char buf[512];
+                snprintf(buf, sizeof buf, "source topic %s: %s",
+                         m->rkt ? rd_kafka_topic_name(m->rkt) : "?",
+                         rd_kafka_message_errstr(m));
+                fatal(r, buf);
+            } else {
+                sp_warn("consumer: %s", rd_kafka_message_errstr(m));
+            }
+            continue;
+        }
+        const char *tname = rd_kafka_topic_name(m->rkt);
+        sp_tp *tp = sp_offsets_tp(&r->offs, tname, m->partition);
+        if (!tp) continue;
+        if (tp->end_offset >= 0 && m->offset >= tp->end_offset) {
+            /* past the end seen at start: a bounded run ignores it */
+            mark_done(r, tp);
+            continue;
+        }
+        if (!tp->batch_seg) {
+            if (nsegs == (int)(sizeof segs / sizeof *segs)) {
+                /* rare: more partitions in a batch than slots; hold the
+                 * rest back for the next batch */
+                rd_kafka_seek(m->rkt, m->partition, m->offset, 0);
+                continue;
+            }
+            tp->batch_seg = sp_offsets_seg_open(&r->offs, tp);
+            segs[nsegs++] = tp->batch_seg;
+        }
+        sp_rec *rec = sp_ctx_batch_add(r->ctx);
+        if (!rec) {
+            fatal(r, "out of memory");
+            break;
+        }
+        rec->key = m->key;
+        rec->key_len = m->key_len;
+        rec->val = m->payload;
+        rec->val_len = m->len;
+        rec->ts = rd_kafka_message_timestamp(m, NULL);
+        rec->offset = m->offset;
+        rec->partition = m->partition;
+        rec->topic = topic_id_of(r, m->rkt);
+        rd_kafka_headers_t *h = NULL;
+        if (rd_kafka_message_headers(m, &h) == 0) rec->hdrs = h;
+        rec->seg = tp->batch_seg;
+        rec->owner = m;
+        tp->batch_seg->end = m->offset + 1;
+        if (tp->end_offset >= 0 && m->offset + 1 >= tp->end_offset)
+            mark_done(r, tp);
+    }
+    for (int i = 0; i < nsegs; i++) segs[i]->tp->batch_seg = NULL;
+    run_batch(r, segs, nsegs);
+    sp_batch_reset(r->ctx);
+    for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->msgs[i]);
+    rd_kafka_poll(r->prod, 0);
+    /* The io event fires only when the queue becomes non-empty: when the
+     * batch was full, come back after the loop served timers. */
+    if (n == r->max_batch && !r->stopping)
+        ev_idle_start(r->loop, &r->more_w);
+    check_finished(r);
+}
+
+/* File sources: a batch of lines per loop iteration. */
+static void read_files(runner *r) {
+    const char *err;
+    char *line = NULL;
+    size_t cap = 0;
+    for (int f = 0; f < r->nfiles && !r->stopping; f++) {
+        file_src *fs = &r->files[f];
+        if (!fs->f) continue;
+        sp_batch_reset(r->ctx);
+        struct timespec now;
+        clock_gettime(CLOCK_REALTIME, &now);
+        int64_t ts = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        ssize_t len;
+        while (r->ctx->batch.n < r->max_batch &&
+               (len = getline(&line, &cap, fs->f)) >= 0) {
+            if (len > 0 && line[len - 1] == '\n') len--;
+            if (len > 0 && line[len - 1] == '\r') len--;
+            fs->line++;
+            if (len == 0) continue;
+            if (sp_batch_push(r->ctx, fs->topic, 0, fs->line - 1, NULL, 0, line,
+                              (size_t)len, ts, &err) != SP_OK) {
+                fatal(r, err);
+                break;
+            }
+        }
+        if (r->ctx->batch.n < r->max_batch) {
+            fclose(fs->f);
+            fs->f = NULL;
+            r->files_open--;
+            sp_info("read file %s (%" PRId64 " lines)",
+                    sp_topic_name(r->ctx, fs->topic), fs->line);
+        }
+        run_batch(r, NULL, 0);
+        sp_batch_reset(r->ctx);
+    }
+    free(line);
+    rd_kafka_poll(r->prod, 0);
+    check_finished(r);
+}
+
+/* --- libev callbacks ----------------------------------------------------- */
+
+static void drain_fd(int fd) {
+    char buf[64];
+    while (read(fd, buf, sizeof buf) > 0) {
+    }
+}
+
+static void on_consumer(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)loop;
+    (void)revents;
+    runner *r = w->data;
+    drain_fd(r->cons_fd[0]);
+    consume_some(r);
+}
+
+static void on_producer(struct ev_loop *loop, ev_io *w, int revents) {
+    (void)loop;
+    (void)revents;
+    runner *r = w->data;
+    drain_fd(r->prod_fd[0]);
+    rd_kafka_poll(r->prod, 0);
+    if (r->ko.fatal) fatal(r, r->ko.fatal);
+}
+
+static void on_more(struct ev_loop *loop, ev_idle *w, int revents) {
+    (void)revents;
+    runner *r = w->data;
+    ev_idle_stop(loop, w);
+    if (r->files_open > 0) read_files(r);
+    if (r->cons) consume_some(r);
+    if (r->files_open > 0 && !r->stopping) ev_idle_start(loop, w);
+}
+
+static void on_commit(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    commit(w->data, 0, NULL);
+}
+
+static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    runner *r = w->data;
+    const char *err;
+    if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK) fatal(r, err);
+    rd_kafka_poll(r->prod, 0);
+    if (r->ko.fatal) fatal(r, r->ko.fatal);
+    check_finished(r);
+}
+
+static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
+    (void)revents;
+    runner *r = w->data;
+    got_signal = w->signum;
+    sp_info("%s: finishing the batch, flushing outputs and committing",
+            w->signum == SIGINT ? "interrupted" : "terminated");
+    r->stopping = 1;
+    ev_break(loop, EVBREAK_ALL);
+}
+
+/* --- start-up checks ----------------------------------------------------- */
+
+/* Waits until a broker answers, then checks the source topics and, for a
+ * bounded run, notes where each partition ends now. */
+static int wait_for_kafka(runner *r) {
+    const rd_kafka_metadata_t *md = NULL;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_metadata(r->prod, 1, NULL, &md, 3000);
+        if (!e) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - t0.tv_sec);
+        if (r->o->connect_timeout > 0 && waited >= r->o->connect_timeout) {
+            sp_error("no Kafka broker answered at %s within %.0f s (%s)",
+                     r->brokers, r->o->connect_timeout, rd_kafka_err2str(e));
+            return -1;
+        }
+        if (got_signal) return -1;
+        sp_warn("waiting for Kafka at %s: no broker answers yet (%.0f s; %s)",
+                r->brokers, waited + 3, rd_kafka_err2str(e));
+    }
+    int rc = 0;
+    for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (s->kind == 2) continue;
+        int found = 0;
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const rd_kafka_metadata_topic_t *mt = &md->topics[t];
+            int match = s->kind == 0
+                            ? strcmp(mt->topic, s->name) == 0
+                            : sp_source_for(r->ctx, sp_topic_id(r->ctx, mt->topic)) == i;
+            if (!match || mt->err) continue;
+            found = 1;
+            if (!r->o->until_end) continue;
+            for (int p = 0; p < mt->partition_cnt; p++) {
+                int64_t lo, hi;
+                if (rd_kafka_query_watermark_offsets(r->prod, mt->topic,
+                                                     mt->partitions[p].id, &lo,
+                                                     &hi, 10000) != 0) {
+                    sp_error("cannot read the end offset of %s [%d]", mt->topic,
+                             mt->partitions[p].id);
+                    rc = -1;
+                    break;
+                }
+                sp_tp *tp = sp_offsets_tp(&r->offs, mt->topic, mt->partitions[p].id);
+                if (!tp) continue;
+                tp->end_offset = hi;
+                if (hi <= lo) tp->done = 1; /* empty: nothing to read */
+            }
+        }
+        if (!found && s->kind == 0) {
+            sp_error("source topic %s does not exist (and sproc does not create "
+                     "source topics)", s->name);
+            rc = -1;
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+/* --- set-up and shutdown ------------------------------------------------- */
+
+static int open_io_event(runner *r, rd_kafka_queue_t *q, int fds[2]) {
+    if (pipe(fds) != 0) return -1;
+    fcntl(fds[0], F_SETFL, O_NONBLOCK);
+    fcntl(fds[1], F_SETFL, O_NONBLOCK);
+    (void)r;
+    rd_kafka_queue_io_event_enable(q, fds[1], "1", 1);
+    return 0;
+}
+
+static int open_files(runner *r) {
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (s->kind != 2) continue;
+        file_src *f = realloc(r->files, (r->nfiles + 1) * sizeof *f);
+        if (!f) return -1;
+        r->files = f;
+        f[r->nfiles].f = fopen(s->name, "r");
+        f[r->nfiles].topic = s->topic;
+        f[r->nfiles].line = 0;
+        if (!f[r->nfiles].f) {
+            sp_error("cannot open source file %s: %s", s->name, strerror(errno));
+            return -1;
+        }
+        r->nfiles++;
+        r->files_open++;
+    }
+    return 0;
+}
+
+static int has_kafka_sources(runner *r) {
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        if (r->ctx->sources[i].kind != 2) return 1;
+    return 0;
+}
+
+static char *default_app_id(const char *script) {
+    const char *base = strrchr(script, '/');
+    base = base ? base + 1 : script;
+    char *id = strdup(base);
+    if (!id) return NULL;
+    size_t n = strlen(id);
+    if (n > 4 && strcmp(id + n - 4, ".lua") == 0) id[n - 4] = '\0';
+    return id;
+}
+
+static void shutdown_clients(runner *r) {
+    /* queues are references into their clients: release them first */
+    if (r->cq) rd_kafka_queue_destroy(r->cq);
+    if (r->pq) rd_kafka_queue_destroy(r->pq);
+    r->cq = r->pq = NULL;
+    if (r->cons) {
+        /* closing revokes the assignment, which makes effects safe and
+         * commits through on_revoke */
+        rd_kafka_consumer_close(r->cons);
+        rd_kafka_destroy(r->cons);
+        r->cons = NULL;
+    }
+    if (r->prod) {
+        rd_kafka_flush(r->prod, 10000);
+        sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
+        r->ctx = NULL;
+        rd_kafka_destroy(r->prod);
+        r->prod = NULL;
+    }
+    if (r->mock) rd_kafka_mock_cluster_destroy(r->mock);
+    if (r->mock_rk) rd_kafka_destroy(r->mock_rk);
+}
+
+int sp_run(const sp_opts *o) {
+    runner R;
+    runner *r = &R;
+    memset(r, 0, sizeof *r);
+    r->o = o;
+    r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
+    r->max_batch = (int)setting_int(o, "sproc.batch.size", 1000);
+    r->commit_interval_ms = setting_int(o, "sproc.commit.interval.ms", 1000);
+    r->dev_partitions = (int32_t)setting_int(o, "sproc.dev.partitions", 4);
+    r->start_ms = -1;
+    sp_offsets_init(&r->offs);
+    int rc = 1;
+    char *msg = NULL;
+    char *def_id = default_app_id(o->script);
+
+    if (o->start && strcmp(o->start, "earliest") != 0 &&
+        strcmp(o->start, "latest") != 0) {
+        long long ms;
+        if (sp_parse_iso8601(o->start, &ms) != 0) {
+            fprintf(stderr, "sproc: --start takes earliest, latest or an "
+                            "ISO-8601 time, not '%s'\n", o->start);
+            rc = 2;
+            goto done;
+        }
+        r->start_ms = ms;
+    }
+    r->msgs = calloc((size_t)r->max_batch, sizeof *r->msgs);
+    r->ctx = sp_ctx_create();
+    r->lua = r->ctx ? sp_lua_create(r->ctx) : NULL;
+    if (!r->msgs || !r->lua) {
+        sp_error("out of memory");
+        goto done;
+    }
+    if (o->brokers) {
+        r->brokers = strdup(o->brokers);
+    } else if (start_dev_cluster(r) != 0) {
+        goto done;
+    }
+    if (make_producer(r) != 0) goto done;
+    if (sp_lua_load(r->lua, o->script, o->app, def_id, &msg) != 0) {
+        fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);
+        rc = 2;
+        goto done;
+    }
+    if (r->mock)
+        for (int32_t i = 0; i < r->ctx->nsources; i++)
+            if (r->ctx->sources[i].kind == 0) dev_topic(r, r->ctx->sources[i].name);
+    if (open_files(r) != 0) goto done;
+
+    r->loop = ev_default_loop(EVFLAG_AUTO);
+    if (has_kafka_sources(r)) {
+        if (wait_for_kafka(r) != 0) goto done;
+        if (make_consumer(r) != 0) goto done;
+        rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
+        for (int32_t i = 0; i < r->ctx->nsources; i++) {
+            sp_source *s = &r->ctx->sources[i];
+            if (s->kind == 2) continue;
+            if (s->kind == 1) {
+                char pat[1024];
+                snprintf(pat, sizeof pat, "^(%s)$", s->name);
+                rd_kafka_topic_partition_list_add(subs, pat, RD_KAFKA_PARTITION_UA);
+            } else {
+                rd_kafka_topic_partition_list_add(subs, s->name, RD_KAFKA_PARTITION_UA);
+            }
+        }
+        rd_kafka_resp_err_t e = rd_kafka_subscribe(r->cons, subs);
+        rd_kafka_topic_partition_list_destroy(subs);
+        if (e) {
+            sp_error("subscribe failed: %s", rd_kafka_err2str(e));
+            goto done;
+        }
+        r->cq = rd_kafka_queue_get_consumer(r->cons);
+        if (open_io_event(r, r->cq, r->cons_fd) != 0) goto done;
+        ev_io_init(&r->cons_w, on_consumer, r->cons_fd[0], EV_READ);
+        r->cons_w.data = r;
+        ev_io_start(r->loop, &r->cons_w);
+    }
+    r->pq = rd_kafka_queue_get_main(r->prod);
+    if (open_io_event(r, r->pq, r->prod_fd) != 0) goto done;
+    ev_io_init(&r->prod_w, on_producer, r->prod_fd[0], EV_READ);
+    r->prod_w.data = r;
+    ev_io_start(r->loop, &r->prod_w);
+    ev_idle_init(&r->more_w, on_more);
+    r->more_w.data = r;
+    /* a first pass: file sources, and anything already queued */
+    ev_idle_start(r->loop, &r->more_w);
+    ev_timer_init(&r->commit_w, on_commit, r->commit_interval_ms / 1000.0,
+                  r->commit_interval_ms / 1000.0);
+    r->commit_w.data = r;
+    ev_timer_start(r->loop, &r->commit_w);
+    ev_timer_init(&r->tick_w, on_tick, 1.0, 1.0);
+    r->tick_w.data = r;
+    ev_timer_start(r->loop, &r->tick_w);
+    ev_signal_init(&r->int_w, on_signal, SIGINT);
+    r->int_w.data = r;
+    ev_signal_start(r->loop, &r->int_w);
+    ev_signal_init(&r->term_w, on_signal, SIGTERM);
+    r->term_w.data = r;
+    ev_signal_start(r->loop, &r->term_w);
+
+    if (!(o->until_end && all_done(r))) ev_run(r->loop, 0);
+
+    /* Stop: the batch is finished; make outputs safe and commit. After a
+     * failure, what is safe is still committed, never the failed batch. */
+    if (make_safe(r, r->exit_code ? 5000 : 60000) != 0 && r->exit_code == 0 &&
+        o->until_end)
+        r->exit_code = 1;
+    commit(r, 1, NULL);
+    rc = r->exit_code;
+    {
+        sp_stats *st = sp_ctx_stats(r->ctx);
+        sp_info("done: %" PRId64 " records in, %" PRId64 " out, %" PRId64
+                " filtered, %" PRId64 " skipped, %" PRId64 " dead-lettered",
+                st->records_in, st->records_out, st->filtered, st->skipped,
+                st->dead_lettered);
+    }
+
+done:
+    shutdown_clients(r);
+    if (r->ctx) sp_ctx_destroy(r->ctx);
+    sp_lua_destroy(r->lua);
+    sp_kafka_out_destroy(&r->ko);
+    sp_offsets_destroy(&r->offs);
+    for (int i = 0; i < 2; i++) {
+        if (r->cons_fd[i] >= 0) close(r->cons_fd[i]);
+        if (r->prod_fd[i] >= 0) close(r->prod_fd[i]);
+    }
+    for (int i = 0; i < r->nfiles; i++)
+        if (r->files[i].f) fclose(r->files[i].f);
+    free(r->files);
+    free(r->rkt_keys);
+    free(r->rkt_ids);
+    free(r->msgs);
+    free(r->brokers);
+    free(msg);
+    free(def_id);
+    return rc;
+}

@@ -1,0 +1,168 @@
+#include "sp_sink_kafka.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_log.h"
+
+typedef struct ksink {
+    sp_kafka_out *ko;
+    rd_kafka_topic_t *rkt;
+} ksink;
+
+static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
+    rd_kafka_resp_err_t e;
+    for (;;) {
+        if (m->hdrs)
+            e = rd_kafka_producev(
+                ko->producer, RD_KAFKA_V_RKT(rkt),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
+                RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
+                RD_KAFKA_V_TIMESTAMP(m->ts > 0 ? m->ts : 0),
+                RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(m->seg),
+                RD_KAFKA_V_END);
+        else
+            e = rd_kafka_producev(
+                ko->producer, RD_KAFKA_V_RKT(rkt),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
+                RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
+                RD_KAFKA_V_TIMESTAMP(m->ts > 0 ? m->ts : 0),
+                RD_KAFKA_V_OPAQUE(m->seg), RD_KAFKA_V_END);
+        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
+        /* Backpressure: wait for acknowledgements to make room. */
+        rd_kafka_poll(ko->producer, 10);
+    }
+    return e;
+}
+
+static int ksink_write(sp_sink *s, sp_msg *m, const char **err) {
+    ksink *k = s->impl;
+    if (m->seg) sp_seg_ref(m->seg);
+    rd_kafka_resp_err_t e = produce(k->ko, k->rkt, m);
+    if (e) {
+        if (m->seg) sp_seg_unref(m->seg);
+        if (m->hdrs) rd_kafka_headers_destroy(m->hdrs);
+        *err = rd_kafka_err2str(e);
+        return SP_EIO;
+    }
+    return SP_OK;
+}
+
+static void ksink_destroy(sp_sink *s) {
+    ksink *k = s->impl;
+    if (!k) return;
+    rd_kafka_topic_destroy(k->rkt);
+    free(k);
+}
+
+static const sp_sink_ops kafka_ops = {"kafka", ksink_write, NULL,
+                                      ksink_destroy};
+
+static int ksink_open(void *opaque, sp_sink *s, const char **err) {
+    sp_kafka_out *ko = opaque;
+    ksink *k = calloc(1, sizeof *k);
+    if (!k) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    k->ko = ko;
+    k->rkt = rd_kafka_topic_new(ko->producer, s->name, NULL);
+    if (!k->rkt) {
+        free(k);
+        *err = rd_kafka_err2str(rd_kafka_last_error());
+        return SP_EINVAL;
+    }
+    s->ops = &kafka_ops;
+    s->impl = k;
+    if (ko->on_topic) ko->on_topic(ko->opaque, s->name);
+    return SP_OK;
+}
+
+void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer) {
+    memset(ko, 0, sizeof *ko);
+    ko->ctx = ctx;
+    ko->producer = producer;
+    ctx->kafka.opaque = ko;
+    ctx->kafka.open = ksink_open;
+}
+
+void sp_kafka_out_destroy(sp_kafka_out *ko) {
+    free(ko->fatal);
+    ko->fatal = NULL;
+}
+
+/* A produce that failed for good (the producer retried what can be
+ * retried): the record goes to the error policy instead of blocking the
+ * others. Its segment stays held under "fail", so its offset is never
+ * committed. */
+void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                            void *opaque) {
+    (void)rk;
+    sp_kafka_out *ko = opaque;
+    sp_seg *seg = m->_private;
+    sp_ctx *ctx = ko->ctx;
+    if (!m->err) {
+        if (seg) sp_seg_unref(seg);
+        return;
+    }
+    const char *topic = rd_kafka_topic_name(m->rkt);
+    const char *why = rd_kafka_err2str(m->err);
+    ko->delivery_errors++;
+    ctx->stats.errors++;
+    const char *src_topic = seg ? seg->tp->topic : NULL;
+    int32_t src_part = seg ? seg->tp->partition : -1;
+    if (ctx->policy == SP_POLICY_FAIL || ctx->dlq_sink < 0 ||
+        strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0) {
+        if (!ko->fatal) {
+            char buf[1024];
+            snprintf(buf, sizeof buf,
+                     "output to topic %s failed: %s\n  record from: topic %s, "
+                     "partition %" PRId32,
+                     topic, why, src_topic ? src_topic : "?", src_part);
+            ko->fatal = strdup(buf);
+        }
+        return;
+    }
+    if (ctx->policy == SP_POLICY_SKIP) {
+        ctx->stats.skipped++;
+        sp_warn("skipped an output to topic %s: %s", topic, why);
+        sp_seg_unref(seg);
+        return;
+    }
+    /* Dead letter: the output that could not be written, with the error
+     * and where its input came from. */
+    char msg[512];
+    snprintf(msg, sizeof msg, "output to topic %s failed: %s", topic, why);
+    rd_kafka_headers_t *in = NULL;
+    rd_kafka_message_headers(m, &in);
+    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg};
+    dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg), src_topic,
+                                         src_part, -1);
+    const char *err;
+    sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
+    int rc = dlq->ops->write(dlq, &dl, &err);
+    if (rc != SP_OK && m->len) {
+        /* too large for the dead-letter topic as well: keep the error and
+         * the coordinates, the input is still in its topic */
+        dl.val = NULL;
+        dl.val_len = 0;
+        dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg),
+                                             src_topic, src_part, -1);
+        rc = dlq->ops->write(dlq, &dl, &err);
+    }
+    if (rc != SP_OK) {
+        if (!ko->fatal) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s; and the dead-letter topic failed: %s",
+                     msg, err);
+            ko->fatal = strdup(buf);
+        }
+        return;
+    }
+    ctx->stats.dead_lettered++;
+    sp_warn("dead-lettered an output: %s", msg);
+    if (seg) sp_seg_unref(seg);
+}

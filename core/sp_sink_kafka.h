@@ -1,0 +1,25 @@
+/* The Kafka sink of the executable: outputs go to librdkafka's producer;
+ * each holds a reference on its input segment until Kafka acknowledges it
+ * (sp_sink_kafka_delivered, from the delivery report callback). */
+#ifndef SP_SINK_KAFKA_H
+#define SP_SINK_KAFKA_H
+
+#include "sp_ctx.h"
+
+typedef struct sp_kafka_out {
+    rd_kafka_t *producer;
+    /* Called for every topic a sink opens (the dev cluster creates it). */
+    void (*on_topic)(void *opaque, const char *topic);
+    void *opaque;
+    sp_ctx *ctx;
+    char *fatal;            /* set when a delivery failed under "fail" */
+    int64_t delivery_errors;
+} sp_kafka_out;
+
+void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer);
+void sp_kafka_out_destroy(sp_kafka_out *ko);
+/* For rd_kafka_conf_set_dr_msg_cb: the opaque is the sp_kafka_out. */
+void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
+                            void *opaque);
+
+#endif

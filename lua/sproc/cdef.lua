@@ -1,0 +1,20 @@
+-- The C declarations Lua uses, taken from core/sp_ffi.h, the one contract
+-- between C and Lua. Inside the sproc executable the header text is
+-- embedded (module "sproc.ffi_h"); from a source tree it is read from disk.
+local text
+local ok, embedded = pcall(require, "sproc.ffi_h")
+if ok then
+  text = embedded
+else
+  local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+  local path = os.getenv("SPROC_FFI_H") or (here .. "/../../core/sp_ffi.h")
+  local f = assert(io.open(path, "rb"), "sproc: cannot find sp_ffi.h at " .. path)
+  text = f:read("*a")
+  f:close()
+end
+
+local body = text:match("/%* SP_FFI_BEGIN %*/(.-)/%* SP_FFI_END %*/")
+assert(body, "sproc: sp_ffi.h has no SP_FFI_BEGIN/SP_FFI_END markers")
+-- ffi.cdef has no preprocessor; the region has none by contract, but
+-- comments are fine.
+return body

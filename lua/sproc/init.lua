@@ -1,0 +1,104 @@
+-- sproc: the pipeline builder a user script requires.
+--
+--   local sproc = require "sproc"
+--   sproc.source{ topic = "in", value = "json" }
+--     :filter(function(r) return r.value.ok end)
+--     :to{ topic = "out" }
+--
+-- Building only records the topology; sproc.runtime compiles it against
+-- the native core once the script has run.
+local stream = require "sproc.stream"
+
+local M = {}
+
+local topo
+
+-- A fresh topology: the runtime calls this before running a script.
+function M._reset(script_path)
+  topo = { sources = {}, app = {}, nodes = {}, script = script_path }
+  stream._set_topology(topo)
+  return topo
+end
+M._reset(nil)
+
+function M._topology() return topo end
+
+local function check_table(fname, t)
+  if type(t) ~= "table" then
+    error("sproc." .. fname .. " expects a table of options, got " .. type(t), 3)
+  end
+end
+
+local serdes = { bytes = true, string = true, json = true }
+local policies = { fail = true, skip = true, dlq = true }
+
+--- Application settings: id (group id and prefix of internal topics),
+--- errors ("fail", "skip" or "dlq") and dlq (the dead-letter topic).
+function M.app(opts)
+  check_table("app", opts)
+  if opts.id ~= nil and (type(opts.id) ~= "string" or opts.id == "") then
+    error("sproc.app: id must be a non-empty string", 2)
+  end
+  if opts.errors ~= nil and not policies[opts.errors] then
+    error("sproc.app: errors must be \"fail\", \"skip\" or \"dlq\", got " .. tostring(opts.errors), 2)
+  end
+  if opts.dlq ~= nil and type(opts.dlq) ~= "string" then
+    error("sproc.app: dlq must be a topic name", 2)
+  end
+  for k, v in pairs(opts) do topo.app[k] = v end
+end
+
+--- A source: a Kafka topic (topic = "t"), several (topics = {...}), a
+--- pattern (pattern = "trips-.*", a regular expression matched against
+--- whole topic names), or a file (file = "path", format = "lines"|"json").
+function M.source(opts)
+  check_table("source", opts)
+  local src = { key = opts.key or "string", value = opts.value, time = opts.time }
+  local n = (opts.topic and 1 or 0) + (opts.topics and 1 or 0)
+          + (opts.pattern and 1 or 0) + (opts.file and 1 or 0)
+  if n ~= 1 then
+    error("sproc.source: give exactly one of topic, topics, pattern or file", 2)
+  end
+  if opts.topic then
+    if type(opts.topic) ~= "string" or opts.topic == "" then
+      error("sproc.source: topic must be a non-empty string", 2)
+    end
+    src.kind, src.names = "topic", { opts.topic }
+  elseif opts.topics then
+    if type(opts.topics) ~= "table" or #opts.topics == 0 then
+      error("sproc.source: topics must be a non-empty list of names", 2)
+    end
+    src.kind, src.names = "topic", opts.topics
+  elseif opts.pattern then
+    src.kind, src.names = "pattern", { opts.pattern }
+  else
+    local fmt = opts.format or "lines"
+    if fmt ~= "lines" and fmt ~= "json" then
+      error("sproc.source: format must be \"lines\" or \"json\", got " .. tostring(fmt), 2)
+    end
+    src.kind, src.names = "file", { M.here(opts.file) }
+    src.value = src.value or (fmt == "json" and "json" or "string")
+  end
+  src.value = src.value or "string"
+  if not serdes[src.key] then error("sproc.source: unknown key serde " .. tostring(src.key), 2) end
+  if not serdes[src.value] then error("sproc.source: unknown value serde " .. tostring(src.value), 2) end
+  if src.time ~= nil and type(src.time) ~= "function" then
+    error("sproc.source: time must be a function of the record returning epoch milliseconds", 2)
+  end
+  local s = stream.new_source(src)
+  topo.sources[#topo.sources + 1] = src
+  return s
+end
+
+--- A path relative to the directory of the running script (absolute
+--- paths are kept).
+function M.here(path)
+  if type(path) ~= "string" then error("sproc.here expects a path", 2) end
+  if path:sub(1, 1) == "/" or not topo.script then return path end
+  local dir = topo.script:match("^(.*)/[^/]*$")
+  return dir and (dir .. "/" .. path) or path
+end
+
+M.json = require "sproc.json"
+
+return M

@@ -1,0 +1,154 @@
+-- Record views. A script's functions receive a view `r` whose fields are
+-- pulled from the native batch only when read: r.key, r.value, r.ts,
+-- r.topic, r.partition, r.offset, r.headers. One view per source is reused
+-- for every record, so a view (and a JSON value inside it) is valid only
+-- during the call; copy what you keep (sproc.json.totable(r.value)).
+local ffi = require "ffi"
+local core = require "sproc.core"
+local cjson = require "cjson.safe"
+
+local C = core.C
+local ffi_string = ffi.string
+local tonumber, rawset, rawget = tonumber, rawset, rawget
+
+local M = {}
+
+local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = 1, 2, 3
+local SP_JSON_NUMBER, SP_JSON_STRING = 4, 5
+
+-- A JSON value of the current record, read field by field through the
+-- core's index: no table is built for the record.
+local function json_view(ctx, which, batch)
+  local fld = ffi.new("sp_field[1]")
+  local outlen = ffi.new("size_t[1]")
+  local proxy = {}
+  local mt = {}
+  mt.__index = function(_, name)
+    if type(name) ~= "string" then return nil end
+    C.sp_json_get(ctx, which, name, #name, fld)
+    local f = fld[0]
+    local t = f.type
+    if t == SP_JSON_STRING then
+      if f.escaped == 0 then return ffi_string(f.p, f.len) end
+      local p = C.sp_json_unescaped(ctx, f.p, f.len, outlen)
+      return ffi_string(p, outlen[0])
+    elseif t == SP_JSON_NUMBER then
+      return C.sp_json_to_number(f.p, f.len)
+    elseif t == SP_JSON_TRUE then
+      return true
+    elseif t == SP_JSON_FALSE then
+      return false
+    elseif t <= SP_JSON_NULL then
+      return nil
+    end
+    -- Nested objects and arrays are decoded whole when asked for.
+    return (cjson.decode(ffi_string(f.p, f.len)))
+  end
+  mt.__newindex = function()
+    error("a record's JSON value is read-only: build a new table in map()", 2)
+  end
+  -- The raw JSON text of the current record, for encoding it unchanged.
+  mt.__sproc_json = function()
+    local rec = batch.recs[batch.cur]
+    if which == 1 then return ffi_string(rec.val, rec.val_len) end
+    return ffi_string(rec.key, rec.key_len)
+  end
+  mt.__tostring = mt.__sproc_json
+  mt.__sproc_raw = which
+  return setmetatable(proxy, mt)
+end
+M.json_view = json_view
+
+-- Views for the records of one source with the given serdes.
+function M.new_view(ctx, batch, src)
+  local key_serde, value_serde = src.key, src.value
+  local value_json = value_serde == "json" and json_view(ctx, 1, batch)
+  local key_json = key_serde == "json" and json_view(ctx, 0, batch)
+  local hdr_name = ffi.new("const char *[1]")
+  local hdr_val = ffi.new("const char *[1]")
+  local hdr_len = ffi.new("size_t[1]")
+  local topic_names = {}
+
+  local function decoded(which, json_proxy)
+    local root = C.sp_json_root(ctx, which)
+    if root == 6 then return json_proxy end       -- object: the field index
+    local rec = batch.recs[batch.cur]
+    if which == 1 then
+      if rec.val == nil then return nil end
+      return (cjson.decode(ffi_string(rec.val, rec.val_len)))
+    end
+    if rec.key == nil then return nil end
+    return (cjson.decode(ffi_string(rec.key, rec.key_len)))
+  end
+
+  local getters = {
+    value = function(rec)
+      if value_json then return decoded(1, value_json) end
+      if rec.val == nil then return nil end
+      return ffi_string(rec.val, rec.val_len)
+    end,
+    key = function(rec)
+      if key_json then return decoded(0, key_json) end
+      if rec.key == nil then return nil end
+      return ffi_string(rec.key, rec.key_len)
+    end,
+    ts = function(rec) return tonumber(rec.ts) end,
+    offset = function(rec) return tonumber(rec.offset) end,
+    partition = function(rec) return rec.partition end,
+    topic = function(rec)
+      local id = rec.topic
+      local name = topic_names[id]
+      if not name then
+        name = ffi_string(C.sp_topic_name(ctx, id))
+        topic_names[id] = name
+      end
+      return name
+    end,
+    headers = function()
+      local h, i = {}, 0
+      while C.sp_rec_header(ctx, batch.cur, i, hdr_name, hdr_val, hdr_len) == 0 do
+        h[ffi_string(hdr_name[0])] = ffi_string(hdr_val[0], hdr_len[0])
+        i = i + 1
+      end
+      return h
+    end,
+  }
+
+  local view = {}
+  setmetatable(view, {
+    __index = function(t, k)
+      local g = getters[k]
+      if not g then return nil end
+      local v = g(batch.recs[batch.cur])
+      rawset(t, k, v)
+      return v
+    end,
+  })
+
+  local parse = (value_json or key_json) and function(i)
+    if value_json and C.sp_rec_json(ctx, i, 1, M.errpos, M.errp) ~= 0 then
+      return "malformed JSON value: " .. ffi_string(M.errp[0]) ..
+             " at byte " .. tonumber(M.errpos[0])
+    end
+    if key_json and batch.recs[i].key ~= nil and
+       C.sp_rec_json(ctx, i, 0, M.errpos, M.errp) ~= 0 then
+      return "malformed JSON key: " .. ffi_string(M.errp[0]) ..
+             " at byte " .. tonumber(M.errpos[0])
+    end
+  end
+
+  -- Forgets the previous record's fields; returns an error message when
+  -- the record's JSON does not parse.
+  local function reset(i)
+    view.value = nil; view.key = nil; view.ts = nil; view.offset = nil
+    view.partition = nil; view.topic = nil; view.headers = nil
+    if parse then return parse(i) end
+  end
+
+  return view, reset
+end
+
+M.errpos = ffi.new("size_t[1]")
+M.errp = ffi.new("const char *[1]")
+
+return M

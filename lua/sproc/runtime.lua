@@ -1,0 +1,413 @@
+-- The runtime: loads a user script, compiles its topology against the
+-- native core, and runs batches. The core calls run_batch() once per batch
+-- through one protected call; records that fail go to the error policy
+-- here, and the batch goes on after them.
+local ffi = require "ffi"
+local core = require "sproc.core"
+local sproc = require "sproc"
+local record = require "sproc.record"
+local json = require "sproc.json"
+
+local C = core.C
+local ffi_string = ffi.string
+local type, tostring, error, xpcall = type, tostring, error, xpcall
+local getmetatable = getmetatable
+
+local M = {}
+
+local errp = ffi.new("const char *[1]")
+
+local function cerr(what)
+  return what .. ": " .. ffi_string(errp[0])
+end
+
+-- Errors about an input record (not the script) carry this metatable.
+local InputError = {}
+InputError.__tostring = function(e) return e.msg end
+
+-- Turns a value into bytes for a sink: returns pointer-or-string, length.
+-- A record's JSON value that was not replaced is written as it came.
+local function encoder(serde, batch, which)
+  return function(v)
+    if v == nil then return nil, 0 end
+    local tv = type(v)
+    if tv == "table" then
+      local mt = getmetatable(v)
+      if mt and mt.__sproc_raw then
+        local rec = batch.recs[batch.cur]
+        if mt.__sproc_raw == 1 then return rec.val, rec.val_len end
+        return rec.key, rec.key_len
+      end
+      if serde == "string" or serde == "bytes" then
+        error("cannot write a table as " .. serde .. " " .. which ..
+              " (use json or return a string)", 0)
+      end
+      local s = json.encode(v)
+      return s, #s
+    end
+    if serde == "json" then
+      local s = json.encode(v)
+      return s, #s
+    end
+    if tv ~= "string" then
+      if serde == "bytes" then
+        error("a bytes " .. which .. " must be a string, got " .. tv, 0)
+      end
+      v = tostring(v)
+    end
+    return v, #v
+  end
+end
+
+local compile_node
+
+local function compile_children(n, env)
+  local kids = n.children
+  if #kids == 0 then return function() end end
+  if #kids == 1 then return compile_node(kids[1], env) end
+  local fns = {}
+  for i = 1, #kids do fns[i] = compile_node(kids[i], env) end
+  local nf = #fns
+  return function(r)
+    for i = 1, nf do fns[i](r) end
+  end
+end
+
+local function count_filtered(stats)
+  stats.filtered = stats.filtered + 1
+end
+
+function compile_node(n, env)
+  local kind, fn = n.kind, n.fn
+  local stats, ctx, batch = env.stats, env.ctx, env.batch
+  env.describe[#env.describe + 1] = n
+
+  if kind == "source" or kind == "branch_out" then
+    return compile_children(n, env)
+  elseif kind == "filter" then
+    local nxt = compile_children(n, env)
+    return function(r)
+      if fn(r) then nxt(r) else count_filtered(stats) end
+    end
+  elseif kind == "map" then
+    local nxt = compile_children(n, env)
+    return function(r)
+      local v = fn(r)
+      local old = rawget(r, "value")
+      r.value = v
+      nxt(r)
+      r.value = old
+    end
+  elseif kind == "key_by" then
+    local nxt = compile_children(n, env)
+    return function(r)
+      local k = fn(r)
+      local old = rawget(r, "key")
+      r.key = k
+      nxt(r)
+      r.key = old
+    end
+  elseif kind == "each" then
+    local nxt = compile_children(n, env)
+    return function(r)
+      fn(r)
+      nxt(r)
+    end
+  elseif kind == "flat_map" then
+    local nxt = compile_children(n, env)
+    local cur, emitted
+    local function emit(v)
+      local old = rawget(cur, "value")
+      cur.value = v
+      emitted = emitted + 1
+      nxt(cur)
+      cur.value = old
+    end
+    return function(r)
+      local prev_cur, prev_emitted = cur, emitted
+      cur, emitted = r, 0
+      fn(r, emit)
+      if emitted == 0 then count_filtered(stats) end
+      cur, emitted = prev_cur, prev_emitted
+    end
+  elseif kind == "branch" then
+    local preds, outs = n.preds, {}
+    for i = 1, #preds do outs[i] = compile_node(n.children[i], env) end
+    local np = #preds
+    return function(r)
+      for i = 1, np do
+        if preds[i](r) then return outs[i](r) end
+      end
+      count_filtered(stats)
+    end
+  elseif kind == "to" then
+    local o = n.opts
+    local sink = C.sp_sink_kafka(ctx, o.topic, errp)
+    if sink < 0 then error(cerr("to(" .. o.topic .. ")"), 0) end
+    local enc_key = encoder(o.key or "auto", batch, "key")
+    local enc_val = encoder(o.value or "auto", batch, "value")
+    local headers = o.headers
+    local fwd = o.forward_headers == false and 0 or 1
+    return function(r)
+      local kp, kl = enc_key(r.key)
+      local vp, vl = enc_val(r.value)
+      if headers then
+        for hk, hv in pairs(headers(r) or {}) do
+          hv = tostring(hv)
+          C.sp_emit_header(ctx, hk, #hk, hv, #hv, errp)
+        end
+      end
+      if C.sp_emit(ctx, sink, kp, kl, vp, vl, r.ts, fwd, errp) ~= 0 then
+        error(cerr("output to topic " .. o.topic), 0)
+      end
+    end
+  elseif kind == "print" then
+    local sink = C.sp_sink_stdout(ctx, errp)
+    if sink < 0 then error(cerr("print()"), 0) end
+    local with_key = n.opts.key
+    local enc_key = encoder("auto", batch, "key")
+    local enc_val = encoder("auto", batch, "value")
+    return function(r)
+      local kp, kl
+      if with_key then kp, kl = enc_key(r.key) end
+      local vp, vl = enc_val(r.value)
+      if C.sp_emit(ctx, sink, kp, kl or 0, vp, vl, r.ts, 0, errp) ~= 0 then
+        error(cerr("print()"), 0)
+      end
+    end
+  elseif kind == "to_files" then
+    local o = n.opts
+    local roll_ms = o.roll_seconds and o.roll_seconds * 1000 or 0
+    local sink = C.sp_sink_files(ctx, sproc.here(o.dir), o.prefix, o.suffix,
+                                 o.roll_bytes or 64 * 1024 * 1024, roll_ms, errp)
+    if sink < 0 then error(cerr("to_files(" .. o.dir .. ")"), 0) end
+    local enc_val = encoder("auto", batch, "value")
+    return function(r)
+      local vp, vl = enc_val(r.value)
+      if C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp) ~= 0 then
+        error(cerr("to_files(" .. o.dir .. ")"), 0)
+      end
+    end
+  end
+  error("sproc: unknown operator " .. tostring(kind))
+end
+
+-- A source's entry: resets the view, checks the input, sets event time,
+-- then runs the operators.
+local function compile_source(src, env)
+  local view, reset = record.new_view(env.ctx, env.batch, src)
+  local first = compile_node(src.node, env)
+  local time = src.time
+  return function(i)
+    local bad = reset(i)
+    if bad then error(setmetatable({ msg = bad }, InputError)) end
+    if time then
+      local ts = time(view)
+      if type(ts) ~= "number" then
+        error(setmetatable({ msg = "event time function returned " ..
+                             tostring(ts) .. ", not epoch milliseconds" }, InputError))
+      end
+      view.ts = ts
+    end
+    first(view)
+  end
+end
+
+local policies = { fail = C.SP_POLICY_FAIL, skip = C.SP_POLICY_SKIP, dlq = C.SP_POLICY_DLQ }
+
+-- Compiles the current topology against ctx. Returns the runtime state.
+function M.compile(ctx, opts)
+  opts = opts or {}
+  local topo = sproc._topology()
+  if #topo.sources == 0 then
+    error("the script declares no source (sproc.source{...})", 0)
+  end
+  local app = topo.app
+  local app_id = opts.app_id or app.id or opts.default_id or "sproc"
+  local policy = app.errors or "fail"
+  local dlq = app.dlq or (app_id .. "-dlq")
+  if C.sp_ctx_set_policy(ctx, policies[policy], dlq, errp) ~= 0 then
+    error(cerr("sproc.app"), 0)
+  end
+  local env = {
+    ctx = ctx, batch = C.sp_ctx_batch(ctx), stats = C.sp_ctx_stats(ctx),
+    describe = {}, policy = policy, app_id = app_id, dlq = dlq,
+  }
+  local by_source = {}
+  for i, src in ipairs(topo.sources) do
+    local entry = compile_source(src, env)
+    for _, name in ipairs(src.names) do
+      local id
+      if src.kind == "file" then
+        id = C.sp_source_file(ctx, name, errp)
+      else
+        id = C.sp_source_kafka(ctx, name, src.kind == "pattern" and 1 or 0, errp)
+      end
+      if id < 0 then error(cerr("sproc.source"), 0) end
+      by_source[#by_source + 1] = entry
+    end
+    src.index = i
+  end
+  env.by_source = by_source
+  env.chains = {}
+  return env
+end
+
+-- Drops the frames of sproc's own modules from a traceback, so that what
+-- is left points at the user's script.
+local function user_traceback(msg)
+  local tb = debug.traceback("", 2)
+  local keep = {}
+  for line in tb:gmatch("[^\n]+") do
+    if not line:match("sproc/%w+%.lua:") and not line:match("%[C%]: in function 'xpcall'")
+       and not line:match("^stack traceback:") and not line:match("%[sproc%]") then
+      keep[#keep + 1] = line
+    end
+  end
+  if #keep == 0 then return msg end
+  return msg .. "\nstack traceback:\n" .. table.concat(keep, "\n")
+end
+
+local function handler(e)
+  if getmetatable(e) == InputError then return e end
+  return user_traceback(tostring(e))
+end
+
+-- The batch loop. env.chains caches the entry function per topic id.
+local function make_process(env)
+  local batch, chains, ctx = env.batch, env.chains, env.ctx
+  local by_source, stats = env.by_source, env.stats
+  local function resolve(topic)
+    local s = C.sp_source_for(ctx, topic)
+    if s < 0 then
+      error("sproc: a record from a topic no source reads (id " .. topic .. ")", 0)
+    end
+    local entry = by_source[s + 1]
+    chains[topic] = entry
+    return entry
+  end
+  return function(from)
+    local recs, n = batch.recs, batch.n
+    for i = from, n - 1 do
+      batch.cur = i
+      stats.records_in = stats.records_in + 1
+      local t = recs[i].topic
+      local entry = chains[t] or resolve(t)
+      entry(i)
+    end
+  end
+end
+
+local function describe_record(env, i)
+  local rec = env.batch.recs[i]
+  local topic = C.sp_topic_name(env.ctx, rec.topic)
+  return string.format("topic %s, partition %d, offset %s",
+                       topic ~= nil and ffi_string(topic) or "?", rec.partition,
+                       tostring(rec.offset):gsub("LL$", ""))
+end
+
+-- Skip logs are rate-limited: one line a second, with what was suppressed.
+local last_skip_log, suppressed = 0, 0
+local function log_skip(msg)
+  local now = os.time()
+  if now ~= last_skip_log then
+    local extra = suppressed > 0 and string.format(" (%d more skipped in the last second)", suppressed) or ""
+    C.sp_log_line(1, "skipped a record: " .. msg .. extra)
+    last_skip_log, suppressed = now, 0
+  else
+    suppressed = suppressed + 1
+  end
+end
+
+--- Runs the current batch (records from..n-1) under the error policy.
+--- Returns nil, or an error message when the pipeline must stop.
+function M.run_batch(env)
+  local process = env.process
+  if not process then
+    process = make_process(env)
+    env.process = process
+  end
+  local batch, stats = env.batch, env.stats
+  stats.batches = stats.batches + 1
+  local from = 0
+  while from < batch.n do
+    local ok, err = xpcall(process, handler, from)
+    if ok then break end
+    local i = batch.cur
+    stats.errors = stats.errors + 1
+    local kind = getmetatable(err) == InputError and "bad input" or "error in script"
+    local msg = string.format("%s: %s\n  record: %s", kind, tostring(err), describe_record(env, i))
+    if env.policy == "fail" then
+      return msg
+    elseif env.policy == "skip" then
+      stats.skipped = stats.skipped + 1
+      log_skip(msg)
+    else
+      local why = tostring(err)
+      if C.sp_dead_letter(env.ctx, i, why, #why, errp) ~= 0 then
+        return msg .. "\n  and the dead-letter topic failed: " .. ffi_string(errp[0])
+      end
+    end
+    from = i + 1
+  end
+  batch.cur = -1
+  return nil
+end
+
+--- Loads and runs a script file, then compiles its topology.
+function M.load(ctx, path, opts)
+  sproc._reset(path)
+  local chunk, err = loadfile(path)
+  if not chunk then error(err, 0) end
+  local ok, e = xpcall(chunk, user_traceback)
+  if not ok then error(e, 0) end
+  return M.compile(ctx, opts)
+end
+
+--- The executable's entry: the context comes from the host.
+function M.host_load(path, opts)
+  local host = package.loaded["sproc.host"]
+  local ctx = ffi.cast("sp_ctx *", host.ctx)
+  return M.load(ctx, path, opts)
+end
+
+--- The topology as text, or as Graphviz DOT.
+function M.describe(env, dot)
+  local topo = sproc._topology()
+  local out = {}
+  local function label(n)
+    if n.kind == "source" then
+      local s = n.source
+      return (s.kind == "file" and "file " or (s.kind == "pattern" and "pattern " or "topic ")) ..
+             table.concat(s.names, ", ") .. " (key " .. s.key .. ", value " .. s.value .. ")"
+    elseif n.kind == "to" then return "to topic " .. n.opts.topic
+    elseif n.kind == "to_files" then return "to files in " .. n.opts.dir
+    elseif n.kind == "print" then return "print to stdout"
+    elseif n.kind == "branch_out" then return "branch " .. n.index
+    end
+    return n.kind
+  end
+  if dot then
+    out[#out + 1] = "digraph \"" .. env.app_id .. "\" {"
+    out[#out + 1] = "  rankdir=LR;"
+    for _, n in ipairs(topo.nodes) do
+      local shape = (n.kind == "source" or n.terminal and n.kind ~= "branch") and "box" or "ellipse"
+      out[#out + 1] = string.format("  n%d [label=%q, shape=%s];", n.id, label(n), shape)
+      for _, c in ipairs(n.children) do
+        out[#out + 1] = string.format("  n%d -> n%d;", n.id, c.id)
+      end
+    end
+    out[#out + 1] = "}"
+  else
+    out[#out + 1] = "application " .. env.app_id .. " (errors: " .. env.policy ..
+                    (env.policy == "dlq" and (", dead letters to " .. env.dlq) or "") .. ")"
+    local function walk(n, depth)
+      out[#out + 1] = string.rep("  ", depth) .. label(n)
+      for _, c in ipairs(n.children) do walk(c, depth + 1) end
+    end
+    for _, s in ipairs(topo.sources) do walk(s.node, 1) end
+  end
+  return table.concat(out, "\n") .. "\n"
+end
+
+return M

@@ -1,0 +1,146 @@
+-- Streams: the nodes a script chains (filter, map, ...) and their
+-- compilation into one Lua function per source. A compiled node is a
+-- closure that calls the next one, so a record runs through the whole
+-- pipeline as plain Lua calls that LuaJIT compiles into traces.
+local M = {}
+
+local Stream = {}
+Stream.__index = Stream
+
+local topo
+
+function M._set_topology(t) topo = t end
+
+local function node(parent, kind, props)
+  local n = props or {}
+  n.kind, n.children, n.parent = kind, {}, parent
+  n.source = parent and parent.source or n.source
+  n.id = #topo.nodes + 1
+  topo.nodes[n.id] = n
+  if parent then
+    if parent.terminal then
+      error("sproc: cannot chain after " .. parent.kind .. "()", 3)
+    end
+    parent.children[#parent.children + 1] = n
+  end
+  return setmetatable(n, Stream)
+end
+
+function M.new_source(src)
+  topo.nodes = topo.nodes or {}
+  local n = node(nil, "source", { source = src })
+  src.node = n
+  return n
+end
+
+local function want_fn(name, fn)
+  if type(fn) ~= "function" then
+    error(name .. "() expects a function, got " .. type(fn), 3)
+  end
+end
+
+--- Keeps the records for which fn(r) is true.
+function Stream:filter(fn)
+  want_fn("filter", fn)
+  return node(self, "filter", { fn = fn })
+end
+
+--- Replaces the value by fn(r); the key stays.
+function Stream:map(fn)
+  want_fn("map", fn)
+  return node(self, "map", { fn = fn })
+end
+
+--- fn(r, emit) calls emit(value) zero or more times.
+function Stream:flat_map(fn)
+  want_fn("flat_map", fn)
+  return node(self, "flat_map", { fn = fn })
+end
+
+--- Replaces the key by fn(r).
+function Stream:key_by(fn)
+  want_fn("key_by", fn)
+  return node(self, "key_by", { fn = fn })
+end
+
+--- Calls fn(r) for its side effects; the stream goes on unchanged.
+function Stream:each(fn)
+  want_fn("each", fn)
+  return node(self, "each", { fn = fn })
+end
+
+--- Splits the stream: a record goes to the stream of the first predicate
+--- that holds for it (Kafka Streams' branch); records that match none are
+--- dropped. Returns one stream per predicate.
+function Stream:branch(...)
+  local preds = { ... }
+  if #preds == 0 then error("branch() expects at least one predicate", 2) end
+  for i = 1, #preds do want_fn("branch", preds[i]) end
+  local b = node(self, "branch", { preds = preds })
+  b.terminal = true
+  local outs = {}
+  for i = 1, #preds do
+    local o = node(nil, "branch_out", { source = self.source, index = i })
+    o.parent = b
+    b.children[i] = o
+    outs[i] = o
+  end
+  return unpack(outs)
+end
+
+local sink_serdes = { auto = true, json = true, string = true, bytes = true }
+
+local function check_serde(what, v)
+  if v ~= nil and not sink_serdes[v] then
+    error("to(): unknown " .. what .. " serde " .. tostring(v) ..
+          " (auto, json, string or bytes)", 3)
+  end
+end
+
+--- Writes the records to a Kafka topic: to{ topic = "t", key = serde,
+--- value = serde, headers = function(r) return { name = "value" } end }.
+--- Input headers are forwarded unless forward_headers = false.
+function Stream:to(opts)
+  if type(opts) == "string" then opts = { topic = opts } end
+  if type(opts) ~= "table" or type(opts.topic) ~= "string" or opts.topic == "" then
+    error("to() expects { topic = \"name\", ... }", 2)
+  end
+  check_serde("key", opts.key)
+  check_serde("value", opts.value)
+  if opts.headers ~= nil and type(opts.headers) ~= "function" then
+    error("to(): headers must be a function of the record returning a table", 2)
+  end
+  local n = node(self, "to", { opts = opts })
+  n.terminal = true
+  return n
+end
+
+--- Prints each record's value on stdout, one line each; with
+--- { key = true } as "key<TAB>value".
+function Stream:print(opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("print() expects an optional table", 2) end
+  local n = node(self, "print", { opts = opts })
+  n.terminal = true
+  return n
+end
+
+--- Writes values as lines to rolling files in a directory:
+--- to_files{ dir = "out", prefix = "part", suffix = ".jsonl",
+---           roll_bytes = 64 * 2^20, roll_seconds = 60 }.
+function Stream:to_files(opts)
+  if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
+    error("to_files() expects { dir = \"path\", ... }", 2)
+  end
+  for _, k in ipairs { "roll_bytes", "roll_seconds" } do
+    if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] <= 0) then
+      error("to_files(): " .. k .. " must be a positive number", 2)
+    end
+  end
+  local n = node(self, "to_files", { opts = opts })
+  n.terminal = true
+  return n
+end
+
+M.Stream = Stream
+return M
