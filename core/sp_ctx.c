@@ -64,6 +64,8 @@ void sp_ctx_destroy(sp_ctx *ctx) {
 
 sp_batch *sp_ctx_batch(sp_ctx *ctx) { return &ctx->batch; }
 sp_stats *sp_ctx_stats(sp_ctx *ctx) { return &ctx->stats; }
+void sp_ctx_capture_stdout(sp_ctx *ctx, int on) { ctx->capture_stdout = on; }
+
 void sp_ctx_set_partitions(sp_ctx *ctx, int32_t n) {
     ctx->mem_partitions = n > 0 ? n : 1;
 }
@@ -218,7 +220,9 @@ int sp_sink_stdout(sp_ctx *ctx, const char **err) {
     sp_sink *s;
     int rc = open_sink(ctx, "stdout", &s, err);
     if (rc < 0) return rc;
-    return finish_sink(ctx, s, sp_sink_stdout_open(s, stdout, err), err);
+    rc = ctx->capture_stdout ? sp_sink_mem_open(s, err)
+                             : sp_sink_stdout_open(s, stdout, err);
+    return finish_sink(ctx, s, rc, err);
 }
 
 int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,

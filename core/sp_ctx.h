@@ -96,6 +96,7 @@ struct sp_ctx {
 
     sp_kafka_backend kafka;
     int32_t mem_partitions;
+    int capture_stdout;
     sp_captured *outs;
     int32_t nouts, outs_cap;
 

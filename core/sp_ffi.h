@@ -104,6 +104,9 @@ sp_batch *sp_ctx_batch(sp_ctx *ctx);
 sp_stats *sp_ctx_stats(sp_ctx *ctx);
 int sp_ctx_set_policy(sp_ctx *ctx, int policy, const char *dlq_topic,
                       const char **err);
+/* Captures print() output as records of topic "stdout" instead of
+ * writing it (the test driver does). */
+void sp_ctx_capture_stdout(sp_ctx *ctx, int on);
 /* Number of partitions the in-memory Kafka has for new topics (default 1). */
 void sp_ctx_set_partitions(sp_ctx *ctx, int32_t n);
 

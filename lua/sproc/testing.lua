@@ -1,0 +1,164 @@
+-- sproc.testing: a test driver for pipelines, after Kafka Streams'
+-- TopologyTestDriver. It runs a pipeline on the native core with no broker,
+-- no threads and no sockets: records piped in are processed at once, and
+-- outputs are read back per topic.
+--
+--   local testing = require "sproc.testing"
+--   local d = testing.driver{ script = "examples/wordcount.lua" }
+--   d:pipe("lines", { value = "a b a" })
+--   local out = d:output("stdout")
+local ffi = require "ffi"
+local core = require "sproc.core"
+local sproc = require "sproc"
+local runtime = require "sproc.runtime"
+local json = require "sproc.json"
+
+local C = core.C
+local ffi_string = ffi.string
+
+local M = {}
+
+local Driver = {}
+Driver.__index = Driver
+
+local errp = ffi.new("const char *[1]")
+local outp = ffi.new("sp_out[1]")
+local hname = ffi.new("const char *[1]")
+local hval = ffi.new("const char *[1]")
+local hlen = ffi.new("size_t[1]")
+
+--- Makes a driver for a script file (opts.script) or for a pipeline built
+--- by a function (driver(function(sproc) ... end)). Options: app (the
+--- application id), partitions (of output topics, for the partition each
+--- output would land on; default 1).
+function M.driver(opts)
+  if type(opts) == "function" then opts = { build = opts } end
+  if type(opts) ~= "table" then error("driver() expects a table or a function", 2) end
+  local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
+  C.sp_ctx_capture_stdout(ctx, 1)
+  C.sp_ctx_set_partitions(ctx, opts.partitions or 1)
+  local env
+  if opts.script then
+    local ok, e = pcall(runtime.load, ctx, opts.script, { app_id = opts.app, default_id = "test" })
+    if not ok then error(e, 2) end
+    env = e
+  elseif opts.build then
+    sproc._reset(nil)
+    opts.build(sproc)
+    env = runtime.compile(ctx, { app_id = opts.app, default_id = "test" })
+  else
+    error("driver() needs script = path or a build function", 2)
+  end
+  return setmetatable({ ctx = ctx, env = env, offsets = {}, read = {} }, Driver)
+end
+
+local function bytes(v)
+  if v == nil then return nil, 0 end
+  if type(v) == "table" then v = json.encode(v) end
+  v = tostring(v)
+  return v, #v
+end
+
+--- Pipes records into a topic and processes them as one batch. A record
+--- is { key =, value =, ts =, partition =, headers = { name = value } };
+--- tables as keys or values are JSON-encoded. Gives a list for several.
+function Driver:pipe(topic, recs)
+  if type(topic) ~= "string" then error("pipe() expects a topic name", 2) end
+  if type(recs) ~= "table" then error("pipe() expects a record or a list", 2) end
+  if recs[1] == nil then recs = { recs } end
+  local ctx = self.ctx
+  local tid = C.sp_topic_id(ctx, topic)
+  C.sp_batch_reset(ctx)
+  for _, r in ipairs(recs) do
+    local p = r.partition or 0
+    local okey = topic .. "/" .. p
+    local off = r.offset or self.offsets[okey] or 0
+    self.offsets[okey] = off + 1
+    local k, kl = bytes(r.key)
+    local v, vl = bytes(r.value)
+    if C.sp_batch_push(ctx, tid, p, off, k, kl, v, vl, r.ts or 0, errp) ~= 0 then
+      error("pipe(): " .. ffi_string(errp[0]), 2)
+    end
+    for hk, hv in pairs(r.headers or {}) do
+      hv = tostring(hv)
+      C.sp_batch_push_header(ctx, hk, hv, #hv, errp)
+    end
+  end
+  local msg = runtime.run_batch(self.env)
+  C.sp_batch_reset(ctx)
+  if msg then error(msg, 2) end
+  return self
+end
+
+local function read_out(ctx, i)
+  C.sp_out_get(ctx, i, outp)
+  local o = outp[0]
+  local rec = {
+    topic = ffi_string(o.topic),
+    key = o.key ~= nil and ffi_string(o.key, o.key_len) or nil,
+    value = o.val ~= nil and ffi_string(o.val, o.val_len) or nil,
+    ts = tonumber(o.ts),
+    partition = o.partition,
+  }
+  if o.nhdrs > 0 then
+    rec.headers = {}
+    local h = 0
+    while C.sp_out_header(ctx, i, h, hname, hval, hlen) == 0 do
+      rec.headers[ffi_string(hname[0])] = ffi_string(hval[0], hlen[0])
+      h = h + 1
+    end
+  end
+  return rec
+end
+
+--- All output records so far, in order: { topic, key, value, ts,
+--- partition, headers }.
+function Driver:outputs()
+  local out = {}
+  for i = 0, C.sp_out_count(self.ctx) - 1 do out[#out + 1] = read_out(self.ctx, i) end
+  return out
+end
+
+--- The output records of one topic ("stdout" for print()). With
+--- { json = true } values are decoded.
+function Driver:output(topic, opts)
+  local out = {}
+  for _, r in ipairs(self:outputs()) do
+    if r.topic == topic then
+      if opts and opts.json and r.value then r.value = assert(json.decode(r.value)) end
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
+--- Just the values of one topic's outputs.
+function Driver:values(topic, opts)
+  local vs = {}
+  for i, r in ipairs(self:output(topic, opts)) do vs[i] = r.value end
+  return vs
+end
+
+--- Forgets the outputs read so far.
+function Driver:clear() C.sp_out_clear(self.ctx) end
+
+--- Counters: records_in, records_out, filtered, skipped, dead_lettered,
+--- errors, batches.
+function Driver:stats()
+  local s = C.sp_ctx_stats(self.ctx)
+  return {
+    records_in = tonumber(s.records_in), records_out = tonumber(s.records_out),
+    filtered = tonumber(s.filtered), skipped = tonumber(s.skipped),
+    dead_lettered = tonumber(s.dead_lettered), errors = tonumber(s.errors),
+    batches = tonumber(s.batches),
+  }
+end
+
+--- Publishes open files of to_files() sinks.
+function Driver:flush()
+  if C.sp_ctx_flush(self.ctx, errp) ~= 0 then error(ffi_string(errp[0]), 2) end
+end
+
+M.partition_for = function(key, n) return C.sp_partition_for(key, #key, n) end
+
+return M
