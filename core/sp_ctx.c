@@ -21,6 +21,7 @@ sp_ctx *sp_ctx_create(void) {
     sp_json_index_init(&ctx->json[0]);
     sp_json_index_init(&ctx->json[1]);
     sp_buf_init(&ctx->scratch);
+    sp_buf_init(&ctx->project);
     return ctx;
 }
 
@@ -59,6 +60,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_json_index_destroy(&ctx->json[0]);
     sp_json_index_destroy(&ctx->json[1]);
     sp_buf_destroy(&ctx->scratch);
+    sp_buf_destroy(&ctx->project);
     free(ctx);
 }
 
@@ -385,6 +387,38 @@ int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
     out->len = f->val_len;
     out->type = f->type;
     out->escaped = f->val_escaped;
+    return SP_OK;
+}
+
+int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
+                    const size_t *name_lens, int32_t n, const char **out,
+                    size_t *out_len) {
+    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return SP_ESTATE;
+    sp_buf *b = &ctx->project;
+    const sp_json_index *ix = &ctx->json[which];
+    int rc = 0;
+    sp_buf_reset(b);
+    rc |= sp_buf_putc(b, '{');
+    for (int32_t i = 0; i < n; i++) {
+        if (i) rc |= sp_buf_putc(b, ',');
+        rc |= sp_json_write_string(b, names[i], name_lens[i]);
+        rc |= sp_buf_putc(b, ':');
+        int f = sp_json_index_find(ix, names[i], name_lens[i]);
+        if (f < 0) {
+            rc |= sp_buf_append(b, "null", 4);
+        } else if (ix->fields[f].type == SP_JSON_STRING) {
+            /* the index points between the quotes; escapes stay as they are */
+            rc |= sp_buf_putc(b, '"');
+            rc |= sp_buf_append(b, ix->fields[f].val, ix->fields[f].val_len);
+            rc |= sp_buf_putc(b, '"');
+        } else {
+            rc |= sp_buf_append(b, ix->fields[f].val, ix->fields[f].val_len);
+        }
+    }
+    rc |= sp_buf_putc(b, '}');
+    if (rc) return SP_ENOMEM;
+    *out = b->data;
+    *out_len = b->len;
     return SP_OK;
 }
 

@@ -93,6 +93,7 @@ struct sp_ctx {
     sp_json_index json[2]; /* key, value */
     int32_t json_rec[2];   /* record each slot was parsed for, -1 none */
     sp_buf scratch;
+    sp_buf project;
 
     sp_kafka_backend kafka;
     int32_t mem_partitions;

@@ -150,6 +150,12 @@ int sp_rec_json(sp_ctx *ctx, int32_t rec, int32_t which, size_t *err_pos,
                 const char **err);
 int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
                 size_t name_len, sp_field *out);
+/* A JSON object of the named fields of the parsed slot, in the order
+ * given, their values copied as they are (null where missing), in a
+ * context-owned buffer valid until the next call. */
+int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
+                    const size_t *name_lens, int32_t n, const char **out,
+                    size_t *out_len);
 /* Root type of the parsed slot (SP_JSON_*). */
 int32_t sp_json_root(sp_ctx *ctx, int32_t which);
 /* Unescaped string contents in a context-owned scratch buffer, valid until

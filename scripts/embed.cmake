@@ -1,7 +1,8 @@
 # Generates a C file embedding files as byte arrays (run with cmake -P):
-#   -DOUT=file.c -DFILES="name1=path1;name2=path2"
+#   -DOUT=file.c -DLIST=list.txt   (list.txt: "name1=path1;name2=path2")
 # The sproc executable loads its Lua API from these, so it needs no files
 # beside it.
+file(READ "${LIST}" FILES)
 set(body "#include <stddef.h>\n#include \"sp_embed.h\"\n\n")
 set(table "const sp_embedded sp_embedded_files[] = {\n")
 set(i 0)

@@ -107,6 +107,28 @@ function compile_node(n, env)
       nxt(r)
       r.key = old
     end
+  elseif kind == "select" then
+    local nxt = compile_children(n, env)
+    local fields = n.fields
+    local nf = #fields
+    local names = ffi.new("const char *[?]", nf)
+    local lens = ffi.new("size_t[?]", nf)
+    for i = 1, nf do names[i - 1] = fields[i]; lens[i - 1] = #fields[i] end
+    local outp, outlen = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+    return function(r)
+      local cur = rawget(r, "value")
+      if cur ~= nil and not (type(cur) == "table" and getmetatable(cur) and
+                             getmetatable(cur).__sproc_raw == 1) then
+        error("select() reads the record's own JSON value: put it before operators that replace the value", 0)
+      end
+      if C.sp_json_project(ctx, 1, names, lens, nf, outp, outlen) ~= 0 then
+        error("select(): the record's value is not a parsed JSON object", 0)
+      end
+      local old = rawget(r, "value")
+      r.value = ffi_string(outp[0], outlen[0])
+      nxt(r)
+      r.value = old
+    end
   elseif kind == "each" then
     local nxt = compile_children(n, env)
     return function(r)

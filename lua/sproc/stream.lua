@@ -63,6 +63,22 @@ function Stream:key_by(fn)
   return node(self, "key_by", { fn = fn })
 end
 
+--- Keeps only the named fields of a JSON value, in the given order,
+--- copied as they are (null where missing) without decoding the record:
+--- the fastest projection. The value becomes JSON text.
+function Stream:select(fields)
+  if type(fields) ~= "table" or #fields == 0 then
+    error("select() expects a list of field names", 2)
+  end
+  for _, f in ipairs(fields) do
+    if type(f) ~= "string" then error("select(): field names must be strings", 2) end
+  end
+  if self.source.value ~= "json" then
+    error("select() needs a source with value = \"json\"", 2)
+  end
+  return node(self, "select", { fields = fields })
+end
+
 --- Calls fn(r) for its side effects; the stream goes on unchanged.
 function Stream:each(fn)
   want_fn("each", fn)

@@ -1,0 +1,203 @@
+"""Shared fixtures of the integration suite: a real Kafka broker (started by
+scripts/test, address in SPROC_TEST_BROKERS), topics with a per-test prefix,
+and helpers to run sproc processes and read what they wrote."""
+import json
+import os
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SPROC = os.environ.get("SPROC_BIN", os.path.join(ROOT, "build", "sproc"))
+# Short session timeouts keep rebalances after a kill within seconds.
+FAST = ["--set", "session.timeout.ms=6000", "--set", "heartbeat.interval.ms=500",
+        "--set", "sproc.commit.interval.ms=200"]
+
+
+def brokers():
+    b = os.environ.get("SPROC_TEST_BROKERS")
+    if not b:
+        pytest.skip("SPROC_TEST_BROKERS is not set (scripts/test starts a broker)")
+    return b
+
+
+class Kafka:
+    def __init__(self, bootstrap, prefix):
+        self.bootstrap = bootstrap
+        self.prefix = prefix
+        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+
+    def topic(self, name):
+        return f"{self.prefix}-{name}"
+
+    def create(self, name, partitions=1, config=None, replication=1):
+        t = self.topic(name)
+        fs = self.admin.create_topics([NewTopic(t, partitions, replication, config=config or {})])
+        fs[t].result(30)
+        # wait until metadata shows every partition with a leader
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            md = self.admin.list_topics(t, timeout=10)
+            tm = md.topics.get(t)
+            if tm and not tm.error and len(tm.partitions) == partitions and \
+                    all(p.leader >= 0 for p in tm.partitions.values()):
+                return t
+            time.sleep(0.1)
+        raise AssertionError(f"topic {t} not ready")
+
+    def delete(self, name):
+        t = self.topic(name)
+        self.admin.delete_topics([t])[t].result(30)
+
+    def produce(self, name, records, partition=None):
+        """records: iterable of (key, value[, headers]); values may be dicts."""
+        p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20,
+                      "partitioner": "murmur2_random", "enable.idempotence": True})
+        t = self.topic(name)
+        n = 0
+        for rec in records:
+            key, value = rec[0], rec[1]
+            headers = rec[2] if len(rec) > 2 else None
+            if isinstance(value, (dict, list)):
+                value = json.dumps(value, separators=(",", ":"))
+            kw = {"headers": headers} if headers else {}
+            if partition is not None:
+                kw["partition"] = partition
+            while True:
+                try:
+                    p.produce(t, value=value, key=key, **kw)
+                    break
+                except BufferError:
+                    p.poll(0.05)
+            n += 1
+            if n % 10000 == 0:
+                p.poll(0)
+        assert p.flush(60) == 0, "producer could not deliver the test input"
+        return n
+
+    def end_offsets(self, name):
+        t = self.topic(name)
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe-" + uuid.uuid4().hex})
+        md = c.list_topics(t, timeout=10).topics[t]
+        out = {}
+        for p in md.partitions:
+            lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+            out[p] = hi
+        c.close()
+        return out
+
+    def count(self, name):
+        return sum(self.end_offsets(name).values())
+
+    def read(self, name, isolation="read_committed", timeout=60):
+        """Every record of a topic: list of dicts with key, value, partition,
+        offset, headers, timestamp."""
+        t = self.topic(name)
+        ends = self.end_offsets(name)
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
+                      "enable.auto.commit": False, "isolation.level": isolation,
+                      "enable.partition.eof": True})
+        c.assign([TopicPartition(t, p, 0) for p in ends])
+        pending = {p for p, hi in ends.items() if hi > 0}
+        out = []
+        deadline = time.time() + timeout
+        while pending and time.time() < deadline:
+            for m in c.consume(1000, timeout=1):
+                if m.error():
+                    if m.error().code() == -191:  # _PARTITION_EOF
+                        if m.offset() >= ends[m.partition()]:
+                            pending.discard(m.partition())
+                    continue
+                out.append({"key": m.key(), "value": m.value(), "partition": m.partition(),
+                            "offset": m.offset(), "headers": dict(m.headers() or []),
+                            "timestamp": m.timestamp()[1]})
+                if m.offset() + 1 >= ends[m.partition()]:
+                    pending.discard(m.partition())
+        c.close()
+        assert not pending, f"could not read {t} to its end"
+        return out
+
+    def committed(self, group, name):
+        t = self.topic(name)
+        parts = self.end_offsets(name)
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
+        res = c.committed([TopicPartition(t, p) for p in parts], timeout=10)
+        c.close()
+        return {tp.partition: tp.offset for tp in res}
+
+
+@pytest.fixture
+def kafka(request):
+    prefix = "t" + uuid.uuid4().hex[:8] + "-" + request.node.name[:40].replace("[", "-").replace("]", "")
+    return Kafka(brokers(), prefix)
+
+
+class Sproc:
+    """A running sproc process; stderr goes to a log file the test can read."""
+
+    def __init__(self, args, tmp_path, env=None, name="sproc"):
+        self.log_path = tmp_path / f"{name}-{uuid.uuid4().hex[:6]}.log"
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        e.update(env or {})
+        self.proc = subprocess.Popen([SPROC] + args, stdout=subprocess.PIPE,
+                                     stderr=self.log, env=e, cwd=str(tmp_path))
+
+    def wait(self, timeout=120):
+        try:
+            out, _ = self.proc.communicate(timeout=timeout)
+        finally:
+            self.log.flush()
+        self.stdout = out.decode() if out else ""
+        return self.proc.returncode
+
+    def stderr(self):
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def alive(self):
+        return self.proc.poll() is None
+
+
+@pytest.fixture
+def sproc(tmp_path):
+    procs = []
+
+    def start(args, env=None, name="sproc"):
+        p = Sproc(args, tmp_path, env, name)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.kill()
+        p.log.close()
+
+
+def write_script(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def wait_until(pred, timeout=120, interval=0.1, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}")
