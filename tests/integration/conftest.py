@@ -131,6 +131,16 @@ class Kafka:
         return {tp.partition: tp.offset for tp in res}
 
 
+def assert_committed_to_end(kafka, group, name):
+    """Every partition with records has its end offset committed (an empty
+    partition needs no commit)."""
+    ends = kafka.end_offsets(name)
+    committed = kafka.committed(group, name)
+    for p, end in ends.items():
+        if end > 0:
+            assert committed[p] == end, f"partition {p}: committed {committed[p]}, end {end}"
+
+
 @pytest.fixture
 def kafka(request):
     prefix = "t" + uuid.uuid4().hex[:8] + "-" + request.node.name[:40].replace("[", "-").replace("]", "")

@@ -1,0 +1,87 @@
+-- In-process benchmarks: pipelines on the native core, no broker. Records
+-- are pushed into batches once, then the same batch runs repeatedly, so
+-- what is measured is sproc's per-record path (view, JSON index, Lua
+-- operators, output encoding) and not the input generator.
+--
+--   luajit tests/bench/inproc.lua [records] [batch]    (SPROC_LIB, LUA_PATH as for busted)
+local ffi = require "ffi"
+local core = require "sproc.core"
+local sproc = require "sproc"
+local runtime = require "sproc.runtime"
+
+local C = core.C
+local N = tonumber(arg[1]) or 2000000
+local BATCH = tonumber(arg[2]) or 1024
+
+ffi.cdef [[ int clock_gettime(int clk, struct timespec_ { long s; long ns; } *ts); ]]
+local ts = ffi.new("struct timespec_")
+local function now() ffi.C.clock_gettime(1, ts); return tonumber(ts.s) + tonumber(ts.ns) * 1e-9 end
+
+local function rss_kb()
+  for line in io.lines("/proc/self/status") do
+    local kb = line:match("^VmRSS:%s+(%d+)")
+    if kb then return tonumber(kb) end
+  end
+end
+
+-- ~100-byte JSON records, as in the benchmark issue.
+local function record(i)
+  return string.format('{"id":%d,"user":"u%05d","amount":%d.%02d,"country":"%s","ok":%s}',
+                       i, i % 50000, i % 997, i % 100, ({ "NL", "DE", "FR", "US" })[i % 4 + 1],
+                       i % 3 == 0 and "false" or "true")
+end
+
+local function bench(name, build)
+  local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
+  sproc._reset(nil)
+  build(sproc)
+  local env = runtime.compile(ctx, { default_id = "bench" })
+  local errp = ffi.new("const char *[1]")
+  local tid = C.sp_topic_id(ctx, "in")
+  C.sp_batch_reset(ctx)
+  for i = 0, BATCH - 1 do
+    local v = record(i)
+    C.sp_batch_push(ctx, tid, 0, i, "k" .. i, #("k" .. i), v, #v, 1000 + i, errp)
+  end
+  local rounds = math.floor(N / BATCH)
+  -- warm up (JIT)
+  for _ = 1, 50 do runtime.run_batch(env); C.sp_out_clear(ctx) end
+  local t0 = now()
+  for _ = 1, rounds do
+    local msg = runtime.run_batch(env)
+    if msg then error(msg) end
+    C.sp_out_clear(ctx)
+  end
+  local dt = now() - t0
+  local n = rounds * BATCH
+  print(string.format("%-34s %9.0f records/s  %7.1f ns/record  rss %6.1f MiB",
+                      name, n / dt, dt / n * 1e9, rss_kb() / 1024))
+end
+
+print(string.format("sproc %s, %d records per run, batches of %d", core.version, N, BATCH))
+
+bench("pass-through (bytes)", function(s)
+  s.source{ topic = "in", value = "bytes" }:to{ topic = "out" }
+end)
+bench("json parse + pass-through", function(s)
+  s.source{ topic = "in", value = "json" }:to{ topic = "out" }
+end)
+bench("S1: filter + select 2 fields", function(s)
+  s.source{ topic = "in", value = "json" }
+    :filter(function(r) return r.value.ok end)
+    :select{ "id", "amount" }
+    :to{ topic = "out" }
+end)
+bench("filter + map to table + encode", function(s)
+  s.source{ topic = "in", value = "json" }
+    :filter(function(r) return r.value.ok end)
+    :map(function(r) return { id = r.value.id, amount = r.value.amount } end)
+    :to{ topic = "out" }
+end)
+bench("filter + key_by + map(string)", function(s)
+  s.source{ topic = "in", value = "json" }
+    :filter(function(r) return r.value.amount > 10 end)
+    :key_by(function(r) return r.value.user end)
+    :map(function(r) return r.value.country end)
+    :to{ topic = "out" }
+end)
