@@ -1,0 +1,127 @@
+"""Bad input against the real broker: a clear error, and nothing lost. Every
+input record is accounted for as output, filtered, skipped or dead-lettered."""
+import json
+import re
+import subprocess
+
+from conftest import FAST, SPROC, assert_committed_to_end, write_script
+
+SCRIPT = """
+local sproc = require "sproc"
+sproc.app{{ errors = "{policy}", dlq = "{dlq}" }}
+sproc.source{{ topic = "{src}", value = "json" }}
+  :filter(function(r) return r.value.n ~= 7 end)
+  :map(function(r)
+    if r.value.n == 13 then error("thirteen is unlucky") end
+    if r.value.big then return string.rep("x", 2 * 1024 * 1024) end
+    return {{ n = r.value.n }}
+  end)
+  :to{{ topic = "{dst}" }}
+"""
+
+
+def inputs():
+    recs = []
+    for i in range(100):
+        if i == 20:
+            recs.append((b"k20", b'{"n": 20,'))            # malformed JSON
+        elif i == 40:
+            recs.append((b"k40", {"n": 40, "big": True}))  # output too large for Kafka
+        else:
+            recs.append((f"k{i}".encode(), {"n": i}))
+    return recs
+
+
+def run(kafka, sproc, tmp_path, policy):
+    src = kafka.create("in", partitions=2)
+    dst = kafka.create("out", partitions=2)
+    dlq = kafka.create("dead")
+    kafka.produce("in", inputs())
+    script = write_script(tmp_path, "e.lua", SCRIPT.format(policy=policy, src=src, dst=dst, dlq=dlq))
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
+    return p, p.wait(120)
+
+
+def test_dlq_accounts_for_every_record(kafka, sproc, tmp_path):
+    p, rc = run(kafka, sproc, tmp_path, "dlq")
+    assert rc == 0, p.stderr()
+    outs = {json.loads(r["value"])["n"] for r in kafka.read("out")}
+    dead = kafka.read("dead")
+    dead_keys = sorted(r["key"] for r in dead)
+    assert dead_keys == [b"k13", b"k20", b"k40"]
+    by_key = {r["key"]: r for r in dead}
+    assert by_key[b"k20"]["value"] == b'{"n": 20,'            # the record as it came
+    assert b"malformed JSON" in by_key[b"k20"]["headers"]["sproc.error"]
+    assert b"thirteen is unlucky" in by_key[b"k13"]["headers"]["sproc.error"]
+    assert b"e.lua:" in by_key[b"k13"]["headers"]["sproc.error"]  # the script's file:line
+    assert b"too large" in by_key[b"k40"]["headers"]["sproc.error"].lower()
+    assert by_key[b"k13"]["headers"]["sproc.source.topic"] == kafka.topic("in").encode()
+    filtered = {7}
+    accounted = outs | filtered | {13, 20, 40}
+    assert accounted == set(range(100)) and len(outs) == 96
+    assert_committed_to_end(kafka, kafka.topic("app"), "in")
+
+
+def test_skip_logs_and_goes_on(kafka, sproc, tmp_path):
+    p, rc = run(kafka, sproc, tmp_path, "skip")
+    assert rc == 0, p.stderr()
+    outs = {json.loads(r["value"])["n"] for r in kafka.read("out")}
+    assert outs == set(range(100)) - {7, 13, 20, 40}
+    assert "skipped a record" in p.stderr()
+    assert kafka.count("dead") == 0
+
+
+def test_fail_stops_with_file_line_and_record_and_commits_nothing_past_it(kafka, sproc, tmp_path):
+    p, rc = run(kafka, sproc, tmp_path, "fail")
+    assert rc == 1
+    err = p.stderr()
+    # the first bad record of its partition is named with its coordinates
+    assert re.search(r"(malformed JSON value|e\.lua:\d+: thirteen is unlucky|too large)", err), err
+    assert re.search(r"record: topic \S+, partition \d+, offset \d+", err) or "output to topic" in err, err
+    committed = kafka.committed(kafka.topic("app"), "in")
+    # nothing at or after a bad record is committed on its partition
+    bad = {}
+    for r in kafka.read("in"):
+        v = r["value"]
+        if v == b'{"n": 20,' or json.loads(v).get("n") in (13,) or json.loads(v).get("big"):
+            bad.setdefault(r["partition"], r["offset"])
+    for part, off in bad.items():
+        assert committed[part] <= off, (part, committed[part], off)
+    # a rerun with skip finishes the job: nothing was lost
+    p2, rc2 = run_again(kafka, sproc, tmp_path)
+    assert rc2 == 0, p2.stderr()
+    outs = {json.loads(r["value"])["n"] for r in kafka.read("out")}
+    assert outs == set(range(100)) - {7, 13, 20, 40}
+
+
+def run_again(kafka, sproc, tmp_path):
+    script = write_script(tmp_path, "e2.lua", SCRIPT.format(
+        policy="skip", src=kafka.topic("in"), dst=kafka.topic("out"), dlq=kafka.topic("dead")))
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
+    return p, p.wait(120)
+
+
+def test_script_that_does_not_load_exits_2(tmp_path):
+    bad = write_script(tmp_path, "bad.lua", 'local sproc = require "sproc"\nsproc.source{ topic = "x" }:filter(\n')
+    r = subprocess.run([SPROC, bad, "--brokers", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "bad.lua:3:" in r.stderr
+    boom = write_script(tmp_path, "boom.lua", 'local sproc = require "sproc"\n\nerror("no config")\n')
+    r = subprocess.run([SPROC, boom, "--brokers", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "boom.lua:3: no config" in r.stderr
+    misuse = write_script(tmp_path, "misuse.lua", 'local sproc = require "sproc"\nsproc.source{ topic = "x" }:map(42)\n')
+    r = subprocess.run([SPROC, misuse, "--brokers", "127.0.0.1:1"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "misuse.lua:2: map() expects a function, got number" in r.stderr
+
+
+def test_usage_errors_exit_2():
+    r = subprocess.run([SPROC, "--no-such-option", "x.lua"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "usage:" in r.stderr
+    r = subprocess.run([SPROC], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and "no script given" in r.stderr
+    r = subprocess.run([SPROC, "--version"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and re.fullmatch(r"sproc \d+\.\d+\.\d+\n", r.stdout)
+    r = subprocess.run([SPROC, "--help"], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0 and "--until-end" in r.stdout
