@@ -137,8 +137,10 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
     int l = level <= 3 ? SP_LOG_ERROR
                        : level <= 4 ? SP_LOG_WARN
                                     : level <= 6 ? SP_LOG_INFO : SP_LOG_DEBUG;
-    /* librdkafka's notices are chatty at info; keep them for debug */
-    if (l == SP_LOG_INFO) l = SP_LOG_DEBUG;
+    /* librdkafka's notices are chatty at info, and a broker that refuses
+     * connections is reported once by "waiting for Kafka" or error_cb:
+     * keep both for debug */
+    if (l == SP_LOG_INFO || strcmp(fac, "FAIL") == 0) l = SP_LOG_DEBUG;
     sp_log(l, "kafka %s: %s", fac, buf);
 }
 

@@ -1,0 +1,43 @@
+"""Two sproc processes in one group share an 8-partition topic; one is
+killed (SIGKILL) mid-stream and the other takes over its partitions. Every
+input has its output at least once, compared by payload."""
+import json
+
+from conftest import FAST, wait_until, write_script
+
+N = 400_000
+
+
+def test_two_processes_share_and_survive_a_kill(kafka, sproc, tmp_path):
+    src = kafka.create("in", partitions=8)
+    dst = kafka.create("out", partitions=8)
+    kafka.produce("in", [(f"key{i % 5003}".encode(), {"i": i}) for i in range(N)])
+    script = write_script(tmp_path, "so.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{src}", value = "json" }}
+  :map(function(r)
+    local t = os.clock() + 20e-6   -- some work, so the run can be observed
+    while os.clock() < t do end
+    return {{ i = r.value.i, p = r.partition }}
+  end)
+  :to{{ topic = "{dst}" }}
+""")
+    args = [script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app")] + FAST
+    a = sproc(args, name="a")
+    b = sproc(args, name="b")
+    # both own partitions before the fault
+    wait_until(lambda: "assigned" in a.stderr() and "assigned" in b.stderr(), timeout=60,
+               what="both processes assigned")
+
+    def parts_seen():
+        return {json.loads(r["value"])["p"] for r in kafka.read("out")}
+    wait_until(lambda: kafka.count("out") >= 0.2 * N, timeout=180, what="20% of the output")
+    assert kafka.count("out") <= 0.8 * N, "too fast to catch mid-run"
+    b.kill()
+    # the survivor finishes everything
+    wait_until(lambda: kafka.count("out") >= N, timeout=300, interval=0.5, what="all outputs")
+    seen = [json.loads(r["value"])["i"] for r in kafka.read("out")]
+    assert set(seen) == set(range(N)), "every input has an output"
+    assert a.alive()
+    assert "revoked" in a.stderr() or a.stderr().count("assigned") >= 2, "a took over b's partitions"
+    assert parts_seen() == set(range(8))
