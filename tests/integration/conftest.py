@@ -9,7 +9,7 @@ import time
 import uuid
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -86,7 +86,16 @@ class Kafka:
         md = c.list_topics(t, timeout=10).topics[t]
         out = {}
         for p in md.partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=10)
+            # a partition whose leader just died answers after the election
+            deadline = time.time() + 60
+            while True:
+                try:
+                    lo, hi = c.get_watermark_offsets(TopicPartition(t, p), timeout=5)
+                    break
+                except KafkaException:
+                    if time.time() > deadline:
+                        raise
+                    time.sleep(0.5)
             out[p] = hi
         c.close()
         return out
