@@ -1,0 +1,183 @@
+/* The JSON index and writer. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "sp_json.h"
+#include "sp_test.h"
+
+static sp_json_index ix;
+
+static int parse(const char *s) {
+    const char *err = NULL;
+    size_t pos = 0;
+    return sp_json_index_parse(&ix, s, strlen(s), &err, &pos);
+}
+
+static void check_error(const char *s, const char *msg, size_t at) {
+    const char *err = NULL;
+    size_t pos = 99999;
+    int rc = sp_json_index_parse(&ix, s, strlen(s), &err, &pos);
+    SP_CHECK_INT(rc, -1);
+    if (rc == -1) {
+        SP_CHECK_MEM(err, strlen(err), msg);
+        SP_CHECK_INT(pos, at);
+    }
+}
+
+static const sp_json_field *field(const char *name) {
+    int i = sp_json_index_find(&ix, name, strlen(name));
+    return i < 0 ? NULL : &ix.fields[i];
+}
+
+static void fields_of_every_type(void) {
+    SP_CHECK_INT(parse(" { \"s\" : \"a\\\"b\", \"n\":-1.5e3,\"t\":true,\"f\":false,"
+                       "\"z\":null,\"o\":{\"x\":[1,{}]},\"a\":[ ] } "), 0);
+    SP_CHECK_INT(ix.n, 7);
+    SP_CHECK_INT(ix.root_type, SP_JSON_OBJECT);
+    const sp_json_field *f = field("s");
+    SP_CHECK(f && f->type == SP_JSON_STRING && f->val_escaped);
+    SP_CHECK_MEM(f->val, f->val_len, "a\\\"b");
+    f = field("n");
+    SP_CHECK(f && f->type == SP_JSON_NUMBER);
+    SP_CHECK(sp_json_number(f->val, f->val_len) == -1500.0);
+    SP_CHECK(field("t")->type == SP_JSON_TRUE);
+    SP_CHECK(field("f")->type == SP_JSON_FALSE);
+    SP_CHECK(field("z")->type == SP_JSON_NULL);
+    f = field("o");
+    SP_CHECK(f && f->type == SP_JSON_OBJECT);
+    SP_CHECK_MEM(f->val, f->val_len, "{\"x\":[1,{}]}");
+    f = field("a");
+    SP_CHECK(f && f->type == SP_JSON_ARRAY);
+    SP_CHECK_MEM(f->val, f->val_len, "[ ]");
+    SP_CHECK(field("missing") == NULL);
+}
+
+static void keys(void) {
+    SP_CHECK_INT(parse("{\"k\":1,\"k\":2,\"\\u0041b\":3}"), 0);
+    SP_CHECK_MEM(field("k")->val, 1, "2"); /* the last duplicate wins */
+    SP_CHECK(field("Ab") != NULL);          /* escaped keys match unescaped */
+}
+
+static void unescape(void) {
+    const char *in = "a\\n\\t\\u00e9\\ud83d\\ude00\\/";
+    char out[64];
+    size_t n = sp_json_unescape(in, strlen(in), out);
+    SP_CHECK_MEM(out, n, "a\n\t\xc3\xa9\xf0\x9f\x98\x80/");
+}
+
+static void roots(void) {
+    SP_CHECK_INT(parse("[1,2]"), 0);
+    SP_CHECK_INT(ix.root_type, SP_JSON_ARRAY);
+    SP_CHECK_INT(ix.n, 0);
+    SP_CHECK_INT(parse("42"), 0);
+    SP_CHECK_INT(ix.root_type, SP_JSON_NUMBER);
+    SP_CHECK_INT(parse("\"s\""), 0);
+    SP_CHECK_INT(ix.root_type, SP_JSON_STRING);
+}
+
+static void malformed(void) {
+    check_error("", "empty value", 0);
+    check_error("   ", "empty value", 3);
+    check_error("{\"a\":1", "unterminated object", 6);
+    check_error("{\"a\":01}", "invalid number", 6);
+    check_error("{\"a\":-}", "invalid number", 6);
+    check_error("{\"a\":1.}", "invalid number", 7);
+    check_error("{\"a\":.5}", "unexpected character", 5);
+    check_error("{\"a\":1e}", "invalid number", 7);
+    check_error("{\"a\":\"x\ny\"}", "control character in string", 7);
+    check_error("{\"a\":\"\\x\"}", "invalid escape", 6);
+    check_error("{\"a\":\"\\u12g4\"}", "invalid \\u escape", 6);
+    check_error("{\"a\":\"abc", "unterminated string", 9);
+    check_error("{\"a\":1} x", "trailing characters", 8);
+    check_error("{a:1}", "expected a string key", 1);
+    check_error("{\"a\" 1}", "expected ':'", 5);
+    check_error("{\"a\":1 \"b\":2}", "expected ',' or '}'", 7);
+    check_error("{\"a\":tru}", "unexpected character", 5);
+    check_error("{\"a\":[1 2]}", "expected ',' or ']'", 8);
+}
+
+static void depth(void) {
+    char deep[200];
+    int n = 0;
+    for (int i = 0; i < 64; i++) deep[n++] = '[';
+    for (int i = 0; i < 64; i++) deep[n++] = ']';
+    deep[n] = '\0';
+    SP_CHECK_INT(parse(deep), 0);
+    n = 0;
+    for (int i = 0; i < 65; i++) deep[n++] = '[';
+    for (int i = 0; i < 65; i++) deep[n++] = ']';
+    deep[n] = '\0';
+    check_error(deep, "nesting too deep", 64);
+}
+
+static void many_fields(void) {
+    sp_buf b;
+    sp_buf_init(&b);
+    sp_buf_putc(&b, '{');
+    for (int i = 0; i < 1000; i++) {
+        char kv[32];
+        int len = snprintf(kv, sizeof kv, "%s\"f%d\":%d", i ? "," : "", i, i);
+        sp_buf_append(&b, kv, (size_t)len);
+    }
+    sp_buf_putc(&b, '}');
+    const char *err;
+    size_t pos;
+    SP_CHECK_INT(sp_json_index_parse(&ix, b.data, b.len, &err, &pos), 0);
+    SP_CHECK_INT(ix.n, 1000);
+    SP_CHECK_MEM(field("f999")->val, 3, "999");
+    sp_buf_destroy(&b);
+}
+
+static void writer(void) {
+    sp_buf b;
+    sp_buf_init(&b);
+    double vals[] = {0.1, 1 / 3.0, 1e300, 5e-324, -2.5, 123456789012.5, 1e22};
+    for (size_t i = 0; i < sizeof vals / sizeof *vals; i++) {
+        sp_buf_reset(&b);
+        sp_json_write_number(&b, vals[i]);
+        SP_CHECK(sp_json_number(b.data, b.len) == vals[i]);
+    }
+    sp_buf_reset(&b);
+    sp_json_write_number(&b, 3.0);
+    SP_CHECK_MEM(b.data, b.len, "3");
+    sp_buf_reset(&b);
+    sp_json_write_number(&b, -0.0);
+    SP_CHECK_MEM(b.data, b.len, "0");
+    sp_buf_reset(&b);
+    sp_json_write_number(&b, 9007199254740992.0);
+    SP_CHECK_MEM(b.data, b.len, "9007199254740992");
+    sp_buf_reset(&b);
+    sp_json_write_number(&b, NAN);
+    SP_CHECK_MEM(b.data, b.len, "null");
+    sp_buf_reset(&b);
+    sp_json_write_number(&b, 0.1);
+    SP_CHECK_MEM(b.data, b.len, "0.1");
+
+    const char raw[] = "q\"b\\s\n\x01\xc3\xa9";
+    sp_buf_reset(&b);
+    sp_buf_append(&b, "{\"k\":", 5);
+    sp_json_write_string(&b, raw, sizeof raw - 1);
+    sp_buf_putc(&b, '}');
+    SP_CHECK_MEM(b.data, b.len, "{\"k\":\"q\\\"b\\\\s\\n\\u0001\xc3\xa9\"}");
+    const char *err;
+    size_t pos;
+    SP_CHECK_INT(sp_json_index_parse(&ix, b.data, b.len, &err, &pos), 0);
+    char out[32];
+    size_t n = sp_json_unescape(ix.fields[0].val, ix.fields[0].val_len, out);
+    SP_CHECK_MEM(out, n, raw);
+    sp_buf_destroy(&b);
+}
+
+int main(void) {
+    sp_json_index_init(&ix);
+    fields_of_every_type();
+    keys();
+    unescape();
+    roots();
+    malformed();
+    depth();
+    many_fields();
+    writer();
+    sp_json_index_destroy(&ix);
+    return sp_test_summary();
+}

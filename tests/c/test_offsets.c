@@ -1,0 +1,67 @@
+/* Commit tracking: a partition's committable offset never passes a segment
+ * that still has an unsafe effect. */
+#include "sp_offsets.h"
+#include "sp_test.h"
+
+static void in_order_release(void) {
+    sp_offsets o;
+    sp_offsets_init(&o);
+    sp_tp *tp = sp_offsets_tp(&o, "t", 0);
+    SP_CHECK(tp == sp_offsets_tp(&o, "t", 0));
+    SP_CHECK(tp != sp_offsets_tp(&o, "t", 1));
+    sp_seg *a = sp_offsets_seg_open(&o, tp);
+    a->end = 10;
+    sp_seg *b = sp_offsets_seg_open(&o, tp);
+    b->end = 20;
+    sp_seg_ref(a); /* an output of a is in flight */
+    sp_seg_unref(a); /* the batch is done */
+    sp_seg_unref(b);
+    SP_CHECK_INT(sp_offsets_advance(&o), 0);
+    SP_CHECK_INT(tp->committable, -1); /* b is safe, but a is not */
+    sp_seg_unref(a); /* acknowledged */
+    SP_CHECK_INT(sp_offsets_advance(&o), 1);
+    SP_CHECK_INT(tp->committable, 20);
+    SP_CHECK_INT(sp_offsets_pending(tp), 0);
+    tp->committed = 20;
+    SP_CHECK_INT(sp_offsets_advance(&o), 0);
+    sp_offsets_destroy(&o);
+}
+
+static void partitions_are_independent(void) {
+    sp_offsets o;
+    sp_offsets_init(&o);
+    sp_tp *p0 = sp_offsets_tp(&o, "t", 0), *p1 = sp_offsets_tp(&o, "t", 1);
+    sp_seg *a = sp_offsets_seg_open(&o, p0);
+    sp_seg *b = sp_offsets_seg_open(&o, p1);
+    a->end = 5;
+    b->end = 7;
+    sp_seg_unref(b);
+    SP_CHECK_INT(sp_offsets_advance(&o), 1);
+    SP_CHECK_INT(p0->committable, -1);
+    SP_CHECK_INT(p1->committable, 7);
+    SP_CHECK_INT(o.open_segments, 1);
+    sp_offsets_destroy(&o); /* frees a still-held segment */
+}
+
+static void held_segment_blocks_later_ones(void) {
+    /* a failed batch keeps its hold: nothing after it is committable */
+    sp_offsets o;
+    sp_offsets_init(&o);
+    sp_tp *tp = sp_offsets_tp(&o, "t", 3);
+    for (int i = 0; i < 5; i++) {
+        sp_seg *s = sp_offsets_seg_open(&o, tp);
+        s->end = (i + 1) * 100;
+        if (i != 2) sp_seg_unref(s);
+    }
+    sp_offsets_advance(&o);
+    SP_CHECK_INT(tp->committable, 200);
+    SP_CHECK_INT(sp_offsets_pending(tp), 3);
+    sp_offsets_destroy(&o);
+}
+
+int main(void) {
+    in_order_release();
+    partitions_are_independent();
+    held_segment_blocks_later_ones();
+    return sp_test_summary();
+}
