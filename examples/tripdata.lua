@@ -22,7 +22,7 @@ local fields = {
   "improvement_surcharge", "total_amount", "trip_type",
 }
 
-sproc.source{ topic = "tripdata", value = "json" }
+sproc.source{ topic = os.getenv("TRIPDATA_TOPIC") or "tripdata", value = "json" }
   :select(fields)
   :to_files{ dir = os.getenv("TRIPDATA_OUT") or "tripdata-out",
              prefix = "trips", roll_bytes = 16 * 1024 * 1024, roll_seconds = 30 }

@@ -9,4 +9,4 @@ sproc.app{ id = "tripdata-feed" }
 
 sproc.source{ file = os.getenv("TRIPS") or "data/trips.jsonl", format = "json" }
   :key_by(function(r) return r.value.vendorid end)
-  :to{ topic = "tripdata" }
+  :to{ topic = os.getenv("TRIPDATA_TOPIC") or "tripdata" }
