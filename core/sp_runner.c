@@ -82,6 +82,28 @@ static int conf_set(runner *r, rd_kafka_conf_t *conf, const char *k,
     return 0;
 }
 
+/* Settings of one client only; prefixes end with '.'. */
+static const char *const producer_only[] = {
+    "acks", "request.required.acks", "linger.ms", "queue.buffering.max.ms",
+    "compression.", "enable.idempotence", "message.timeout.ms",
+    "delivery.timeout.ms", "batch.", "queue.buffering.", "partitioner",
+    "message.send.max.retries", "retries", "retry.backoff.ms",
+    "transactional.id", "transaction.timeout.ms", "sticky.partitioning.", NULL};
+static const char *const consumer_only[] = {
+    "session.timeout.ms", "group.", "max.poll.interval.ms",
+    "heartbeat.interval.ms", "isolation.level", "fetch.", "auto.",
+    "partition.assignment.strategy", "enable.partition.eof",
+    "max.partition.fetch.bytes", "queued.", "check.crcs", NULL};
+
+static int one_of(const char *k, const char *const *list) {
+    for (; *list; list++) {
+        size_t n = strlen(*list);
+        if ((*list)[n - 1] == '.' ? strncmp(k, *list, n) == 0 : strcmp(k, *list) == 0)
+            return 1;
+    }
+    return 0;
+}
+
 /* Applies --set pairs: "sproc." keys are ours, "consumer." and "producer."
  * prefixes target one client, anything else goes to both. */
 static int apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
@@ -99,17 +121,8 @@ static int apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
         } else if (strncmp(k, "producer.", 9) == 0) {
             if (is_consumer) continue;
             k += 9;
-        } else if (is_consumer ? (strcmp(k, "acks") == 0 ||
-                                  strcmp(k, "linger.ms") == 0 ||
-                                  strcmp(k, "compression.type") == 0 ||
-                                  strcmp(k, "enable.idempotence") == 0)
-                               : (strcmp(k, "session.timeout.ms") == 0 ||
-                                  strcmp(k, "group.instance.id") == 0 ||
-                                  strcmp(k, "max.poll.interval.ms") == 0 ||
-                                  strcmp(k, "heartbeat.interval.ms") == 0 ||
-                                  strcmp(k, "isolation.level") == 0 ||
-                                  strcmp(k, "fetch.max.bytes") == 0 ||
-                                  strcmp(k, "auto.offset.reset") == 0)) {
+        } else if (is_consumer ? one_of(k, producer_only)
+                               : one_of(k, consumer_only)) {
             continue; /* the other client's setting: not worth a warning */
         }
         if (conf_set(r, conf, k, v) != 0) return -1;
@@ -909,6 +922,11 @@ int sp_run(const sp_opts *o) {
     if (make_safe(r, r->exit_code ? 5000 : 60000) != 0 && r->exit_code == 0 &&
         o->until_end)
         r->exit_code = 1;
+    /* the last acknowledgements may carry a failure for good */
+    if (r->ko.fatal && r->exit_code == 0) {
+        sp_error("%s", r->ko.fatal);
+        r->exit_code = 1;
+    }
     commit(r, 1, NULL);
     rc = r->exit_code;
     {

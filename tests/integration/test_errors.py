@@ -125,3 +125,40 @@ def test_usage_errors_exit_2():
     assert r.returncode == 0 and re.fullmatch(r"sproc \d+\.\d+\.\d+\n", r.stdout)
     r = subprocess.run([SPROC, "--help"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 0 and "--until-end" in r.stdout
+
+
+def test_output_topic_missing_goes_to_the_policy(kafka, sproc, tmp_path):
+    """A produce that fails for good (the output topic does not exist and
+    auto-creation is off): under dlq each such output is dead-lettered with
+    the error, the others go on; under fail sproc exits 1 naming the topic."""
+    src = kafka.create("in", partitions=1)
+    ok = kafka.create("ok")
+    dlq = kafka.create("dead")
+    kafka.produce("in", [(f"k{i}".encode(), {"n": i}) for i in range(20)])
+    script = write_script(tmp_path, "gone.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ errors = "{{policy}}", dlq = "{dlq}" }}
+local odd, even = sproc.source{{ topic = "{src}", value = "json" }}
+  :branch(function(r) return r.value.n % 2 == 1 end, function() return true end)
+odd:to{{ topic = "{kafka.topic('no-such-topic')}" }}
+even:to{{ topic = "{ok}" }}
+""")
+    text = open(script).read()
+    fast_fail = ["--set", "topic.metadata.propagation.max.ms=2000", "--set", "message.timeout.ms=10000"]
+    write_script(tmp_path, "gone-dlq.lua", text.replace("{policy}", "dlq"))
+    p = sproc([str(tmp_path / "gone-dlq.lua"), "--brokers", kafka.bootstrap, "--app", kafka.topic("a1"),
+               "--until-end"] + FAST + fast_fail)
+    assert p.wait(120) == 0, p.stderr()
+    assert sorted(json.loads(r["value"])["n"] for r in kafka.read("ok")) == list(range(0, 20, 2))
+    dead = kafka.read("dead")
+    assert sorted(json.loads(r["value"])["n"] for r in dead) == list(range(1, 20, 2))
+    assert all(b"no-such-topic" in r["headers"]["sproc.error"] for r in dead)
+
+    write_script(tmp_path, "gone-fail.lua", text.replace("{policy}", "fail"))
+    p = sproc([str(tmp_path / "gone-fail.lua"), "--brokers", kafka.bootstrap, "--app", kafka.topic("a2"),
+               "--until-end"] + FAST + fast_fail)
+    assert p.wait(120) == 1
+    assert "no-such-topic" in p.stderr()
+    # the inputs whose outputs failed are not committed
+    committed = kafka.committed(kafka.topic("a2"), "in")[0]
+    assert committed <= 1, committed

@@ -1,0 +1,109 @@
+-- Sources by pattern, output headers and rolling files.
+local testing = require "sproc.testing"
+
+local function tmpdir()
+  local d = os.tmpname()
+  os.remove(d)
+  assert(os.execute("mkdir -p " .. d) == 0)
+  return d
+end
+
+local function ls(dir)
+  local names = {}
+  local p = io.popen("ls -A " .. dir)
+  for n in p:lines() do names[#names + 1] = n end
+  p:close()
+  table.sort(names)
+  return names
+end
+
+local function read(path)
+  local f = assert(io.open(path))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+describe("sources", function()
+  it("a pattern source reads every topic whose whole name matches", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ pattern = "trips-[0-9]+" }:map(function(r) return r.topic .. ":" .. r.value end)
+        :to{ topic = "out" }
+    end)
+    d:pipe("trips-1", { value = "a" })
+    d:pipe("trips-22", { value = "b" })
+    assert.are.same({ "trips-1:a", "trips-22:b" }, d:values("out"))
+    -- Kafka matches the whole name: a prefix is not enough
+    assert.has_error(function() d:pipe("trips-1x", { value = "c" }) end)
+  end)
+
+  it("a list of topics feeds one pipeline", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topics = { "a", "b" } }:to{ topic = "out" }
+    end)
+    d:pipe("a", { value = "1" })
+    d:pipe("b", { value = "2" })
+    assert.are.same({ "1", "2" }, d:values("out"))
+  end)
+end)
+
+describe("sinks", function()
+  it("to{} adds headers from a function and forwards input headers", function()
+    local d = testing.driver(function(sproc)
+      local s = sproc.source{ topic = "in" }
+      s:to{ topic = "with", headers = function(r) return { len = #r.value } end }
+      s:to{ topic = "without", forward_headers = false }
+    end)
+    d:pipe("in", { value = "abc", headers = { trace = "t9" } })
+    assert.are.same({ trace = "t9", len = "3" }, d:output("with")[1].headers)
+    assert.is_nil(d:output("without")[1].headers)
+  end)
+
+  it("key and value serdes: json encodes strings, bytes refuses tables", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "dlq", dlq = "dead" }
+      local s = sproc.source{ topic = "in" }
+      s:to{ topic = "json", key = "json", value = "json" }
+      s:map(function(r) return { r.value } end):to{ topic = "bytes", value = "bytes" }
+    end)
+    d:pipe("in", { key = "k", value = "v" })
+    local out = d:output("json")[1]
+    assert.are.equal('"k"', out.key)
+    assert.are.equal('"v"', out.value)
+    assert.are.equal(0, #d:output("bytes"))
+    assert.matches("cannot write a table as bytes value", d:output("dead")[1].headers["sproc.error"])
+  end)
+
+  it("to_files publishes whole files only, rolled by size", function()
+    local dir = tmpdir()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in" }:to_files{ dir = dir, prefix = "p", roll_bytes = 100 }
+    end)
+    local input = {}
+    for i = 1, 30 do input[i] = { value = string.format("line-%02d", i) } end
+    d:pipe("in", input)
+    -- a file rolls once it holds 100 bytes or more: 13 lines of 8 bytes
+    local names = ls(dir)
+    local published, hidden = {}, {}
+    for _, n in ipairs(names) do
+      if n:sub(1, 1) == "." then hidden[#hidden + 1] = n else published[#published + 1] = n end
+    end
+    assert.are.equal(2, #published)
+    assert.are.equal(1, #hidden)
+    assert.matches("^%.p%-.*%.jsonl%.inprogress$", hidden[1])
+    local first = read(dir .. "/" .. published[1])
+    assert.are.equal(13, select(2, first:gsub("\n", "")))
+    -- flushing publishes the open file; nothing is lost or repeated
+    d:flush()
+    local all = {}
+    for _, n in ipairs(ls(dir)) do
+      assert.is_nil(n:match("^%."))
+      for line in io.lines(dir .. "/" .. n) do all[#all + 1] = line end
+    end
+    table.sort(all)
+    assert.are.equal(30, #all)
+    assert.are.equal("line-01", all[1])
+    assert.are.equal("line-30", all[30])
+    os.execute("rm -rf " .. dir)
+  end)
+end)
