@@ -33,7 +33,7 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
                 RD_KAFKA_V_OPAQUE(m->seg), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Backpressure: wait for acknowledgements to make room. */
-        rd_kafka_poll(ko->producer, 10);
+        rd_kafka_poll(ko->producer, 1);
     }
     return e;
 }
