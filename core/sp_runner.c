@@ -839,6 +839,9 @@ int sp_run(const sp_opts *o) {
     char *msg = NULL;
     char *def_id = default_app_id(o->script);
 
+    if (o->watch)
+        sp_warn("--watch: hot reload is not implemented yet; the script runs "
+                "as loaded");
     if (o->start && strcmp(o->start, "earliest") != 0 &&
         strcmp(o->start, "latest") != 0) {
         long long ms;
