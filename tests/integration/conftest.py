@@ -150,6 +150,33 @@ def assert_committed_to_end(kafka, group, name):
             assert committed[p] == end, f"partition {p}: committed {committed[p]}, end {end}"
 
 
+def wait_committed_to_end(kafka, group, name, timeout=300, proc=None):
+    """Waits until the group has committed the end of every partition of an
+    input topic. sproc commits an offset only after the outputs of the
+    records before it are acknowledged, so after this the output is
+    complete; counting output records is not enough once a fault caused
+    duplicates."""
+    def done():
+        ends = kafka.end_offsets(name)
+        committed = kafka.committed(group, name)
+        return all(committed.get(p, -1) >= end for p, end in ends.items() if end > 0)
+    try:
+        wait_until(done, timeout=timeout, interval=0.5, what=f"{group} committed to the end of {name}")
+    except AssertionError as e:
+        tail = proc.stderr()[-4000:] if proc is not None else ""
+        raise AssertionError(f"{e}; committed {kafka.committed(group, name)}, "
+                             f"ends {kafka.end_offsets(name)}\n{tail}") from None
+
+
+def assert_same_payloads(got, want, log=""):
+    """Compares two collections by payload, listing a few differences."""
+    got, want = set(got), set(want)
+    missing, extra = sorted(want - got), sorted(got - want)
+    assert not missing and not extra, \
+        f"{len(missing)} missing (e.g. {missing[:10]}), {len(extra)} unexpected " \
+        f"(e.g. {extra[:10]})\n{log[-4000:]}"
+
+
 @pytest.fixture
 def kafka(request):
     prefix = "t" + uuid.uuid4().hex[:8] + "-" + request.node.name[:40].replace("[", "-").replace("]", "")
