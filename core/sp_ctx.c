@@ -45,6 +45,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
         free(s);
     }
     free(ctx->sinks);
+    sp_ctx_destroy_stores(ctx);
     for (int32_t i = 0; i < ctx->nsources; i++) {
         free(ctx->sources[i].name);
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
@@ -275,7 +276,7 @@ int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
             const char *val, size_t val_len, int64_t ts, int fwd_headers,
             const char **err) {
     sp_rec *r = current(ctx);
-    sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL};
+    sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL, -1};
     rd_kafka_headers_t *in = r ? r->hdrs : NULL;
     if (fwd_headers && in) {
         m.hdrs = rd_kafka_headers_copy(in);
@@ -327,7 +328,7 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
         return SP_EINVAL;
     }
     sp_rec *r = &ctx->batch.recs[rec];
-    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg};
+    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1};
     m.hdrs = sp_ctx_dead_letter_headers(ctx, r->hdrs, why, why_len,
                                         sp_topic_name(ctx, r->topic),
                                         r->partition, r->offset);

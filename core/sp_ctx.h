@@ -12,6 +12,7 @@
 #include "sp_ffi.h"
 #include "sp_json.h"
 #include "sp_offsets.h"
+#include "sp_store.h"
 
 /* An output on its way to a sink. hdrs, when set, is handed over. */
 typedef struct sp_msg {
@@ -22,6 +23,7 @@ typedef struct sp_msg {
     int64_t ts;
     rd_kafka_headers_t *hdrs;
     sp_seg *seg; /* the input segment the output belongs to, or NULL */
+    int32_t partition; /* -1: the partitioner's choice */
 } sp_msg;
 
 typedef struct sp_sink sp_sink;
@@ -101,6 +103,11 @@ struct sp_ctx {
     sp_captured *outs;
     int32_t nouts, outs_cap;
 
+    sp_store **stores;
+    int32_t nstores;
+    int64_t store_bytes;  /* all in-memory stores together */
+    int64_t store_budget; /* 0: no limit */
+
     /* Set by the executable: called for a produce that failed for good. */
     void (*on_delivery_error)(sp_ctx *ctx, sp_sink *s, sp_msg *m,
                               const char *why);
@@ -122,6 +129,17 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
                                               const char *topic,
                                               int32_t partition,
                                               int64_t offset);
+
+void sp_ctx_destroy_stores(sp_ctx *ctx);
+/* Opens the changelog topic <app>-<store>-changelog of every store that
+ * has none yet (the executable, after loading a script); from then on
+ * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */
+int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
+/* Writes the batch's store changes to the changelogs, each holding the
+ * input segments of its partition until Kafka acknowledges it. */
+int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err);
+/* The store whose changelog is topic, or NULL. */
+sp_store *sp_ctx_changelog_store(sp_ctx *ctx, const char *topic);
 
 /* The sinks sp_ctx makes itself. */
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);

@@ -192,6 +192,39 @@ int32_t sp_source_for(sp_ctx *ctx, int32_t topic);
  * partitioner picks for a non-null key). */
 int32_t sp_partition_for(const char *key, size_t len, int32_t partitions);
 
+/* State stores: named by the user, split by input partition. A store
+ * call's partition -1 means the partition of the record being processed
+ * (batch->cur); the test driver names partitions to inspect and seed.
+ * Values are bytes the Lua API tags with their type; sp_store_incr keeps
+ * numbers as the tag 'n' and a native double. */
+enum { SP_STORE_KV = 0 };
+/* Returns the store id; the same name gives the same store (and state). */
+int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err);
+int32_t sp_store_find(sp_ctx *ctx, const char *name);
+/* 1 and the value (valid until the next change), or 0 when missing. */
+int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                 size_t klen, const char **val, size_t *vlen);
+int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                 size_t klen, const char *val, size_t vlen, const char **err);
+int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
+                    const char *key, size_t klen, const char **err);
+int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                  size_t klen, double by, double *out, const char **err);
+/* Ordered scans: the first key >= from (> from when strict; from NULL:
+ * the first key) of a partition; 1 and the entry, or 0 at the end. */
+int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
+                  size_t flen, int strict, const char **key, size_t *klen,
+                  const char **val, size_t *vlen);
+/* Live keys of a partition (-1: all partitions). */
+int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition);
+/* The partitions a store holds: fills up to max, returns how many. */
+int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max);
+/* Memory: bytes of one store, of all stores, and the budget of all
+ * (0: none); a put over the budget fails with a clear error. */
+int64_t sp_store_bytes(sp_ctx *ctx, int store);
+int64_t sp_ctx_store_bytes(sp_ctx *ctx);
+void sp_ctx_set_store_budget(sp_ctx *ctx, int64_t bytes);
+
 /* SP_FFI_END */
 
 #ifdef __cplusplus

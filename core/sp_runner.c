@@ -21,6 +21,7 @@
 #include "sp_log.h"
 #include "sp_lua.h"
 #include "sp_offsets.h"
+#include "sp_restore.h"
 #include "sp_sink_kafka.h"
 
 typedef struct file_src {
@@ -62,6 +63,10 @@ typedef struct runner {
     const void **rkt_keys;
     int32_t *rkt_ids;
     int nrkt;
+
+    sp_restore *rs;        /* stores: restore from changelogs; NULL none */
+    ev_timer restore_w;
+    int32_t src_partitions; /* most partitions of a source topic */
 
     int stopping;   /* no more consuming */
     int exit_code;
@@ -105,7 +110,9 @@ static int one_of(const char *k, const char *const *list) {
 }
 
 /* Applies --set pairs: "sproc." keys are ours, "consumer." and "producer."
- * prefixes target one client, anything else goes to both. */
+ * prefixes target one client, anything else goes to both. is_consumer 2:
+ * the restore consumer, which takes only what both clients take (it joins
+ * no group, so group and session settings are not its own). */
 static int apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
     for (int i = 0; i < r->o->nsets; i++) {
         char kv[1024];
@@ -115,6 +122,10 @@ static int apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
         *eq = '\0';
         const char *k = kv, *v = eq + 1;
         if (strncmp(k, "sproc.", 6) == 0) continue;
+        if (is_consumer == 2 && (strncmp(k, "consumer.", 9) == 0 ||
+                                 strncmp(k, "producer.", 9) == 0 ||
+                                 one_of(k, consumer_only) || one_of(k, producer_only)))
+            continue;
         if (strncmp(k, "consumer.", 9) == 0) {
             if (!is_consumer) continue;
             k += 9;
@@ -333,6 +344,7 @@ static int make_safe(runner *r, int timeout_ms) {
 /* --- bounded runs -------------------------------------------------------- */
 
 static void check_finished(runner *r);
+static void fatal(runner *r, const char *msg);
 
 static void mark_done(runner *r, sp_tp *tp) {
     if (tp->done) return;
@@ -362,6 +374,89 @@ static void check_finished(runner *r) {
         r->stopping = 1;
         ev_break(r->loop, EVBREAK_ALL);
     }
+}
+
+/* --- state restore ------------------------------------------------------ */
+
+static int partition_assigned(runner *r, int32_t partition) {
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned && tp->partition == partition) return 1;
+    return 0;
+}
+
+/* Resumes the input partitions numbered partition once their state is
+ * back (those a bounded run finished stay paused). */
+static void resume_restored(runner *r, int32_t partition) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned && tp->partition == partition && !tp->done)
+            rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+    if (l->cnt > 0) rd_kafka_resume_partitions(r->cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    runner *r = w->data;
+    int32_t done[2048];
+    const char *err;
+    int n = sp_restore_poll(r->rs, done, 2048, &err);
+    if (n < 0) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "restoring state: %s", err);
+        fatal(r, buf);
+        return;
+    }
+    for (int i = 0; i < n; i++) resume_restored(r, done[i]);
+    if (!sp_restore_pending(r->rs)) ev_timer_stop(loop, w);
+}
+
+/* Newly assigned partitions whose state is in a changelog wait, paused,
+ * until it is restored; the others go on meanwhile. */
+static void restore_assigned(runner *r, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *wait = rd_kafka_topic_partition_list_new(4);
+    for (int i = 0; i < parts->cnt; i++) {
+        int rc = sp_restore_start(r->rs, parts->elems[i].partition);
+        if (rc < 0) {
+            fatal(r, "cannot restore the state of an assigned partition");
+            break;
+        }
+        if (rc == 1)
+            rd_kafka_topic_partition_list_add(wait, parts->elems[i].topic,
+                                              parts->elems[i].partition);
+    }
+    if (wait->cnt > 0) {
+        rd_kafka_pause_partitions(r->cons, wait);
+        if (!ev_is_active(&r->restore_w)) ev_timer_start(r->loop, &r->restore_w);
+    }
+    rd_kafka_topic_partition_list_destroy(wait);
+}
+
+/* Stores, when the script has any: the memory budget, changelog topics,
+ * and the restore consumer. */
+static int setup_state(runner *r) {
+    const char *err, *app = sp_lua_app_id(r->lua);
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(r, conf, "bootstrap.servers", r->brokers) || apply_sets(r, conf, 2)) {
+        rd_kafka_conf_destroy(conf);
+        return -1;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    r->rs = sp_restore_create(r->ctx, app, conf, r->errstr, sizeof r->errstr);
+    if (!r->rs) {
+        sp_error("cannot create the restore consumer: %s", r->errstr);
+        return -1;
+    }
+    /* the dev cluster makes topics as sinks open them */
+    if (!r->mock && sp_restore_ensure_topics(r->rs, r->src_partitions) != 0) return -1;
+    if (sp_ctx_open_changelogs(r->ctx, app, &err) != SP_OK) {
+        sp_error("changelogs: %s", err);
+        return -1;
+    }
+    ev_timer_init(&r->restore_w, on_restore, 0.0, 0.005);
+    r->restore_w.data = r;
+    return 0;
 }
 
 /* --- rebalances ---------------------------------------------------------- */
@@ -426,6 +521,7 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
             mark_done(r, tp);
         }
     }
+    if (r->rs) restore_assigned(r, parts);
     r->assigned_once = 1;
     sp_info("assigned %d partitions", parts->cnt);
     check_finished(r);
@@ -449,6 +545,11 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         sp_error("unassign failed: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
     }
+    /* the state of a partition goes with it: the next owner restores it */
+    if (r->rs)
+        for (int i = 0; i < parts->cnt; i++)
+            if (!partition_assigned(r, parts->elems[i].partition))
+                sp_restore_drop(r->rs, parts->elems[i].partition);
     sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
 }
 
@@ -494,6 +595,10 @@ static void run_batch(runner *r, sp_seg **segs, int nsegs) {
     char *msg = NULL;
     int failed = r->ctx->batch.n > 0 && sp_lua_run_batch(r->lua, &msg) != 0;
     const char *err;
+    if (!failed && sp_ctx_flush_changelogs(r->ctx, &err) != SP_OK) {
+        failed = 1;
+        msg = strdup(err);
+    }
     if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK && !failed) {
         failed = 1;
         msg = strdup(err);
@@ -727,6 +832,8 @@ static int wait_for_kafka(runner *r) {
                             : sp_source_for(r->ctx, sp_topic_id(r->ctx, mt->topic)) == i;
             if (!match || mt->err) continue;
             found = 1;
+            if (mt->partition_cnt > r->src_partitions)
+                r->src_partitions = mt->partition_cnt;
             if (!r->o->until_end) continue;
             for (int p = 0; p < mt->partition_cnt; p++) {
                 int64_t lo, hi;
@@ -813,6 +920,8 @@ static void shutdown_clients(runner *r) {
         rd_kafka_destroy(r->cons);
         r->cons = NULL;
     }
+    sp_restore_destroy(r->rs);
+    r->rs = NULL;
     if (r->prod) {
         rd_kafka_flush(r->prod, 10000);
         sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
@@ -875,10 +984,13 @@ int sp_run(const sp_opts *o) {
         for (int32_t i = 0; i < r->ctx->nsources; i++)
             if (r->ctx->sources[i].kind == 0) dev_topic(r, r->ctx->sources[i].name);
     if (open_files(r) != 0) goto done;
+    sp_ctx_set_store_budget(r->ctx, setting_int(o, "sproc.state.max.bytes",
+                                                (int64_t)1 << 30));
 
     r->loop = ev_default_loop(EVFLAG_AUTO);
     if (has_kafka_sources(r)) {
         if (wait_for_kafka(r) != 0) goto done;
+        if (r->ctx->nstores > 0 && setup_state(r) != 0) goto done;
         if (make_consumer(r) != 0) goto done;
         rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
         for (int32_t i = 0; i < r->ctx->nsources; i++) {

@@ -17,6 +17,8 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
         if (m->hdrs)
             e = rd_kafka_producev(
                 ko->producer, RD_KAFKA_V_RKT(rkt),
+                RD_KAFKA_V_PARTITION(m->partition >= 0 ? m->partition
+                                                       : RD_KAFKA_PARTITION_UA),
                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                 RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
                 RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
@@ -26,6 +28,8 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
         else
             e = rd_kafka_producev(
                 ko->producer, RD_KAFKA_V_RKT(rkt),
+                RD_KAFKA_V_PARTITION(m->partition >= 0 ? m->partition
+                                                       : RD_KAFKA_PARTITION_UA),
                 RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
                 RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
                 RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
@@ -114,7 +118,9 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     ctx->stats.errors++;
     const char *src_topic = seg ? seg->tp->topic : NULL;
     int32_t src_part = seg ? seg->tp->partition : -1;
+    /* a lost changelog write would lose state: never skipped */
     if (ctx->policy == SP_POLICY_FAIL || ctx->dlq_sink < 0 ||
+        sp_ctx_changelog_store(ctx, topic) ||
         strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0) {
         if (!ko->fatal) {
             char buf[1024];
@@ -138,7 +144,7 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     snprintf(msg, sizeof msg, "output to topic %s failed: %s", topic, why);
     rd_kafka_headers_t *in = NULL;
     rd_kafka_message_headers(m, &in);
-    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg};
+    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg, -1};
     dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg), src_topic,
                                          src_part, -1);
     const char *err;

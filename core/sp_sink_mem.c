@@ -29,7 +29,9 @@ static int mem_write(sp_sink *s, sp_msg *m, const char **err) {
     c->out.val_len = m->val ? m->val_len : 0;
     c->out.ts = m->ts;
     c->out.partition =
-        m->key ? sp_partition_for(m->key, m->key_len, ctx->mem_partitions) : 0;
+        m->partition >= 0 ? m->partition
+        : m->key ? sp_partition_for(m->key, m->key_len, ctx->mem_partitions)
+                 : 0;
     c->out.nhdrs = m->hdrs ? (int32_t)rd_kafka_header_cnt(m->hdrs) : 0;
     return SP_OK;
 oom:

@@ -2,9 +2,10 @@
 --
 --   sproc examples/wordcount.lua
 --
--- With no --brokers, sproc starts an embedded Kafka dev cluster. The first
--- source feeds the sample text into the topic "lines"; the second reads it
--- back, splits it into words and prints a running count per word.
+-- With no --brokers, sproc starts an embedded Kafka dev cluster. The file
+-- source feeds the sample text into the topic "lines"; the second pipeline
+-- splits lines into words, keyed by the word, into the topic "words"; the
+-- third counts each word in a state store and prints the running count.
 local sproc = require "sproc"
 
 sproc.app{ id = "wordcount" }
@@ -13,19 +14,22 @@ sproc.app{ id = "wordcount" }
 sproc.source{ file = "data/sample.txt" }
   :to{ topic = "lines" }
 
--- Counts live in this Lua table for now; sproc.store (changelogged, kept
--- across reloads and restarts) is the place for state that must last.
-local counts = {}
-
+-- Split: writing the words keyed by themselves puts every occurrence of a
+-- word in one partition, so that one process counts it, however many
+-- processes share the work.
 sproc.source{ topic = "lines" }
   :flat_map(function(r, emit)
     for word in r.value:lower():gmatch("%a+") do emit(word) end
   end)
   :filter(function(r) return #r.value > 3 end)
   :key_by(function(r) return r.value end)
-  :map(function(r)
-    local n = (counts[r.key] or 0) + 1
-    counts[r.key] = n
-    return n
-  end)
+  :to{ topic = "words" }
+
+-- Count: the store is changelogged to the topic wordcount-counts-changelog,
+-- so the counts survive restarts and follow their partition to another
+-- process.
+local counts = sproc.store{ name = "counts" }
+
+sproc.source{ topic = "words" }
+  :map(function(r) return counts:incr(r.key) end)
   :print{ key = true }

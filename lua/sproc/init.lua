@@ -8,6 +8,7 @@
 -- Building only records the topology; sproc.runtime compiles it against
 -- the native core once the script has run.
 local stream = require "sproc.stream"
+local store = require "sproc.store"
 
 local M = {}
 
@@ -15,7 +16,7 @@ local topo
 
 -- A fresh topology: the runtime calls this before running a script.
 function M._reset(script_path)
-  topo = { sources = {}, app = {}, nodes = {}, script = script_path }
+  topo = { sources = {}, app = {}, nodes = {}, stores = {}, script = script_path }
   stream._set_topology(topo)
   return topo
 end
@@ -88,6 +89,18 @@ function M.source(opts)
   local s = stream.new_source(src)
   topo.sources[#topo.sources + 1] = src
   return s
+end
+
+--- A state store: { name = "counts", kind = "kv" }. The name is the
+--- state's identity: it names the changelog topic (<app>-<name>-changelog)
+--- and a reloaded script with a store of that name finds its state.
+function M.store(opts)
+  local h = store.new(opts)
+  for _, other in ipairs(topo.stores) do
+    if other.name == h.name then error("sproc.store: a store named " .. h.name .. " exists already", 2) end
+  end
+  topo.stores[#topo.stores + 1] = h
+  return h
 end
 
 --- A path relative to the directory of the running script (absolute

@@ -7,6 +7,7 @@ local core = require "sproc.core"
 local sproc = require "sproc"
 local record = require "sproc.record"
 local json = require "sproc.json"
+local store = require "sproc.store"
 
 local C = core.C
 local ffi_string = ffi.string
@@ -272,6 +273,8 @@ function M.compile(ctx, opts)
   end
   env.by_source = by_source
   env.chains = {}
+  env.stores = {}
+  for _, h in ipairs(topo.stores) do env.stores[#env.stores + 1] = store.bind(h, ctx) end
   return env
 end
 
@@ -291,7 +294,8 @@ local function user_traceback(msg)
 end
 
 local function handler(e)
-  if getmetatable(e) == InputError then return e end
+  local mt = getmetatable(e)
+  if mt == InputError or mt == store.Fatal then return e end
   return user_traceback(tostring(e))
 end
 
@@ -357,9 +361,10 @@ function M.run_batch(env)
     if ok then break end
     local i = batch.cur
     stats.errors = stats.errors + 1
-    local kind = getmetatable(err) == InputError and "bad input" or "error in script"
+    local mt = getmetatable(err)
+    local kind = mt == InputError and "bad input" or mt == store.Fatal and "state store" or "error in script"
     local msg = string.format("%s: %s\n  record: %s", kind, tostring(err), describe_record(env, i))
-    if env.policy == "fail" then
+    if env.policy == "fail" or mt == store.Fatal then
       return msg
     elseif env.policy == "skip" then
       stats.skipped = stats.skipped + 1
@@ -428,6 +433,10 @@ function M.describe(env, dot)
       for _, c in ipairs(n.children) do walk(c, depth + 1) end
     end
     for _, s in ipairs(topo.sources) do walk(s.node, 1) end
+    for _, h in ipairs(topo.stores) do
+      out[#out + 1] = "  store " .. h.name .. " (" .. h.kind .. ", changelog " ..
+                      env.app_id .. "-" .. h.name .. "-changelog)"
+    end
   end
   return table.concat(out, "\n") .. "\n"
 end

@@ -159,6 +159,66 @@ function Driver:flush()
   if C.sp_ctx_flush(self.ctx, errp) ~= 0 then error(ffi_string(errp[0]), 2) end
 end
 
+local StoreView = {}
+StoreView.__index = StoreView
+local partsbuf = ffi.new("int32_t[1024]")
+
+local function view_parts(v)
+  local n = C.sp_store_partitions(v.ctx, v.h._id, partsbuf, 1024)
+  local ps = {}
+  for i = 0, math.min(n, 1024) - 1 do ps[#ps + 1] = partsbuf[i] end
+  table.sort(ps)
+  return ps
+end
+
+--- The value of key in partition part, or in any partition when part is
+--- nil.
+function StoreView:get(key, part)
+  if part then return self.h:get(key, part) end
+  for _, p in ipairs(view_parts(self)) do
+    local v = self.h:get(key, p)
+    if v ~= nil then return v end
+  end
+  return nil
+end
+
+--- Seeds a value (partition 0 unless given, as pipe() does).
+function StoreView:put(key, value, part)
+  local ok, err = self.h:put(key, value, part or 0)
+  if not ok then error(err, 2) end
+end
+
+function StoreView:delete(key, part)
+  local ok, err = self.h:delete(key, part or 0)
+  if not ok then error(err, 2) end
+end
+
+--- Every entry as a table key -> value (of partition part, or of all).
+function StoreView:all(part)
+  local t = {}
+  for _, p in ipairs(part and { part } or view_parts(self)) do
+    for k, v in self.h:all(p) do t[k] = v end
+  end
+  return t
+end
+
+--- Number of keys (of partition part, or of all).
+function StoreView:size(part)
+  return tonumber(C.sp_store_size(self.ctx, self.h._id, part or -1))
+end
+
+--- The partitions holding state.
+function StoreView:partitions() return view_parts(self) end
+
+--- A store of the pipeline, to inspect and seed: get, put, delete, all,
+--- size, partitions.
+function Driver:store(name)
+  for _, h in ipairs(self.env.stores) do
+    if h.name == name then return setmetatable({ h = h, ctx = self.ctx }, StoreView) end
+  end
+  error("the pipeline has no store named " .. tostring(name), 2)
+end
+
 M.partition_for = function(key, n) return C.sp_partition_for(key, #key, n) end
 
 return M

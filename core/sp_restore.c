@@ -1,0 +1,308 @@
+#include "sp_restore.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "sp_log.h"
+
+/* One store partition being read back. */
+typedef struct job {
+    int32_t partition;
+    int32_t store;
+    int64_t target;  /* the changelog's end when the restore began */
+    int64_t applied;
+    double t0;
+} job;
+
+struct sp_restore {
+    sp_ctx *ctx;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    char **topics; /* per store */
+    int32_t ntopics;
+    job *jobs;
+    int njobs, cap;
+    rd_kafka_message_t *msgs[2048];
+};
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
+                              rd_kafka_conf_t *conf, char *errbuf,
+                              size_t errsize) {
+    sp_restore *rs = calloc(1, sizeof *rs);
+    if (!rs) {
+        snprintf(errbuf, errsize, "out of memory");
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rs->ctx = ctx;
+    /* assign() only: no group membership and no commits (librdkafka wants
+     * a group id for incremental assignment all the same); the changelog
+     * is read as far as its transactions committed */
+    char group[512];
+    snprintf(group, sizeof group, "%s-restore", app_id);
+    if (rd_kafka_conf_set(conf, "group.id", group, errbuf, errsize) ||
+        rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errsize) ||
+        rd_kafka_conf_set(conf, "enable.partition.eof", "true", errbuf, errsize) ||
+        rd_kafka_conf_set(conf, "isolation.level", "read_committed", errbuf, errsize) ||
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errsize)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
+    rs->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errbuf, errsize);
+    if (!rs->rk) goto fail;
+    rd_kafka_poll_set_consumer(rs->rk);
+    rs->q = rd_kafka_queue_get_consumer(rs->rk);
+    rs->ntopics = ctx->nstores;
+    rs->topics = calloc((size_t)ctx->nstores + 1, sizeof *rs->topics);
+    if (!rs->topics) goto fail;
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        size_t n = strlen(app_id) + strlen(ctx->stores[i]->name) + 16;
+        if (!(rs->topics[i] = malloc(n))) goto fail;
+        snprintf(rs->topics[i], n, "%s-%s-changelog", app_id, ctx->stores[i]->name);
+    }
+    return rs;
+fail:
+    if (!errbuf[0]) snprintf(errbuf, errsize, "out of memory");
+    sp_restore_destroy(rs);
+    return NULL;
+}
+
+void sp_restore_destroy(sp_restore *rs) {
+    if (!rs) return;
+    if (rs->q) rd_kafka_queue_destroy(rs->q);
+    if (rs->rk) {
+        rd_kafka_consumer_close(rs->rk);
+        rd_kafka_destroy(rs->rk);
+    }
+    for (int32_t i = 0; i < rs->ntopics; i++) free(rs->topics[i]);
+    free(rs->topics);
+    free(rs->jobs);
+    free(rs);
+}
+
+const char *sp_restore_topic(sp_restore *rs, int32_t store) {
+    return store >= 0 && store < rs->ntopics ? rs->topics[store] : NULL;
+}
+
+static void assign_one(sp_restore *rs, int32_t store, int32_t partition,
+                       int64_t offset, int add) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rs->topics[store], partition)->offset = offset;
+    rd_kafka_error_t *e = add ? rd_kafka_incremental_assign(rs->rk, l)
+                              : rd_kafka_incremental_unassign(rs->rk, l);
+    if (e) {
+        sp_warn("restore consumer: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+int sp_restore_is_restoring(const sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->njobs; i++)
+        if (rs->jobs[i].partition == partition) return 1;
+    return 0;
+}
+
+int sp_restore_pending(const sp_restore *rs) { return rs->njobs; }
+
+/* The changelog's offsets. A topic created a moment ago (by this process
+ * or a peer) may have no leader yet: retry that for a while. */
+static rd_kafka_resp_err_t ends(sp_restore *rs, const char *topic,
+                                int32_t partition, int64_t *lo, int64_t *hi) {
+    double until = now_s() + 30;
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+            rs->rk, topic, partition, lo, hi, 10000);
+        int retry = e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                    e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                    e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                    e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+                    e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                    e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                    e == RD_KAFKA_RESP_ERR__TRANSPORT;
+        if (!retry || now_s() > until) return e;
+        struct timespec d = {0, 100 * 1000000L};
+        nanosleep(&d, NULL);
+    }
+}
+
+int sp_restore_start(sp_restore *rs, int32_t partition) {
+    if (sp_restore_is_restoring(rs, partition)) return 1;
+    int started = 0;
+    for (int32_t i = 0; i < rs->ntopics; i++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t e = ends(rs, rs->topics[i], partition, &lo, &hi);
+        if (e) {
+            sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
+                     rs->topics[i], partition, rd_kafka_err2str(e));
+            return -1;
+        }
+        if (!sp_store_part(rs->ctx->stores[i], partition, 1)) return -1;
+        if (hi <= lo) continue; /* nothing to restore */
+        if (rs->njobs == rs->cap) {
+            int cap = rs->cap ? rs->cap * 2 : 16;
+            job *j = realloc(rs->jobs, (size_t)cap * sizeof *j);
+            if (!j) return -1;
+            rs->jobs = j;
+            rs->cap = cap;
+        }
+        rs->jobs[rs->njobs++] = (job){partition, i, hi, 0, now_s()};
+        assign_one(rs, i, partition, RD_KAFKA_OFFSET_BEGINNING, 1);
+        sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
+                " records at most)",
+                rs->ctx->stores[i]->name, partition, rs->topics[i], hi - lo);
+        started = 1;
+    }
+    return started;
+}
+
+static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
+    for (int i = 0; i < rs->njobs; i++)
+        if (rs->jobs[i].partition == partition &&
+            strcmp(rs->topics[rs->jobs[i].store], topic) == 0)
+            return i;
+    return -1;
+}
+
+/* Removes job i; returns 1 when its partition has no job left. */
+static int finish(sp_restore *rs, int i) {
+    job j = rs->jobs[i];
+    assign_one(rs, j.store, j.partition, 0, 0);
+    sp_info("restored store %s partition %" PRId32 ": %" PRId64
+            " changelog records in %.2f s",
+            rs->ctx->stores[j.store]->name, j.partition, j.applied, now_s() - j.t0);
+    rs->jobs[i] = rs->jobs[--rs->njobs];
+    return !sp_restore_is_restoring(rs, j.partition);
+}
+
+int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
+    int ndone = 0;
+    if (rs->njobs == 0) return 0;
+    ssize_t n = rd_kafka_consume_batch_queue(
+        rs->q, 0, rs->msgs, sizeof rs->msgs / sizeof *rs->msgs);
+    int rc = 0;
+    for (ssize_t k = 0; k < n; k++) {
+        rd_kafka_message_t *m = rs->msgs[k];
+        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "";
+        int i = find_job(rs, topic, m->partition);
+        if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            sp_warn("restore consumer: %s", rd_kafka_message_errstr(m));
+        } else if (i >= 0 && rc == 0) {
+            job *j = &rs->jobs[i];
+            if (!m->err) {
+                sp_store *s = rs->ctx->stores[j->store];
+                sp_kv_part *p = sp_store_part(s, j->partition, 1);
+                if (!p || sp_kv_apply(s, p, m->key, m->key_len, m->payload,
+                                      m->len, err) != 0) {
+                    if (!p) *err = "out of memory";
+                    rc = -1;
+                }
+                j->applied++;
+            }
+            /* the changelog's end as seen when restoring began; an EOF
+             * there or later ends it too (compaction leaves gaps) */
+            if (rc == 0 && (m->err ? m->offset : m->offset + 1) >= j->target) {
+                int32_t part = j->partition;
+                if (finish(rs, i) && ndone < max) done[ndone++] = part;
+            }
+        }
+        rd_kafka_message_destroy(m);
+    }
+    return rc ? rc : ndone;
+}
+
+void sp_restore_drop(sp_restore *rs, int32_t partition) {
+    for (int i = rs->njobs - 1; i >= 0; i--)
+        if (rs->jobs[i].partition == partition) {
+            assign_one(rs, rs->jobs[i].store, partition, 0, 0);
+            rs->jobs[i] = rs->jobs[--rs->njobs];
+        }
+    for (int32_t i = 0; i < rs->ctx->nstores; i++)
+        sp_store_drop_part(rs->ctx->stores[i], partition);
+}
+
+/* Creates the changelog topics that do not exist (compacted, one partition
+ * per input partition, the broker's default replication), and checks that
+ * those that exist have enough partitions. */
+int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_NewTopic_t **nt = calloc((size_t)rs->ntopics + 1, sizeof *nt);
+    int nnew = 0, rc = -1;
+    char errstr[256];
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_event_t *ev = NULL;
+    if (!nt) goto done;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(rs->rk, 1, NULL, &md, 30000);
+    if (e) {
+        sp_error("cannot read Kafka's topics: %s", rd_kafka_err2str(e));
+        goto done;
+    }
+    for (int32_t i = 0; i < rs->ntopics; i++) {
+        const rd_kafka_metadata_topic_t *t = NULL;
+        for (int k = 0; k < md->topic_cnt; k++)
+            if (strcmp(md->topics[k].topic, rs->topics[i]) == 0 && !md->topics[k].err)
+                t = &md->topics[k];
+        if (t) {
+            if (t->partition_cnt < partitions) {
+                sp_error("changelog topic %s has %d partitions but the input has "
+                         "%" PRId32 ": the state of the others has nowhere to go",
+                         rs->topics[i], t->partition_cnt, partitions);
+                goto done;
+            }
+            continue;
+        }
+        nt[nnew] = rd_kafka_NewTopic_new(rs->topics[i], partitions, -1, errstr,
+                                         sizeof errstr);
+        if (!nt[nnew]) {
+            sp_error("changelog topic %s: %s", rs->topics[i], errstr);
+            goto done;
+        }
+        rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy", "compact");
+        nnew++;
+    }
+    if (nnew == 0) {
+        rc = 0;
+        goto done;
+    }
+    q = rd_kafka_queue_new(rs->rk);
+    rd_kafka_CreateTopics(rs->rk, nt, (size_t)nnew, NULL, q);
+    ev = rd_kafka_queue_poll(q, 60000);
+    const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (!res) {
+        sp_error("creating changelog topics: %s",
+                 ev ? rd_kafka_event_error_string(ev) : "no answer within 60 s");
+        goto done;
+    }
+    size_t cnt;
+    const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+    rc = 0;
+    for (size_t k = 0; k < cnt; k++) {
+        rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[k]);
+        if (te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) continue; /* a peer won */
+        if (te) {
+            sp_error("cannot create changelog topic %s: %s",
+                     rd_kafka_topic_result_name(tr[k]),
+                     rd_kafka_topic_result_error_string(tr[k]));
+            rc = -1;
+        } else {
+            sp_info("created changelog topic %s (%" PRId32 " partitions, compacted)",
+                    rd_kafka_topic_result_name(tr[k]), partitions);
+        }
+    }
+done:
+    if (ev) rd_kafka_event_destroy(ev);
+    if (q) rd_kafka_queue_destroy(q);
+    for (int k = 0; k < nnew; k++) rd_kafka_NewTopic_destroy(nt[k]);
+    free(nt);
+    if (md) rd_kafka_metadata_destroy(md);
+    return rc;
+}

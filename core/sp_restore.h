@@ -1,0 +1,43 @@
+/* sp_restore: brings a store partition back from its changelog topic when
+ * the input partition is assigned to this process. A consumer of its own
+ * (no group) reads the changelog partitions; the runner pauses an input
+ * partition while its state restores, so other partitions go on. */
+#ifndef SP_RESTORE_H
+#define SP_RESTORE_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "sp_ctx.h"
+
+typedef struct sp_restore sp_restore;
+
+/* conf: the restore consumer's settings (bootstrap servers and the user's
+ * consumer settings); taken over. NULL and a message in errbuf on
+ * failure. */
+sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
+                              rd_kafka_conf_t *conf, char *errbuf,
+                              size_t errsize);
+void sp_restore_destroy(sp_restore *rs);
+
+/* Creates missing changelog topics (compacted, partitions partitions);
+ * 0, or -1 after logging why. */
+int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions);
+
+/* The changelog topic of store i of the context. */
+const char *sp_restore_topic(sp_restore *rs, int32_t store);
+
+/* Starts restoring every store's partition (a no-op for a partition being
+ * restored or already here). Returns 1 when restoring started, 0 when
+ * there was nothing to read, -1 on error. */
+int sp_restore_start(sp_restore *rs, int32_t partition);
+/* Applies what the changelogs have for restoring partitions. Fills done
+ * with partitions whose restore finished (up to max) and returns how
+ * many, or -1 on a fatal error (message in *err). */
+int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err);
+/* Partitions still restoring. */
+int sp_restore_pending(const sp_restore *rs);
+int sp_restore_is_restoring(const sp_restore *rs, int32_t partition);
+/* The partition went elsewhere: stop restoring it and forget its state. */
+void sp_restore_drop(sp_restore *rs, int32_t partition);
+
+#endif

@@ -1,0 +1,242 @@
+#include "sp_store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Keys compare as bytes, shorter first on a common prefix (Kafka Streams'
+ * Bytes order). */
+static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
+    size_t n = a->klen < b->klen ? a->klen : b->klen;
+    int c = memcmp(a->key, b->key, n);
+    if (c) return c;
+    return a->klen < b->klen ? -1 : a->klen > b->klen;
+}
+
+RB_GENERATE_STATIC(sp_kv_tree, sp_kv_node, rb, kv_cmp)
+
+#define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16)
+
+int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
+                  int64_t budget) {
+    memset(s, 0, sizeof *s);
+    s->name = strdup(name);
+    s->kind = kind;
+    s->budget_used = budget_used;
+    s->budget = budget;
+    return s->name ? 0 : -1;
+}
+
+static void free_tree(sp_kv_part *p) {
+    sp_kv_node *n, *next;
+    for (n = RB_MIN(sp_kv_tree, &p->tree); n; n = next) {
+        next = RB_NEXT(sp_kv_tree, &p->tree, n);
+        RB_REMOVE(sp_kv_tree, &p->tree, n);
+        free(n->val);
+        free(n);
+    }
+}
+
+void sp_store_destroy(sp_store *s) {
+    for (int32_t i = 0; i < s->nparts; i++) {
+        free_tree(&s->parts[i]);
+        free(s->parts[i].dirty);
+    }
+    if (s->budget_used) *s->budget_used -= s->bytes;
+    free(s->parts);
+    free(s->name);
+    memset(s, 0, sizeof *s);
+}
+
+sp_kv_part *sp_store_part(sp_store *s, int32_t partition, int create) {
+    for (int32_t i = 0; i < s->nparts; i++)
+        if (s->parts[i].partition == partition) return &s->parts[i];
+    if (!create) return NULL;
+    sp_kv_part *p = realloc(s->parts, (size_t)(s->nparts + 1) * sizeof *p);
+    if (!p) return NULL;
+    s->parts = p;
+    p = &s->parts[s->nparts++];
+    memset(p, 0, sizeof *p);
+    p->partition = partition;
+    RB_INIT(&p->tree);
+    return p;
+}
+
+static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
+    /* a stack probe: the comparator reads only klen and key */
+    struct {
+        sp_kv_node n;
+        char k[64];
+    } probe;
+    sp_kv_node *q = &probe.n;
+    sp_kv_node *heap = NULL;
+    if (klen > sizeof probe.k) {
+        heap = malloc(sizeof *heap + klen);
+        if (!heap) return NULL;
+        q = heap;
+    }
+    q->klen = (uint32_t)klen;
+    memcpy(q->key, key, klen);
+    sp_kv_node *n = RB_FIND(sp_kv_tree, &p->tree, q);
+    free(heap);
+    return n;
+}
+
+sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen) {
+    sp_kv_node *n = find(p, key, klen);
+    return n && n->val ? n : NULL;
+}
+
+static int charge(sp_store *s, int64_t delta, const char **err) {
+    if (delta > 0 && s->budget > 0 && s->budget_used &&
+        *s->budget_used + delta > s->budget) {
+        *err = "the state stores' memory budget is exhausted";
+        return -1;
+    }
+    s->bytes += delta;
+    if (s->budget_used) *s->budget_used += delta;
+    return 0;
+}
+
+static int mark_dirty(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
+    if (!s->track || n->dirty) return 0;
+    if (p->ndirty == p->dirty_cap) {
+        size_t cap = p->dirty_cap ? p->dirty_cap * 2 : 64;
+        sp_kv_node **d = realloc(p->dirty, cap * sizeof *d);
+        if (!d) return -1;
+        p->dirty = d;
+        p->dirty_cap = cap;
+    }
+    p->dirty[p->ndirty++] = n;
+    n->dirty = 1;
+    return 0;
+}
+
+static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+               const char *val, size_t vlen, int mark, const char **err) {
+    sp_kv_node *n = find(p, key, klen);
+    char *v = malloc(vlen ? vlen : 1);
+    if (!v) goto oom;
+    if (vlen) memcpy(v, val, vlen);
+    if (!n) {
+        if (charge(s, NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen, err) != 0) {
+            free(v);
+            return SP_STORE_EFULL;
+        }
+        n = calloc(1, sizeof *n + klen);
+        if (!n) {
+            charge(s, -(NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen), err);
+            free(v);
+            goto oom;
+        }
+        n->klen = (uint32_t)klen;
+        memcpy(n->key, key, klen);
+        RB_INSERT(sp_kv_tree, &p->tree, n);
+        p->count++;
+    } else {
+        int64_t delta = (int64_t)vlen - (n->val ? (int64_t)n->vlen : 0);
+        if (charge(s, delta, err) != 0) {
+            free(v);
+            return SP_STORE_EFULL;
+        }
+        if (!n->val) p->count++;
+        free(n->val);
+    }
+    n->val = v;
+    n->vlen = (uint32_t)vlen;
+    if (mark && mark_dirty(s, p, n) != 0) goto oom;
+    return 0;
+oom:
+    *err = "out of memory";
+    return -1;
+}
+
+int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+              const char *val, size_t vlen, const char **err) {
+    return put(s, p, key, klen, val, vlen, 1, err);
+}
+
+static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
+    const char *err;
+    RB_REMOVE(sp_kv_tree, &p->tree, n);
+    charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
+    free(n);
+}
+
+void sp_store_drop_part(sp_store *s, int32_t partition) {
+    for (int32_t i = 0; i < s->nparts; i++) {
+        sp_kv_part *p = &s->parts[i];
+        if (p->partition != partition) continue;
+        const char *err;
+        sp_kv_node *n;
+        while ((n = RB_MIN(sp_kv_tree, &p->tree))) {
+            if (n->val) {
+                charge(s, -(int64_t)n->vlen, &err);
+                free(n->val);
+            }
+            unlink_node(s, p, n);
+        }
+        free(p->dirty);
+        s->parts[i] = s->parts[--s->nparts];
+        return;
+    }
+}
+
+static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+               int mark, const char **err) {
+    sp_kv_node *n = find(p, key, klen);
+    if (!n || !n->val) return 0;
+    charge(s, -(int64_t)n->vlen, err);
+    free(n->val);
+    n->val = NULL;
+    n->vlen = 0;
+    p->count--;
+    /* with a changelog, the node stays as a tombstone until the changelog
+     * has the delete */
+    if (mark && s->track) {
+        if (mark_dirty(s, p, n) != 0) {
+            *err = "out of memory";
+            return -1;
+        }
+    } else if (!n->dirty) {
+        unlink_node(s, p, n);
+    }
+    return 0;
+}
+
+int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                 const char **err) {
+    return del(s, p, key, klen, 1, err);
+}
+
+int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                const char *val, size_t vlen, const char **err) {
+    if (!val) return del(s, p, key, klen, 0, err);
+    return put(s, p, key, klen, val, vlen, 0, err);
+}
+
+sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
+    sp_kv_node *n;
+    if (!from) {
+        n = RB_MIN(sp_kv_tree, &p->tree);
+    } else {
+        sp_kv_node *probe = malloc(sizeof *probe + flen);
+        if (!probe) return NULL;
+        probe->klen = (uint32_t)flen;
+        memcpy(probe->key, from, flen);
+        n = RB_NFIND(sp_kv_tree, &p->tree, probe);
+        free(probe);
+        if (n && strict && n->klen == flen && memcmp(n->key, from, flen) == 0)
+            n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    }
+    while (n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    return n;
+}
+
+void sp_kv_clean(sp_store *s, sp_kv_part *p) {
+    for (size_t i = 0; i < p->ndirty; i++) {
+        sp_kv_node *n = p->dirty[i];
+        n->dirty = 0;
+        if (!n->val) unlink_node(s, p, n);
+    }
+    p->ndirty = 0;
+}

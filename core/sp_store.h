@@ -1,0 +1,83 @@
+/* sp_store: state stores. A store is named by the user and split by input
+ * partition, so that state can follow its partition to another process.
+ * Key-value stores keep keys in order (a red-black tree from libbsd), for
+ * range and prefix scans; values are bytes the Lua API tags with their type.
+ * Every change marks its entry dirty, so a batch's changes can go to the
+ * store's changelog once per key. */
+#ifndef SP_STORE_H
+#define SP_STORE_H
+
+/* the BSD macros mark generated functions __unused, which glibc lacks */
+#ifndef __unused
+#define __unused __attribute__((unused))
+#endif
+#include <bsd/sys/tree.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct sp_kv_node {
+    RB_ENTRY(sp_kv_node) rb;
+    char *val;     /* NULL: deleted, a tombstone waiting for the changelog */
+    uint32_t vlen;
+    uint32_t klen;
+    uint8_t dirty;
+    char key[];
+} sp_kv_node;
+
+RB_HEAD(sp_kv_tree, sp_kv_node);
+
+typedef struct sp_kv_part {
+    int32_t partition;
+    struct sp_kv_tree tree;
+    int64_t count;       /* live keys */
+    sp_kv_node **dirty;  /* changed since the last changelog flush */
+    size_t ndirty, dirty_cap;
+    /* input segments whose records changed the partition in this batch:
+     * their offsets must wait for the changelog */
+    void *segs[4];
+    int nsegs;
+    int restoring;       /* changelog replay not finished: no processing */
+    int64_t restored;    /* changelog records applied */
+} sp_kv_part;
+
+typedef struct sp_store {
+    char *name;
+    int kind;
+    int track;           /* keep dirty lists (a changelog is written) */
+    int sink;            /* the changelog's sink id in its context; -1 none */
+    sp_kv_part *parts;
+    int32_t nparts;
+    int64_t bytes;       /* keys, values and node overhead */
+    int64_t *budget_used; /* shared by the stores of a context */
+    int64_t budget;       /* bytes; 0: none */
+} sp_store;
+
+/* Put failed because the memory budget is exhausted. */
+#define SP_STORE_EFULL (-2)
+
+int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
+                  int64_t budget);
+void sp_store_destroy(sp_store *s);
+sp_kv_part *sp_store_part(sp_store *s, int32_t partition, int create);
+/* Forgets a partition's state (its partition went to another process). */
+void sp_store_drop_part(sp_store *s, int32_t partition);
+
+/* Returns the node of key, or NULL (deleted keys are NULL too). */
+sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen);
+/* 0, or -1 with *err (out of memory), or SP_STORE_EFULL (over the
+ * memory budget). */
+int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+              const char *val, size_t vlen, const char **err);
+/* The put or delete (val NULL) of a changelog record being restored: no
+ * dirty mark, since the changelog has it already. */
+int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                const char *val, size_t vlen, const char **err);
+int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                 const char **err);
+/* The first live node with key >= from (> from when strict), or NULL. */
+sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict);
+/* Forgets the dirty list after the changes went to the changelog, and
+ * frees the tombstones. */
+void sp_kv_clean(sp_store *s, sp_kv_part *p);
+
+#endif

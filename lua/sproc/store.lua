@@ -1,0 +1,210 @@
+-- sproc.store: handles on the native state stores.
+--
+--   local counts = sproc.store{ name = "counts" }
+--   stream:each(function(r) counts:incr(r.key, 1) end)
+--
+-- State lives in C, split by the partition of the record being processed,
+-- so a handle used inside an operator reads and writes the state of that
+-- record's partition, and the state follows the partition to whichever
+-- process owns it. Values are numbers, strings, booleans or tables (kept as
+-- JSON); keys are strings (numbers are turned into strings).
+local ffi = require "ffi"
+local core = require "sproc.core"
+local json = require "sproc.json"
+
+local C = core.C
+local ffi_string, ffi_copy = ffi.string, ffi.copy
+local type, tostring, error, setmetatable = type, tostring, error, setmetatable
+local byte, sub = string.byte, string.sub
+
+local M = {}
+
+local errp = ffi.new("const char *[1]")
+local valp = ffi.new("const char *[1]")
+local vlenp = ffi.new("size_t[1]")
+local keyp = ffi.new("const char *[1]")
+local klenp = ffi.new("size_t[1]")
+local nump = ffi.new("double[1]")
+local numbuf = ffi.new("char[9]")
+
+-- A fatal error: the pipeline stops whatever the error policy, because
+-- going on would lose state. The runtime knows this metatable.
+M.Fatal = { __tostring = function(e) return e.msg end }
+
+local B_NUM, B_STR, B_JSON, B_TRUE, B_FALSE = byte("n"), byte("s"), byte("j"), byte("t"), byte("f")
+
+local function encode(v)
+  local tv = type(v)
+  if tv == "number" then
+    numbuf[0] = B_NUM
+    nump[0] = v
+    ffi_copy(numbuf + 1, nump, 8)
+    return numbuf, 9
+  elseif tv == "string" then
+    local s = "s" .. v
+    return s, #s
+  elseif tv == "boolean" then
+    return v and "t" or "f", 1
+  elseif tv == "table" then
+    local s = "j" .. json.encode(v)
+    return s, #s
+  end
+  return nil, "a store value must be a number, string, boolean or table, got " .. tv
+end
+
+local function decode(p, n)
+  local tag = p[0]
+  if tag == B_NUM then
+    ffi_copy(nump, p + 1, 8)
+    return nump[0]
+  elseif tag == B_STR then
+    return ffi_string(p + 1, n - 1)
+  elseif tag == B_TRUE then
+    return true
+  elseif tag == B_FALSE then
+    return false
+  elseif tag == B_JSON then
+    return (json.decode(ffi_string(p + 1, n - 1)))
+  end
+  return ffi_string(p, n)
+end
+M.decode = decode
+
+local function keyof(k)
+  local tk = type(k)
+  if tk == "string" then return k end
+  if tk == "number" then return tostring(k) end
+  return nil, "a store key must be a string or a number, got " .. tk
+end
+
+local function failed(rc)
+  local msg = ffi_string(errp[0])
+  if rc == -2 then error(setmetatable({ msg = msg }, M.Fatal), 0) end
+  return nil, msg
+end
+
+local Store = {}
+Store.__index = Store
+
+local function unbound(self)
+  error("store " .. self.name .. " is used before the pipeline runs " ..
+        "(use it inside an operator)", 3)
+end
+
+--- The value of key, or nil. part: a partition (the test driver's
+--- inspection); by default the partition of the record being processed.
+function Store:get(k, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = keyof(k)
+  if not key then return nil, e end
+  if C.sp_store_get(ctx, self._id, part or -1, key, #key, valp, vlenp) == 0 then return nil end
+  return decode(valp[0], tonumber(vlenp[0]))
+end
+
+--- Sets key to value (nil deletes). Returns true, or nil and an error.
+function Store:put(k, v, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = keyof(k)
+  if not key then return nil, e end
+  if v == nil then return self:delete(key, part) end
+  local p, n = encode(v)
+  if not p then return nil, n end
+  local rc = C.sp_store_put(ctx, self._id, part or -1, key, #key, p, n, errp)
+  if rc ~= 0 then return failed(rc) end
+  return true
+end
+
+function Store:delete(k, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = keyof(k)
+  if not key then return nil, e end
+  local rc = C.sp_store_delete(ctx, self._id, part or -1, key, #key, errp)
+  if rc ~= 0 then return failed(rc) end
+  return true
+end
+
+--- Adds by (default 1) to the number at key (missing counts as 0) and
+--- returns the new value.
+function Store:incr(k, by, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = keyof(k)
+  if not key then return nil, e end
+  by = by or 1
+  if type(by) ~= "number" then return nil, "incr: by must be a number" end
+  local rc = C.sp_store_incr(ctx, self._id, part or -1, key, #key, by, nump, errp)
+  if rc ~= 0 then return failed(rc) end
+  return nump[0]
+end
+
+-- Iterates keys >= from (every key when from is nil) while keep(key)
+-- holds, in byte order.
+local function scan(self, from, keep, part)
+  local ctx, id = self._ctx, self._id
+  if not ctx then unbound(self) end
+  part = part or -1
+  local last, strict = from, 0
+  return function()
+    local n = last and #last or 0
+    if C.sp_store_next(ctx, id, part, last, n, strict, keyp, klenp, valp, vlenp) == 0 then
+      return nil
+    end
+    local k = ffi_string(keyp[0], klenp[0])
+    if keep and not keep(k) then return nil end
+    last, strict = k, 1
+    return k, decode(valp[0], tonumber(vlenp[0]))
+  end
+end
+
+--- for key, value in store:range(from, to): keys from..to (both included,
+--- either may be nil for an open end), in byte order.
+function Store:range(from, to, part)
+  if from ~= nil and type(from) ~= "string" then from = tostring(from) end
+  if to ~= nil and type(to) ~= "string" then to = tostring(to) end
+  return scan(self, from, to and function(k) return k <= to end, part)
+end
+
+--- for key, value in store:prefix(p): the keys that start with p.
+function Store:prefix(p, part)
+  local n = #p
+  return scan(self, p, function(k) return sub(k, 1, n) == p end, part)
+end
+
+--- for key, value in store:all(): every key of the partition.
+function Store:all(part) return scan(self, nil, nil, part) end
+
+--- Number of keys (of the partition; of all partitions in the driver,
+--- outside a record).
+function Store:size(part)
+  if not self._ctx then unbound(self) end
+  return tonumber(C.sp_store_size(self._ctx, self._id, part or -1))
+end
+
+local kinds = { kv = 0 }
+
+--- A new, unbound handle (sproc.store calls this while the script builds
+--- its pipeline).
+function M.new(opts)
+  if type(opts) ~= "table" then error("sproc.store expects a table of options", 3) end
+  if type(opts.name) ~= "string" or not opts.name:match("^[%w._-]+$") then
+    error("sproc.store: name must be a non-empty string of letters, digits, '.', '_' and '-' " ..
+          "(it names the changelog topic)", 3)
+  end
+  local kind = opts.kind or "kv"
+  if not kinds[kind] then error("sproc.store: kind must be \"kv\", got " .. tostring(kind), 3) end
+  return setmetatable({ name = opts.name, kind = kind }, Store)
+end
+
+--- Binds a handle to a context's store of its name (the runtime does, once
+--- the script has built its pipeline).
+function M.bind(h, ctx)
+  local id = C.sp_store_open(ctx, h.name, kinds[h.kind], errp)
+  if id < 0 then error("store " .. h.name .. ": " .. ffi_string(errp[0]), 0) end
+  h._ctx, h._id = ctx, id
+  return h
+end
+
+return M

@@ -1,0 +1,100 @@
+/* The key-value store under the Lua API: byte order for scans, dirty lists
+ * for the changelog (one entry per key per batch, deletes as tombstones),
+ * restore without dirt, and memory accounting against the budget. */
+#include "sp_store.h"
+#include "sp_test.h"
+
+#define S(lit) lit, sizeof lit - 1
+
+static void ordered_scans(void) {
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_store_init(&s, "t", 0, &used, 0);
+    sp_kv_part *p = sp_store_part(&s, 3, 1);
+    const char *keys[] = {"b", "a", "ab", "", "c", "b\x01"};
+    for (int i = 0; i < 6; i++)
+        SP_CHECK_INT(sp_kv_put(&s, p, keys[i], strlen(keys[i]), S("v"), &err), 0);
+    /* bytes order, shorter first on a common prefix */
+    const char *want[] = {"", "a", "ab", "b", "b\x01", "c"};
+    sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0);
+    for (int i = 0; i < 6; i++, n = n ? sp_kv_seek(p, n->key, n->klen, 1) : NULL) {
+        SP_CHECK(n != NULL);
+        if (n) SP_CHECK_MEM(n->key, n->klen, want[i]);
+    }
+    SP_CHECK(n == NULL);
+    n = sp_kv_seek(p, S("aa"), 0);
+    SP_CHECK(n && n->klen == 2 && memcmp(n->key, "ab", 2) == 0);
+    SP_CHECK(sp_store_part(&s, 4, 0) == NULL);
+    sp_store_destroy(&s);
+    SP_CHECK_INT(used, 0);
+}
+
+static void dirty_lists_and_tombstones(void) {
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_store_init(&s, "t", 0, &used, 0);
+    s.track = 1;
+    sp_kv_part *p = sp_store_part(&s, 0, 1);
+    sp_kv_put(&s, p, S("k"), S("1"), &err);
+    sp_kv_put(&s, p, S("k"), S("2"), &err);
+    sp_kv_put(&s, p, S("j"), S("1"), &err);
+    SP_CHECK_INT(p->ndirty, 2); /* one changelog record per key */
+    SP_CHECK_INT(p->count, 2);
+    sp_kv_clean(&s, p);
+    SP_CHECK_INT(p->ndirty, 0);
+    sp_kv_delete(&s, p, S("k"), &err);
+    SP_CHECK(sp_kv_get(p, S("k")) == NULL);
+    SP_CHECK_INT(p->ndirty, 1);
+    SP_CHECK(p->dirty[0]->val == NULL); /* a tombstone for the changelog */
+    sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0);
+    SP_CHECK(n && n->klen == 1 && n->key[0] == 'j'); /* scans skip it */
+    sp_kv_clean(&s, p);
+    SP_CHECK_INT(p->count, 1);
+    /* a restored record changes state without dirt */
+    SP_CHECK_INT(sp_kv_apply(&s, p, S("r"), S("x"), &err), 0);
+    SP_CHECK_INT(sp_kv_apply(&s, p, S("j"), NULL, 0, &err), 0);
+    SP_CHECK_INT(p->ndirty, 0);
+    SP_CHECK_INT(p->count, 1);
+    sp_store_drop_part(&s, 0);
+    SP_CHECK_INT(s.nparts, 0);
+    SP_CHECK_INT(s.bytes, 0);
+    SP_CHECK_INT(used, 0);
+    sp_store_destroy(&s);
+}
+
+static void memory_budget(void) {
+    int64_t used = 0;
+    sp_store a, b;
+    const char *err = NULL;
+    sp_store_init(&a, "a", 0, &used, 2000);
+    sp_store_init(&b, "b", 0, &used, 2000);
+    sp_kv_part *pa = sp_store_part(&a, 0, 1), *pb = sp_store_part(&b, 0, 1);
+    char key[16];
+    int i, rc = 0;
+    for (i = 0; i < 1000 && rc == 0; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        rc = sp_kv_put(i % 2 ? &a : &b, i % 2 ? pa : pb, key, strlen(key), S("value"), &err);
+    }
+    SP_CHECK_INT(rc, SP_STORE_EFULL); /* the budget is shared by both */
+    SP_CHECK(err != NULL);
+    SP_CHECK(used <= 2000 && used == a.bytes + b.bytes);
+    SP_CHECK_INT(pa->count + pb->count, i - 1); /* the failed put left nothing */
+    /* growing a value counts too; shrinking frees */
+    SP_CHECK_INT(sp_kv_put(&a, pa, S("k1"), S("v"), &err), 0);
+    int64_t before = used;
+    SP_CHECK_INT(sp_kv_delete(&a, pa, S("k1"), &err), 0);
+    SP_CHECK(used < before);
+    sp_store_destroy(&a);
+    SP_CHECK_INT(used, b.bytes);
+    sp_store_destroy(&b);
+    SP_CHECK_INT(used, 0);
+}
+
+int main(void) {
+    ordered_scans();
+    dirty_lists_and_tombstones();
+    memory_budget();
+    return sp_test_summary();
+}

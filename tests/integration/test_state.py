@@ -1,0 +1,111 @@
+"""State stores against the real broker: counts restored from the changelog
+after SIGKILLs and restarts, and after a scale-out in which one process is
+killed. At-least-once: every key is present and no count is below the
+truth."""
+import json
+import os
+import random
+
+from conftest import (FAST, assert_committed_to_end, wait_committed_to_end, wait_until,
+                      write_script)
+
+KEYS = 500
+
+
+def count_script(tmp_path, src, dst, work_us=0):
+    return write_script(tmp_path, "count.lua", f"""
+local sproc = require "sproc"
+local counts = sproc.store{{ name = "counts" }}
+sproc.source{{ topic = "{src}" }}
+  :map(function(r)
+    local t = os.clock() + {work_us}e-6
+    while os.clock() < t do end
+    return {{ k = r.key, n = counts:incr(r.key), p = r.partition }}
+  end)
+  :to{{ topic = "{dst}" }}
+""")
+
+
+def produce_keys(kafka, n, seed):
+    rnd = random.Random(seed)
+    truth = {}
+    recs = []
+    for _ in range(n):
+        k = f"key{rnd.randrange(KEYS)}"
+        truth[k] = truth.get(k, 0) + 1
+        recs.append((k.encode(), b"x"))
+    kafka.produce("in", recs)
+    return truth
+
+
+def highest_counts(kafka):
+    best = {}
+    for r in kafka.read("out"):
+        v = json.loads(r["value"])
+        best[v["k"]] = max(best.get(v["k"], 0), v["n"])
+    return best
+
+
+def assert_counts_at_least(best, truth, log=""):
+    missing = sorted(set(truth) - set(best))
+    assert not missing, f"keys without a count: {missing[:10]}\n{log[-3000:]}"
+    low = {k: (best[k], truth[k]) for k in truth if best[k] < truth[k]}
+    assert not low, f"{len(low)} counts below the truth (got, true): " \
+                    f"{dict(list(low.items())[:10])}\n{log[-3000:]}"
+
+
+def test_counts_survive_repeated_kills(kafka, sproc, tmp_path):
+    n = 200_000
+    seed = int(os.environ.get("SPROC_TEST_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed}")
+    kafka.create("in", partitions=4)
+    kafka.create("out", partitions=4)
+    truth = produce_keys(kafka, n, seed)
+    group = kafka.topic("app")
+    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=15)
+    # static membership: a restarted process takes its partitions back
+    # without waiting for the session of the killed one to time out
+    args = [script, "--brokers", kafka.bootstrap, "--app", group] + FAST + \
+           ["--set", "group.instance.id=" + group + "-1"]
+    rnd = random.Random(seed)
+    marks = sorted(rnd.uniform(0.1, 0.8) for _ in range(5))
+    logs = []
+    seen = 0
+    for i, mark in enumerate(marks):
+        p = sproc(args, name=f"run{i}")
+        # each run makes progress of its own before it is killed
+        goal = max(mark * n, seen + 0.03 * n)
+        wait_until(lambda: kafka.count("out") >= goal, timeout=180,
+                   what=f"{goal:.0f} outputs before kill {i + 1}")
+        seen = kafka.count("out")
+        print(f"kill {i + 1} at {seen} outputs (mark {mark:.2f})")
+        p.kill()
+        logs.append(p.stderr())
+    last = sproc(args + ["--until-end"], name="last")
+    assert last.wait(timeout=300) == 0, last.stderr()
+    logs.append(last.stderr())
+    log = "\n".join(logs)
+    assert_committed_to_end(kafka, group, "in")
+    assert_counts_at_least(highest_counts(kafka), truth, log)
+    assert "restored store counts" in log, "a restart restored from the changelog"
+
+
+def test_survivor_restores_the_state_of_a_killed_peer(kafka, sproc, tmp_path):
+    n = 200_000
+    kafka.create("in", partitions=8)
+    kafka.create("out", partitions=8)
+    truth = produce_keys(kafka, n, 7)
+    group = kafka.topic("app")
+    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=20)
+    args = [script, "--brokers", kafka.bootstrap, "--app", group] + FAST
+    a = sproc(args, name="a")
+    b = sproc(args, name="b")
+    wait_until(lambda: "assigned" in a.stderr() and "assigned" in b.stderr(), timeout=60,
+               what="both processes assigned")
+    wait_until(lambda: kafka.count("out") >= 0.3 * n, timeout=180, what="30% of the output")
+    assert kafka.count("out") <= 0.8 * n, "too fast to catch mid-run"
+    b.kill()
+    wait_committed_to_end(kafka, group, "in", proc=a)
+    assert "restored store counts" in a.stderr(), a.stderr()
+    assert_counts_at_least(highest_counts(kafka), truth, a.stderr())
+    assert a.alive()

@@ -1,0 +1,165 @@
+-- Key-value state stores through the test driver: per-partition state,
+-- value types, scans, misuse, and the memory budget.
+local testing = require "sproc.testing"
+
+local function counting(opts)
+  return testing.driver(function(sproc)
+    if opts and opts.errors then sproc.app{ errors = opts.errors } end
+    local counts = sproc.store{ name = "counts" }
+    sproc.source{ topic = "in" }
+      :map(function(r)
+        local n = assert(counts:incr(r.key, 1))
+        return r.key .. "=" .. n
+      end)
+      :to{ topic = "out" }
+  end)
+end
+
+describe("key-value store", function()
+  it("counts per key and keeps state across batches", function()
+    local d = counting()
+    d:pipe("in", { { key = "a" }, { key = "b" }, { key = "a" } })
+    d:pipe("in", { { key = "a" } })
+    assert.are.same({ "a=1", "b=1", "a=2", "a=3" }, d:values("out"))
+    local s = d:store("counts")
+    assert.are.equal(3, s:get("a"))
+    assert.are.equal(1, s:get("b"))
+    assert.is_nil(s:get("c"))
+    assert.are.equal(2, s:size())
+  end)
+
+  it("splits state by the input record's partition", function()
+    local d = counting()
+    d:pipe("in", { { key = "a", partition = 0 }, { key = "a", partition = 1 },
+                   { key = "a", partition = 1 } })
+    assert.are.same({ "a=1", "a=1", "a=2" }, d:values("out"))
+    local s = d:store("counts")
+    assert.are.equal(1, s:get("a", 0))
+    assert.are.equal(2, s:get("a", 1))
+    assert.are.same({ 0, 1 }, s:partitions())
+  end)
+
+  it("seeded state is what the pipeline sees", function()
+    local d = counting()
+    d:store("counts"):put("a", 41)
+    d:pipe("in", { key = "a" })
+    assert.are.same({ "a=42" }, d:values("out"))
+  end)
+
+  it("keeps numbers, strings, booleans and tables, and deletes", function()
+    local seen = {}
+    local d = testing.driver(function(sproc)
+      local st = sproc.store{ name = "things", kind = "kv" }
+      sproc.source{ topic = "in", value = "json" }
+        :each(function(r)
+          local v = r.value
+          if v.op == "put" then assert(st:put(v.k, v.v))
+          elseif v.op == "del" then assert(st:delete(v.k))
+          else seen[#seen + 1] = { st:get(v.k) } end
+        end)
+    end)
+    d:pipe("in", {
+      { value = { op = "put", k = "n", v = 1.5 } },
+      { value = { op = "put", k = "s", v = "text" } },
+      { value = { op = "put", k = "b", v = false } },
+      { value = { op = "put", k = "t", v = { x = 1, y = { "z" } } } },
+      { value = { op = "get", k = "n" } }, { value = { op = "get", k = "s" } },
+      { value = { op = "get", k = "b" } }, { value = { op = "get", k = "t" } },
+      { value = { op = "del", k = "s" } }, { value = { op = "get", k = "s" } },
+    })
+    assert.are.same({ { 1.5 }, { "text" }, { false }, { { x = 1, y = { "z" } } }, {} }, seen)
+    assert.are.equal(3, d:store("things"):size())
+  end)
+
+  it("scans ranges and prefixes in byte order within the partition", function()
+    local got = {}
+    local d = testing.driver(function(sproc)
+      local st = sproc.store{ name = "s" }
+      sproc.source{ topic = "in" }
+        :each(function(r)
+          if r.value == "scan" then
+            local t = {}
+            for k, v in st:range("b", "d") do t[#t + 1] = k .. ":" .. v end
+            got.range = t
+            t = {}
+            for k in st:prefix("user:") do t[#t + 1] = k end
+            got.prefix = t
+            t = {}
+            for k in st:all() do t[#t + 1] = k end
+            got.all = t
+          else
+            st:put(r.key, r.value)
+          end
+        end)
+    end)
+    d:pipe("in", { { key = "d", value = "4" }, { key = "a", value = "1" }, { key = "c", value = "3" },
+                   { key = "b", value = "2" }, { key = "e", value = "5" },
+                   { key = "user:2", value = "x" }, { key = "user:10", value = "y" },
+                   { key = "users", value = "z" }, { key = "other", value = "p", partition = 1 } })
+    d:pipe("in", { key = "x", value = "scan" })
+    assert.are.same({ "b:2", "c:3", "d:4" }, got.range)
+    assert.are.same({ "user:10", "user:2" }, got.prefix)
+    assert.are.same({ "a", "b", "c", "d", "e", "user:10", "user:2", "users" }, got.all)
+  end)
+
+  it("returns nil and an error for a bad key or value at run time", function()
+    local res = {}
+    local d = testing.driver(function(sproc)
+      local st = sproc.store{ name = "s" }
+      sproc.source{ topic = "in" }
+        :each(function()
+          res[#res + 1] = { st:put({}, 1) }
+          res[#res + 1] = { st:put("k", function() end) }
+          res[#res + 1] = { st:incr("k", "x") }
+          assert(st:put("str", "v"))
+          res[#res + 1] = { st:incr("str") }
+        end)
+    end)
+    d:pipe("in", { value = "go" })
+    assert.is_nil(res[1][1]); assert.matches("key must be a string", res[1][2])
+    assert.is_nil(res[2][1]); assert.matches("value must be a number", res[2][2])
+    assert.is_nil(res[3][1]); assert.matches("by must be a number", res[3][2])
+    assert.is_nil(res[4][1]); assert.matches("not a number", res[4][2])
+  end)
+
+  it("raises on misuse while the pipeline is built", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.store{ name = "x" }
+        sproc.store{ name = "x" }
+        sproc.source{ topic = "in" }:print()
+      end)
+    end, "sproc.store: a store named x exists already")
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.store{ name = "bad name" }
+      end)
+    end)
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.store{ name = "w", kind = "nope" }
+      end)
+    end)
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        local st = sproc.store{ name = "early" }
+        st:get("k")
+      end)
+    end)
+  end)
+
+  it("stops with a clear error when the memory budget is exhausted, whatever the policy", function()
+    local ffi = require "ffi"
+    local C = require("sproc.core").C
+    local d = counting{ errors = "skip" }
+    C.sp_ctx_set_store_budget(d.ctx, 4096)
+    local recs = {}
+    for i = 1, 200 do recs[i] = { key = "key-" .. i } end
+    local ok, err = pcall(d.pipe, d, "in", recs)
+    assert.is_false(ok)
+    assert.matches("memory budget", err)
+    assert.matches("sproc.state.max.bytes", err)
+    assert.is_true(tonumber(C.sp_ctx_store_bytes(d.ctx)) <= 4096)
+    assert.is_true(ffi ~= nil)
+  end)
+end)
