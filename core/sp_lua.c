@@ -16,6 +16,7 @@ struct sp_lua {
     int env_ref;  /* the compiled pipeline (runtime env table) */
     int run_ref;  /* runtime.run_batch */
     char *app_id;
+    int exactly_once;
 };
 
 /* package.preload loader: upvalue 1 is the sp_embedded entry. */
@@ -138,6 +139,9 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
     free(l->app_id);
     l->app_id = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "sproc");
     lua_pop(L, 1);
+    lua_getfield(L, -1, "guarantee");
+    l->exactly_once = lua_tostring(L, -1) && strcmp(lua_tostring(L, -1), "exactly_once") == 0;
+    lua_pop(L, 1);
     l->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
     lua_getglobal(L, "require");
@@ -150,6 +154,7 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
 }
 
 const char *sp_lua_app_id(sp_lua *l) { return l->app_id; }
+int sp_lua_exactly_once(sp_lua *l) { return l->exactly_once; }
 
 int sp_lua_run_batch(sp_lua *l, char **msg) {
     lua_State *L = l->L;

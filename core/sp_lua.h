@@ -16,6 +16,8 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
                 const char *default_id, char **msg);
 /* The application id the loaded pipeline runs as. */
 const char *sp_lua_app_id(sp_lua *l);
+/* The script asked for processing_guarantee = "exactly_once". */
+int sp_lua_exactly_once(sp_lua *l);
 /* Runs the context's current batch. Returns 0, or -1 with *msg set (free
  * it) when the pipeline must stop (error policy "fail"). */
 int sp_lua_run_batch(sp_lua *l, char **msg);

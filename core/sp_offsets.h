@@ -32,6 +32,8 @@ struct sp_tp {
     int64_t committed;   /* last offset handed to a commit; -1 none */
     int64_t end_offset;  /* bounded runs: stop here; -1 unbounded */
     int32_t done;        /* bounded runs: reached end_offset */
+    int64_t position;    /* after the last record processed; -1 none
+                          * (exactly-once commits this in a transaction) */
     sp_seg *batch_seg;   /* segment of the batch being built, if any */
 };
 

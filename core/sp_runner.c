@@ -68,6 +68,10 @@ typedef struct runner {
     ev_timer restore_w;
     int32_t src_partitions; /* most partitions of a source topic */
 
+    int eos;        /* exactly-once: transactions */
+    int in_txn;     /* a transaction is open */
+    int64_t txns;   /* transactions committed */
+
     int stopping;   /* no more consuming */
     int exit_code;
     int assigned_once;
@@ -218,6 +222,32 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque);
 
+/* Exactly-once: one transactional producer per process. A static member
+ * (group.instance.id) keeps its transactional id across restarts, so a
+ * restart fences its predecessor and aborts what it left open at once;
+ * otherwise the id is new per run and an abandoned transaction ends when
+ * transaction.timeout.ms (10 s unless set) runs out. Zombies are fenced by
+ * the group generation that goes with the offsets (KIP-447). */
+static int make_transactional(runner *r, rd_kafka_conf_t *conf) {
+    char id[512];
+    const char *inst = NULL;
+    for (int i = 0; i < r->o->nsets; i++) {
+        const char *kv = r->o->sets[i];
+        if (strncmp(kv, "group.instance.id=", 18) == 0) inst = kv + 18;
+        if (strncmp(kv, "consumer.group.instance.id=", 27) == 0) inst = kv + 27;
+    }
+    if (inst) {
+        snprintf(id, sizeof id, "%s-%s", sp_lua_app_id(r->lua), inst);
+    } else {
+        struct timespec t;
+        clock_gettime(CLOCK_REALTIME, &t);
+        snprintf(id, sizeof id, "%s-%d-%lx", sp_lua_app_id(r->lua), (int)getpid(),
+                 (unsigned long)(t.tv_nsec ^ t.tv_sec));
+    }
+    return conf_set(r, conf, "transactional.id", id) ||
+           conf_set(r, conf, "transaction.timeout.ms", "10000");
+}
+
 static int make_producer(runner *r) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf_set(r, conf, "bootstrap.servers", r->brokers) ||
@@ -226,6 +256,7 @@ static int make_producer(runner *r) {
         conf_set(r, conf, "enable.idempotence", "true") ||
         conf_set(r, conf, "linger.ms", "5") ||
         conf_set(r, conf, "queue.buffering.max.messages", "100000") ||
+        (r->eos && make_transactional(r, conf)) ||
         apply_sets(r, conf, 0)) {
         rd_kafka_conf_destroy(conf);
         return -1;
@@ -239,9 +270,7 @@ static int make_producer(runner *r) {
         sp_error("cannot create the producer: %s", r->errstr);
         return -1;
     }
-    sp_kafka_out_init(&r->ko, r->ctx, r->prod);
-    r->ko.on_topic = dev_topic;
-    r->ko.opaque = r;
+    r->ko.producer = r->prod;
     return 0;
 }
 
@@ -295,10 +324,66 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 rd_kafka_err2str(err), offsets ? offsets->cnt : 0);
 }
 
+static void fatal(runner *r, const char *msg);
+
+/* Exactly-once: the open transaction takes the positions of the processed
+ * records and commits with the outputs and changelog writes in it. Any
+ * failure is fatal: the state in memory may hold aborted changes, and a
+ * restart restores it from the committed changelog. */
+static void commit_txn(runner *r) {
+    if (!r->in_txn || r->exit_code) return;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned && tp->position > tp->committed)
+            rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
+                tp->position;
+    if (l->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *md =
+            rd_kafka_consumer_group_metadata(r->cons);
+        e = rd_kafka_send_offsets_to_transaction(r->prod, l, md, 30000);
+        rd_kafka_consumer_group_metadata_destroy(md);
+    }
+    if (!e) e = rd_kafka_commit_transaction(r->prod, 60000);
+    if (e) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "transaction failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        fatal(r, buf);
+    } else {
+        r->in_txn = 0;
+        r->txns++;
+        for (int i = 0; i < l->cnt; i++) {
+            sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic, l->elems[i].partition);
+            if (tp) tp->committed = l->elems[i].offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static int begin_txn(runner *r) {
+    if (!r->eos || r->in_txn) return 0;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(r->prod);
+    if (e) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "cannot begin a transaction: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        fatal(r, buf);
+        return -1;
+    }
+    r->in_txn = 1;
+    return 0;
+}
+
 /* Commits what is safe. only: commit only these partitions (NULL all). */
 static void commit(runner *r, int sync,
                    const rd_kafka_topic_partition_list_t *only) {
     if (!r->cons) return;
+    if (r->eos) {
+        /* a transaction covers every partition: commit it all */
+        commit_txn(r);
+        return;
+    }
     rd_kafka_poll(r->prod, 0);
     if (sp_offsets_advance(&r->offs) == 0) return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
@@ -344,7 +429,6 @@ static int make_safe(runner *r, int timeout_ms) {
 /* --- bounded runs -------------------------------------------------------- */
 
 static void check_finished(runner *r);
-static void fatal(runner *r, const char *msg);
 
 static void mark_done(runner *r, sp_tp *tp) {
     if (tp->done) return;
@@ -506,6 +590,7 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         /* with a fresh assignment the committed offset is the broker's */
         tp->committed = -1;
         tp->committable = -1;
+        tp->position = -1;
     }
     rd_kafka_error_t *e = rd_kafka_incremental_assign(r->cons, parts);
     if (e) {
@@ -534,6 +619,11 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
     if (!lost) {
         make_safe(r, 30000);
         commit(r, 1, parts);
+    } else if (r->eos && r->in_txn) {
+        /* the group moved on without us: the open transaction cannot
+         * commit, and the state in memory holds its changes */
+        fatal(r, "partitions lost with a transaction open; restart to restore "
+                 "the committed state");
     }
     for (int i = 0; i < parts->cnt; i++) {
         sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
@@ -593,6 +683,7 @@ static void fatal(runner *r, const char *msg) {
  * and releases the batch's hold on its segments. */
 static void run_batch(runner *r, sp_seg **segs, int nsegs) {
     char *msg = NULL;
+    if (r->ctx->batch.n > 0 && begin_txn(r) != 0) return;
     int failed = r->ctx->batch.n > 0 && sp_lua_run_batch(r->lua, &msg) != 0;
     const char *err;
     if (!failed && sp_ctx_flush_changelogs(r->ctx, &err) != SP_OK) {
@@ -680,6 +771,7 @@ static void consume_some(runner *r) {
         rec->seg = tp->batch_seg;
         rec->owner = m;
         tp->batch_seg->end = m->offset + 1;
+        tp->position = m->offset + 1;
         if (tp->end_offset >= 0 && m->offset + 1 >= tp->end_offset)
             mark_done(r, tp);
     }
@@ -974,12 +1066,22 @@ int sp_run(const sp_opts *o) {
     } else if (start_dev_cluster(r) != 0) {
         goto done;
     }
-    if (make_producer(r) != 0) goto done;
+    sp_kafka_out_init(&r->ko, r->ctx, NULL);
+    r->ko.on_topic = dev_topic;
+    r->ko.opaque = r;
     if (sp_lua_load(r->lua, o->script, o->app, def_id, &msg) != 0) {
         fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);
         rc = 2;
         goto done;
     }
+    {
+        const char *g = sproc_setting(o, "sproc.processing.guarantee");
+        r->eos = g ? strcmp(g, "exactly_once") == 0 : sp_lua_exactly_once(r->lua);
+        /* transactions stay short, as in Kafka Streams under exactly-once:
+         * downstream read_committed consumers see outputs when they commit */
+        if (r->eos) r->commit_interval_ms = setting_int(o, "sproc.commit.interval.ms", 100);
+    }
+    if (make_producer(r) != 0) goto done;
     if (r->mock)
         for (int32_t i = 0; i < r->ctx->nsources; i++)
             if (r->ctx->sources[i].kind == 0) dev_topic(r, r->ctx->sources[i].name);
@@ -990,6 +1092,17 @@ int sp_run(const sp_opts *o) {
     r->loop = ev_default_loop(EVFLAG_AUTO);
     if (has_kafka_sources(r)) {
         if (wait_for_kafka(r) != 0) goto done;
+        if (r->eos) {
+            rd_kafka_error_t *e = rd_kafka_init_transactions(r->prod, 60000);
+            if (e) {
+                sp_error("exactly-once: cannot initialize transactions: %s",
+                         rd_kafka_error_string(e));
+                rd_kafka_error_destroy(e);
+                goto done;
+            }
+            sp_info("exactly-once: outputs, changelogs and offsets commit in "
+                    "transactions");
+        }
         if (r->ctx->nstores > 0 && setup_state(r) != 0) goto done;
         if (make_consumer(r) != 0) goto done;
         rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
@@ -1056,9 +1169,10 @@ int sp_run(const sp_opts *o) {
     {
         sp_stats *st = sp_ctx_stats(r->ctx);
         sp_info("done: %" PRId64 " records in, %" PRId64 " out, %" PRId64
-                " filtered, %" PRId64 " skipped, %" PRId64 " dead-lettered",
+                " filtered, %" PRId64 " skipped, %" PRId64 " dead-lettered%s",
                 st->records_in, st->records_out, st->filtered, st->skipped,
-                st->dead_lettered);
+                st->dead_lettered, r->eos ? " (exactly-once)" : "");
+        if (r->eos) sp_info("%" PRId64 " transactions committed", r->txns);
     }
 
 done:

@@ -44,6 +44,13 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
 
 static int ksink_write(sp_sink *s, sp_msg *m, const char **err) {
     ksink *k = s->impl;
+    /* the producer is made after the script is loaded (its settings
+     * depend on the script), so topic handles come with the first write */
+    if (!k->rkt && !(k->rkt = rd_kafka_topic_new(k->ko->producer, s->name, NULL))) {
+        if (m->hdrs) rd_kafka_headers_destroy(m->hdrs);
+        *err = rd_kafka_err2str(rd_kafka_last_error());
+        return SP_EINVAL;
+    }
     if (m->seg) sp_seg_ref(m->seg);
     rd_kafka_resp_err_t e = produce(k->ko, k->rkt, m);
     if (e) {
@@ -58,7 +65,7 @@ static int ksink_write(sp_sink *s, sp_msg *m, const char **err) {
 static void ksink_destroy(sp_sink *s) {
     ksink *k = s->impl;
     if (!k) return;
-    rd_kafka_topic_destroy(k->rkt);
+    if (k->rkt) rd_kafka_topic_destroy(k->rkt);
     free(k);
 }
 
@@ -73,12 +80,6 @@ static int ksink_open(void *opaque, sp_sink *s, const char **err) {
         return SP_ENOMEM;
     }
     k->ko = ko;
-    k->rkt = rd_kafka_topic_new(ko->producer, s->name, NULL);
-    if (!k->rkt) {
-        free(k);
-        *err = rd_kafka_err2str(rd_kafka_last_error());
-        return SP_EINVAL;
-    }
     s->ops = &kafka_ops;
     s->impl = k;
     if (ko->on_topic) ko->on_topic(ko->opaque, s->name);

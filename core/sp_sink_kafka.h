@@ -16,6 +16,8 @@ typedef struct sp_kafka_out {
     int64_t delivery_errors;
 } sp_kafka_out;
 
+/* Plugs the Kafka sinks of ctx into ko; producer may come later (set
+ * ko->producer before the first write). */
 void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer);
 void sp_kafka_out_destroy(sp_kafka_out *ko);
 /* For rd_kafka_conf_set_dr_msg_cb: the opaque is the sp_kafka_out. */

@@ -34,7 +34,8 @@ local serdes = { bytes = true, string = true, json = true }
 local policies = { fail = true, skip = true, dlq = true }
 
 --- Application settings: id (group id and prefix of internal topics),
---- errors ("fail", "skip" or "dlq") and dlq (the dead-letter topic).
+--- errors ("fail", "skip" or "dlq"), dlq (the dead-letter topic) and
+--- processing_guarantee ("at_least_once", the default, or "exactly_once").
 function M.app(opts)
   check_table("app", opts)
   if opts.id ~= nil and (type(opts.id) ~= "string" or opts.id == "") then
@@ -45,6 +46,11 @@ function M.app(opts)
   end
   if opts.dlq ~= nil and type(opts.dlq) ~= "string" then
     error("sproc.app: dlq must be a topic name", 2)
+  end
+  local g = opts.processing_guarantee
+  if g ~= nil and g ~= "at_least_once" and g ~= "exactly_once" then
+    error("sproc.app: processing_guarantee must be \"at_least_once\" or \"exactly_once\", got " ..
+          tostring(g), 2)
   end
   for k, v in pairs(opts) do topo.app[k] = v end
 end

@@ -255,6 +255,7 @@ function M.compile(ctx, opts)
   local env = {
     ctx = ctx, batch = C.sp_ctx_batch(ctx), stats = C.sp_ctx_stats(ctx),
     describe = {}, policy = policy, app_id = app_id, dlq = dlq,
+    guarantee = app.processing_guarantee or "at_least_once",
   }
   local by_source = {}
   for i, src in ipairs(topo.sources) do

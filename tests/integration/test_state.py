@@ -6,15 +6,18 @@ import json
 import os
 import random
 
+import pytest
+
 from conftest import (FAST, assert_committed_to_end, wait_committed_to_end, wait_until,
                       write_script)
 
 KEYS = 500
 
 
-def count_script(tmp_path, src, dst, work_us=0):
+def count_script(tmp_path, src, dst, work_us=0, guarantee="at_least_once"):
     return write_script(tmp_path, "count.lua", f"""
 local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "{guarantee}" }}
 local counts = sproc.store{{ name = "counts" }}
 sproc.source{{ topic = "{src}" }}
   :map(function(r)
@@ -54,7 +57,8 @@ def assert_counts_at_least(best, truth, log=""):
                     f"{dict(list(low.items())[:10])}\n{log[-3000:]}"
 
 
-def test_counts_survive_repeated_kills(kafka, sproc, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
     n = 200_000
     seed = int(os.environ.get("SPROC_TEST_SEED", random.randrange(1 << 30)))
     print(f"seed {seed}")
@@ -62,7 +66,8 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path):
     kafka.create("out", partitions=4)
     truth = produce_keys(kafka, n, seed)
     group = kafka.topic("app")
-    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=15)
+    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=15,
+                          guarantee=guarantee)
     # static membership: a restarted process takes its partitions back
     # without waiting for the session of the killed one to time out
     args = [script, "--brokers", kafka.bootstrap, "--app", group] + FAST + \
@@ -74,7 +79,7 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path):
     for i, mark in enumerate(marks):
         p = sproc(args, name=f"run{i}")
         # each run makes progress of its own before it is killed
-        goal = max(mark * n, seen + 0.03 * n)
+        goal = min(max(mark * n, seen + 0.03 * n), 0.97 * n)
         wait_until(lambda: kafka.count("out") >= goal, timeout=180,
                    what=f"{goal:.0f} outputs before kill {i + 1}")
         seen = kafka.count("out")
@@ -86,7 +91,19 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path):
     logs.append(last.stderr())
     log = "\n".join(logs)
     assert_committed_to_end(kafka, group, "in")
-    assert_counts_at_least(highest_counts(kafka), truth, log)
+    if guarantee == "exactly_once":
+        # read_committed: each key's counts are 1..truth, each exactly once
+        seen = {}
+        for r in kafka.read("out", isolation="read_committed"):
+            v = json.loads(r["value"])
+            seen.setdefault(v["k"], []).append(v["n"])
+        wrong = {k: (len(seen.get(k, [])), truth[k]) for k in truth
+                 if sorted(seen.get(k, [])) != list(range(1, truth[k] + 1))}
+        assert not wrong, f"{len(wrong)} keys whose counts are not exactly 1..truth " \
+                          f"(outputs, true count): {dict(list(wrong.items())[:10])}\n{log[-3000:]}"
+        assert "exactly-once" in log
+    else:
+        assert_counts_at_least(highest_counts(kafka), truth, log)
     assert "restored store counts" in log, "a restart restored from the changelog"
 
 

@@ -142,6 +142,11 @@ describe("key-value store", function()
     end)
     assert.has_error(function()
       testing.driver(function(sproc)
+        sproc.app{ processing_guarantee = "twice" }
+      end)
+    end, 'sproc.app: processing_guarantee must be "at_least_once" or "exactly_once", got twice')
+    assert.has_error(function()
+      testing.driver(function(sproc)
         local st = sproc.store{ name = "early" }
         st:get("k")
       end)
