@@ -46,6 +46,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     }
     free(ctx->sinks);
     sp_ctx_destroy_stores(ctx);
+    sp_ctx_destroy_timers(ctx);
     for (int32_t i = 0; i < ctx->nsources; i++) {
         free(ctx->sources[i].name);
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
@@ -144,6 +145,19 @@ int sp_source_file(sp_ctx *ctx, const char *path, const char **err) {
         return SP_EINVAL;
     }
     return add_source(ctx, 2, path, err);
+}
+
+int sp_source_timer(sp_ctx *ctx, int64_t every_ms, int wall, const char **err) {
+    char name[64];
+    if (every_ms <= 0) {
+        *err = "a timer needs every > 0 milliseconds";
+        return SP_EINVAL;
+    }
+    snprintf(name, sizeof name, "[timer %d]", ctx->ntimers + 1);
+    int topic = add_source(ctx, 3, name, err);
+    if (topic < 0) return topic;
+    int rc = sp_ctx_timer_add(ctx, topic, every_ms, wall, err);
+    return rc < 0 ? rc : topic;
 }
 
 /* --- sinks --- */
@@ -462,6 +476,7 @@ int sp_batch_reset(sp_ctx *ctx) {
     free_owned(ctx);
     ctx->batch.n = 0;
     ctx->batch.cur = -1;
+    ctx->scanned = 0;
     ctx->json_rec[0] = ctx->json_rec[1] = -1;
     return SP_OK;
 }

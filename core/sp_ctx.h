@@ -52,7 +52,7 @@ typedef struct sp_kafka_backend {
 } sp_kafka_backend;
 
 typedef struct sp_source {
-    int kind; /* 0 kafka topic, 1 kafka pattern, 2 file */
+    int kind; /* 0 kafka topic, 1 kafka pattern, 2 file, 3 timer */
     char *name;
     int32_t topic; /* topic id records carry */
     regex_t re;    /* patterns, compiled on first use */
@@ -105,6 +105,14 @@ struct sp_ctx {
 
     sp_store **stores;
     int32_t nstores;
+
+    /* time: per partition stream time, timers, the wall clock */
+    struct sp_ptime *ptimes;
+    int32_t nptimes;
+    struct sp_timer *timers;
+    int32_t ntimers;
+    int64_t wall_ms;
+    int32_t scanned; /* batch records already counted in stream time */
     int64_t store_bytes;  /* all in-memory stores together */
     int64_t store_budget; /* 0: no limit */
 
@@ -131,6 +139,16 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
                                               int64_t offset);
 
 void sp_ctx_destroy_stores(sp_ctx *ctx);
+void sp_ctx_destroy_timers(sp_ctx *ctx);
+int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
+                     const char **err);
+/* Partitions this process works on (wall-clock timers fire for each). */
+void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition);
+void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);
+/* Stream time of a partition for TTLs: -1 when unknown. */
+int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition);
+/* The context has wall-clock timers (the runner then ticks faster). */
+int64_t sp_ctx_wall_timer_min(sp_ctx *ctx);
 /* Opens the changelog topic <app>-<store>-changelog of every store that
  * has none yet (the executable, after loading a script); from then on
  * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */

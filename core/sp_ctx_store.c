@@ -11,6 +11,22 @@
  * see lua/sproc/store.lua). */
 #define TAG_NUMBER 'n'
 
+/* Stream time for a store call about partition: the partition's, or the
+ * current record's time when that is later (stream time moves at batch
+ * ends, a record's own time counts at once). */
+static int64_t store_now(sp_ctx *ctx, int32_t partition) {
+    int64_t t = sp_ctx_part_stream_time(ctx, partition);
+    if (ctx->batch.cur >= 0 && ctx->batch.cur < ctx->batch.n) {
+        sp_rec *r = &ctx->batch.recs[ctx->batch.cur];
+        if (r->partition == partition && r->ts > t) t = r->ts;
+    }
+    return t > 0 ? t : 0;
+}
+
+static int expired(const sp_store *s, const sp_kv_node *n, int64_t now) {
+    return s->ttl > 0 && n->ts <= now - s->ttl;
+}
+
 static sp_store *get_store(sp_ctx *ctx, int id) {
     return id >= 0 && id < ctx->nstores ? ctx->stores[id] : NULL;
 }
@@ -121,7 +137,7 @@ int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
     if (!s) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 0, &err);
     sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
-    if (!n) return 0;
+    if (!n || expired(s, n, store_now(ctx, p->partition))) return 0;
     *val = n->val;
     *vlen = n->vlen;
     return 1;
@@ -147,7 +163,7 @@ int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
     }
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
-    int rc = sp_kv_put(s, p, key, klen, val, vlen, err);
+    int rc = sp_kv_put(s, p, key, klen, val, vlen, store_now(ctx, p->partition), err);
     if (rc == SP_STORE_EFULL) return full(ctx, err);
     return rc == 0 ? SP_OK : SP_ENOMEM;
 }
@@ -174,8 +190,9 @@ int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
     double v = 0;
+    int64_t now = store_now(ctx, p->partition);
     sp_kv_node *n = sp_kv_get(p, key, klen);
-    if (n) {
+    if (n && !expired(s, n, now)) {
         if (n->vlen != 1 + sizeof v || n->val[0] != TAG_NUMBER) {
             *err = "incr on a value that is not a number";
             return SP_EINVAL;
@@ -186,7 +203,7 @@ int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
     char buf[1 + sizeof v];
     buf[0] = TAG_NUMBER;
     memcpy(buf + 1, &v, sizeof v);
-    int rc = sp_kv_put(s, p, key, klen, buf, sizeof buf, err);
+    int rc = sp_kv_put(s, p, key, klen, buf, sizeof buf, now, err);
     if (rc == SP_STORE_EFULL) return full(ctx, err);
     if (rc != 0) return SP_ENOMEM;
     *out = v;
@@ -201,12 +218,26 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
     if (!s) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 0, &err);
     sp_kv_node *n = p ? sp_kv_seek(p, from, flen, strict) : NULL;
+    if (n && s->ttl > 0) {
+        int64_t now = store_now(ctx, p->partition);
+        while (n && expired(s, n, now)) n = sp_kv_seek(p, n->key, n->klen, 1);
+    }
     if (!n) return 0;
     *key = n->key;
     *klen = n->klen;
     *val = n->val;
     *vlen = n->vlen;
     return 1;
+}
+
+int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s || ttl_ms < 0) {
+        *err = s ? "a TTL must not be negative" : "no such store";
+        return SP_EINVAL;
+    }
+    s->ttl = ttl_ms;
+    return SP_OK;
 }
 
 int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition) {
@@ -262,7 +293,9 @@ int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
                  * its segment until Kafka has the change */
                 int nw = p->nsegs ? p->nsegs : 1;
                 for (int w = 0; w < nw; w++) {
-                    sp_msg m = {n->key, n->val, n->klen, n->vlen, 0, NULL,
+                    /* the record's time is the entry's: a restore gets
+                     * the TTL clock back from it */
+                    sp_msg m = {n->key, n->val, n->klen, n->vlen, n->ts, NULL,
                                 p->nsegs ? p->segs[w] : NULL, p->partition};
                     int rc = k->ops->write(k, &m, err);
                     if (rc != SP_OK) return rc;

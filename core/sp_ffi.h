@@ -219,11 +219,32 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
 int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition);
 /* The partitions a store holds: fills up to max, returns how many. */
 int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max);
+/* Entries live ttl_ms of stream time after their last write (0:
+ * forever); expired ones read as missing and leave with a tombstone. */
+int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err);
 /* Memory: bytes of one store, of all stores, and the budget of all
  * (0: none); a put over the budget fails with a clear error. */
 int64_t sp_store_bytes(sp_ctx *ctx, int store);
 int64_t sp_ctx_store_bytes(sp_ctx *ctx);
 void sp_ctx_set_store_budget(sp_ctx *ctx, int64_t bytes);
+
+/* Time. A timer is a source: when it is due, one record per partition
+ * (ts: the time it fired at) goes through its operators. Stream timers
+ * fire as a partition's stream time (its highest record time) crosses a
+ * multiple of every; wall timers every so many ms of the wall clock. */
+int sp_source_timer(sp_ctx *ctx, int64_t every_ms, int wall, const char **err);
+/* After a batch's records: updates stream times, expires store entries,
+ * and appends the records of due timers to the batch; returns how many
+ * were appended (process them, then call again until 0). */
+int32_t sp_ctx_fire_timers(sp_ctx *ctx);
+/* The wall clock the timers see: the executable sets real time, the test
+ * driver a virtual one. */
+void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms);
+int64_t sp_ctx_wall_clock(sp_ctx *ctx);
+/* Stream time of a partition (-1: no record yet); the driver may move it
+ * forward. */
+int64_t sp_ctx_stream_time(sp_ctx *ctx, int32_t partition);
+void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
 
 /* SP_FFI_END */
 

@@ -201,8 +201,9 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
             if (!m->err) {
                 sp_store *s = rs->ctx->stores[j->store];
                 sp_kv_part *p = sp_store_part(s, j->partition, 1);
+                int64_t ts = rd_kafka_message_timestamp(m, NULL);
                 if (!p || sp_kv_apply(s, p, m->key, m->key_len, m->payload,
-                                      m->len, err) != 0) {
+                                      m->len, ts, err) != 0) {
                     if (!p) *err = "out of memory";
                     rc = -1;
                 }

@@ -491,7 +491,10 @@ static void on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
         fatal(r, buf);
         return;
     }
-    for (int i = 0; i < n; i++) resume_restored(r, done[i]);
+    for (int i = 0; i < n; i++) {
+        sp_ctx_partition_add(r->ctx, done[i]);
+        resume_restored(r, done[i]);
+    }
     if (!sp_restore_pending(r->rs)) ev_timer_stop(loop, w);
 }
 
@@ -607,6 +610,10 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         }
     }
     if (r->rs) restore_assigned(r, parts);
+    /* wall-clock timers fire for a partition once its state is here */
+    for (int i = 0; i < parts->cnt; i++)
+        if (!r->rs || !sp_restore_is_restoring(r->rs, parts->elems[i].partition))
+            sp_ctx_partition_add(r->ctx, parts->elems[i].partition);
     r->assigned_once = 1;
     sp_info("assigned %d partitions", parts->cnt);
     check_finished(r);
@@ -636,10 +643,12 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         rd_kafka_error_destroy(e);
     }
     /* the state of a partition goes with it: the next owner restores it */
-    if (r->rs)
-        for (int i = 0; i < parts->cnt; i++)
-            if (!partition_assigned(r, parts->elems[i].partition))
-                sp_restore_drop(r->rs, parts->elems[i].partition);
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        if (partition_assigned(r, p)) continue;
+        sp_ctx_partition_remove(r->ctx, p);
+        if (r->rs) sp_restore_drop(r->rs, p);
+    }
     sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
 }
 
@@ -681,10 +690,19 @@ static void fatal(runner *r, const char *msg) {
 
 /* Runs the context's batch through Lua; then flushes stdout and due files
  * and releases the batch's hold on its segments. */
-static void run_batch(runner *r, sp_seg **segs, int nsegs) {
+static int64_t now_ms(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* timers: also run with no records, for wall-clock timers that are due */
+static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
     char *msg = NULL;
-    if (r->ctx->batch.n > 0 && begin_txn(r) != 0) return;
-    int failed = r->ctx->batch.n > 0 && sp_lua_run_batch(r->lua, &msg) != 0;
+    int run = r->ctx->batch.n > 0 || timers;
+    sp_ctx_set_wall_clock(r->ctx, now_ms());
+    if (run && begin_txn(r) != 0) return;
+    int failed = run && sp_lua_run_batch(r->lua, &msg) != 0;
     const char *err;
     if (!failed && sp_ctx_flush_changelogs(r->ctx, &err) != SP_OK) {
         failed = 1;
@@ -703,6 +721,10 @@ static void run_batch(runner *r, sp_seg **segs, int nsegs) {
         free(msg);
     }
     if (r->ko.fatal) fatal(r, r->ko.fatal);
+}
+
+static void run_batch(runner *r, sp_seg **segs, int nsegs) {
+    run_batch_timed(r, segs, nsegs, 0);
 }
 
 static void consume_some(runner *r) {
@@ -874,6 +896,11 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)revents;
     runner *r = w->data;
     const char *err;
+    if (!r->stopping && sp_ctx_wall_timer_min(r->ctx) > 0) {
+        sp_batch_reset(r->ctx);
+        run_batch_timed(r, NULL, 0, 1);
+        sp_batch_reset(r->ctx);
+    }
     if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK) fatal(r, err);
     rd_kafka_poll(r->prod, 0);
     if (r->ko.fatal) fatal(r, r->ko.fatal);
@@ -915,7 +942,7 @@ static int wait_for_kafka(runner *r) {
     int rc = 0;
     for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
         sp_source *s = &r->ctx->sources[i];
-        if (s->kind == 2) continue;
+        if (s->kind >= 2) continue; /* files and timers */
         int found = 0;
         for (int t = 0; t < md->topic_cnt; t++) {
             const rd_kafka_metadata_topic_t *mt = &md->topics[t];
@@ -986,7 +1013,7 @@ static int open_files(runner *r) {
 
 static int has_kafka_sources(runner *r) {
     for (int32_t i = 0; i < r->ctx->nsources; i++)
-        if (r->ctx->sources[i].kind != 2) return 1;
+        if (r->ctx->sources[i].kind <= 1) return 1;
     return 0;
 }
 
@@ -1108,7 +1135,7 @@ int sp_run(const sp_opts *o) {
         rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
         for (int32_t i = 0; i < r->ctx->nsources; i++) {
             sp_source *s = &r->ctx->sources[i];
-            if (s->kind == 2) continue;
+            if (s->kind >= 2) continue;
             if (s->kind == 1) {
                 char pat[1024];
                 snprintf(pat, sizeof pat, "^(%s)$", s->name);
@@ -1142,7 +1169,13 @@ int sp_run(const sp_opts *o) {
                   r->commit_interval_ms / 1000.0);
     r->commit_w.data = r;
     ev_timer_start(r->loop, &r->commit_w);
-    ev_timer_init(&r->tick_w, on_tick, 1.0, 1.0);
+    {
+        /* wall-clock timers fire from the tick: tick at least as often */
+        double tick = 1.0;
+        int64_t wall = sp_ctx_wall_timer_min(r->ctx);
+        if (wall > 0 && wall < 1000) tick = (double)wall / 1000.0;
+        ev_timer_init(&r->tick_w, on_tick, tick, tick);
+    }
     r->tick_w.data = r;
     ev_timer_start(r->loop, &r->tick_w);
     ev_signal_init(&r->int_w, on_signal, SIGINT);

@@ -112,7 +112,8 @@ static int mark_dirty(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
 }
 
 static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-               const char *val, size_t vlen, int mark, const char **err) {
+               const char *val, size_t vlen, int64_t ts, int mark,
+               const char **err) {
     sp_kv_node *n = find(p, key, klen);
     char *v = malloc(vlen ? vlen : 1);
     if (!v) goto oom;
@@ -143,6 +144,7 @@ static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     }
     n->val = v;
     n->vlen = (uint32_t)vlen;
+    n->ts = ts;
     if (mark && mark_dirty(s, p, n) != 0) goto oom;
     return 0;
 oom:
@@ -151,8 +153,8 @@ oom:
 }
 
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-              const char *val, size_t vlen, const char **err) {
-    return put(s, p, key, klen, val, vlen, 1, err);
+              const char *val, size_t vlen, int64_t ts, const char **err) {
+    return put(s, p, key, klen, val, vlen, ts, 1, err);
 }
 
 static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
@@ -209,9 +211,23 @@ int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
 }
 
 int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-                const char *val, size_t vlen, const char **err) {
+                const char *val, size_t vlen, int64_t ts, const char **err) {
     if (!val) return del(s, p, key, klen, 0, err);
-    return put(s, p, key, klen, val, vlen, 0, err);
+    return put(s, p, key, klen, val, vlen, ts, 0, err);
+}
+
+int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
+    const char *err;
+    int64_t n = 0;
+    sp_kv_node *x, *next;
+    for (x = RB_MIN(sp_kv_tree, &p->tree); x; x = next) {
+        next = RB_NEXT(sp_kv_tree, &p->tree, x);
+        if (x->val && x->ts <= ts) {
+            /* del may free x: the next node is taken first */
+            if (del(s, p, x->key, x->klen, 1, &err) == 0) n++;
+        }
+    }
+    return n;
 }
 
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {

@@ -20,6 +20,7 @@ typedef struct sp_kv_node {
     char *val;     /* NULL: deleted, a tombstone waiting for the changelog */
     uint32_t vlen;
     uint32_t klen;
+    int64_t ts;    /* stream time of the last write (TTL, changelog) */
     uint8_t dirty;
     char key[];
 } sp_kv_node;
@@ -50,6 +51,8 @@ typedef struct sp_store {
     int64_t bytes;       /* keys, values and node overhead */
     int64_t *budget_used; /* shared by the stores of a context */
     int64_t budget;       /* bytes; 0: none */
+    int64_t ttl;          /* ms of stream time an entry lives after its
+                           * last write; 0: forever */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */
@@ -67,11 +70,14 @@ sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen);
 /* 0, or -1 with *err (out of memory), or SP_STORE_EFULL (over the
  * memory budget). */
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-              const char *val, size_t vlen, const char **err);
+              const char *val, size_t vlen, int64_t ts, const char **err);
 /* The put or delete (val NULL) of a changelog record being restored: no
  * dirty mark, since the changelog has it already. */
 int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-                const char *val, size_t vlen, const char **err);
+                const char *val, size_t vlen, int64_t ts, const char **err);
+/* Deletes (as changes for the changelog) the entries last written at or
+ * before ts; returns how many. */
+int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts);
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
 /* The first live node with key >= from (> from when strict), or NULL. */

@@ -97,7 +97,28 @@ function M.source(opts)
   return s
 end
 
---- A state store: { name = "counts", kind = "kv" }. The name is the
+--- A timer: a source that, every so many milliseconds of stream time
+--- (time = "stream", the default: a partition's highest record time) or
+--- of the wall clock (time = "wall"), sends one record per partition
+--- through its operators: r.ts is the time it fired at, r.partition the
+--- partition, and store handles used there see that partition's state.
+function M.timer(opts)
+  check_table("timer", opts)
+  if type(opts.every) ~= "number" or opts.every <= 0 then
+    error("sproc.timer: every must be a positive number of milliseconds", 2)
+  end
+  local t = opts.time or "stream"
+  if t ~= "stream" and t ~= "wall" then
+    error("sproc.timer: time must be \"stream\" or \"wall\", got " .. tostring(t), 2)
+  end
+  local src = { kind = "timer", names = { "timer" }, key = "string", value = "string",
+                every = math.floor(opts.every), time_kind = t }
+  local s = stream.new_source(src)
+  topo.sources[#topo.sources + 1] = src
+  return s
+end
+
+--- A state store: { name = "counts", kind = "kv", ttl = ms }. The name is the
 --- state's identity: it names the changelog topic (<app>-<name>-changelog)
 --- and a reloaded script with a store of that name finds its state.
 function M.store(opts)

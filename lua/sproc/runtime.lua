@@ -218,6 +218,7 @@ end
 -- A source's entry: resets the view, checks the input, sets event time,
 -- then runs the operators.
 local function compile_source(src, env)
+  local batch = env.batch
   local view, reset = record.new_view(env.ctx, env.batch, src)
   local first = compile_node(src.node, env)
   local time = src.time
@@ -231,6 +232,7 @@ local function compile_source(src, env)
                              tostring(ts) .. ", not epoch milliseconds" }, InputError))
       end
       view.ts = ts
+      batch.recs[i].ts = ts  -- the core's stream time and TTLs use it
     end
     first(view)
   end
@@ -262,7 +264,9 @@ function M.compile(ctx, opts)
     local entry = compile_source(src, env)
     for _, name in ipairs(src.names) do
       local id
-      if src.kind == "file" then
+      if src.kind == "timer" then
+        id = C.sp_source_timer(ctx, src.every, src.time_kind == "wall" and 1 or 0, errp)
+      elseif src.kind == "file" then
         id = C.sp_source_file(ctx, name, errp)
       else
         id = C.sp_source_kafka(ctx, name, src.kind == "pattern" and 1 or 0, errp)
@@ -354,12 +358,22 @@ function M.run_batch(env)
     process = make_process(env)
     env.process = process
   end
-  local batch, stats = env.batch, env.stats
+  local batch, stats, ctx = env.batch, env.stats, env.ctx
   stats.batches = stats.batches + 1
   local from = 0
-  while from < batch.n do
+  -- the input records, then the records of timers they made due, until
+  -- no timer is due
+  while true do
+    if from >= batch.n then
+      local fired = C.sp_ctx_fire_timers(ctx)
+      if fired < 0 then return "out of memory while firing timers" end
+      if fired == 0 then break end
+    end
     local ok, err = xpcall(process, handler, from)
-    if ok then break end
+    if ok then
+      from = batch.n
+      goto continue
+    end
     local i = batch.cur
     stats.errors = stats.errors + 1
     local mt = getmetatable(err)
@@ -377,6 +391,7 @@ function M.run_batch(env)
       end
     end
     from = i + 1
+    ::continue::
   end
   batch.cur = -1
   return nil
@@ -406,6 +421,7 @@ function M.describe(env, dot)
   local function label(n)
     if n.kind == "source" then
       local s = n.source
+      if s.kind == "timer" then return "timer every " .. s.every .. " ms of " .. s.time_kind .. " time" end
       return (s.kind == "file" and "file " or (s.kind == "pattern" and "pattern " or "topic ")) ..
              table.concat(s.names, ", ") .. " (key " .. s.key .. ", value " .. s.value .. ")"
     elseif n.kind == "to" then return "to topic " .. n.opts.topic

@@ -195,7 +195,10 @@ function M.new(opts)
   end
   local kind = opts.kind or "kv"
   if not kinds[kind] then error("sproc.store: kind must be \"kv\", got " .. tostring(kind), 3) end
-  return setmetatable({ name = opts.name, kind = kind }, Store)
+  if opts.ttl ~= nil and (type(opts.ttl) ~= "number" or opts.ttl <= 0) then
+    error("sproc.store: ttl must be a positive number of milliseconds", 3)
+  end
+  return setmetatable({ name = opts.name, kind = kind, ttl = opts.ttl }, Store)
 end
 
 --- Binds a handle to a context's store of its name (the runtime does, once
@@ -203,6 +206,9 @@ end
 function M.bind(h, ctx)
   local id = C.sp_store_open(ctx, h.name, kinds[h.kind], errp)
   if id < 0 then error("store " .. h.name .. ": " .. ffi_string(errp[0]), 0) end
+  if C.sp_store_set_ttl(ctx, id, h.ttl or 0, errp) ~= 0 then
+    error("store " .. h.name .. ": " .. ffi_string(errp[0]), 0)
+  end
   h._ctx, h._id = ctx, id
   return h
 end

@@ -154,6 +154,39 @@ function Driver:stats()
   }
 end
 
+-- Runs the timers that are due (with no input records).
+local function run_timers(self)
+  C.sp_batch_reset(self.ctx)
+  local msg = runtime.run_batch(self.env)
+  C.sp_batch_reset(self.ctx)
+  if msg then error(msg, 3) end
+end
+
+--- Moves the virtual wall clock forward by ms (it starts at 0) and runs
+--- the wall-clock timers that come due.
+function Driver:advance_wall_clock(ms)
+  if type(ms) ~= "number" or ms < 0 then error("advance_wall_clock() expects milliseconds >= 0", 2) end
+  C.sp_ctx_set_wall_clock(self.ctx, C.sp_ctx_wall_clock(self.ctx) + ms)
+  run_timers(self)
+  return self
+end
+
+--- Moves the stream time of a partition (default 0) forward to ms, as a
+--- record with that time would, and runs the stream timers that come due
+--- and the expiry of store entries.
+function Driver:advance_stream_time(ms, partition)
+  if type(ms) ~= "number" then error("advance_stream_time() expects milliseconds", 2) end
+  C.sp_ctx_set_stream_time(self.ctx, partition or 0, ms)
+  run_timers(self)
+  return self
+end
+
+--- The stream time of a partition (default 0), or nil before any record.
+function Driver:stream_time(partition)
+  local t = tonumber(C.sp_ctx_stream_time(self.ctx, partition or 0))
+  return t >= 0 and t or nil
+end
+
 --- Publishes open files of to_files() sinks.
 function Driver:flush()
   if C.sp_ctx_flush(self.ctx, errp) ~= 0 then error(ffi_string(errp[0]), 2) end

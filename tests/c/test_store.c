@@ -14,7 +14,7 @@ static void ordered_scans(void) {
     sp_kv_part *p = sp_store_part(&s, 3, 1);
     const char *keys[] = {"b", "a", "ab", "", "c", "b\x01"};
     for (int i = 0; i < 6; i++)
-        SP_CHECK_INT(sp_kv_put(&s, p, keys[i], strlen(keys[i]), S("v"), &err), 0);
+        SP_CHECK_INT(sp_kv_put(&s, p, keys[i], strlen(keys[i]), S("v"), 0, &err), 0);
     /* bytes order, shorter first on a common prefix */
     const char *want[] = {"", "a", "ab", "b", "b\x01", "c"};
     sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0);
@@ -37,9 +37,9 @@ static void dirty_lists_and_tombstones(void) {
     sp_store_init(&s, "t", 0, &used, 0);
     s.track = 1;
     sp_kv_part *p = sp_store_part(&s, 0, 1);
-    sp_kv_put(&s, p, S("k"), S("1"), &err);
-    sp_kv_put(&s, p, S("k"), S("2"), &err);
-    sp_kv_put(&s, p, S("j"), S("1"), &err);
+    sp_kv_put(&s, p, S("k"), S("1"), 0, &err);
+    sp_kv_put(&s, p, S("k"), S("2"), 0, &err);
+    sp_kv_put(&s, p, S("j"), S("1"), 0, &err);
     SP_CHECK_INT(p->ndirty, 2); /* one changelog record per key */
     SP_CHECK_INT(p->count, 2);
     sp_kv_clean(&s, p);
@@ -53,8 +53,8 @@ static void dirty_lists_and_tombstones(void) {
     sp_kv_clean(&s, p);
     SP_CHECK_INT(p->count, 1);
     /* a restored record changes state without dirt */
-    SP_CHECK_INT(sp_kv_apply(&s, p, S("r"), S("x"), &err), 0);
-    SP_CHECK_INT(sp_kv_apply(&s, p, S("j"), NULL, 0, &err), 0);
+    SP_CHECK_INT(sp_kv_apply(&s, p, S("r"), S("x"), 0, &err), 0);
+    SP_CHECK_INT(sp_kv_apply(&s, p, S("j"), NULL, 0, 0, &err), 0);
     SP_CHECK_INT(p->ndirty, 0);
     SP_CHECK_INT(p->count, 1);
     sp_store_drop_part(&s, 0);
@@ -75,14 +75,14 @@ static void memory_budget(void) {
     int i, rc = 0;
     for (i = 0; i < 1000 && rc == 0; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        rc = sp_kv_put(i % 2 ? &a : &b, i % 2 ? pa : pb, key, strlen(key), S("value"), &err);
+        rc = sp_kv_put(i % 2 ? &a : &b, i % 2 ? pa : pb, key, strlen(key), S("value"), 0, &err);
     }
     SP_CHECK_INT(rc, SP_STORE_EFULL); /* the budget is shared by both */
     SP_CHECK(err != NULL);
     SP_CHECK(used <= 2000 && used == a.bytes + b.bytes);
     SP_CHECK_INT(pa->count + pb->count, i - 1); /* the failed put left nothing */
     /* growing a value counts too; shrinking frees */
-    SP_CHECK_INT(sp_kv_put(&a, pa, S("k1"), S("v"), &err), 0);
+    SP_CHECK_INT(sp_kv_put(&a, pa, S("k1"), S("v"), 0, &err), 0);
     int64_t before = used;
     SP_CHECK_INT(sp_kv_delete(&a, pa, S("k1"), &err), 0);
     SP_CHECK(used < before);
@@ -92,7 +92,27 @@ static void memory_budget(void) {
     SP_CHECK_INT(used, 0);
 }
 
+static void expiry(void) {
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_store_init(&s, "t", 0, &used, 0);
+    s.track = 1;
+    sp_kv_part *p = sp_store_part(&s, 0, 1);
+    sp_kv_put(&s, p, S("old"), S("1"), 100, &err);
+    sp_kv_put(&s, p, S("new"), S("2"), 200, &err);
+    sp_kv_clean(&s, p);
+    SP_CHECK_INT(sp_kv_expire(&s, p, 150), 1);
+    SP_CHECK(sp_kv_get(p, S("old")) == NULL);
+    SP_CHECK(sp_kv_get(p, S("new")) != NULL);
+    SP_CHECK_INT(p->ndirty, 1); /* the expiry goes to the changelog */
+    SP_CHECK_INT(sp_kv_expire(&s, p, 150), 0);
+    sp_store_destroy(&s);
+    SP_CHECK_INT(used, 0);
+}
+
 int main(void) {
+    expiry();
     ordered_scans();
     dirty_lists_and_tombstones();
     memory_budget();

@@ -1,0 +1,192 @@
+/* Time in the core: stream time per partition (the highest record time
+ * seen), the wall clock (real in the executable, virtual in the test
+ * driver), user timers on either, and the expiry of store entries past
+ * their TTL. Timers fire between batches: a due timer appends one record
+ * per partition to the batch, and Lua runs them through the timer's
+ * operators in the same protected call as the input records. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_ctx.h"
+
+#define MAX_TIMERS 16
+
+typedef struct sp_ptime {
+    int32_t partition;
+    int64_t stream_ms;       /* -1: no record yet */
+    int64_t swept_ms;        /* stream time of the last TTL sweep */
+    int64_t next[MAX_TIMERS]; /* stream timers: next firing; -1 unset */
+} sp_ptime;
+
+typedef struct sp_timer {
+    int32_t topic;
+    int wall;
+    int64_t every;
+    int64_t next_wall; /* -1 unset */
+} sp_timer;
+
+void sp_ctx_destroy_timers(sp_ctx *ctx) {
+    free(ctx->ptimes);
+    free(ctx->timers);
+    ctx->ptimes = NULL;
+    ctx->timers = NULL;
+    ctx->nptimes = ctx->ntimers = 0;
+}
+
+static sp_ptime *ptime(sp_ctx *ctx, int32_t partition, int create) {
+    for (int32_t i = 0; i < ctx->nptimes; i++)
+        if (ctx->ptimes[i].partition == partition) return &ctx->ptimes[i];
+    if (!create) return NULL;
+    sp_ptime *t = realloc(ctx->ptimes, (size_t)(ctx->nptimes + 1) * sizeof *t);
+    if (!t) return NULL;
+    ctx->ptimes = t;
+    /* kept sorted by partition, so timers fire in a fixed order */
+    int32_t at = 0;
+    while (at < ctx->nptimes && t[at].partition < partition) at++;
+    memmove(&t[at + 1], &t[at], (size_t)(ctx->nptimes - at) * sizeof *t);
+    ctx->nptimes++;
+    sp_ptime *p = &t[at];
+    p->partition = partition;
+    p->stream_ms = -1;
+    p->swept_ms = -1;
+    for (int i = 0; i < MAX_TIMERS; i++) p->next[i] = -1;
+    return p;
+}
+
+void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition) { ptime(ctx, partition, 1); }
+
+void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition) {
+    sp_ptime *p = ptime(ctx, partition, 0);
+    if (!p) return;
+    int32_t at = (int32_t)(p - ctx->ptimes);
+    memmove(p, p + 1, (size_t)(ctx->nptimes - at - 1) * sizeof *p);
+    ctx->nptimes--;
+}
+
+int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition) {
+    sp_ptime *p = ptime(ctx, partition, 0);
+    return p ? p->stream_ms : -1;
+}
+
+int64_t sp_ctx_stream_time(sp_ctx *ctx, int32_t partition) {
+    return sp_ctx_part_stream_time(ctx, partition);
+}
+
+void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms) {
+    sp_ptime *p = ptime(ctx, partition, 1);
+    if (p && ms > p->stream_ms) p->stream_ms = ms;
+}
+
+void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms) { ctx->wall_ms = ms; }
+int64_t sp_ctx_wall_clock(sp_ctx *ctx) { return ctx->wall_ms; }
+
+int64_t sp_ctx_wall_timer_min(sp_ctx *ctx) {
+    int64_t m = 0;
+    for (int32_t i = 0; i < ctx->ntimers; i++)
+        if (ctx->timers[i].wall && (m == 0 || ctx->timers[i].every < m))
+            m = ctx->timers[i].every;
+    return m;
+}
+
+int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
+                     const char **err) {
+    if (ctx->ntimers == MAX_TIMERS) {
+        *err = "too many timers (16 at most)";
+        return SP_EINVAL;
+    }
+    sp_timer *t = realloc(ctx->timers, (size_t)(ctx->ntimers + 1) * sizeof *t);
+    if (!t) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    ctx->timers = t;
+    t[ctx->ntimers++] = (sp_timer){topic, wall, every, -1};
+    return SP_OK;
+}
+
+static int is_timer_topic(sp_ctx *ctx, int32_t topic) {
+    for (int32_t i = 0; i < ctx->ntimers; i++)
+        if (ctx->timers[i].topic == topic) return 1;
+    return 0;
+}
+
+static int append(sp_ctx *ctx, const sp_timer *t, int32_t partition, int64_t ts) {
+    sp_rec *r = sp_ctx_batch_add(ctx);
+    if (!r) return -1;
+    r->topic = t->topic;
+    r->partition = partition;
+    r->ts = ts;
+    r->offset = -1;
+    return 0;
+}
+
+/* Expires store entries of a partition once its stream time moved on by a
+ * quarter of the shortest TTL (at least 100 ms) since the last sweep: a
+ * full scan, so it is spread out rather than run per record. Entries past
+ * their TTL are invisible before that already. */
+static void sweep(sp_ctx *ctx, sp_ptime *pt) {
+    int64_t step = 0;
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        int64_t ttl = ctx->stores[i]->ttl;
+        if (ttl <= 0) continue;
+        int64_t st = ttl / 4 > 100 ? ttl / 4 : 100;
+        if (step == 0 || st < step) step = st;
+    }
+    if (step == 0 || (pt->swept_ms >= 0 && pt->stream_ms - pt->swept_ms < step)) return;
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        sp_store *s = ctx->stores[i];
+        sp_kv_part *p = s->ttl > 0 ? sp_store_part(s, pt->partition, 0) : NULL;
+        if (p) sp_kv_expire(s, p, pt->stream_ms - s->ttl);
+    }
+    pt->swept_ms = pt->stream_ms;
+}
+
+int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
+    int32_t before = ctx->batch.n;
+    /* stream time: the input records not counted yet */
+    for (int32_t i = ctx->scanned; i < ctx->batch.n; i++) {
+        sp_rec *r = &ctx->batch.recs[i];
+        if (is_timer_topic(ctx, r->topic)) continue;
+        sp_ptime *pt = ptime(ctx, r->partition, 1);
+        if (!pt) return -1;
+        if (pt->stream_ms < 0) {
+            /* the partition's first record starts its stream timers, so a
+             * crossing later in the same batch fires */
+            for (int32_t t = 0; t < ctx->ntimers; t++)
+                if (!ctx->timers[t].wall && pt->next[t] < 0)
+                    pt->next[t] = r->ts - r->ts % ctx->timers[t].every +
+                                  ctx->timers[t].every;
+        }
+        if (r->ts > pt->stream_ms) pt->stream_ms = r->ts;
+    }
+    for (int32_t k = 0; k < ctx->nptimes; k++)
+        if (ctx->ptimes[k].stream_ms >= 0) sweep(ctx, &ctx->ptimes[k]);
+    for (int32_t t = 0; t < ctx->ntimers; t++) {
+        sp_timer *tm = &ctx->timers[t];
+        if (tm->wall) {
+            if (tm->next_wall < 0) tm->next_wall = ctx->wall_ms + tm->every;
+            if (ctx->wall_ms < tm->next_wall) continue;
+            for (int32_t k = 0; k < ctx->nptimes; k++)
+                if (append(ctx, tm, ctx->ptimes[k].partition, ctx->wall_ms) != 0)
+                    return -1;
+            tm->next_wall = ctx->wall_ms + tm->every;
+            continue;
+        }
+        for (int32_t k = 0; k < ctx->nptimes; k++) {
+            sp_ptime *pt = &ctx->ptimes[k];
+            if (pt->stream_ms < 0) continue;
+            /* boundaries are multiples of every since the epoch, so "every
+             * minute" fires as stream time crosses each minute */
+            int64_t boundary = pt->stream_ms - pt->stream_ms % tm->every;
+            if (pt->next[t] < 0) {
+                pt->next[t] = boundary + tm->every;
+                continue;
+            }
+            if (pt->stream_ms < pt->next[t]) continue;
+            if (append(ctx, tm, pt->partition, pt->stream_ms) != 0) return -1;
+            pt->next[t] = boundary + tm->every;
+        }
+    }
+    ctx->scanned = ctx->batch.n;
+    return ctx->batch.n - before;
+}

@@ -1,0 +1,146 @@
+-- Stream time, timers and store TTLs on the test driver's virtual clocks.
+local testing = require "sproc.testing"
+
+-- Counts per key; a timer reports each partition's counts when it fires.
+local function reporting(time, every, ttl)
+  return testing.driver(function(sproc)
+    local counts = sproc.store{ name = "counts", ttl = ttl }
+    sproc.source{ topic = "in", value = "json", time = function(r) return r.value.t end }
+      :each(function(r) counts:incr(r.key) end)
+    sproc.timer{ every = every, time = time }
+      :map(function(r)
+        local t = { at = r.ts, partition = r.partition }
+        for k, v in counts:all() do t[k] = v end
+        return t
+      end)
+      :to{ topic = "report" }
+  end)
+end
+
+local function reports(d)
+  local out = {}
+  for _, r in ipairs(d:output("report", { json = true })) do out[#out + 1] = r.value end
+  return out
+end
+
+describe("stream time", function()
+  it("is the highest event time seen per partition", function()
+    local d = reporting("stream", 1000)
+    assert.is_nil(d:stream_time(0))
+    d:pipe("in", { { key = "a", value = { t = 500 } }, { key = "a", value = { t = 300 } },
+                   { key = "b", value = { t = 700 }, partition = 1 } })
+    assert.are.equal(500, d:stream_time(0))
+    assert.are.equal(700, d:stream_time(1))
+  end)
+
+  it("fires stream timers as it crosses each multiple of every, per partition", function()
+    local d = reporting("stream", 1000)
+    d:pipe("in", { { key = "a", value = { t = 100 } }, { key = "a", value = { t = 900 } } })
+    assert.are.same({}, reports(d))
+    d:pipe("in", { key = "b", value = { t = 1200 } })
+    assert.are.same({ { at = 1200, partition = 0, a = 2, b = 1 } }, reports(d))
+    d:clear()
+    d:pipe("in", { key = "b", value = { t = 1999 } })         -- same interval
+    assert.are.same({}, reports(d))
+    d:pipe("in", { key = "a", value = { t = 5000 } })         -- several at once: one firing
+    assert.are.same({ { at = 5000, partition = 0, a = 3, b = 2 } }, reports(d))
+    d:clear()
+    -- a late record does not move stream time back
+    d:pipe("in", { key = "a", value = { t = 10 } })
+    assert.are.equal(5000, d:stream_time(0))
+    assert.are.same({}, reports(d))
+    -- another partition has its own stream time
+    d:pipe("in", { { key = "c", value = { t = 100 }, partition = 1 },
+                   { key = "c", value = { t = 1100 }, partition = 1 } })
+    assert.are.same({ { at = 1100, partition = 1, c = 2 } }, reports(d))
+  end)
+
+  it("can be advanced by the driver", function()
+    local d = reporting("stream", 1000)
+    d:pipe("in", { key = "a", value = { t = 0 } })
+    d:advance_stream_time(1000)
+    assert.are.same({ { at = 1000, partition = 0, a = 1 } }, reports(d))
+  end)
+end)
+
+describe("wall-clock timers", function()
+  it("fire on the driver's virtual wall clock for every partition", function()
+    local d = reporting("wall", 1000)
+    d:pipe("in", { { key = "a", value = { t = 1 } }, { key = "b", value = { t = 1 }, partition = 2 } })
+    d:advance_wall_clock(999)
+    assert.are.same({}, reports(d))
+    d:advance_wall_clock(1)
+    assert.are.same({ { at = 1000, partition = 0, a = 1 }, { at = 1000, partition = 2, b = 1 } }, reports(d))
+    d:clear()
+    d:advance_wall_clock(2500)       -- late: one firing, then every 1000 from now
+    assert.are.equal(2, #reports(d))
+    d:clear()
+    d:advance_wall_clock(999)
+    assert.are.same({}, reports(d))
+  end)
+
+  it("errors in a timer go through the error policy", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "skip" }
+      sproc.source{ topic = "in" }:print()
+      sproc.timer{ every = 10, time = "wall" }:each(function() error("boom") end)
+    end)
+    d:pipe("in", { value = "x" })
+    d:advance_wall_clock(10)
+    assert.are.equal(1, d:stats().skipped)
+  end)
+
+  it("raises on a bad timer while the pipeline is built", function()
+    assert.has_error(function()
+      testing.driver(function(sproc) sproc.timer{ every = 0 } end)
+    end, "sproc.timer: every must be a positive number of milliseconds")
+    assert.has_error(function()
+      testing.driver(function(sproc) sproc.timer{ every = 5, time = "cpu" } end)
+    end, 'sproc.timer: time must be "stream" or "wall", got cpu')
+  end)
+end)
+
+describe("store TTL", function()
+  it("forgets entries ttl ms of stream time after their last write", function()
+    local d = reporting("stream", 1000000, 1000)
+    d:pipe("in", { { key = "a", value = { t = 0 } }, { key = "b", value = { t = 500 } } })
+    local s = d:store("counts")
+    assert.are.equal(1, s:get("a"))
+    d:advance_stream_time(999)
+    assert.are.equal(1, s:get("a"))
+    d:advance_stream_time(1000)          -- a was written at 0: gone
+    assert.is_nil(s:get("a"))
+    assert.are.equal(1, s:get("b"))
+    d:pipe("in", { key = "b", value = { t = 1400 } })   -- a write renews b
+    d:advance_stream_time(2000)
+    assert.are.equal(2, s:get("b"))
+    d:advance_stream_time(2400)
+    assert.is_nil(s:get("b"))
+    assert.are.equal(0, s:size())
+  end)
+
+  it("counts from zero again after expiry", function()
+    local d = reporting("stream", 1000000, 100)
+    d:pipe("in", { { key = "a", value = { t = 0 } }, { key = "a", value = { t = 50 } } })
+    d:pipe("in", { key = "a", value = { t = 500 } })
+    assert.are.equal(1, d:store("counts"):get("a"))
+  end)
+end)
+
+describe("determinism", function()
+  it("gives byte-identical outputs for the same inputs and clock moves", function()
+    local function run()
+      local d = reporting("wall", 100)
+      for i = 1, 50 do
+        d:pipe("in", { key = "k" .. (i % 7), value = { t = i * 37 }, partition = i % 3 })
+        if i % 10 == 0 then d:advance_wall_clock(100) end
+      end
+      local out = {}
+      for _, r in ipairs(d:outputs()) do out[#out + 1] = r.topic .. "|" .. r.partition .. "|" .. r.value end
+      return table.concat(out, "\n")
+    end
+    local a, b = run(), run()
+    assert.is_true(#a > 0)
+    assert.are.equal(a, b)
+  end)
+end)
