@@ -41,6 +41,7 @@ struct sp_sink {
     sp_ctx *ctx;
     char *name; /* topic, directory or "stdout" */
     void *impl;
+    void *tag;  /* a changelog's sp_store, for its acknowledgements */
 };
 
 /* Where Kafka sinks write. The default keeps outputs in memory; the

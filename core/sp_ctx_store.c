@@ -267,6 +267,7 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
         if (rc < 0) return rc;
         s->sink = rc;
         s->track = 1;
+        sp_ctx_sink(ctx, rc)->tag = s;
     }
     return SP_OK;
 }

@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "sp_checkpoint.h"
 #include "sp_log.h"
 
 /* One store partition being read back. */
@@ -15,10 +17,12 @@ typedef struct job {
     int64_t target;  /* the changelog's end when the restore began */
     int64_t applied;
     double t0;
+    int64_t ckpt_keys; /* loaded from a local checkpoint; -1 none */
 } job;
 
 struct sp_restore {
     sp_ctx *ctx;
+    char *dir; /* local checkpoints; NULL none */
     rd_kafka_t *rk;
     rd_kafka_queue_t *q;
     char **topics; /* per store */
@@ -35,8 +39,8 @@ static double now_s(void) {
 }
 
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
-                              rd_kafka_conf_t *conf, char *errbuf,
-                              size_t errsize) {
+                              const char *state_dir, rd_kafka_conf_t *conf,
+                              char *errbuf, size_t errsize) {
     sp_restore *rs = calloc(1, sizeof *rs);
     if (!rs) {
         snprintf(errbuf, errsize, "out of memory");
@@ -44,6 +48,10 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
         return NULL;
     }
     rs->ctx = ctx;
+    if (state_dir && !(rs->dir = strdup(state_dir))) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
     /* assign() only: no group membership and no commits (librdkafka wants
      * a group id for incremental assignment all the same); the changelog
      * is read as far as its transactions committed */
@@ -53,7 +61,11 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
         rd_kafka_conf_set(conf, "enable.auto.commit", "false", errbuf, errsize) ||
         rd_kafka_conf_set(conf, "enable.partition.eof", "true", errbuf, errsize) ||
         rd_kafka_conf_set(conf, "isolation.level", "read_committed", errbuf, errsize) ||
-        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errsize)) {
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", errbuf, errsize) ||
+        /* as for the main consumer: librdkafka 2.0 backs off fetching for
+         * a second whenever its queue passes queued.min.messages */
+        rd_kafka_conf_set(conf, "queued.min.messages", "1000000", errbuf, errsize) ||
+        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "65536", errbuf, errsize)) {
         rd_kafka_conf_destroy(conf);
         goto fail;
     }
@@ -86,6 +98,7 @@ void sp_restore_destroy(sp_restore *rs) {
     for (int32_t i = 0; i < rs->ntopics; i++) free(rs->topics[i]);
     free(rs->topics);
     free(rs->jobs);
+    free(rs->dir);
     free(rs);
 }
 
@@ -135,19 +148,67 @@ static rd_kafka_resp_err_t ends(sp_restore *rs, const char *topic,
     }
 }
 
+/* Loads the local checkpoint of store i's partition, if any: returns the
+ * changelog offset to go on from (-1: none), -2 when it does not fit. */
+static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
+                               int64_t *keys) {
+    sp_store *s = rs->ctx->stores[i];
+    sp_kv_part *p = sp_store_part(s, partition, 1);
+    int64_t at = -1;
+    *keys = -1;
+    if (!rs->dir || !p || p->count > 0) return -1;
+    int rc = sp_checkpoint_load(rs->dir, s, p, &at, keys);
+    if (rc < 0) return -2;
+    return rc == 1 ? at : -1;
+}
+
 int sp_restore_start(sp_restore *rs, int32_t partition) {
     if (sp_restore_is_restoring(rs, partition)) return 1;
     int started = 0;
     for (int32_t i = 0; i < rs->ntopics; i++) {
-        int64_t lo, hi;
+        sp_store *s = rs->ctx->stores[i];
+        int64_t lo, hi, keys;
         rd_kafka_resp_err_t e = ends(rs, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
         }
-        if (!sp_store_part(rs->ctx->stores[i], partition, 1)) return -1;
-        if (hi <= lo) continue; /* nothing to restore */
+        if (rs->dir) {
+            char path[4096];
+            snprintf(path, sizeof path, "%s/%s.%" PRId32 ".ckpt", rs->dir, s->name, partition);
+            if (access(path, R_OK) == 0)
+                sp_info("restoring store %s partition %" PRId32 ": loading its "
+                        "checkpoint", s->name, partition);
+        }
+        int64_t from = load_checkpoint(rs, i, partition, &keys);
+        if (from == -2) {
+            sp_error("store %s partition %" PRId32 ": its checkpoint does not fit "
+                     "the memory budget", s->name, partition);
+            return -1;
+        }
+        if (from > hi) {
+            /* the changelog is not the one the checkpoint was made from
+             * (the topic was recreated): start over from the changelog */
+            sp_warn("store %s partition %" PRId32 ": checkpoint at offset %" PRId64
+                    " is past the changelog's end %" PRId64 "; restoring from "
+                    "the changelog alone", s->name, partition, from, hi);
+            sp_store_drop_part(s, partition);
+            sp_checkpoint_remove(rs->dir, s, partition);
+            from = -1;
+            keys = -1;
+        }
+        sp_kv_part *p = sp_store_part(s, partition, 1);
+        if (!p) return -1;
+        if (from >= 0) p->changelog_end = from;
+        if (from < lo) from = lo;
+        if (hi <= from) {
+            if (keys >= 0)
+                sp_info("restored store %s partition %" PRId32 " from its "
+                        "checkpoint: %" PRId64 " keys, nothing in the changelog after",
+                        s->name, partition, keys);
+            continue;
+        }
         if (rs->njobs == rs->cap) {
             int cap = rs->cap ? rs->cap * 2 : 16;
             job *j = realloc(rs->jobs, (size_t)cap * sizeof *j);
@@ -155,14 +216,38 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
             rs->jobs = j;
             rs->cap = cap;
         }
-        rs->jobs[rs->njobs++] = (job){partition, i, hi, 0, now_s()};
-        assign_one(rs, i, partition, RD_KAFKA_OFFSET_BEGINNING, 1);
-        sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
-                " records at most)",
-                rs->ctx->stores[i]->name, partition, rs->topics[i], hi - lo);
+        rs->jobs[rs->njobs++] = (job){partition, i, hi, 0, now_s(), keys};
+        assign_one(rs, i, partition, from, 1);
+        if (keys >= 0)
+            sp_info("restoring store %s partition %" PRId32 " from its checkpoint "
+                    "(%" PRId64 " keys) and %s from offset %" PRId64 " (%" PRId64
+                    " records at most)",
+                    s->name, partition, keys, rs->topics[i], from, hi - from);
+        else
+            sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
+                    " records at most)",
+                    s->name, partition, rs->topics[i], hi - from);
         started = 1;
     }
     return started;
+}
+
+int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
+    int rc = 0;
+    if (!rs->dir) return 0;
+    for (int32_t i = 0; i < rs->ctx->nstores; i++) {
+        sp_store *s = rs->ctx->stores[i];
+        sp_kv_part *p = sp_store_part(s, partition, 0);
+        const char *err;
+        /* only a state the changelog is known to hold up to an offset */
+        if (!p || p->changelog_end < 0 || sp_restore_is_restoring(rs, partition)) continue;
+        if (sp_checkpoint_write(rs->dir, s, p, &err) != 0) {
+            sp_warn("cannot write the checkpoint of store %s partition %" PRId32
+                    " in %s: %s", s->name, partition, rs->dir, err);
+            rc = -1;
+        }
+    }
+    return rc;
 }
 
 static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
@@ -177,9 +262,15 @@ static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
 static int finish(sp_restore *rs, int i) {
     job j = rs->jobs[i];
     assign_one(rs, j.store, j.partition, 0, 0);
-    sp_info("restored store %s partition %" PRId32 ": %" PRId64
-            " changelog records in %.2f s",
-            rs->ctx->stores[j.store]->name, j.partition, j.applied, now_s() - j.t0);
+    if (j.ckpt_keys >= 0)
+        sp_info("restored store %s partition %" PRId32 ": %" PRId64 " keys from its "
+                "checkpoint and %" PRId64 " changelog records in %.2f s",
+                rs->ctx->stores[j.store]->name, j.partition, j.ckpt_keys, j.applied,
+                now_s() - j.t0);
+    else
+        sp_info("restored store %s partition %" PRId32 ": %" PRId64
+                " changelog records in %.2f s",
+                rs->ctx->stores[j.store]->name, j.partition, j.applied, now_s() - j.t0);
     rs->jobs[i] = rs->jobs[--rs->njobs];
     return !sp_restore_is_restoring(rs, j.partition);
 }
@@ -206,11 +297,17 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                                       m->len, ts, err) != 0) {
                     if (!p) *err = "out of memory";
                     rc = -1;
+                } else {
+                    p->changelog_end = m->offset + 1;
                 }
                 j->applied++;
             }
             /* the changelog's end as seen when restoring began; an EOF
              * there or later ends it too (compaction leaves gaps) */
+            if (rc == 0 && m->err) {
+                sp_kv_part *p = sp_store_part(rs->ctx->stores[j->store], j->partition, 0);
+                if (p && m->offset > p->changelog_end) p->changelog_end = m->offset;
+            }
             if (rc == 0 && (m->err ? m->offset : m->offset + 1) >= j->target) {
                 int32_t part = j->partition;
                 if (finish(rs, i) && ndone < max) done[ndone++] = part;

@@ -12,11 +12,11 @@
 typedef struct sp_restore sp_restore;
 
 /* conf: the restore consumer's settings (bootstrap servers and the user's
- * consumer settings); taken over. NULL and a message in errbuf on
- * failure. */
+ * consumer settings); taken over. state_dir: where local checkpoints live
+ * (NULL: none). NULL and a message in errbuf on failure. */
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
-                              rd_kafka_conf_t *conf, char *errbuf,
-                              size_t errsize);
+                              const char *state_dir, rd_kafka_conf_t *conf,
+                              char *errbuf, size_t errsize);
 void sp_restore_destroy(sp_restore *rs);
 
 /* Creates missing changelog topics (compacted, partitions partitions);
@@ -37,6 +37,9 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err);
 /* Partitions still restoring. */
 int sp_restore_pending(const sp_restore *rs);
 int sp_restore_is_restoring(const sp_restore *rs, int32_t partition);
+/* Saves the partition's stores as local checkpoints (after its changelog
+ * writes are acknowledged: a clean hand-over); 0, or -1 after a warning. */
+int sp_restore_checkpoint(sp_restore *rs, int32_t partition);
 /* The partition went elsewhere: stop restoring it and forget its state. */
 void sp_restore_drop(sp_restore *rs, int32_t partition);
 

@@ -11,6 +11,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -447,6 +448,8 @@ static int all_done(runner *r) {
     if (r->files_open > 0) return 0;
     if (!r->cons) return 1;
     if (!r->assigned_once) return 0;
+    /* a bounded run ends with its state restored (and checkpointed) */
+    if (r->rs && sp_restore_pending(r->rs)) return 0;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
         if (tp->end_offset >= 0 && !tp->done) return 0;
     return 1;
@@ -484,18 +487,25 @@ static void on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
     runner *r = w->data;
     int32_t done[2048];
     const char *err;
-    int n = sp_restore_poll(r->rs, done, 2048, &err);
-    if (n < 0) {
-        char buf[512];
-        snprintf(buf, sizeof buf, "restoring state: %s", err);
-        fatal(r, buf);
-        return;
+    /* a slice of restore work per tick, so that the partitions that are
+     * here keep being processed meanwhile */
+    for (int round = 0; round < 32 && sp_restore_pending(r->rs); round++) {
+        int n = sp_restore_poll(r->rs, done, 2048, &err);
+        if (n < 0) {
+            char buf[512];
+            snprintf(buf, sizeof buf, "restoring state: %s", err);
+            fatal(r, buf);
+            return;
+        }
+        for (int i = 0; i < n; i++) {
+            sp_ctx_partition_add(r->ctx, done[i]);
+            resume_restored(r, done[i]);
+        }
     }
-    for (int i = 0; i < n; i++) {
-        sp_ctx_partition_add(r->ctx, done[i]);
-        resume_restored(r, done[i]);
+    if (!sp_restore_pending(r->rs)) {
+        ev_timer_stop(loop, w);
+        check_finished(r);
     }
-    if (!sp_restore_pending(r->rs)) ev_timer_stop(loop, w);
 }
 
 /* Newly assigned partitions whose state is in a changelog wait, paused,
@@ -519,6 +529,43 @@ static void restore_assigned(runner *r, rd_kafka_topic_partition_list_t *parts) 
     rd_kafka_topic_partition_list_destroy(wait);
 }
 
+static int mkdir_p(char *path) {
+    for (char *p = path + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        int rc = mkdir(path, 0755);
+        *p = '/';
+        if (rc != 0 && errno != EEXIST) return -1;
+    }
+    return mkdir(path, 0755) == 0 || errno == EEXIST ? 0 : -1;
+}
+
+/* Where local checkpoints go: sproc.state.dir, by default
+ * ~/.cache/sproc/state/<app>; an empty setting turns them off. */
+static char *state_dir(runner *r, const char *app) {
+    const char *set = sproc_setting(r->o, "sproc.state.dir");
+    char buf[4096];
+    if (set && !*set) return NULL;
+    if (set) {
+        snprintf(buf, sizeof buf, "%s", set);
+    } else {
+        const char *home = getenv("HOME");
+        const char *cache = getenv("XDG_CACHE_HOME");
+        if (cache && *cache)
+            snprintf(buf, sizeof buf, "%s/sproc/state/%s", cache, app);
+        else if (home && *home)
+            snprintf(buf, sizeof buf, "%s/.cache/sproc/state/%s", home, app);
+        else
+            snprintf(buf, sizeof buf, "/tmp/sproc-state-%d/%s", (int)getuid(), app);
+    }
+    if (mkdir_p(buf) != 0) {
+        sp_warn("cannot create the state directory %s (%s): no local checkpoints",
+                buf, strerror(errno));
+        return NULL;
+    }
+    return strdup(buf);
+}
+
 /* Stores, when the script has any: the memory budget, changelog topics,
  * and the restore consumer. */
 static int setup_state(runner *r) {
@@ -530,7 +577,9 @@ static int setup_state(runner *r) {
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
-    r->rs = sp_restore_create(r->ctx, app, conf, r->errstr, sizeof r->errstr);
+    char *dir = state_dir(r, app);
+    r->rs = sp_restore_create(r->ctx, app, dir, conf, r->errstr, sizeof r->errstr);
+    free(dir);
     if (!r->rs) {
         sp_error("cannot create the restore consumer: %s", r->errstr);
         return -1;
@@ -623,8 +672,9 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
                       int lost) {
     /* Hand the partitions over with every effect safe and committed, so
      * the next owner starts right after what we did. */
+    int safe = 0;
     if (!lost) {
-        make_safe(r, 30000);
+        safe = make_safe(r, 30000) == 0;
         commit(r, 1, parts);
     } else if (r->eos && r->in_txn) {
         /* the group moved on without us: the open transaction cannot
@@ -647,7 +697,11 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         int32_t p = parts->elems[i].partition;
         if (partition_assigned(r, p)) continue;
         sp_ctx_partition_remove(r->ctx, p);
-        if (r->rs) sp_restore_drop(r->rs, p);
+        if (!r->rs) continue;
+        /* a clean hand-over leaves a checkpoint, so that this machine
+         * restores only the changelog's tail when the partition returns */
+        if (safe && !r->exit_code) sp_restore_checkpoint(r->rs, p);
+        sp_restore_drop(r->rs, p);
     }
     sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
 }

@@ -42,11 +42,22 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
     return e;
 }
 
+/* A changelog's topic handle carries its store, so that acknowledgements
+ * tell the store how far the changelog holds its state. */
+static rd_kafka_topic_t *new_topic(rd_kafka_t *producer, sp_sink *s) {
+    rd_kafka_topic_conf_t *tc = NULL;
+    if (s->tag) {
+        tc = rd_kafka_topic_conf_new();
+        rd_kafka_topic_conf_set_opaque(tc, s->tag);
+    }
+    return rd_kafka_topic_new(producer, s->name, tc);
+}
+
 static int ksink_write(sp_sink *s, sp_msg *m, const char **err) {
     ksink *k = s->impl;
     /* the producer is made after the script is loaded (its settings
      * depend on the script), so topic handles come with the first write */
-    if (!k->rkt && !(k->rkt = rd_kafka_topic_new(k->ko->producer, s->name, NULL))) {
+    if (!k->rkt && !(k->rkt = new_topic(k->ko->producer, s))) {
         if (m->hdrs) rd_kafka_headers_destroy(m->hdrs);
         *err = rd_kafka_err2str(rd_kafka_last_error());
         return SP_EINVAL;
@@ -109,7 +120,12 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     sp_kafka_out *ko = opaque;
     sp_seg *seg = m->_private;
     sp_ctx *ctx = ko->ctx;
+    sp_store *changelog = rd_kafka_topic_opaque(m->rkt);
     if (!m->err) {
+        if (changelog) {
+            sp_kv_part *p = sp_store_part(changelog, m->partition, 0);
+            if (p && m->offset + 1 > p->changelog_end) p->changelog_end = m->offset + 1;
+        }
         if (seg) sp_seg_unref(seg);
         return;
     }
@@ -121,7 +137,7 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     int32_t src_part = seg ? seg->tp->partition : -1;
     /* a lost changelog write would lose state: never skipped */
     if (ctx->policy == SP_POLICY_FAIL || ctx->dlq_sink < 0 ||
-        sp_ctx_changelog_store(ctx, topic) ||
+        changelog ||
         strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0) {
         if (!ko->fatal) {
             char buf[1024];

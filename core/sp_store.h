@@ -37,8 +37,9 @@ typedef struct sp_kv_part {
      * their offsets must wait for the changelog */
     void *segs[4];
     int nsegs;
-    int restoring;       /* changelog replay not finished: no processing */
-    int64_t restored;    /* changelog records applied */
+    int64_t changelog_end; /* offset after the last changelog record the
+                            * state holds (restored or acknowledged); -1
+                            * unknown */
 } sp_kv_part;
 
 typedef struct sp_store {

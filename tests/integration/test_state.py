@@ -126,3 +126,33 @@ def test_survivor_restores_the_state_of_a_killed_peer(kafka, sproc, tmp_path):
     assert "restored store counts" in a.stderr(), a.stderr()
     assert_counts_at_least(highest_counts(kafka), truth, a.stderr())
     assert a.alive()
+
+
+def test_checkpoint_restores_the_tail_and_a_corrupt_one_is_ignored(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=2)
+    kafka.create("out", partitions=2)
+    group = kafka.topic("app")
+    state = tmp_path / "state"
+    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"))
+    args = [script, "--brokers", kafka.bootstrap, "--app", group, "--until-end",
+            "--set", f"sproc.state.dir={state}"] + FAST
+    truth = {}
+
+    def run_more(seed, name):
+        for k, v in produce_keys(kafka, 20_000, seed).items():
+            truth[k] = truth.get(k, 0) + v
+        p = sproc(args, name=name)
+        assert p.wait(120) == 0, p.stderr()
+        return p.stderr()
+
+    run_more(1, "first")
+    assert sorted(os.listdir(state)) == ["counts.0.ckpt", "counts.1.ckpt"]
+    log = run_more(2, "second")
+    assert "from its checkpoint" in log, log
+    # a truncated checkpoint is ignored with a warning; the changelog has all
+    ck = state / "counts.0.ckpt"
+    ck.write_bytes(ck.read_bytes()[:-20])
+    log = run_more(3, "third")
+    assert "ignoring checkpoint" in log, log
+    best = highest_counts(kafka)
+    assert best == truth
