@@ -116,6 +116,9 @@ struct sp_ctx {
     int32_t scanned; /* batch records already counted in stream time */
     int64_t store_bytes;  /* all in-memory stores together */
     int64_t store_budget; /* 0: no limit */
+    char *state_dir;      /* disk stores (and checkpoints); NULL: a
+                           * temporary one made on first use */
+    int state_dir_temp;
 
     /* Set by the executable: called for a produce that failed for good. */
     void (*on_delivery_error)(sp_ctx *ctx, sp_sink *s, sp_msg *m,
@@ -150,6 +153,16 @@ void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);
 int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition);
 /* The context has wall-clock timers (the runner then ticks faster). */
 int64_t sp_ctx_wall_timer_min(sp_ctx *ctx);
+/* Where disk stores live (the executable sets it before the first
+ * record). */
+int sp_ctx_set_state_dir(sp_ctx *ctx, const char *dir);
+/* Backend-neutral store operations for the core's own callers: expiry
+ * (timers), restored changelog records, and a disk store's LMDB. */
+int64_t sp_ctx_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts);
+int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
+                       size_t klen, const char *val, size_t vlen, int64_t ts,
+                       const char **err);
+struct sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err);
 /* Opens the changelog topic <app>-<store>-changelog of every store that
  * has none yet (the executable, after loading a script); from then on
  * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */

@@ -3,8 +3,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "sp_ctx.h"
+#include "sp_lmdb.h"
+#include "sp_log.h"
 
 /* Numbers are stored as a tag and the 8 bytes of a double, so that incr
  * needs no parsing (the Lua API tags its other value types the same way;
@@ -21,10 +24,6 @@ static int64_t store_now(sp_ctx *ctx, int32_t partition) {
         if (r->partition == partition && r->ts > t) t = r->ts;
     }
     return t > 0 ? t : 0;
-}
-
-static int expired(const sp_store *s, const sp_kv_node *n, int64_t now) {
-    return s->ttl > 0 && n->ts <= now - s->ttl;
 }
 
 static sp_store *get_store(sp_ctx *ctx, int id) {
@@ -72,14 +71,45 @@ oom:
     return SP_ENOMEM;
 }
 
+/* A temporary state directory (the test driver's) goes with its context. */
+static void remove_temp_state(sp_ctx *ctx) {
+    char path[4096];
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        if (!ctx->stores[i]->disk) continue;
+        const char *files[] = {"data.mdb", "lock.mdb", ""};
+        for (int f = 0; f < 3; f++) {
+            snprintf(path, sizeof path, "%s/%s.lmdb/%s", ctx->state_dir,
+                     ctx->stores[i]->name, files[f]);
+            if (f < 2) unlink(path); else rmdir(path);
+        }
+    }
+    rmdir(ctx->state_dir);
+}
+
 void sp_ctx_destroy_stores(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        sp_lmdb_close(ctx->stores[i]->lmdb);
+        ctx->stores[i]->lmdb = NULL;
+    }
+    if (ctx->state_dir && ctx->state_dir_temp) remove_temp_state(ctx);
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store_destroy(ctx->stores[i]);
         free(ctx->stores[i]);
     }
     free(ctx->stores);
+    free(ctx->state_dir);
+    ctx->state_dir = NULL;
     ctx->stores = NULL;
     ctx->nstores = 0;
+}
+
+int sp_ctx_set_state_dir(sp_ctx *ctx, const char *dir) {
+    char *d = strdup(dir);
+    if (!d) return SP_ENOMEM;
+    free(ctx->state_dir);
+    ctx->state_dir = d;
+    ctx->state_dir_temp = 0;
+    return SP_OK;
 }
 
 void sp_ctx_set_store_budget(sp_ctx *ctx, int64_t bytes) {
@@ -98,18 +128,21 @@ int64_t sp_store_bytes(sp_ctx *ctx, int store) {
 /* The partition a store call is about: the current record's when -1.
  * While a record is processed, its input segment joins the partition's so
  * that the changelog write holds the record's offset back. */
+static int32_t which_partition(sp_ctx *ctx, int32_t partition, const char **err) {
+    if (partition >= 0) return partition;
+    if (ctx->batch.cur >= 0 && ctx->batch.cur < ctx->batch.n)
+        return ctx->batch.recs[ctx->batch.cur].partition;
+    *err = "no record is being processed: give a partition";
+    return -1;
+}
+
 static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
                             int create, const char **err) {
     sp_rec *r = NULL;
     if (ctx->batch.cur >= 0 && ctx->batch.cur < ctx->batch.n)
         r = &ctx->batch.recs[ctx->batch.cur];
-    if (partition < 0) {
-        if (!r) {
-            *err = "no record is being processed: give a partition";
-            return NULL;
-        }
-        partition = r->partition;
-    }
+    partition = which_partition(ctx, partition, err);
+    if (partition < 0) return NULL;
     sp_kv_part *p = sp_store_part(s, partition, create);
     if (!p) {
         if (create) *err = "out of memory";
@@ -130,19 +163,6 @@ static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
     return p;
 }
 
-int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
-                 size_t klen, const char **val, size_t *vlen) {
-    const char *err;
-    sp_store *s = get_store(ctx, store);
-    if (!s) return SP_EINVAL;
-    sp_kv_part *p = part_for(ctx, s, partition, 0, &err);
-    sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
-    if (!n || expired(s, n, store_now(ctx, p->partition))) return 0;
-    *val = n->val;
-    *vlen = n->vlen;
-    return 1;
-}
-
 static int full(sp_ctx *ctx, const char **err) {
     static char msg[256];
     snprintf(msg, sizeof msg,
@@ -154,60 +174,140 @@ static int full(sp_ctx *ctx, const char **err) {
     return SP_ENOMEM;
 }
 
+/* A disk store's LMDB environment, opened on first use under the state
+ * directory (a temporary one when none is set, as in the test driver). */
+static sp_lmdb *disk(sp_ctx *ctx, sp_store *s, const char **err) {
+    if (s->lmdb) return s->lmdb;
+    if (!ctx->state_dir) {
+        const char *tmp = getenv("TMPDIR");
+        char buf[4096];
+        snprintf(buf, sizeof buf, "%s/sproc-state-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(buf) || !(ctx->state_dir = strdup(buf))) {
+            *err = "cannot create a temporary state directory";
+            return NULL;
+        }
+        ctx->state_dir_temp = 1;
+    }
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/%s.lmdb", ctx->state_dir, s->name);
+    if (sp_lmdb_open(&s->lmdb, dir, err) != 0) return NULL;
+    return s->lmdb;
+}
+
+/* Entry of key, across backends: 1 and the value, 0 missing or expired,
+ * negative on error. */
+static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
+                  size_t klen, const char **val, size_t *vlen, const char **err) {
+    int64_t ts;
+    if (s->disk) {
+        sp_lmdb *l = disk(ctx, s, err);
+        if (!l) return SP_EIO;
+        int rc = sp_lmdb_get(l, part, key, klen, val, vlen, &ts, err);
+        if (rc < 0) return SP_EIO;
+        if (rc == 0) return 0;
+    } else {
+        sp_kv_part *p = sp_store_part(s, part, 0);
+        sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
+        if (!n) return 0;
+        *val = n->val;
+        *vlen = n->vlen;
+        ts = n->ts;
+    }
+    return s->ttl > 0 && ts <= store_now(ctx, part) - s->ttl ? 0 : 1;
+}
+
+/* A disk store's changes are listed in the partition's tree until the
+ * batch's changelog writes. */
+static int mark_changed(sp_ctx *ctx, sp_store *s, sp_kv_part *p,
+                        const char *key, size_t klen, int64_t ts, const char **err) {
+    if (!s->track) return SP_OK;
+    int rc = sp_kv_put(s, p, key, klen, "", 0, ts, err);
+    if (rc == SP_STORE_EFULL) return full(ctx, err);
+    return rc == 0 ? SP_OK : SP_ENOMEM;
+}
+
+static int write_entry(sp_ctx *ctx, sp_store *s, sp_kv_part *p, const char *key,
+                       size_t klen, const char *val, size_t vlen, const char **err) {
+    int64_t now = store_now(ctx, p->partition);
+    if (s->disk) {
+        sp_lmdb *l = disk(ctx, s, err);
+        if (!l || sp_lmdb_put(l, p->partition, key, klen, val, vlen, now, err) != 0)
+            return SP_EIO;
+        return mark_changed(ctx, s, p, key, klen, now, err);
+    }
+    int rc = sp_kv_put(s, p, key, klen, val, vlen, now, err);
+    if (rc == SP_STORE_EFULL) return full(ctx, err);
+    return rc == 0 ? SP_OK : SP_ENOMEM;
+}
+
+static int check_args(sp_store *s, const char *key, const char **err) {
+    if (s && key) return SP_OK;
+    *err = s ? "a store key must not be nil" : "no such store";
+    return SP_EINVAL;
+}
+
+int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                 size_t klen, const char **val, size_t *vlen) {
+    const char *err;
+    sp_store *s = get_store(ctx, store);
+    if (!s || !key) return SP_EINVAL;
+    int32_t part = which_partition(ctx, partition, &err);
+    if (part < 0) return 0;
+    int rc = lookup(ctx, s, part, key, klen, val, vlen, &err);
+    if (rc < 0) sp_warn("store %s: %s", s->name, err);
+    return rc > 0 ? 1 : 0;
+}
+
 int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
                  size_t klen, const char *val, size_t vlen, const char **err) {
     sp_store *s = get_store(ctx, store);
-    if (!s || !key) {
-        *err = s ? "a store key must not be nil" : "no such store";
-        return SP_EINVAL;
-    }
+    if (check_args(s, key, err)) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
-    int rc = sp_kv_put(s, p, key, klen, val, vlen, store_now(ctx, p->partition), err);
-    if (rc == SP_STORE_EFULL) return full(ctx, err);
-    return rc == 0 ? SP_OK : SP_ENOMEM;
+    return write_entry(ctx, s, p, key, klen, val, vlen, err);
 }
 
 int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
                     const char *key, size_t klen, const char **err) {
     sp_store *s = get_store(ctx, store);
-    if (!s || !key) {
-        *err = s ? "a store key must not be nil" : "no such store";
-        return SP_EINVAL;
-    }
+    if (check_args(s, key, err)) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
+    if (s->disk) {
+        sp_lmdb *l = disk(ctx, s, err);
+        int rc = l ? sp_lmdb_del(l, p->partition, key, klen, err) : -1;
+        if (rc < 0) return SP_EIO;
+        return rc ? mark_changed(ctx, s, p, key, klen, store_now(ctx, p->partition), err)
+                  : SP_OK;
+    }
     return sp_kv_delete(s, p, key, klen, err) == 0 ? SP_OK : SP_ENOMEM;
 }
 
 int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
                   size_t klen, double by, double *out, const char **err) {
     sp_store *s = get_store(ctx, store);
-    if (!s || !key) {
-        *err = s ? "a store key must not be nil" : "no such store";
-        return SP_EINVAL;
-    }
+    if (check_args(s, key, err)) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
     double v = 0;
-    int64_t now = store_now(ctx, p->partition);
-    sp_kv_node *n = sp_kv_get(p, key, klen);
-    if (n && !expired(s, n, now)) {
-        if (n->vlen != 1 + sizeof v || n->val[0] != TAG_NUMBER) {
+    const char *cur;
+    size_t curlen;
+    int rc = lookup(ctx, s, p->partition, key, klen, &cur, &curlen, err);
+    if (rc < 0) return rc;
+    if (rc > 0) {
+        if (curlen != 1 + sizeof v || cur[0] != TAG_NUMBER) {
             *err = "incr on a value that is not a number";
             return SP_EINVAL;
         }
-        memcpy(&v, n->val + 1, sizeof v);
+        memcpy(&v, cur + 1, sizeof v);
     }
     v += by;
     char buf[1 + sizeof v];
     buf[0] = TAG_NUMBER;
     memcpy(buf + 1, &v, sizeof v);
-    int rc = sp_kv_put(s, p, key, klen, buf, sizeof buf, now, err);
-    if (rc == SP_STORE_EFULL) return full(ctx, err);
-    if (rc != 0) return SP_ENOMEM;
-    *out = v;
-    return SP_OK;
+    rc = write_entry(ctx, s, p, key, klen, buf, sizeof buf, err);
+    if (rc == SP_OK) *out = v;
+    return rc;
 }
 
 int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
@@ -216,18 +316,31 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
     const char *err;
     sp_store *s = get_store(ctx, store);
     if (!s) return SP_EINVAL;
-    sp_kv_part *p = part_for(ctx, s, partition, 0, &err);
-    sp_kv_node *n = p ? sp_kv_seek(p, from, flen, strict) : NULL;
-    if (n && s->ttl > 0) {
-        int64_t now = store_now(ctx, p->partition);
-        while (n && expired(s, n, now)) n = sp_kv_seek(p, n->key, n->klen, 1);
+    int32_t part = which_partition(ctx, partition, &err);
+    if (part < 0) return 0;
+    int64_t now = store_now(ctx, part), ts;
+    for (;;) {
+        if (s->disk) {
+            sp_lmdb *l = disk(ctx, s, &err);
+            if (!l || sp_lmdb_seek(l, part, from, flen, strict, key, klen, val, vlen,
+                                   &ts, &err) != 1)
+                return 0;
+        } else {
+            sp_kv_part *p = sp_store_part(s, part, 0);
+            sp_kv_node *n = p ? sp_kv_seek(p, from, flen, strict) : NULL;
+            if (!n) return 0;
+            *key = n->key;
+            *klen = n->klen;
+            *val = n->val;
+            *vlen = n->vlen;
+            ts = n->ts;
+        }
+        if (s->ttl <= 0 || ts > now - s->ttl) return 1;
+        /* expired, not swept yet: skip it */
+        from = *key;
+        flen = *klen;
+        strict = 1;
     }
-    if (!n) return 0;
-    *key = n->key;
-    *klen = n->klen;
-    *val = n->val;
-    *vlen = n->vlen;
-    return 1;
 }
 
 int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err) {
@@ -240,10 +353,35 @@ int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err) {
     return SP_OK;
 }
 
+int sp_store_set_disk(sp_ctx *ctx, int store, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s) {
+        *err = "no such store";
+        return SP_EINVAL;
+    }
+    if (s->disk) return SP_OK;
+    if (s->nparts > 0 && sp_store_size(ctx, store, -1) > 0) {
+        *err = "a store of that name holds state in memory already";
+        return SP_EINVAL;
+    }
+    s->disk = 1;
+    return SP_OK;
+}
+
 int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition) {
     sp_store *s = get_store(ctx, store);
     int64_t n = 0;
     if (!s) return 0;
+    if (s->disk) {
+        const char *err;
+        int32_t parts[1024];
+        sp_lmdb *l = disk(ctx, s, &err);
+        if (!l) return 0;
+        int32_t np = sp_lmdb_partitions(l, parts, 1024);
+        for (int32_t i = 0; i < np && i < 1024; i++)
+            if (partition < 0 || parts[i] == partition) n += sp_lmdb_count(l, parts[i]);
+        return n;
+    }
     for (int32_t i = 0; i < s->nparts; i++)
         if (partition < 0 || s->parts[i].partition == partition)
             n += s->parts[i].count;
@@ -253,8 +391,58 @@ int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition) {
 int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max) {
     sp_store *s = get_store(ctx, store);
     if (!s) return 0;
+    if (s->disk) {
+        const char *err;
+        sp_lmdb *l = disk(ctx, s, &err);
+        return l ? sp_lmdb_partitions(l, out, max) : 0;
+    }
     for (int32_t i = 0; i < s->nparts && i < max; i++) out[i] = s->parts[i].partition;
     return s->nparts;
+}
+
+int sp_ctx_end_batch(sp_ctx *ctx, const char **err) {
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        sp_store *s = ctx->stores[i];
+        if (s->lmdb && sp_lmdb_commit(s->lmdb, err) != 0) return SP_EIO;
+    }
+    return SP_OK;
+}
+
+static void expired_key(void *arg, const char *key, size_t klen) {
+    void **a = arg;
+    const char *err;
+    mark_changed(a[0], a[1], a[2], key, klen, 0, &err);
+}
+
+int64_t sp_ctx_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts) {
+    sp_kv_part *p = sp_store_part(s, partition, s->disk);
+    if (!p) return 0;
+    if (!s->disk) return sp_kv_expire(s, p, ts);
+    const char *err;
+    sp_lmdb *l = disk(ctx, s, &err);
+    void *arg[3] = {ctx, s, p};
+    return l ? sp_lmdb_expire(l, partition, ts, expired_key, arg) : 0;
+}
+
+int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
+                       size_t klen, const char *val, size_t vlen, int64_t ts,
+                       const char **err) {
+    if (s->disk) {
+        sp_lmdb *l = disk(ctx, s, err);
+        if (!l) return -1;
+        if (!val) return sp_lmdb_del(l, partition, key, klen, err) < 0 ? -1 : 0;
+        return sp_lmdb_put(l, partition, key, klen, val, vlen, ts, err);
+    }
+    sp_kv_part *p = sp_store_part(s, partition, 1);
+    if (!p) {
+        *err = "out of memory";
+        return -1;
+    }
+    return sp_kv_apply(s, p, key, klen, val, vlen, ts, err) == 0 ? 0 : -1;
+}
+
+sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err) {
+    return s->disk ? disk(ctx, s, err) : NULL;
 }
 
 int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
@@ -290,21 +478,36 @@ int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
             sp_kv_part *p = &s->parts[j];
             for (size_t d = 0; d < p->ndirty; d++) {
                 sp_kv_node *n = p->dirty[d];
+                const char *val = n->val;
+                size_t vlen = n->vlen;
+                int64_t ts = n->ts;
+                if (s->disk) {
+                    /* the changed key's value now, or a tombstone */
+                    sp_lmdb *l = disk(ctx, s, err);
+                    int rc = l ? sp_lmdb_get(l, p->partition, n->key, n->klen, &val,
+                                             &vlen, &ts, err)
+                               : -1;
+                    if (rc < 0) return SP_EIO;
+                    if (rc == 0) val = NULL, vlen = 0;
+                }
                 /* one write per input segment (usually one): each holds
                  * its segment until Kafka has the change */
                 int nw = p->nsegs ? p->nsegs : 1;
                 for (int w = 0; w < nw; w++) {
                     /* the record's time is the entry's: a restore gets
                      * the TTL clock back from it */
-                    sp_msg m = {n->key, n->val, n->klen, n->vlen, n->ts, NULL,
+                    sp_msg m = {n->key, val, n->klen, vlen, ts, NULL,
                                 p->nsegs ? p->segs[w] : NULL, p->partition};
                     int rc = k->ops->write(k, &m, err);
                     if (rc != SP_OK) return rc;
                 }
             }
-            sp_kv_clean(s, p);
+            if (s->disk)
+                sp_kv_clear(s, p);
+            else
+                sp_kv_clean(s, p);
             p->nsegs = 0;
         }
     }
-    return SP_OK;
+    return sp_ctx_end_batch(ctx, err);
 }

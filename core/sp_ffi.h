@@ -222,6 +222,12 @@ int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max);
 /* Entries live ttl_ms of stream time after their last write (0:
  * forever); expired ones read as missing and leave with a tombstone. */
 int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err);
+/* Keeps a store's entries on disk (LMDB, under the state directory)
+ * instead of in memory: for state larger than memory. */
+int sp_store_set_disk(sp_ctx *ctx, int store, const char **err);
+/* Ends a batch for the stores (commits disk stores' writes); the runtime
+ * calls it after each batch. */
+int sp_ctx_end_batch(sp_ctx *ctx, const char **err);
 /* Memory: bytes of one store, of all stores, and the budget of all
  * (0: none); a put over the budget fails with a clear error. */
 int64_t sp_store_bytes(sp_ctx *ctx, int store);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "sp_checkpoint.h"
+#include "sp_lmdb.h"
 #include "sp_log.h"
 
 /* One store partition being read back. */
@@ -29,6 +30,10 @@ struct sp_restore {
     int32_t ntopics;
     job *jobs;
     int njobs, cap;
+    /* partitions whose state is here or on its way: an input partition
+     * of another topic with the same number must not start over */
+    int32_t *present;
+    int npresent, present_cap;
     rd_kafka_message_t *msgs[2048];
 };
 
@@ -98,6 +103,7 @@ void sp_restore_destroy(sp_restore *rs) {
     for (int32_t i = 0; i < rs->ntopics; i++) free(rs->topics[i]);
     free(rs->topics);
     free(rs->jobs);
+    free(rs->present);
     free(rs->dir);
     free(rs);
 }
@@ -156,14 +162,42 @@ static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
     sp_kv_part *p = sp_store_part(s, partition, 1);
     int64_t at = -1;
     *keys = -1;
-    if (!rs->dir || !p || p->count > 0) return -1;
+    if (!rs->dir || !p || p->count > 0 || s->disk) return -1;
     int rc = sp_checkpoint_load(rs->dir, s, p, &at, keys);
     if (rc < 0) return -2;
     return rc == 1 ? at : -1;
 }
 
+static int add_job(sp_restore *rs, int32_t partition, int32_t store, int64_t hi,
+                   int64_t keys) {
+    if (rs->njobs == rs->cap) {
+        int cap = rs->cap ? rs->cap * 2 : 16;
+        job *j = realloc(rs->jobs, (size_t)cap * sizeof *j);
+        if (!j) return -1;
+        rs->jobs = j;
+        rs->cap = cap;
+    }
+    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, now_s(), keys};
+    return 0;
+}
+
+static int is_present(const sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->npresent; i++)
+        if (rs->present[i] == partition) return 1;
+    return 0;
+}
+
 int sp_restore_start(sp_restore *rs, int32_t partition) {
     if (sp_restore_is_restoring(rs, partition)) return 1;
+    if (is_present(rs, partition)) return 0;
+    if (rs->npresent == rs->present_cap) {
+        int cap = rs->present_cap ? rs->present_cap * 2 : 16;
+        int32_t *p = realloc(rs->present, (size_t)cap * sizeof *p);
+        if (!p) return -1;
+        rs->present = p;
+        rs->present_cap = cap;
+    }
+    rs->present[rs->npresent++] = partition;
     int started = 0;
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
@@ -173,6 +207,43 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
+        }
+        if (s->disk) {
+            /* the disk store is its own checkpoint when a clean hand-over
+             * recorded its offset; otherwise (a crash) it starts over */
+            const char *err;
+            sp_lmdb *l = sp_ctx_store_disk(rs->ctx, s, &err);
+            if (!l) {
+                sp_error("store %s: %s", s->name, err);
+                return -1;
+            }
+            int64_t off = sp_lmdb_offset(l, partition);
+            keys = -1;
+            int64_t from = -1;
+            if (off >= 0 && off <= hi) {
+                from = off;
+                keys = sp_lmdb_count(l, partition);
+            } else if (sp_lmdb_drop(l, partition, &err) != 0) {
+                sp_error("store %s: %s", s->name, err);
+                return -1;
+            }
+            if (sp_lmdb_set_offset(l, partition, -1, &err) != 0 || sp_lmdb_commit(l, &err) != 0) {
+                sp_error("store %s: %s", s->name, err);
+                return -1;
+            }
+            sp_kv_part *p = sp_store_part(s, partition, 1);
+            if (!p) return -1;
+            if (from >= 0) p->changelog_end = from;
+            if (from < lo) from = lo;
+            if (hi <= from) continue;
+            if (add_job(rs, partition, i, hi, keys) != 0) return -1;
+            assign_one(rs, i, partition, from, 1);
+            sp_info("restoring store %s partition %" PRId32 " (on disk%s) from %s "
+                    "offset %" PRId64 " (%" PRId64 " records at most)",
+                    s->name, partition, keys >= 0 ? ", kept" : "", rs->topics[i], from,
+                    hi - from);
+            started = 1;
+            continue;
         }
         if (rs->dir) {
             char path[4096];
@@ -209,14 +280,7 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
                         s->name, partition, keys);
             continue;
         }
-        if (rs->njobs == rs->cap) {
-            int cap = rs->cap ? rs->cap * 2 : 16;
-            job *j = realloc(rs->jobs, (size_t)cap * sizeof *j);
-            if (!j) return -1;
-            rs->jobs = j;
-            rs->cap = cap;
-        }
-        rs->jobs[rs->njobs++] = (job){partition, i, hi, 0, now_s(), keys};
+        if (add_job(rs, partition, i, hi, keys) != 0) return -1;
         assign_one(rs, i, partition, from, 1);
         if (keys >= 0)
             sp_info("restoring store %s partition %" PRId32 " from its checkpoint "
@@ -234,13 +298,23 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
 
 int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
     int rc = 0;
-    if (!rs->dir) return 0;
     for (int32_t i = 0; i < rs->ctx->nstores; i++) {
         sp_store *s = rs->ctx->stores[i];
         sp_kv_part *p = sp_store_part(s, partition, 0);
         const char *err;
         /* only a state the changelog is known to hold up to an offset */
         if (!p || p->changelog_end < 0 || sp_restore_is_restoring(rs, partition)) continue;
+        if (s->disk) {
+            sp_lmdb *l = sp_ctx_store_disk(rs->ctx, s, &err);
+            if (!l || sp_lmdb_set_offset(l, partition, p->changelog_end, &err) != 0 ||
+                sp_lmdb_commit(l, &err) != 0) {
+                sp_warn("store %s partition %" PRId32 ": cannot record its offset: %s",
+                        s->name, partition, err);
+                rc = -1;
+            }
+            continue;
+        }
+        if (!rs->dir) continue;
         if (sp_checkpoint_write(rs->dir, s, p, &err) != 0) {
             sp_warn("cannot write the checkpoint of store %s partition %" PRId32
                     " in %s: %s", s->name, partition, rs->dir, err);
@@ -293,8 +367,8 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                 sp_store *s = rs->ctx->stores[j->store];
                 sp_kv_part *p = sp_store_part(s, j->partition, 1);
                 int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                if (!p || sp_kv_apply(s, p, m->key, m->key_len, m->payload,
-                                      m->len, ts, err) != 0) {
+                if (!p || sp_ctx_store_apply(rs->ctx, s, j->partition, m->key, m->key_len,
+                                             m->payload, m->len, ts, err) != 0) {
                     if (!p) *err = "out of memory";
                     rc = -1;
                 } else {
@@ -315,10 +389,17 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
         }
         rd_kafka_message_destroy(m);
     }
+    /* disk stores: what was restored is written */
+    if (rc == 0 && n > 0 && sp_ctx_end_batch(rs->ctx, err) != SP_OK) rc = -1;
     return rc ? rc : ndone;
 }
 
 void sp_restore_drop(sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->npresent; i++)
+        if (rs->present[i] == partition) {
+            rs->present[i] = rs->present[--rs->npresent];
+            break;
+        }
     for (int i = rs->njobs - 1; i >= 0; i--)
         if (rs->jobs[i].partition == partition) {
             assign_one(rs, rs->jobs[i].store, partition, 0, 0);

@@ -578,6 +578,7 @@ static int setup_state(runner *r) {
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     char *dir = state_dir(r, app);
+    if (dir) sp_ctx_set_state_dir(r->ctx, dir);
     r->rs = sp_restore_create(r->ctx, app, dir, conf, r->errstr, sizeof r->errstr);
     free(dir);
     if (!r->rs) {

@@ -249,6 +249,20 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
     return n;
 }
 
+void sp_kv_clear(sp_store *s, sp_kv_part *p) {
+    const char *err;
+    sp_kv_node *n;
+    while ((n = RB_MIN(sp_kv_tree, &p->tree))) {
+        if (n->val) {
+            charge(s, -(int64_t)n->vlen, &err);
+            free(n->val);
+            p->count--;
+        }
+        unlink_node(s, p, n);
+    }
+    p->ndirty = 0;
+}
+
 void sp_kv_clean(sp_store *s, sp_kv_part *p) {
     for (size_t i = 0; i < p->ndirty; i++) {
         sp_kv_node *n = p->dirty[i];

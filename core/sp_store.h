@@ -42,9 +42,15 @@ typedef struct sp_kv_part {
                             * unknown */
 } sp_kv_part;
 
+struct sp_lmdb;
+
 typedef struct sp_store {
     char *name;
     int kind;
+    int disk;            /* entries in LMDB (sp_lmdb.h); the tree of each
+                          * partition then only lists the batch's changed
+                          * keys for the changelog */
+    struct sp_lmdb *lmdb; /* opened on first use */
     int track;           /* keep dirty lists (a changelog is written) */
     int sink;            /* the changelog's sink id in its context; -1 none */
     sp_kv_part *parts;
@@ -83,6 +89,8 @@ int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
 /* The first live node with key >= from (> from when strict), or NULL. */
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict);
+/* Frees every node of a partition (a disk store's changed-key list). */
+void sp_kv_clear(sp_store *s, sp_kv_part *p);
 /* Forgets the dirty list after the changes went to the changelog, and
  * frees the tombstones. */
 void sp_kv_clean(sp_store *s, sp_kv_part *p);

@@ -135,8 +135,7 @@ static void sweep(sp_ctx *ctx, sp_ptime *pt) {
     if (step == 0 || (pt->swept_ms >= 0 && pt->stream_ms - pt->swept_ms < step)) return;
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
-        sp_kv_part *p = s->ttl > 0 ? sp_store_part(s, pt->partition, 0) : NULL;
-        if (p) sp_kv_expire(s, p, pt->stream_ms - s->ttl);
+        if (s->ttl > 0) sp_ctx_store_expire(ctx, s, pt->partition, pt->stream_ms - s->ttl);
     }
     pt->swept_ms = pt->stream_ms;
 }

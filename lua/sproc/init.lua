@@ -118,7 +118,8 @@ function M.timer(opts)
   return s
 end
 
---- A state store: { name = "counts", kind = "kv", ttl = ms }. The name is the
+--- A state store: { name = "counts", kind = "kv", ttl = ms, backend =
+--- "memory" (default) or "lmdb" (on disk, for state larger than memory) }. The name is the
 --- state's identity: it names the changelog topic (<app>-<name>-changelog)
 --- and a reloaded script with a store of that name finds its state.
 function M.store(opts)

@@ -394,6 +394,7 @@ function M.run_batch(env)
     ::continue::
   end
   batch.cur = -1
+  if C.sp_ctx_end_batch(ctx, errp) ~= 0 then return cerr("state store") end
   return nil
 end
 

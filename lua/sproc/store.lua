@@ -198,7 +198,11 @@ function M.new(opts)
   if opts.ttl ~= nil and (type(opts.ttl) ~= "number" or opts.ttl <= 0) then
     error("sproc.store: ttl must be a positive number of milliseconds", 3)
   end
-  return setmetatable({ name = opts.name, kind = kind, ttl = opts.ttl }, Store)
+  local backend = opts.backend or "memory"
+  if backend ~= "memory" and backend ~= "lmdb" then
+    error("sproc.store: backend must be \"memory\" or \"lmdb\", got " .. tostring(backend), 3)
+  end
+  return setmetatable({ name = opts.name, kind = kind, ttl = opts.ttl, backend = backend }, Store)
 end
 
 --- Binds a handle to a context's store of its name (the runtime does, once
@@ -206,7 +210,8 @@ end
 function M.bind(h, ctx)
   local id = C.sp_store_open(ctx, h.name, kinds[h.kind], errp)
   if id < 0 then error("store " .. h.name .. ": " .. ffi_string(errp[0]), 0) end
-  if C.sp_store_set_ttl(ctx, id, h.ttl or 0, errp) ~= 0 then
+  if C.sp_store_set_ttl(ctx, id, h.ttl or 0, errp) ~= 0 or
+     (h.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0) then
     error("store " .. h.name .. ": " .. ffi_string(errp[0]), 0)
   end
   h._ctx, h._id = ctx, id

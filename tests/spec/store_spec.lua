@@ -168,3 +168,93 @@ describe("key-value store", function()
     assert.is_true(ffi ~= nil)
   end)
 end)
+
+for _, backend in ipairs({ "memory", "lmdb" }) do
+  describe("a " .. backend .. " store", function()
+    local function driver()
+      local seen = {}
+      local d = testing.driver(function(sproc)
+        local st = sproc.store{ name = "s", backend = backend, ttl = 1000 }
+        sproc.source{ topic = "in", value = "json" }
+          :each(function(r)
+            local v = r.value
+            if v.op == "incr" then seen[#seen + 1] = assert(st:incr(r.key, v.by))
+            elseif v.op == "put" then assert(st:put(r.key, v.v))
+            elseif v.op == "del" then assert(st:delete(r.key))
+            elseif v.op == "scan" then
+              local t = {}
+              for k, x in st:range(v.from, v.to) do t[#t + 1] = k .. "=" .. tostring(x) end
+              seen[#seen + 1] = table.concat(t, ",")
+            end
+          end)
+      end)
+      return d, seen
+    end
+
+    it("keeps typed values per partition, scans in order and deletes", function()
+      local d, seen = driver()
+      d:pipe("in", {
+        { key = "b", value = { op = "incr", by = 2 }, ts = 10 },
+        { key = "b", value = { op = "incr" }, ts = 10 },
+        { key = "a", value = { op = "put", v = "x" }, ts = 10 },
+        { key = "c", value = { op = "put", v = { 1, 2 } }, ts = 10 },
+        { key = "a", value = { op = "incr" }, ts = 10, partition = 1 },
+        { key = "", value = { op = "scan", from = "a", to = "b" }, ts = 10 },
+        { key = "c", value = { op = "del" }, ts = 10 },
+        { key = "", value = { op = "scan" }, ts = 10 },
+      })
+      assert.are.same({ 2, 3, 1, "a=x,b=3", "a=x,b=3" }, seen)
+      local s = d:store("s")
+      assert.are.equal(3, s:get("b", 0))
+      assert.are.equal(1, s:get("a", 1))
+      assert.are.equal("x", s:get("a", 0))
+      assert.is_nil(s:get("c", 0))
+      assert.are.equal(2, s:size(0))
+      assert.are.same({ 0, 1 }, s:partitions())
+    end)
+
+    it("expires entries on stream time", function()
+      local d = driver()
+      d:pipe("in", { key = "k", value = { op = "put", v = 1 }, ts = 0 })
+      d:advance_stream_time(999)
+      assert.are.equal(1, d:store("s"):get("k", 0))
+      d:advance_stream_time(1000)
+      assert.is_nil(d:store("s"):get("k", 0))
+      -- swept (and counted out) as stream time moves on by a quarter TTL
+      d:advance_stream_time(1250)
+      assert.are.equal(0, d:store("s"):size(0))
+    end)
+  end)
+end
+
+describe("a disk store", function()
+  it("holds many keys with the memory budget untouched", function()
+    local C = require("sproc.core").C
+    local d = testing.driver(function(sproc)
+      local st = sproc.store{ name = "big", backend = "lmdb" }
+      sproc.source{ topic = "in" }:each(function(r) assert(st:put(r.key, r.value)) end)
+    end)
+    C.sp_ctx_set_store_budget(d.ctx, 4096)
+    local pad = string.rep("v", 1000)
+    for b = 0, 9 do
+      local recs = {}
+      for i = 1, 1000 do recs[i] = { key = "key-" .. (b * 1000 + i), value = pad .. i } end
+      d:pipe("in", recs)
+    end
+    local s = d:store("big")
+    assert.are.equal(10000, s:size())
+    assert.are.equal(pad .. 7, s:get("key-7", 0))
+    assert.are.equal(pad .. 1000, s:get("key-10000", 0))
+  end)
+
+  it("rejects the empty key", function()
+    local res
+    local d = testing.driver(function(sproc)
+      local st = sproc.store{ name = "big", backend = "lmdb" }
+      sproc.source{ topic = "in" }:each(function() res = { st:put("", 1) } end)
+    end)
+    d:pipe("in", { value = "x" })
+    assert.is_nil(res[1])
+    assert.matches("1 to 511 bytes", res[2])
+  end)
+end)
