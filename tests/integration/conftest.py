@@ -80,9 +80,13 @@ class Kafka:
         assert p.flush(60) == 0, "producer could not deliver the test input"
         return n
 
-    def end_offsets(self, name):
+    def end_offsets(self, name, isolation="read_committed"):
+        """High watermarks per partition; for read_committed (librdkafka's
+        default) those of a transactional topic stop at the last stable
+        offset."""
         t = self.topic(name)
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe-" + uuid.uuid4().hex})
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe-" + uuid.uuid4().hex,
+                      "isolation.level": isolation})
         md = c.list_topics(t, timeout=10).topics[t]
         out = {}
         for p in md.partitions:
@@ -102,6 +106,13 @@ class Kafka:
 
     def count(self, name):
         return sum(self.end_offsets(name).values())
+
+    def open_transaction_records(self, name):
+        """Records of a topic past its last stable offset: written by
+        transactions that are still open."""
+        ends = self.end_offsets(name, isolation="read_uncommitted")
+        stable = self.end_offsets(name, isolation="read_committed")
+        return sum(max(0, ends[p] - stable[p]) for p in ends)
 
     def read(self, name, isolation="read_committed", timeout=60):
         """Every record of a topic: list of dicts with key, value, partition,

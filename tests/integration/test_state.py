@@ -57,6 +57,18 @@ def assert_counts_at_least(best, truth, log=""):
                     f"{dict(list(low.items())[:10])}\n{log[-3000:]}"
 
 
+def assert_exact_counts(kafka, truth, log):
+    """read_committed: each key's counts are 1..truth, each exactly once."""
+    seen = {}
+    for r in kafka.read("out", isolation="read_committed"):
+        v = json.loads(r["value"])
+        seen.setdefault(v["k"], []).append(v["n"])
+    wrong = {k: (len(seen.get(k, [])), truth[k]) for k in truth
+             if sorted(seen.get(k, [])) != list(range(1, truth[k] + 1))}
+    assert not wrong, f"{len(wrong)} keys whose counts are not exactly 1..truth " \
+                      f"(outputs, true count): {dict(list(wrong.items())[:10])}\n{log[-3000:]}"
+
+
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
     n = 200_000
@@ -76,6 +88,7 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
     marks = sorted(rnd.uniform(0.1, 0.8) for _ in range(5))
     logs = []
     seen = 0
+    open_txns = 0
     for i, mark in enumerate(marks):
         p = sproc(args, name=f"run{i}")
         # each run makes progress of its own before it is killed
@@ -83,8 +96,15 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
         wait_until(lambda: kafka.count("out") >= goal, timeout=180,
                    what=f"{goal:.0f} outputs before kill {i + 1}")
         seen = kafka.count("out")
-        print(f"kill {i + 1} at {seen} outputs (mark {mark:.2f})")
         p.kill()
+        if guarantee == "exactly_once":
+            # what the killed process left in an open transaction
+            pending = kafka.open_transaction_records("out")
+            print(f"kill {i + 1} at {seen} outputs (mark {mark:.2f}): {pending} outputs "
+                  f"of an open transaction")
+            open_txns += pending > 0
+        else:
+            print(f"kill {i + 1} at {seen} outputs (mark {mark:.2f})")
         logs.append(p.stderr())
     last = sproc(args + ["--until-end"], name="last")
     assert last.wait(timeout=300) == 0, last.stderr()
@@ -92,28 +112,23 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
     log = "\n".join(logs)
     assert_committed_to_end(kafka, group, "in")
     if guarantee == "exactly_once":
-        # read_committed: each key's counts are 1..truth, each exactly once
-        seen = {}
-        for r in kafka.read("out", isolation="read_committed"):
-            v = json.loads(r["value"])
-            seen.setdefault(v["k"], []).append(v["n"])
-        wrong = {k: (len(seen.get(k, [])), truth[k]) for k in truth
-                 if sorted(seen.get(k, [])) != list(range(1, truth[k] + 1))}
-        assert not wrong, f"{len(wrong)} keys whose counts are not exactly 1..truth " \
-                          f"(outputs, true count): {dict(list(wrong.items())[:10])}\n{log[-3000:]}"
+        assert_exact_counts(kafka, truth, log)
         assert "exactly-once" in log
+        assert open_txns >= 3, f"only {open_txns} of 5 kills hit an open transaction"
     else:
         assert_counts_at_least(highest_counts(kafka), truth, log)
     assert "restored store counts" in log, "a restart restored from the changelog"
 
 
-def test_survivor_restores_the_state_of_a_killed_peer(kafka, sproc, tmp_path):
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_survivor_restores_the_state_of_a_killed_peer(kafka, sproc, tmp_path, guarantee):
     n = 200_000
     kafka.create("in", partitions=8)
     kafka.create("out", partitions=8)
     truth = produce_keys(kafka, n, 7)
     group = kafka.topic("app")
-    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=20)
+    script = count_script(tmp_path, kafka.topic("in"), kafka.topic("out"), work_us=20,
+                          guarantee=guarantee)
     args = [script, "--brokers", kafka.bootstrap, "--app", group] + FAST
     a = sproc(args, name="a")
     b = sproc(args, name="b")
@@ -124,7 +139,15 @@ def test_survivor_restores_the_state_of_a_killed_peer(kafka, sproc, tmp_path):
     b.kill()
     wait_committed_to_end(kafka, group, "in", proc=a)
     assert "restored store counts" in a.stderr(), a.stderr()
-    assert_counts_at_least(highest_counts(kafka), truth, a.stderr())
+    if guarantee == "exactly_once":
+        # b's abandoned transaction holds read_committed readers back until
+        # the broker aborts it (transaction.timeout.ms, 10 s)
+        wait_until(lambda: kafka.open_transaction_records("out") == 0, timeout=60,
+                   interval=0.5, what="the killed process's transaction aborted")
+        # what a single process would have output: each count once
+        assert_exact_counts(kafka, truth, a.stderr())
+    else:
+        assert_counts_at_least(highest_counts(kafka), truth, a.stderr())
     assert a.alive()
 
 
