@@ -26,19 +26,10 @@ int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
     return s->name ? 0 : -1;
 }
 
-static void free_tree(sp_kv_part *p) {
-    sp_kv_node *n, *next;
-    for (n = RB_MIN(sp_kv_tree, &p->tree); n; n = next) {
-        next = RB_NEXT(sp_kv_tree, &p->tree, n);
-        RB_REMOVE(sp_kv_tree, &p->tree, n);
-        free(n->val);
-        free(n);
-    }
-}
 
 void sp_store_destroy(sp_store *s) {
     for (int32_t i = 0; i < s->nparts; i++) {
-        free_tree(&s->parts[i]);
+        sp_kv_clear(s, &s->parts[i]);
         free(s->parts[i].dirty);
     }
     if (s->budget_used) *s->budget_used -= s->bytes;
@@ -169,15 +160,7 @@ void sp_store_drop_part(sp_store *s, int32_t partition) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_part *p = &s->parts[i];
         if (p->partition != partition) continue;
-        const char *err;
-        sp_kv_node *n;
-        while ((n = RB_MIN(sp_kv_tree, &p->tree))) {
-            if (n->val) {
-                charge(s, -(int64_t)n->vlen, &err);
-                free(n->val);
-            }
-            unlink_node(s, p, n);
-        }
+        sp_kv_clear(s, p);
         free(p->dirty);
         s->parts[i] = s->parts[--s->nparts];
         return;
