@@ -41,7 +41,7 @@ int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err) {
         *err = "a store needs a name";
         return SP_EINVAL;
     }
-    if (kind != SP_STORE_KV) {
+    if (kind != SP_STORE_KV && kind != SP_STORE_WINDOW) {
         *err = "unknown store kind";
         return SP_EINVAL;
     }
@@ -226,9 +226,11 @@ static int mark_changed(sp_ctx *ctx, sp_store *s, sp_kv_part *p,
     return rc == 0 ? SP_OK : SP_ENOMEM;
 }
 
+/* ts: the entry's time for its TTL (a window's start), or -1 for now */
 static int write_entry(sp_ctx *ctx, sp_store *s, sp_kv_part *p, const char *key,
-                       size_t klen, const char *val, size_t vlen, const char **err) {
-    int64_t now = store_now(ctx, p->partition);
+                       size_t klen, const char *val, size_t vlen, int64_t ts,
+                       const char **err) {
+    int64_t now = ts >= 0 ? ts : store_now(ctx, p->partition);
     if (s->disk) {
         sp_lmdb *l = disk(ctx, s, err);
         if (!l || sp_lmdb_put(l, p->partition, key, klen, val, vlen, now, err) != 0)
@@ -258,13 +260,19 @@ int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
     return rc > 0 ? 1 : 0;
 }
 
-int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
-                 size_t klen, const char *val, size_t vlen, const char **err) {
+int sp_store_put_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                    size_t klen, const char *val, size_t vlen, int64_t ts,
+                    const char **err) {
     sp_store *s = get_store(ctx, store);
     if (check_args(s, key, err)) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
     if (!p) return SP_ESTATE;
-    return write_entry(ctx, s, p, key, klen, val, vlen, err);
+    return write_entry(ctx, s, p, key, klen, val, vlen, ts, err);
+}
+
+int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                 size_t klen, const char *val, size_t vlen, const char **err) {
+    return sp_store_put_at(ctx, store, partition, key, klen, val, vlen, -1, err);
 }
 
 int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
@@ -285,6 +293,12 @@ int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
 
 int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
                   size_t klen, double by, double *out, const char **err) {
+    return sp_store_incr_at(ctx, store, partition, key, klen, by, -1, out, err);
+}
+
+int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                     size_t klen, double by, int64_t ts, double *out,
+                     const char **err) {
     sp_store *s = get_store(ctx, store);
     if (check_args(s, key, err)) return SP_EINVAL;
     sp_kv_part *p = part_for(ctx, s, partition, 1, err);
@@ -305,7 +319,7 @@ int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
     char buf[1 + sizeof v];
     buf[0] = TAG_NUMBER;
     memcpy(buf + 1, &v, sizeof v);
-    rc = write_entry(ctx, s, p, key, klen, buf, sizeof buf, err);
+    rc = write_entry(ctx, s, p, key, klen, buf, sizeof buf, ts, err);
     if (rc == SP_OK) *out = v;
     return rc;
 }

@@ -192,12 +192,15 @@ int32_t sp_source_for(sp_ctx *ctx, int32_t topic);
  * partitioner picks for a non-null key). */
 int32_t sp_partition_for(const char *key, size_t len, int32_t partitions);
 
-/* State stores: named by the user, split by input partition. A store
+/* State stores: named by the user, split by input partition. A window
+ * store is a key-value store whose keys are the user's key (2-byte
+ * length first) and the window's start (8 bytes big-endian), so a key's
+ * windows are adjacent and in time order. A store
  * call's partition -1 means the partition of the record being processed
  * (batch->cur); the test driver names partitions to inspect and seed.
  * Values are bytes the Lua API tags with their type; sp_store_incr keeps
  * numbers as the tag 'n' and a native double. */
-enum { SP_STORE_KV = 0 };
+enum { SP_STORE_KV = 0, SP_STORE_WINDOW = 1 };
 /* Returns the store id; the same name gives the same store (and state). */
 int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err);
 int32_t sp_store_find(sp_ctx *ctx, const char *name);
@@ -210,6 +213,14 @@ int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
                     const char *key, size_t klen, const char **err);
 int sp_store_incr(sp_ctx *ctx, int store, int32_t partition, const char *key,
                   size_t klen, double by, double *out, const char **err);
+/* The same with the entry's time given (a window store gives the window's
+ * start, so that retention drops whole windows). */
+int sp_store_put_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                    size_t klen, const char *val, size_t vlen, int64_t ts,
+                    const char **err);
+int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                     size_t klen, double by, int64_t ts, double *out,
+                     const char **err);
 /* Ordered scans: the first key >= from (> from when strict; from NULL:
  * the first key) of a partition; 1 and the entry, or 0 at the end. */
 int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,

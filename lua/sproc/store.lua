@@ -183,10 +183,148 @@ function Store:size(part)
   return tonumber(C.sp_store_size(self._ctx, self._id, part or -1))
 end
 
-local kinds = { kv = 0 }
+--- Window stores: values per key and window start (epoch ms), kept
+--- until stream time passes the start by the retention.
+local Window = {}
+Window.__index = Window
+
+local char, floor = string.char, math.floor
+
+-- key (2-byte length first) .. start (8 bytes big-endian): a key's
+-- windows are adjacent and in time order
+local function wkey(k, start)
+  local key, e = keyof(k)
+  if not key then return nil, e end
+  if #key > 65535 then return nil, "a window store key is at most 65535 bytes" end
+  if type(start) ~= "number" or start < 0 or start ~= floor(start) then
+    return nil, "a window start must be whole milliseconds >= 0"
+  end
+  local b8 = start % 256; start = (start - b8) / 256
+  local b7 = start % 256; start = (start - b7) / 256
+  local b6 = start % 256; start = (start - b6) / 256
+  local b5 = start % 256; start = (start - b5) / 256
+  local b4 = start % 256; start = (start - b4) / 256
+  local b3 = start % 256; start = (start - b3) / 256
+  local b2 = start % 256; start = (start - b2) / 256
+  return char(floor(#key / 256), #key % 256) .. key ..
+         char(start % 256, b2, b3, b4, b5, b6, b7, b8)
+end
+
+local u8p = ffi.typeof("const uint8_t *")
+
+local function wsplit(p)
+  p = ffi.cast(u8p, p)
+  local klen = p[0] * 256 + p[1]
+  local t = 0
+  for i = 2 + klen, 9 + klen do t = t * 256 + p[i] end
+  return ffi_string(p + 2, klen), t
+end
+
+function Window:get(k, start, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = wkey(k, start)
+  if not key then return nil, e end
+  if C.sp_store_get(ctx, self._id, part or -1, key, #key, valp, vlenp) == 0 then return nil end
+  return decode(valp[0], tonumber(vlenp[0]))
+end
+
+--- Sets the value of key's window at start (nil deletes).
+function Window:put(k, start, v, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = wkey(k, start)
+  if not key then return nil, e end
+  if v == nil then return self:delete(k, start, part) end
+  local p, n = encode(v)
+  if not p then return nil, n end
+  local rc = C.sp_store_put_at(ctx, self._id, part or -1, key, #key, p, n, start, errp)
+  if rc ~= 0 then return failed(rc) end
+  return true
+end
+
+function Window:delete(k, start, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = wkey(k, start)
+  if not key then return nil, e end
+  local rc = C.sp_store_delete(ctx, self._id, part or -1, key, #key, errp)
+  if rc ~= 0 then return failed(rc) end
+  return true
+end
+
+function Window:incr(k, start, by, part)
+  local ctx = self._ctx
+  if not ctx then unbound(self) end
+  local key, e = wkey(k, start)
+  if not key then return nil, e end
+  by = by or 1
+  if type(by) ~= "number" then return nil, "incr: by must be a number" end
+  local rc = C.sp_store_incr_at(ctx, self._id, part or -1, key, #key, by, start, nump, errp)
+  if rc ~= 0 then return failed(rc) end
+  return nump[0]
+end
+
+-- Iterates the raw entries from the encoded key from while keep holds.
+local function wscan(self, from, keep, part)
+  local ctx, id = self._ctx, self._id
+  if not ctx then unbound(self) end
+  part = part or -1
+  local last, strict = from, 0
+  return function()
+    local n = last and #last or 0
+    if C.sp_store_next(ctx, id, part, last, n, strict, keyp, klenp, valp, vlenp) == 0 then
+      return nil
+    end
+    local k, t = wsplit(keyp[0])
+    if keep and not keep(k, t) then return nil end
+    last, strict = ffi_string(keyp[0], klenp[0]), 1
+    return k, t, decode(valp[0], tonumber(vlenp[0]))
+  end
+end
+
+--- for start, value in ws:fetch(key, from, to): key's windows with
+--- from <= start <= to, in time order.
+function Window:fetch(k, from, to, part)
+  local lo, e = wkey(k, from or 0)
+  if not lo then error(e, 2) end
+  local key = keyof(k)
+  to = to or 2^53
+  local it = wscan(self, lo, function(wk, t) return wk == key and t <= to end, part)
+  return function()
+    local _, t, v = it()
+    return t, v
+  end
+end
+
+--- for key, start, value in ws:range(from, to): every key's windows with
+--- from <= start <= to (a scan of the partition).
+function Window:range(from, to, part)
+  from, to = from or 0, to or 2^53
+  local it = wscan(self, nil, nil, part)
+  return function()
+    while true do
+      local k, t, v = it()
+      if k == nil then return nil end
+      if t >= from and t <= to then return k, t, v end
+    end
+  end
+end
+
+function Window:all(part) return self:range(nil, nil, part) end
+
+function Window:size(part)
+  if not self._ctx then unbound(self) end
+  return tonumber(C.sp_store_size(self._ctx, self._id, part or -1))
+end
+
+local kinds = { kv = 0, window = 1 }
+local classes = { kv = Store, window = Window }
 
 --- A new, unbound handle (sproc.store calls this while the script builds
---- its pipeline).
+--- its pipeline). A window store's retention (default a day, as in Kafka
+--- Streams) keeps a window until stream time passes its start by that
+--- much: make it at least the window's size plus its grace.
 function M.new(opts)
   if type(opts) ~= "table" then error("sproc.store expects a table of options", 3) end
   if type(opts.name) ~= "string" or not opts.name:match("^[%w._-]+$") then
@@ -194,15 +332,26 @@ function M.new(opts)
           "(it names the changelog topic)", 3)
   end
   local kind = opts.kind or "kv"
-  if not kinds[kind] then error("sproc.store: kind must be \"kv\", got " .. tostring(kind), 3) end
+  if not kinds[kind] then
+    error("sproc.store: kind must be \"kv\" or \"window\", got " .. tostring(kind), 3)
+  end
   if opts.ttl ~= nil and (type(opts.ttl) ~= "number" or opts.ttl <= 0) then
     error("sproc.store: ttl must be a positive number of milliseconds", 3)
+  end
+  if kind == "window" then
+    if opts.ttl ~= nil then error("sproc.store: a window store has a retention, not a ttl", 3) end
+    local r = opts.retention or 24 * 3600 * 1000
+    if type(r) ~= "number" or r <= 0 then
+      error("sproc.store: retention must be a positive number of milliseconds", 3)
+    end
+    opts = setmetatable({ ttl = r }, { __index = opts })
   end
   local backend = opts.backend or "memory"
   if backend ~= "memory" and backend ~= "lmdb" then
     error("sproc.store: backend must be \"memory\" or \"lmdb\", got " .. tostring(backend), 3)
   end
-  return setmetatable({ name = opts.name, kind = kind, ttl = opts.ttl, backend = backend }, Store)
+  return setmetatable({ name = opts.name, kind = kind, ttl = opts.ttl, backend = backend },
+                      classes[kind])
 end
 
 --- Binds a handle to a context's store of its name (the runtime does, once

@@ -243,11 +243,52 @@ end
 --- The partitions holding state.
 function StoreView:partitions() return view_parts(self) end
 
+local WindowView = setmetatable({}, { __index = StoreView })
+WindowView.__index = WindowView
+
+--- The value of key's window at start, in partition part or any.
+function WindowView:get(key, start, part)
+  if part then return self.h:get(key, start, part) end
+  for _, p in ipairs(view_parts(self)) do
+    local v = self.h:get(key, start, p)
+    if v ~= nil then return v end
+  end
+  return nil
+end
+
+function WindowView:put(key, start, value, part)
+  local ok, err = self.h:put(key, start, value, part or 0)
+  if not ok then error(err, 2) end
+end
+
+--- key's windows with from <= start <= to: a list of { start, value }.
+function WindowView:fetch(key, from, to, part)
+  local out = {}
+  for _, p in ipairs(part and { part } or view_parts(self)) do
+    for t, v in self.h:fetch(key, from, to, p) do out[#out + 1] = { start = t, value = v } end
+  end
+  table.sort(out, function(a, b) return a.start < b.start end)
+  return out
+end
+
+--- Every window: a list of { key, start, value } in key and time order.
+function WindowView:all(part)
+  local out = {}
+  for _, p in ipairs(part and { part } or view_parts(self)) do
+    for k, t, v in self.h:all(p) do out[#out + 1] = { key = k, start = t, value = v } end
+  end
+  return out
+end
+
 --- A store of the pipeline, to inspect and seed: get, put, delete, all,
---- size, partitions.
+--- size, partitions (a window store's get and put take the window start
+--- after the key, and fetch(key, from, to) lists a key's windows).
 function Driver:store(name)
   for _, h in ipairs(self.env.stores) do
-    if h.name == name then return setmetatable({ h = h, ctx = self.ctx }, StoreView) end
+    if h.name == name then
+      return setmetatable({ h = h, ctx = self.ctx },
+                          h.kind == "window" and WindowView or StoreView)
+    end
   end
   error("the pipeline has no store named " .. tostring(name), 2)
 end

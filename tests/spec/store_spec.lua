@@ -258,3 +258,61 @@ describe("a disk store", function()
     assert.matches("1 to 511 bytes", res[2])
   end)
 end)
+
+describe("a window store", function()
+  local function windowed(retention)
+    return testing.driver(function(sproc)
+      local ws = sproc.store{ name = "per-minute", kind = "window", retention = retention }
+      sproc.source{ topic = "in" }
+        :each(function(r)
+          local start = r.ts - r.ts % 60000
+          assert(ws:incr(r.key, start))
+        end)
+      sproc.source{ topic = "ask" }
+        :map(function(r)
+          local out = {}
+          for start, n in ws:fetch(r.key, 0, r.ts) do out[#out + 1] = start .. ":" .. n end
+          return table.concat(out, " ")
+        end)
+        :to{ topic = "answer" }
+    end)
+  end
+
+  it("keeps values per key and window start, fetched in time order", function()
+    local d = windowed(3600000)
+    d:pipe("in", { { key = "a", ts = 130000 }, { key = "a", ts = 10000 }, { key = "a", ts = 70000 },
+                   { key = "a", ts = 75000 }, { key = "ab", ts = 5000 }, { key = "b", ts = 1000 } })
+    local w = d:store("per-minute")
+    assert.are.equal(2, w:get("a", 60000))
+    assert.is_nil(w:get("a", 180000))
+    assert.are.same({ { start = 0, value = 1 }, { start = 60000, value = 2 } }, w:fetch("a", 0, 60000))
+    d:pipe("ask", { key = "a", ts = 120000 })
+    assert.are.same({ "0:1 60000:2 120000:1" }, d:values("answer"))
+    local keys = {}
+    for _, e in ipairs(w:all()) do keys[#keys + 1] = e.key .. "@" .. e.start end
+    assert.are.same({ "a@0", "a@60000", "a@120000", "b@0", "ab@0" }, keys)
+  end)
+
+  it("drops windows once stream time passes their start by the retention", function()
+    local d = windowed(120000)
+    d:pipe("in", { { key = "a", ts = 10000 }, { key = "a", ts = 70000 } })
+    d:advance_stream_time(120000)        -- window 0 is as old as the retention
+    local w = d:store("per-minute")
+    assert.is_nil(w:get("a", 0))
+    assert.are.equal(1, w:get("a", 60000))
+  end)
+
+  it("raises on bad options and returns nil, err for a bad start", function()
+    assert.has_error(function()
+      testing.driver(function(sproc) sproc.store{ name = "w", kind = "window", ttl = 5 } end)
+    end)
+    local res
+    local d = testing.driver(function(sproc)
+      local ws = sproc.store{ name = "w", kind = "window" }
+      sproc.source{ topic = "in" }:each(function() res = { ws:put("k", -1, 1) } end)
+    end)
+    d:pipe("in", { value = "x" })
+    assert.is_nil(res[1])
+    assert.matches("whole milliseconds", res[2])
+  end)
+end)
