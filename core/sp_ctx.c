@@ -2,6 +2,7 @@
  * here and stays free of Kafka client state, so the same code runs under
  * the executable, the test driver and the in-process benchmarks. */
 #include "sp_ctx.h"
+#include "sp_window.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -47,6 +48,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     free(ctx->sinks);
     sp_ctx_destroy_stores(ctx);
     sp_ctx_destroy_timers(ctx);
+    sp_ctx_destroy_windows(ctx);
     for (int32_t i = 0; i < ctx->nsources; i++) {
         free(ctx->sources[i].name);
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
@@ -129,6 +131,12 @@ static int add_source(sp_ctx *ctx, int kind, const char *name,
     ctx->nsources++;
     return topic;
 }
+
+int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err) {
+    return add_source(ctx, kind, name, err);
+}
+
+int32_t sp_source_count(sp_ctx *ctx) { return ctx->nsources; }
 
 int sp_source_kafka(sp_ctx *ctx, const char *topic, int is_pattern,
                     const char **err) {

@@ -53,7 +53,8 @@ typedef struct sp_kafka_backend {
 } sp_kafka_backend;
 
 typedef struct sp_source {
-    int kind; /* 0 kafka topic, 1 kafka pattern, 2 file, 3 timer */
+    int kind; /* 0 kafka topic, 1 kafka pattern, 2 file, 3 timer, 4 window
+               * results */
     char *name;
     int32_t topic; /* topic id records carry */
     regex_t re;    /* patterns, compiled on first use */
@@ -114,6 +115,7 @@ struct sp_ctx {
     int32_t ntimers;
     int64_t wall_ms;
     int32_t scanned; /* batch records already counted in stream time */
+    struct sp_windows *windows; /* windowed aggregations; NULL none */
     int64_t store_bytes;  /* all in-memory stores together */
     int64_t store_budget; /* 0: no limit */
     char *state_dir;      /* disk stores (and checkpoints); NULL: a
@@ -146,6 +148,10 @@ void sp_ctx_destroy_stores(sp_ctx *ctx);
 void sp_ctx_destroy_timers(sp_ctx *ctx);
 int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
                      const char **err);
+/* Registers a source (kind of sp_source) named name; returns its topic id. */
+int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err);
+/* The partition of the k-th entry of the context's partition table. */
+int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k);
 /* Partitions this process works on (wall-clock timers fire for each). */
 void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition);
 void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);

@@ -70,6 +70,7 @@ typedef struct sp_stats {
     int64_t dead_lettered;
     int64_t errors;
     int64_t batches;
+    int64_t late;  /* (record, window) pairs dropped as late */
 } sp_stats;
 
 /* A looked-up JSON field. */
@@ -262,6 +263,33 @@ int64_t sp_ctx_wall_clock(sp_ctx *ctx);
  * forward. */
 int64_t sp_ctx_stream_time(sp_ctx *ctx, int32_t partition);
 void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
+
+/* Sources registered so far (a new one's index is the count minus 1). */
+int32_t sp_source_count(sp_ctx *ctx);
+
+/* Windowed aggregation. Windows are [start, end) aligned to the epoch
+ * (tumbling: advance = size), or sessions (size is the inactivity gap).
+ * The accumulators live in a window store named name. Results (key: the
+ * grouping key; value: JSON with window_start, window_end and each
+ * aggregate by name) come as records of topic *topic after the batch's
+ * records: at close (final) or on every change (emit_update). */
+enum { SP_WIN_TUMBLING = 0, SP_WIN_HOPPING = 1, SP_WIN_SESSION = 3 };
+enum { SP_AGG_COUNT = 0, SP_AGG_SUM = 1, SP_AGG_MIN = 2, SP_AGG_MAX = 3,
+       SP_AGG_AVG = 4, SP_AGG_FIRST = 5, SP_AGG_LAST = 6 };
+int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
+                     int64_t advance, int64_t grace, int emit_update,
+                     int32_t nagg, const int32_t *kinds,
+                     const char *const *names, int32_t *topic, const char **err);
+/* Adds the current record: its grouping key, event time, and each
+ * aggregate's input (NaN: none). Returns how many of its windows it was
+ * late for, or a negative code. */
+int sp_window_add(sp_ctx *ctx, int op, const char *key, size_t klen, int64_t ts,
+                  const double *vals, const char **err);
+int64_t sp_window_late(sp_ctx *ctx, int op);
+/* Stream time to infinity: every window closes at the next firing (the
+ * end of a bounded run). */
+void sp_ctx_close_all_windows(sp_ctx *ctx);
+int sp_ctx_has_windows(sp_ctx *ctx);
 
 /* SP_FFI_END */
 

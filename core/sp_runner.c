@@ -73,6 +73,7 @@ typedef struct runner {
     int in_txn;     /* a transaction is open */
     int64_t txns;   /* transactions committed */
 
+    int windows_closed; /* a bounded run closed every window */
     int stopping;   /* no more consuming */
     int exit_code;
     int assigned_once;
@@ -455,8 +456,20 @@ static int all_done(runner *r) {
     return 1;
 }
 
+static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers);
+
 static void check_finished(runner *r) {
     if (r->o->until_end && !r->stopping && all_done(r)) {
+        /* the end of bounded input: stream time goes to infinity, every
+         * open window closes and its result goes out before the exit */
+        if (sp_ctx_has_windows(r->ctx) && !r->windows_closed) {
+            r->windows_closed = 1;
+            sp_ctx_close_all_windows(r->ctx);
+            sp_batch_reset(r->ctx);
+            run_batch_timed(r, NULL, 0, 1);
+            sp_batch_reset(r->ctx);
+            sp_info("bounded run: every window closed");
+        }
         sp_info("bounded run: every source is read to its end");
         r->stopping = 1;
         ev_break(r->loop, EVBREAK_ALL);

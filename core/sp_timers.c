@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sp_ctx.h"
+#include "sp_window.h"
 
 #define MAX_TIMERS 16
 
@@ -55,7 +56,10 @@ static sp_ptime *ptime(sp_ctx *ctx, int32_t partition, int create) {
 
 void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition) { ptime(ctx, partition, 1); }
 
+int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k) { return ctx->ptimes[k].partition; }
+
 void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition) {
+    sp_windows_drop_partition(ctx, partition);
     sp_ptime *p = ptime(ctx, partition, 0);
     if (!p) return;
     int32_t at = (int32_t)(p - ctx->ptimes);
@@ -145,7 +149,8 @@ int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
     /* stream time: the input records not counted yet */
     for (int32_t i = ctx->scanned; i < ctx->batch.n; i++) {
         sp_rec *r = &ctx->batch.recs[i];
-        if (is_timer_topic(ctx, r->topic)) continue;
+        /* the core's own records (timers, window results) have no offset */
+        if (r->offset < 0 || is_timer_topic(ctx, r->topic)) continue;
         sp_ptime *pt = ptime(ctx, r->partition, 1);
         if (!pt) return -1;
         if (pt->stream_ms < 0) {
@@ -158,6 +163,8 @@ int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
         }
         if (r->ts > pt->stream_ms) pt->stream_ms = r->ts;
     }
+    /* windows close before the sweep could expire their accumulators */
+    if (sp_windows_fire(ctx) < 0) return -1;
     for (int32_t k = 0; k < ctx->nptimes; k++)
         if (ctx->ptimes[k].stream_ms >= 0) sweep(ctx, &ctx->ptimes[k]);
     for (int32_t t = 0; t < ctx->ntimers; t++) {

@@ -141,5 +141,8 @@ function M.here(path)
 end
 
 M.json = require "sproc.json"
+local window = require "sproc.window"
+M.window = window.window
+M.agg = window.agg
 
 return M

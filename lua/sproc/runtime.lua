@@ -8,6 +8,7 @@ local sproc = require "sproc"
 local record = require "sproc.record"
 local json = require "sproc.json"
 local store = require "sproc.store"
+local window = require "sproc.window"
 
 local C = core.C
 local ffi_string = ffi.string
@@ -211,6 +212,13 @@ function compile_node(n, env)
         error(cerr("to_files(" .. o.dir .. ")"), 0)
       end
     end
+  elseif kind == "window" then
+    if #n.children ~= 1 or n.children[1].kind ~= "aggregate" then
+      error("window() must be followed by aggregate()", 0)
+    end
+    return compile_children(n, env)
+  elseif kind == "aggregate" then
+    return M.compile_aggregate(n, env)
   end
   error("sproc: unknown operator " .. tostring(kind))
 end
@@ -238,6 +246,70 @@ local function compile_source(src, env)
   end
 end
 
+-- The operators after an aggregation run on its results: records the core
+-- appends to the batch with the operator's own topic.
+local function compile_results(n, env)
+  local view, reset = record.new_view(env.ctx, env.batch, { key = "string", value = "json" })
+  local nxt = compile_children(n, env)
+  return function(i)
+    local bad = reset(i)
+    if bad then error(setmetatable({ msg = bad }, InputError)) end
+    nxt(view)
+  end
+end
+
+local NaN = 0 / 0
+
+function M.compile_aggregate(n, env)
+  local ctx, stats, batch = env.ctx, env.stats, env.batch
+  local w = n.parent.window
+  local na = #n.aggs
+  local kinds = ffi.new("int32_t[?]", na)
+  local names = ffi.new("const char *[?]", na)
+  local fns = {}
+  n._names = {}
+  for i, a in ipairs(n.aggs) do
+    kinds[i - 1] = window.agg_kinds[a.agg]
+    n._names[i] = a.name
+    names[i - 1] = n._names[i]
+    fns[i] = a.fn or false
+  end
+  local topicp = ffi.new("int32_t[1]")
+  local size = w.kind == "session" and w.gap or w.size
+  local op = C.sp_window_create(ctx, n.store_name, window.kinds[w.kind], size, w.advance or size,
+                                w.grace, n.emit_mode == "update" and 1 or 0, na, kinds, names,
+                                topicp, errp)
+  if op < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
+  env.by_source[C.sp_source_count(ctx)] = compile_results(n, env)
+  local vals = ffi.new("double[?]", na)
+  local late = n.late
+  local encode = json.encode
+  return function(r)
+    local k = r.key
+    if k == nil then
+      -- a null key has no group: dropped before the aggregation, counted
+      stats.filtered = stats.filtered + 1
+      return
+    end
+    local tk = type(k)
+    if tk ~= "string" then k = tk == "table" and encode(k) or tostring(k) end
+    for i = 1, na do
+      local f = fns[i]
+      vals[i - 1] = f and (tonumber(f(r)) or NaN) or 0
+    end
+    local dropped = C.sp_window_add(ctx, op, k, #k, r.ts, vals, errp)
+    if dropped < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
+    if dropped > 0 and late then
+      if late == "dlq" then
+        local why = "late for " .. dropped .. " window(s) of aggregate " .. n.store_name
+        if C.sp_dead_letter(ctx, batch.cur, why, #why, errp) ~= 0 then error(cerr("late record"), 0) end
+      else
+        late(r, dropped)
+      end
+    end
+  end
+end
+
 local policies = { fail = C.SP_POLICY_FAIL, skip = C.SP_POLICY_SKIP, dlq = C.SP_POLICY_DLQ }
 
 -- Compiles the current topology against ctx. Returns the runtime state.
@@ -260,6 +332,7 @@ function M.compile(ctx, opts)
     guarantee = app.processing_guarantee or "at_least_once",
   }
   local by_source = {}
+  env.by_source = by_source
   for i, src in ipairs(topo.sources) do
     local entry = compile_source(src, env)
     for _, name in ipairs(src.names) do
@@ -272,7 +345,8 @@ function M.compile(ctx, opts)
         id = C.sp_source_kafka(ctx, name, src.kind == "pattern" and 1 or 0, errp)
       end
       if id < 0 then error(cerr("sproc.source"), 0) end
-      by_source[#by_source + 1] = entry
+      -- indexed as the core numbers sources (aggregations add their own)
+      by_source[C.sp_source_count(ctx)] = entry
     end
     src.index = i
   end
@@ -429,6 +503,16 @@ function M.describe(env, dot)
     elseif n.kind == "to_files" then return "to files in " .. n.opts.dir
     elseif n.kind == "print" then return "print to stdout"
     elseif n.kind == "branch_out" then return "branch " .. n.index
+    elseif n.kind == "window" then
+      local w = n.window
+      return "window " .. w.kind .. " (" .. (w.kind == "session" and ("gap " .. w.gap) or
+             ("size " .. w.size .. (w.advance and (", advance " .. w.advance) or ""))) ..
+             " ms, grace " .. w.grace .. " ms)"
+    elseif n.kind == "aggregate" then
+      local parts = {}
+      for _, a in ipairs(n.aggs) do parts[#parts + 1] = a.name .. " = " .. a.agg end
+      return "aggregate " .. table.concat(parts, ", ") .. " (emit " .. n.emit_mode ..
+             ", store " .. n.store_name .. ")"
     end
     return n.kind
   end

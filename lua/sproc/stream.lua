@@ -158,5 +158,56 @@ function Stream:to_files(opts)
   return n
 end
 
+--- Groups records by key into windows: window(sproc.window.tumbling{
+--- size = "10m", grace = "1m" }), hopping{ size, advance, grace } or
+--- session{ gap, grace }; aggregate() follows.
+function Stream:window(w)
+  if type(w) ~= "table" or not w.kind or w.grace == nil then
+    error("window() expects sproc.window.tumbling{...}, hopping{...} or session{...}", 2)
+  end
+  return node(self, "window", { window = w })
+end
+
+--- Aggregates each key's windows: aggregate{ name = sproc.agg.count(), ... }
+--- with the aggregations of sproc.agg; options: name (the state store's
+--- name, stable across versions of the script) and late (a function of
+--- the late record, or "dlq" to dead-letter it). Results are records:
+--- key = the grouping key, value = { window_start, window_end, ... }.
+function Stream:aggregate(spec)
+  if self.kind ~= "window" then error("aggregate() follows window()", 2) end
+  if type(spec) ~= "table" then error("aggregate() expects a table of aggregations", 2) end
+  local aggs = {}
+  for k, v in pairs(spec) do
+    if k ~= "name" and k ~= "late" then
+      if type(k) ~= "string" or type(v) ~= "table" or not v.agg then
+        error("aggregate(): " .. tostring(k) .. " must be an aggregation of sproc.agg", 2)
+      end
+      aggs[#aggs + 1] = { name = k, agg = v.agg, fn = v.fn }
+    end
+  end
+  if #aggs == 0 then error("aggregate() needs at least one aggregation", 2) end
+  table.sort(aggs, function(a, b) return a.name < b.name end)
+  if spec.late ~= nil and spec.late ~= "dlq" and type(spec.late) ~= "function" then
+    error("aggregate(): late must be a function of the record or \"dlq\"", 2)
+  end
+  if spec.name ~= nil and (type(spec.name) ~= "string" or not spec.name:match("^[%w._-]+$")) then
+    error("aggregate(): name must be letters, digits, '.', '_' and '-' (it names a store)", 2)
+  end
+  topo.naggregates = (topo.naggregates or 0) + 1
+  return node(self, "aggregate", { aggs = aggs, late = spec.late, emit_mode = "final",
+                                   store_name = spec.name or ("window-" .. topo.naggregates) })
+end
+
+--- When results come: "final" (default: once per window, when it
+--- closes) or "update" (on every change).
+function Stream:emit(mode)
+  if self.kind ~= "aggregate" then error("emit() follows aggregate()", 2) end
+  if mode ~= "final" and mode ~= "update" then
+    error("emit(): mode must be \"final\" or \"update\", got " .. tostring(mode), 2)
+  end
+  self.emit_mode = mode
+  return self
+end
+
 M.Stream = Stream
 return M

@@ -150,7 +150,7 @@ function Driver:stats()
     records_in = tonumber(s.records_in), records_out = tonumber(s.records_out),
     filtered = tonumber(s.filtered), skipped = tonumber(s.skipped),
     dead_lettered = tonumber(s.dead_lettered), errors = tonumber(s.errors),
-    batches = tonumber(s.batches),
+    batches = tonumber(s.batches), late = tonumber(s.late),
   }
 end
 
@@ -177,6 +177,14 @@ end
 function Driver:advance_stream_time(ms, partition)
   if type(ms) ~= "number" then error("advance_stream_time() expects milliseconds", 2) end
   C.sp_ctx_set_stream_time(self.ctx, partition or 0, ms)
+  run_timers(self)
+  return self
+end
+
+--- Closes every window as the end of a bounded run does (stream time to
+--- infinity) and runs what follows the aggregations on their results.
+function Driver:close_windows()
+  C.sp_ctx_close_all_windows(self.ctx)
   run_timers(self)
   return self
 end

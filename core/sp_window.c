@@ -1,0 +1,649 @@
+/* Windowed aggregation in the core: tumbling, hopping and session windows
+ * over event time, with grace, emitting a window's result when it closes
+ * (final) or on every change (update). Accumulators live in a window store
+ * (changelogged like any store), keyed by the grouping key and the window
+ * start; a heap per partition orders open windows by the stream time at
+ * which they close. Results wait in a list until the batch's records are
+ * done, then join the batch as records of the operator's result topic, so
+ * Lua runs the operators after the aggregation in the same protected call.
+ * Semantics follow design.md (Kafka Streams' rules). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_ctx.h"
+#include "sp_window.h"
+
+#define MAX_AGGS 32
+
+typedef struct hent {
+    int64_t close_at;
+    int64_t start;
+    char *key;
+    uint32_t klen;
+} hent;
+
+typedef struct widx {
+    int32_t partition;
+    int built; /* the store's windows are in the heap */
+    hent *h;
+    size_t n, cap;
+} widx;
+
+typedef struct sp_winop {
+    char *name;
+    int type;
+    int64_t size, advance, grace; /* session: size is the gap */
+    int update;
+    int32_t nagg;
+    int32_t kinds[MAX_AGGS];
+    char *names[MAX_AGGS];
+    int store;
+    int32_t topic;
+    int64_t late;
+    widx *idx;
+    int32_t nidx;
+} sp_winop;
+
+/* Accumulator as stored: a tag byte, this header, two doubles per
+ * aggregate. */
+typedef struct acc_hdr {
+    int64_t start, end; /* session: end is its last record's time */
+    int64_t max_ts;
+    int64_t n;
+} acc_hdr;
+
+typedef struct pending {
+    char *key, *val;
+    size_t klen, vlen;
+    int64_t ts, start, end;
+    int32_t partition, topic;
+    void *seg;
+    int tombstone;
+} pending;
+
+struct sp_windows {
+    sp_winop **ops;
+    int32_t nops;
+    pending *pend;
+    size_t npend, cap;
+    sp_buf json, kbuf, abuf;
+    int close_all;
+};
+
+static sp_windows *wins(sp_ctx *ctx) {
+    if (!ctx->windows) {
+        ctx->windows = calloc(1, sizeof *ctx->windows);
+        if (ctx->windows) {
+            sp_buf_init(&ctx->windows->json);
+            sp_buf_init(&ctx->windows->kbuf);
+            sp_buf_init(&ctx->windows->abuf);
+        }
+    }
+    return ctx->windows;
+}
+
+static void free_idx(widx *x) {
+    for (size_t i = 0; i < x->n; i++) free(x->h[i].key);
+    free(x->h);
+    x->h = NULL;
+    x->n = x->cap = 0;
+    x->built = 0;
+}
+
+void sp_ctx_destroy_windows(sp_ctx *ctx) {
+    sp_windows *w = ctx->windows;
+    if (!w) return;
+    for (int32_t i = 0; i < w->nops; i++) {
+        sp_winop *op = w->ops[i];
+        for (int32_t j = 0; j < op->nidx; j++) free_idx(&op->idx[j]);
+        free(op->idx);
+        for (int32_t j = 0; j < op->nagg; j++) free(op->names[j]);
+        free(op->name);
+        free(op);
+    }
+    free(w->ops);
+    for (size_t i = 0; i < w->npend; i++) {
+        free(w->pend[i].key);
+        free(w->pend[i].val);
+    }
+    free(w->pend);
+    sp_buf_destroy(&w->json);
+    sp_buf_destroy(&w->kbuf);
+    sp_buf_destroy(&w->abuf);
+    free(w);
+    ctx->windows = NULL;
+}
+
+int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
+                     int64_t advance, int64_t grace, int emit_update,
+                     int32_t nagg, const int32_t *kinds,
+                     const char *const *names, int32_t *topic, const char **err) {
+    sp_windows *w = wins(ctx);
+    if (!w) goto oom;
+    if (type != SP_WIN_TUMBLING && type != SP_WIN_HOPPING && type != SP_WIN_SESSION) {
+        *err = "unknown window type";
+        return SP_EINVAL;
+    }
+    if (size <= 0 || grace < 0 || nagg < 0 || nagg > MAX_AGGS ||
+        (type == SP_WIN_HOPPING && (advance <= 0 || advance > size))) {
+        *err = "bad window sizes (size > 0, 0 < advance <= size, grace >= 0) or too "
+               "many aggregates";
+        return SP_EINVAL;
+    }
+    /* the accumulators: a window store of the operator's name, kept a
+     * while past closing so that a late close still finds them */
+    int store = sp_store_open(ctx, name, SP_STORE_WINDOW, err);
+    if (store < 0) return store;
+    if (sp_store_set_ttl(ctx, store, 2 * (size + grace) + 60000, err) != SP_OK) return SP_EINVAL;
+    sp_winop **ops = realloc(w->ops, (size_t)(w->nops + 1) * sizeof *ops);
+    if (!ops) goto oom;
+    w->ops = ops;
+    sp_winop *op = calloc(1, sizeof *op);
+    if (!op) goto oom;
+    op->name = strdup(name);
+    op->type = type;
+    op->size = size;
+    op->advance = type == SP_WIN_HOPPING ? advance : size;
+    op->grace = grace;
+    op->update = emit_update;
+    op->nagg = nagg;
+    op->store = store;
+    for (int32_t i = 0; i < nagg; i++) {
+        op->kinds[i] = kinds[i];
+        op->names[i] = strdup(names[i]);
+    }
+    char src[512];
+    snprintf(src, sizeof src, "[window %s]", name);
+    int t = sp_ctx_add_source(ctx, 4, src, err);
+    if (t < 0) {
+        free(op->name);
+        free(op);
+        return t;
+    }
+    op->topic = t;
+    *topic = t;
+    w->ops[w->nops] = op;
+    return w->nops++;
+oom:
+    *err = "out of memory";
+    return SP_ENOMEM;
+}
+
+int64_t sp_window_late(sp_ctx *ctx, int op) {
+    sp_windows *w = ctx->windows;
+    return w && op >= 0 && op < w->nops ? w->ops[op]->late : 0;
+}
+
+/* --- keys and accumulators ---------------------------------------------- */
+
+/* The window store's key: the key's length (2 bytes), the key, the start
+ * (8 bytes big-endian), as lua/sproc/store.lua writes it too. */
+static int wkey(sp_buf *b, const char *key, size_t klen, int64_t start) {
+    unsigned char hdr[2] = {(unsigned char)(klen >> 8), (unsigned char)klen};
+    unsigned char t[8];
+    for (int i = 7; i >= 0; i--, start >>= 8) t[i] = (unsigned char)(start & 0xff);
+    sp_buf_reset(b);
+    return sp_buf_append(b, hdr, 2) || sp_buf_append(b, key, klen) || sp_buf_append(b, t, 8);
+}
+
+static size_t acc_size(const sp_winop *op) {
+    return 1 + sizeof(acc_hdr) + 16 * (size_t)op->nagg;
+}
+
+static void acc_init(const sp_winop *op, acc_hdr *h, double (*s)[2], int64_t start,
+                     int64_t end) {
+    h->start = start;
+    h->end = end;
+    h->max_ts = INT64_MIN;
+    h->n = 0;
+    for (int32_t i = 0; i < op->nagg; i++) {
+        s[i][0] = 0;
+        s[i][1] = 0;
+        if (op->kinds[i] == SP_AGG_MIN) s[i][0] = INFINITY;
+        if (op->kinds[i] == SP_AGG_MAX) s[i][0] = -INFINITY;
+        if (op->kinds[i] == SP_AGG_FIRST) s[i][1] = INFINITY;  /* its time */
+        if (op->kinds[i] == SP_AGG_LAST) s[i][1] = -INFINITY;
+    }
+}
+
+static void acc_add(const sp_winop *op, acc_hdr *h, double (*s)[2], int64_t ts,
+                    const double *v) {
+    h->n++;
+    if (ts > h->max_ts) h->max_ts = ts;
+    for (int32_t i = 0; i < op->nagg; i++) {
+        int k = op->kinds[i];
+        if (k == SP_AGG_COUNT) {
+            s[i][0] += 1;
+            continue;
+        }
+        if (isnan(v[i])) continue; /* no value: the record does not count here */
+        switch (k) {
+        case SP_AGG_SUM: s[i][0] += v[i]; break;
+        case SP_AGG_MIN: if (v[i] < s[i][0]) s[i][0] = v[i]; break;
+        case SP_AGG_MAX: if (v[i] > s[i][0]) s[i][0] = v[i]; break;
+        case SP_AGG_AVG: s[i][0] += v[i]; s[i][1] += 1; break;
+        case SP_AGG_FIRST: if ((double)ts < s[i][1]) { s[i][0] = v[i]; s[i][1] = (double)ts; } break;
+        case SP_AGG_LAST: if ((double)ts >= s[i][1]) { s[i][0] = v[i]; s[i][1] = (double)ts; } break;
+        }
+    }
+}
+
+static void acc_merge(const sp_winop *op, acc_hdr *h, double (*s)[2],
+                      const acc_hdr *oh, double (*o)[2]) {
+    h->n += oh->n;
+    if (oh->max_ts > h->max_ts) h->max_ts = oh->max_ts;
+    if (oh->start < h->start) h->start = oh->start;
+    if (oh->end > h->end) h->end = oh->end;
+    for (int32_t i = 0; i < op->nagg; i++) {
+        switch (op->kinds[i]) {
+        case SP_AGG_COUNT: case SP_AGG_SUM: s[i][0] += o[i][0]; break;
+        case SP_AGG_MIN: if (o[i][0] < s[i][0]) s[i][0] = o[i][0]; break;
+        case SP_AGG_MAX: if (o[i][0] > s[i][0]) s[i][0] = o[i][0]; break;
+        case SP_AGG_AVG: s[i][0] += o[i][0]; s[i][1] += o[i][1]; break;
+        case SP_AGG_FIRST: if (o[i][1] < s[i][1]) { s[i][0] = o[i][0]; s[i][1] = o[i][1]; } break;
+        case SP_AGG_LAST: if (o[i][1] >= s[i][1]) { s[i][0] = o[i][0]; s[i][1] = o[i][1]; } break;
+        }
+    }
+}
+
+/* Reads an accumulator from stored bytes; 0 when they are not one. */
+static int acc_read(const sp_winop *op, const char *val, size_t vlen, acc_hdr *h,
+                    double (*s)[2]) {
+    if (vlen != acc_size(op) || val[0] != 'w') return 0;
+    memcpy(h, val + 1, sizeof *h);
+    memcpy(s, val + 1 + sizeof *h, 16 * (size_t)op->nagg);
+    return 1;
+}
+
+static int acc_write(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
+                     size_t klen, const acc_hdr *h, double (*s)[2], const char **err) {
+    sp_windows *w = ctx->windows;
+    sp_buf *a = &w->abuf;
+    sp_buf_reset(a);
+    if (sp_buf_putc(a, 'w') || sp_buf_append(a, h, sizeof *h) ||
+        sp_buf_append(a, s, 16 * (size_t)op->nagg) || wkey(&w->kbuf, key, klen, h->start)) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    /* the entry's time, for the store's retention: when the window ends */
+    return sp_store_put_at(ctx, op->store, part, w->kbuf.data, w->kbuf.len, a->data,
+                           a->len, h->end, err);
+}
+
+static int64_t close_at(const sp_winop *op, const acc_hdr *h) {
+    /* tumbling and hopping: [start, end) closes at end + grace; a session
+     * [first, last] at last + gap + grace */
+    return op->type == SP_WIN_SESSION ? h->end + op->size + op->grace : h->end + op->grace;
+}
+
+/* --- results ------------------------------------------------------------ */
+
+static int json_result(sp_winop *op, sp_buf *b, const acc_hdr *h, double (*s)[2]) {
+    int rc = 0;
+    sp_buf_reset(b);
+    rc |= sp_buf_append(b, "{\"window_start\":", 16);
+    rc |= sp_json_write_int(b, h->start);
+    rc |= sp_buf_append(b, ",\"window_end\":", 14);
+    rc |= sp_json_write_int(b, h->end);
+    for (int32_t i = 0; i < op->nagg; i++) {
+        rc |= sp_buf_putc(b, ',');
+        rc |= sp_json_write_string(b, op->names[i], strlen(op->names[i]));
+        rc |= sp_buf_putc(b, ':');
+        double v = s[i][0];
+        switch (op->kinds[i]) {
+        case SP_AGG_COUNT: rc |= sp_json_write_int(b, (int64_t)v); continue;
+        case SP_AGG_AVG: v = s[i][1] > 0 ? s[i][0] / s[i][1] : NAN; break;
+        case SP_AGG_FIRST: case SP_AGG_LAST: if (isinf(s[i][1])) v = NAN; break;
+        case SP_AGG_MIN: case SP_AGG_MAX: if (isinf(v)) v = NAN; break;
+        }
+        rc |= isnan(v) ? sp_buf_append(b, "null", 4) : sp_json_write_number(b, v);
+    }
+    rc |= sp_buf_putc(b, '}');
+    return rc ? SP_ENOMEM : SP_OK;
+}
+
+static int queue_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
+                        size_t klen, const acc_hdr *h, double (*s)[2], int tombstone) {
+    sp_windows *w = ctx->windows;
+    if (w->npend == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 64;
+        pending *p = realloc(w->pend, cap * sizeof *p);
+        if (!p) return SP_ENOMEM;
+        w->pend = p;
+        w->cap = cap;
+    }
+    pending *p = &w->pend[w->npend];
+    memset(p, 0, sizeof *p);
+    if (!tombstone && json_result(op, &w->json, h, s) != SP_OK) return SP_ENOMEM;
+    p->key = malloc(klen ? klen : 1);
+    p->val = tombstone ? NULL : malloc(w->json.len);
+    if (!p->key || (!tombstone && !p->val)) {
+        free(p->key);
+        free(p->val);
+        return SP_ENOMEM;
+    }
+    memcpy(p->key, key, klen);
+    p->klen = klen;
+    if (!tombstone) {
+        memcpy(p->val, w->json.data, w->json.len);
+        p->vlen = w->json.len;
+    }
+    p->ts = h->max_ts;
+    p->start = h->start;
+    p->end = h->end;
+    p->partition = part;
+    p->topic = op->topic;
+    p->tombstone = tombstone;
+    /* a result belongs to the input segments of its partition in this
+     * batch, like the store's changelog writes */
+    sp_store *st = ctx->stores[op->store];
+    sp_kv_part *kp = sp_store_part(st, part, 0);
+    p->seg = kp && kp->nsegs ? kp->segs[0] : NULL;
+    w->npend++;
+    return SP_OK;
+}
+
+/* --- the open-window index ---------------------------------------------- */
+
+static widx *index_of(sp_winop *op, int32_t part) {
+    for (int32_t i = 0; i < op->nidx; i++)
+        if (op->idx[i].partition == part) return &op->idx[i];
+    widx *x = realloc(op->idx, (size_t)(op->nidx + 1) * sizeof *x);
+    if (!x) return NULL;
+    op->idx = x;
+    x = &op->idx[op->nidx++];
+    memset(x, 0, sizeof *x);
+    x->partition = part;
+    return x;
+}
+
+static void sift_up(hent *h, size_t i) {
+    while (i > 0) {
+        size_t p = (i - 1) / 2;
+        if (h[p].close_at <= h[i].close_at) break;
+        hent t = h[p];
+        h[p] = h[i];
+        h[i] = t;
+        i = p;
+    }
+}
+
+static void sift_down(hent *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && h[l].close_at < h[m].close_at) m = l;
+        if (r < n && h[r].close_at < h[m].close_at) m = r;
+        if (m == i) break;
+        hent t = h[m];
+        h[m] = h[i];
+        h[i] = t;
+        i = m;
+    }
+}
+
+static int heap_push(widx *x, int64_t close, int64_t start, const char *key, size_t klen) {
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 64;
+        hent *h = realloc(x->h, cap * sizeof *h);
+        if (!h) return -1;
+        x->h = h;
+        x->cap = cap;
+    }
+    hent *e = &x->h[x->n];
+    e->key = malloc(klen ? klen : 1);
+    if (!e->key) return -1;
+    memcpy(e->key, key, klen);
+    e->klen = (uint32_t)klen;
+    e->close_at = close;
+    e->start = start;
+    sift_up(x->h, x->n++);
+    return 0;
+}
+
+/* After a restart or a restore the open windows are in the store only:
+ * put them in the heap before the partition's first use. */
+static int build_index(sp_ctx *ctx, sp_winop *op, widx *x) {
+    const char *k, *v;
+    size_t kl, vl;
+    acc_hdr h;
+    double s[MAX_AGGS][2];
+    const char *from = NULL;
+    size_t flen = 0;
+    int strict = 0;
+    char *last = NULL;
+    x->built = 1;
+    while (sp_store_next(ctx, op->store, x->partition, from, flen, strict, &k, &kl, &v,
+                         &vl) == 1) {
+        char *copy = malloc(kl);
+        if (!copy) break;
+        memcpy(copy, k, kl);
+        free(last);
+        last = copy;
+        from = last;
+        flen = kl;
+        strict = 1;
+        if (kl < 10 || !acc_read(op, v, vl, &h, s)) continue;
+        size_t ulen = ((size_t)(unsigned char)k[0] << 8) | (unsigned char)k[1];
+        if (heap_push(x, close_at(op, &h), h.start, last + 2, ulen) != 0) break;
+    }
+    free(last);
+    return 0;
+}
+
+/* --- adding a record ---------------------------------------------------- */
+
+static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
+                  size_t klen, int64_t start, int64_t end, int64_t ts, const double *vals,
+                  const char **err) {
+    sp_windows *w = ctx->windows;
+    acc_hdr h;
+    double s[MAX_AGGS][2];
+    const char *v;
+    size_t vl;
+    if (wkey(&w->kbuf, key, klen, start)) return SP_ENOMEM;
+    int found = sp_store_get(ctx, op->store, part, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
+                acc_read(op, v, vl, &h, s);
+    if (!found) acc_init(op, &h, s, start, end);
+    acc_add(op, &h, s, ts, vals);
+    int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+    if (rc != SP_OK) return rc;
+    if (!found && heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
+    if (op->update && queue_result(ctx, op, part, key, klen, &h, s, 0) != SP_OK)
+        return SP_ENOMEM;
+    return SP_OK;
+}
+
+/* Sessions of key that the record at ts touches (at most the gap away)
+ * merge with it into one. */
+static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
+                       size_t klen, int64_t ts, int64_t stream, const double *vals,
+                       const char **err) {
+    sp_windows *w = ctx->windows;
+    acc_hdr h, oh;
+    double s[MAX_AGGS][2], o[MAX_AGGS][2];
+    acc_init(op, &h, s, ts, ts);
+    acc_add(op, &h, s, ts, vals);
+    /* a key's sessions are adjacent in the store, in start order */
+    int64_t merged[64];
+    int nmerged = 0;
+    if (wkey(&w->kbuf, key, klen, 0)) return SP_ENOMEM;
+    char *from = malloc(w->kbuf.len);
+    if (!from) return SP_ENOMEM;
+    memcpy(from, w->kbuf.data, w->kbuf.len);
+    size_t flen = w->kbuf.len;
+    int strict = 0;
+    const char *k, *v;
+    size_t kl, vl;
+    while (nmerged < 64 && sp_store_next(ctx, op->store, part, from, flen, strict, &k, &kl, &v,
+                                         &vl) == 1) {
+        if (kl != klen + 10 || memcmp(k + 2, key, klen) != 0 ||
+            (size_t)(((unsigned char)k[0] << 8) | (unsigned char)k[1]) != klen)
+            break;
+        memcpy(from, k, kl); /* same length as the probe */
+        strict = 1;
+        if (!acc_read(op, v, vl, &oh, o)) continue;
+        if (oh.start > ts + op->size) break; /* later sessions are further away */
+        if (oh.end < ts - op->size) continue;
+        acc_merge(op, &h, s, &oh, o);
+        merged[nmerged++] = oh.start;
+        if (op->update && queue_result(ctx, op, part, key, klen, &oh, o, 1) != SP_OK) {
+            free(from);
+            return SP_ENOMEM;
+        }
+    }
+    free(from);
+    /* late: the merged session closed already */
+    if (h.end < stream - op->grace - op->size) return 1;
+    for (int i = 0; i < nmerged; i++) {
+        if (wkey(&w->kbuf, key, klen, merged[i])) return SP_ENOMEM;
+        int rc = sp_store_delete(ctx, op->store, part, w->kbuf.data, w->kbuf.len, err);
+        if (rc != SP_OK) return rc;
+    }
+    int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+    if (rc != SP_OK) return rc;
+    /* the heap keeps stale entries of merged sessions: closing skips them */
+    if (heap_push(x, close_at(op, &h), h.start, key, klen) != 0) return SP_ENOMEM;
+    if (op->update && queue_result(ctx, op, part, key, klen, &h, s, 0) != SP_OK)
+        return SP_ENOMEM;
+    return 0;
+}
+
+int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts,
+                  const double *vals, const char **err) {
+    sp_windows *w = ctx->windows;
+    if (!w || opi < 0 || opi >= w->nops || !key) {
+        *err = key ? "no such window operator" : "a window needs a key";
+        return SP_EINVAL;
+    }
+    if (ctx->batch.cur < 0 || ctx->batch.cur >= ctx->batch.n) {
+        *err = "no record is being processed";
+        return SP_ESTATE;
+    }
+    if (klen > 65535) {
+        *err = "a grouping key is at most 65535 bytes";
+        return SP_EINVAL;
+    }
+    if (ts < 0) {
+        *err = "a windowed record needs a time >= 0";
+        return SP_EINVAL;
+    }
+    sp_winop *op = w->ops[opi];
+    int32_t part = ctx->batch.recs[ctx->batch.cur].partition;
+    /* stream time moves before the lateness check */
+    sp_ctx_set_stream_time(ctx, part, ts);
+    int64_t stream = sp_ctx_stream_time(ctx, part);
+    widx *x = index_of(op, part);
+    if (!x) return SP_ENOMEM;
+    if (!x->built) build_index(ctx, op, x);
+    int late = 0, rc = SP_OK;
+    if (op->type == SP_WIN_SESSION) {
+        rc = add_session(ctx, op, part, x, key, klen, ts, stream, vals, err);
+        late = rc == 1;
+        rc = rc == 1 ? SP_OK : rc;
+    } else {
+        /* every window [s, s + size) with s <= ts < s + size, s a multiple
+         * of advance (Kafka Streams' windowsFor) */
+        int64_t first = ts - ts % op->advance;
+        for (int64_t s = first; s >= 0 && s > ts - op->size && rc == SP_OK; s -= op->advance) {
+            int64_t e = s + op->size;
+            if (e <= stream - op->grace) {
+                late++;
+                continue;
+            }
+            rc = add_to(ctx, op, part, x, key, klen, s, e, ts, vals, err);
+        }
+    }
+    if (rc != SP_OK) return rc;
+    op->late += late;
+    ctx->stats.late += late;
+    return late;
+}
+
+/* --- closing ------------------------------------------------------------ */
+
+static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
+    sp_windows *w = ctx->windows;
+    acc_hdr h;
+    double s[MAX_AGGS][2];
+    const char *v, *err;
+    size_t vl;
+    while (x->n > 0 && (w->close_all || x->h[0].close_at <= stream)) {
+        hent e = x->h[0];
+        x->h[0] = x->h[--x->n];
+        sift_down(x->h, x->n, 0);
+        int rc = SP_OK;
+        if (wkey(&w->kbuf, e.key, e.klen, e.start) == 0 &&
+            sp_store_get(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
+            acc_read(op, v, vl, &h, s) && (w->close_all || close_at(op, &h) <= stream) &&
+            close_at(op, &h) == e.close_at) {
+            if (!op->update) rc = queue_result(ctx, op, x->partition, e.key, e.klen, &h, s, 0);
+            if (rc == SP_OK && wkey(&w->kbuf, e.key, e.klen, e.start) == 0)
+                rc = sp_store_delete(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len,
+                                     &err);
+        }
+        free(e.key);
+        if (rc != SP_OK) return rc;
+    }
+    return SP_OK;
+}
+
+void sp_ctx_close_all_windows(sp_ctx *ctx) {
+    sp_windows *w = wins(ctx);
+    if (w) w->close_all = 1;
+}
+
+int sp_ctx_has_windows(sp_ctx *ctx) { return ctx->windows && ctx->windows->nops > 0; }
+
+void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition) {
+    sp_windows *w = ctx->windows;
+    if (!w) return;
+    for (int32_t i = 0; i < w->nops; i++) {
+        sp_winop *op = w->ops[i];
+        for (int32_t j = 0; j < op->nidx; j++)
+            if (op->idx[j].partition == partition) {
+                free_idx(&op->idx[j]);
+                op->idx[j] = op->idx[--op->nidx];
+                break;
+            }
+    }
+}
+
+/* Closes what stream time (or the end of a bounded run) closed, then moves
+ * the results into the batch; returns how many records were appended. */
+int32_t sp_windows_fire(sp_ctx *ctx) {
+    sp_windows *w = ctx->windows;
+    if (!w) return 0;
+    for (int32_t i = 0; i < w->nops; i++) {
+        sp_winop *op = w->ops[i];
+        if (w->close_all)
+            for (int32_t k = 0; k < ctx->nptimes; k++) {
+                widx *x = index_of(op, sp_ctx_ptime_partition(ctx, k));
+                if (x && !x->built) build_index(ctx, op, x);
+            }
+        for (int32_t j = 0; j < op->nidx; j++) {
+            widx *x = &op->idx[j];
+            if (close_due(ctx, op, x, sp_ctx_stream_time(ctx, x->partition)) != SP_OK) return -1;
+        }
+    }
+    int32_t before = ctx->batch.n;
+    const char *err;
+    for (size_t i = 0; i < w->npend; i++) {
+        pending *p = &w->pend[i];
+        if (sp_batch_push(ctx, p->topic, p->partition, -1, p->key, p->klen, p->val, p->vlen,
+                          p->ts, &err) != SP_OK)
+            return -1;
+        ctx->batch.recs[ctx->batch.n - 1].seg = p->seg;
+        if (p->tombstone) {
+            char num[32];
+            int n = snprintf(num, sizeof num, "%lld", (long long)p->start);
+            sp_batch_push_header(ctx, "sproc.window.start", num, (size_t)n, &err);
+            n = snprintf(num, sizeof num, "%lld", (long long)p->end);
+            sp_batch_push_header(ctx, "sproc.window.end", num, (size_t)n, &err);
+        }
+        free(p->key);
+        free(p->val);
+    }
+    w->npend = 0;
+    return ctx->batch.n - before;
+}

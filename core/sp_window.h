@@ -1,0 +1,17 @@
+/* sp_window: windowed aggregation (see sp_window.c). The FFI functions are
+ * in sp_ffi.h; these are the core's own hooks. */
+#ifndef SP_WINDOW_H
+#define SP_WINDOW_H
+
+#include "sp_ffi.h"
+
+typedef struct sp_windows sp_windows;
+
+void sp_ctx_destroy_windows(sp_ctx *ctx);
+/* Closes the windows stream time closed and appends the results waiting
+ * to the batch; returns how many records were appended, or -1. */
+int32_t sp_windows_fire(sp_ctx *ctx);
+/* The partition went elsewhere: forget its open-window index. */
+void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition);
+
+#endif

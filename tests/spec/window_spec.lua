@@ -1,0 +1,197 @@
+-- Windowed aggregation on the test driver: window bounds, grace and late
+-- records, emit modes, sessions, and the end of a bounded run.
+local testing = require "sproc.testing"
+
+local function rec(key, ts, v, partition)
+  return { key = key, ts = ts, value = { v = v }, partition = partition }
+end
+
+local function results(d, topic)
+  local out = {}
+  for _, r in ipairs(d:output(topic or "out", { json = true })) do
+    local v = r.value
+    out[#out + 1] = r.key .. "@" .. v.window_start .. "-" .. v.window_end .. ":" ..
+                    tostring(v.n) .. (v.total and ("/" .. v.total) or "")
+  end
+  return out
+end
+
+local function pipeline(w, emit, extra)
+  return testing.driver(function(sproc)
+    local agg = { n = sproc.agg.count(), total = sproc.agg.sum(function(r) return r.value.v end) }
+    for k, v in pairs(extra or {}) do agg[k] = v end
+    local s = sproc.source{ topic = "in", value = "json" }
+      :window(w(sproc))
+      :aggregate(agg)
+    if emit then s = s:emit(emit) end
+    s:to{ topic = "out" }
+  end)
+end
+
+describe("tumbling windows", function()
+  local tumbling = function(sproc) return sproc.window.tumbling{ size = "10s", grace = "2s" } end
+
+  it("emit a final result per key and window when stream time passes end + grace", function()
+    local d = pipeline(tumbling)
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 9999, 2), rec("b", 5000, 10), rec("a", 10000, 4) })
+    assert.are.same({}, results(d))            -- stream time 10000 < 10000 + 2000
+    d:pipe("in", rec("c", 11999, 0))
+    assert.are.same({}, results(d))
+    d:pipe("in", rec("c", 12000, 0))           -- [0, 10000) closes
+    local got = results(d)
+    table.sort(got)
+    assert.are.same({ "a@0-10000:2/3", "b@0-10000:1/10" }, got)
+  end)
+
+  it("gives results as records: key, JSON value, the window's latest event time", function()
+    local d = pipeline(tumbling)
+    d:pipe("in", { rec("k", 3000, 1), rec("k", 7000, 1), rec("x", 30000, 0) })
+    local r = d:output("out", { json = true })[1]
+    assert.are.equal("k", r.key)
+    assert.are.equal(7000, r.ts)
+    assert.are.same({ window_start = 0, window_end = 10000, n = 2, total = 2 }, r.value)
+  end)
+
+  it("counts late records and leaves their windows alone", function()
+    local late = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.tumbling{ size = "10s", grace = "2s" })
+        :aggregate{ n = sproc.agg.count(), late = function(r) late[#late + 1] = r.ts end }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 13000, 1) })  -- closes [0, 10s)
+    d:pipe("in", { rec("a", 11000, 1), rec("a", 9000, 1) })  -- 11000 on time, 9000 late
+    assert.are.same({ 9000 }, late)
+    assert.are.equal(1, d:stats().late)
+    d:close_windows()
+    local got = results(d)
+    assert.are.same({ "a@0-10000:1", "a@10000-20000:2" }, got)
+  end)
+
+  it("emit update gives a result per change", function()
+    local d = pipeline(tumbling, "update")
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 2000, 2), rec("a", 11000, 5) })
+    assert.are.same({ "a@0-10000:1/1", "a@0-10000:2/3", "a@10000-20000:1/5" }, results(d))
+  end)
+
+  it("keeps windows per partition", function()
+    local d = pipeline(tumbling)
+    d:pipe("in", { rec("a", 1000, 1, 0), rec("a", 2000, 1, 1), rec("a", 20000, 0, 0) })
+    assert.are.same({ "a@0-10000:1/1" }, results(d))  -- partition 1's stream time is 2000
+    d:close_windows()
+    local got = results(d)
+    table.sort(got)     -- results closed at one moment have no defined order
+    assert.are.same({ "a@0-10000:1/1", "a@0-10000:1/1", "a@20000-30000:1/0" }, got)
+  end)
+end)
+
+describe("hopping windows", function()
+  it("put a record in every window that contains it", function()
+    local d = pipeline(function(sproc) return sproc.window.hopping{ size = "10s", advance = "5s", grace = 0 } end)
+    d:pipe("in", { rec("a", 7000, 1), rec("a", 12000, 1) })
+    d:close_windows()
+    local got = results(d)
+    table.sort(got)
+    assert.are.same({ "a@0-10000:1/1", "a@10000-20000:1/1", "a@5000-15000:2/2" }, got)
+  end)
+end)
+
+describe("session windows", function()
+  local session = function(sproc) return sproc.window.session{ gap = "5s", grace = 0 } end
+
+  it("merge records at most the gap apart and close after last + gap + grace", function()
+    local d = pipeline(session)
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 6000, 1), rec("a", 20000, 1) })
+    -- 1000 and 6000 are exactly one gap apart: one session [1000, 6000]
+    assert.are.same({ "a@1000-6000:2/2" }, results(d))
+    d:close_windows()
+    assert.are.same({ "a@1000-6000:2/2", "a@20000-20000:1/1" }, results(d))
+  end)
+
+  it("bridges two sessions with a record between them", function()
+    local d = pipeline(function(sproc) return sproc.window.session{ gap = "5s", grace = "1m" } end,
+                       "update")
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 10000, 1) })
+    d:clear()
+    d:pipe("in", rec("a", 5500, 1))
+    local out = d:output("out")
+    -- the two merged-away sessions get tombstones, then the merged one
+    assert.are.equal(3, #out)
+    assert.is_nil(out[1].value)
+    assert.is_nil(out[2].value)
+    assert.are.equal("1000", out[1].headers["sproc.window.start"])
+    assert.are.same({ window_start = 1000, window_end = 10000, n = 3, total = 3 },
+                    require("sproc.json").decode(out[3].value))
+  end)
+end)
+
+describe("aggregations", function()
+  it("computes count, sum, min, max, avg, first and last in C", function()
+    local d = testing.driver(function(sproc)
+      local v = function(r) return r.value.v end
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.tumbling{ size = 1000, grace = 0 })
+        :aggregate{ n = sproc.agg.count(), sum = sproc.agg.sum(v), min = sproc.agg.min(v),
+                    max = sproc.agg.max(v), avg = sproc.agg.avg(v), first = sproc.agg.first(v),
+                    last = sproc.agg.last(v) }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("k", 500, 4), rec("k", 100, 2), rec("k", 900, 9), rec("k", 700, nil) })
+    d:close_windows()
+    assert.are.same({ window_start = 0, window_end = 1000, n = 4, sum = 15, min = 2, max = 9,
+                      avg = 5, first = 2, last = 9 },
+                    d:output("out", { json = true })[1].value)
+  end)
+
+  it("drops records with a null key before the aggregation, counted", function()
+    local d = pipeline(function(sproc) return sproc.window.tumbling{ size = 1000, grace = 0 } end)
+    d:pipe("in", { { value = { v = 1 }, ts = 5 } })
+    assert.are.equal(1, d:stats().filtered)
+  end)
+
+  it("raises on misuse while the pipeline is built", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }:window(sproc.window.tumbling{ size = "10s" })
+      end)
+    end)
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }:aggregate{ n = sproc.agg.count() }
+      end)
+    end, "aggregate() follows window()")
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }:window(sproc.window.tumbling{ size = "10x", grace = 0 })
+      end)
+    end)
+    assert.has_error(function() return require("sproc").agg.sum() end)
+  end)
+end)
+
+describe("a million records", function()
+  it("through a windowed count in a few seconds", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in" }
+        :window(sproc.window.tumbling{ size = "1m", grace = 0 })
+        :aggregate{ n = sproc.agg.count() }
+        :to{ topic = "out" }
+    end)
+    local t0 = os.clock()
+    local batch = {}
+    for b = 0, 999 do
+      for i = 1, 1000 do
+        local n = b * 1000 + i
+        batch[i] = { key = "k" .. (n % 100), ts = n * 10 }
+      end
+      d:pipe("in", batch)
+      if b % 100 == 99 then d:clear() end
+    end
+    d:close_windows()
+    local total = 0
+    for _, r in ipairs(d:output("out", { json = true })) do total = total + r.value.n end
+    print(string.format("\n1M records through a tumbling count: %.2f s", os.clock() - t0))
+    assert.is_true(total > 0)
+  end)
+end)
