@@ -114,6 +114,7 @@ struct sp_ctx {
     struct sp_timer *timers;
     int32_t ntimers;
     int64_t wall_ms;
+    int64_t idle_ms; /* idle partitions' stream time follows the wall clock */
     int32_t scanned; /* batch records already counted in stream time */
     struct sp_windows *windows; /* windowed aggregations; NULL none */
     int64_t store_bytes;  /* all in-memory stores together */

@@ -290,6 +290,10 @@ int64_t sp_window_late(sp_ctx *ctx, int op);
  * end of a bounded run). */
 void sp_ctx_close_all_windows(sp_ctx *ctx);
 int sp_ctx_has_windows(sp_ctx *ctx);
+/* A partition with no record for ms of wall-clock time has its stream
+ * time advance with the wall clock from its last record's time, so its
+ * windows close (0: off, Kafka Streams' behaviour). */
+void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms);
 
 /* SP_FFI_END */
 

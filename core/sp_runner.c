@@ -1175,6 +1175,8 @@ int sp_run(const sp_opts *o) {
         /* transactions stay short, as in Kafka Streams under exactly-once:
          * downstream read_committed consumers see outputs when they commit */
         if (r->eos) r->commit_interval_ms = setting_int(o, "sproc.commit.interval.ms", 100);
+        if (sproc_setting(o, "sproc.idle.timeout.ms"))
+            sp_ctx_set_idle_timeout(r->ctx, setting_int(o, "sproc.idle.timeout.ms", 0));
     }
     if (make_producer(r) != 0) goto done;
     if (r->mock)

@@ -15,6 +15,8 @@
 typedef struct sp_ptime {
     int32_t partition;
     int64_t stream_ms;       /* -1: no record yet */
+    int64_t last_wall;       /* wall clock at the last record; -1 none */
+    int64_t last_event;      /* stream time then */
     int64_t swept_ms;        /* stream time of the last TTL sweep */
     int64_t next[MAX_TIMERS]; /* stream timers: next firing; -1 unset */
 } sp_ptime;
@@ -50,6 +52,8 @@ static sp_ptime *ptime(sp_ctx *ctx, int32_t partition, int create) {
     p->partition = partition;
     p->stream_ms = -1;
     p->swept_ms = -1;
+    p->last_wall = -1;
+    p->last_event = -1;
     for (int i = 0; i < MAX_TIMERS; i++) p->next[i] = -1;
     return p;
 }
@@ -82,10 +86,12 @@ void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms) {
 }
 
 void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms) { ctx->wall_ms = ms; }
+void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms) { ctx->idle_ms = ms > 0 ? ms : 0; }
 int64_t sp_ctx_wall_clock(sp_ctx *ctx) { return ctx->wall_ms; }
 
 int64_t sp_ctx_wall_timer_min(sp_ctx *ctx) {
-    int64_t m = 0;
+    /* idle partitions are noticed on the wall clock too */
+    int64_t m = ctx->idle_ms > 0 && ctx->windows ? (ctx->idle_ms / 4 > 0 ? ctx->idle_ms / 4 : 1) : 0;
     for (int32_t i = 0; i < ctx->ntimers; i++)
         if (ctx->timers[i].wall && (m == 0 || ctx->timers[i].every < m))
             m = ctx->timers[i].every;
@@ -162,6 +168,17 @@ int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
                                   ctx->timers[t].every;
         }
         if (r->ts > pt->stream_ms) pt->stream_ms = r->ts;
+        pt->last_wall = ctx->wall_ms;
+        pt->last_event = pt->stream_ms;
+    }
+    /* An idle partition's stream time moves on with the wall clock from
+     * its last record's time (not to "now": replayed old data must not
+     * close every window at once), so its windows do not wait forever. */
+    for (int32_t k = 0; ctx->idle_ms > 0 && k < ctx->nptimes; k++) {
+        sp_ptime *pt = &ctx->ptimes[k];
+        int64_t idle = ctx->wall_ms - pt->last_wall;
+        if (pt->last_wall < 0 || idle < ctx->idle_ms) continue;
+        if (pt->last_event + idle > pt->stream_ms) pt->stream_ms = pt->last_event + idle;
     }
     /* windows close before the sweep could expire their accumulators */
     if (sp_windows_fire(ctx) < 0) return -1;

@@ -35,7 +35,9 @@ local policies = { fail = true, skip = true, dlq = true }
 
 --- Application settings: id (group id and prefix of internal topics),
 --- errors ("fail", "skip" or "dlq"), dlq (the dead-letter topic) and
---- processing_guarantee ("at_least_once", the default, or "exactly_once").
+--- processing_guarantee ("at_least_once", the default, or "exactly_once")
+--- and idle (a duration: a partition without records that long has its
+--- stream time follow the wall clock, so its windows close).
 function M.app(opts)
   check_table("app", opts)
   if opts.id ~= nil and (type(opts.id) ~= "string" or opts.id == "") then
@@ -47,6 +49,7 @@ function M.app(opts)
   if opts.dlq ~= nil and type(opts.dlq) ~= "string" then
     error("sproc.app: dlq must be a topic name", 2)
   end
+  if opts.idle ~= nil then opts.idle = require("sproc.window").duration(opts.idle, "sproc.app: idle", 2) end
   local g = opts.processing_guarantee
   if g ~= nil and g ~= "at_least_once" and g ~= "exactly_once" then
     error("sproc.app: processing_guarantee must be \"at_least_once\" or \"exactly_once\", got " ..

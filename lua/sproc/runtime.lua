@@ -326,6 +326,7 @@ function M.compile(ctx, opts)
   if C.sp_ctx_set_policy(ctx, policies[policy], dlq, errp) ~= 0 then
     error(cerr("sproc.app"), 0)
   end
+  C.sp_ctx_set_idle_timeout(ctx, app.idle or 0)
   local env = {
     ctx = ctx, batch = C.sp_ctx_batch(ctx), stats = C.sp_ctx_stats(ctx),
     describe = {}, policy = policy, app_id = app_id, dlq = dlq,

@@ -195,3 +195,22 @@ describe("a million records", function()
     assert.is_true(total > 0)
   end)
 end)
+
+describe("idle partitions", function()
+  it("close their windows on the wall clock, from the last record's time", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ idle = "5s" }
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.tumbling{ size = "10s", grace = 0 })
+        :aggregate{ n = sproc.agg.count() }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("a", 1000, 1), rec("b", 2000, 1, 1) })
+    d:advance_wall_clock(4999)
+    assert.are.same({}, results(d))
+    d:advance_wall_clock(4000)          -- idle 8999 ms: partition 1 at 2000 + 8999
+    assert.are.same({ "b@0-10000:1" }, results(d))
+    d:advance_wall_clock(1)             -- partition 0 reaches 1000 + 9000
+    assert.are.same({ "b@0-10000:1", "a@0-10000:1" }, results(d))
+  end)
+end)
