@@ -124,6 +124,7 @@ static int add_source(sp_ctx *ctx, int kind, const char *name,
     s[ctx->nsources].name = strdup(name);
     s[ctx->nsources].topic = topic;
     s[ctx->nsources].re_ok = 0;
+    s[ctx->nsources].internal = 0;
     if (!s[ctx->nsources].name) {
         *err = "out of memory";
         return SP_ENOMEM;
@@ -137,6 +138,15 @@ int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err)
 }
 
 int32_t sp_source_count(sp_ctx *ctx) { return ctx->nsources; }
+
+int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err) {
+    int t = add_source(ctx, 0, topic, err);
+    if (t >= 0) ctx->sources[ctx->nsources - 1].internal = 1;
+    return t;
+}
+
+int sp_ctx_kafka_backed(sp_ctx *ctx) { return ctx->kafka.open != NULL; }
+int32_t sp_ctx_partitions(sp_ctx *ctx) { return ctx->mem_partitions > 0 ? ctx->mem_partitions : 1; }
 
 int sp_source_kafka(sp_ctx *ctx, const char *topic, int is_pattern,
                     const char **err) {

@@ -57,6 +57,7 @@ typedef struct sp_source {
                * results */
     char *name;
     int32_t topic; /* topic id records carry */
+    int internal;  /* a topic of sproc's own (repartition) */
     regex_t re;    /* patterns, compiled on first use */
     int re_ok;     /* 0 not compiled, 1 compiled, -1 invalid */
 } sp_source;

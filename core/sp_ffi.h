@@ -266,6 +266,14 @@ void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
 
 /* Sources registered so far (a new one's index is the count minus 1). */
 int32_t sp_source_count(sp_ctx *ctx);
+/* A topic of sproc's own that the pipeline reads back (a repartition
+ * topic: the executable creates it and drains it in bounded runs). */
+int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err);
+/* 1 when Kafka sinks go to a real producer (the executable), 0 when they
+ * stay in memory (the test driver). */
+int sp_ctx_kafka_backed(sp_ctx *ctx);
+/* Partitions of the in-memory Kafka (sp_ctx_set_partitions). */
+int32_t sp_ctx_partitions(sp_ctx *ctx);
 
 /* Windowed aggregation. Windows are [start, end) aligned to the epoch
  * (tumbling: advance = size), or sessions (size is the inactivity gap).

@@ -74,6 +74,7 @@ typedef struct runner {
     int64_t txns;   /* transactions committed */
 
     int windows_closed; /* a bounded run closed every window */
+    int sealed;         /* a bounded run: repartition topics' ends are set */
     int stopping;   /* no more consuming */
     int exit_code;
     int assigned_once;
@@ -443,6 +444,41 @@ static void mark_done(runner *r, sp_tp *tp) {
              tp->topic, tp->partition, tp->end_offset);
 }
 
+static int has_internal(runner *r) {
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        if (r->ctx->sources[i].internal) return 1;
+    return 0;
+}
+
+/* Once the input of a bounded run is read, everything written to the
+ * repartition topics is flushed and their ends become the end offsets to
+ * read to. Returns 1 when nothing is left there. */
+static int seal_internal(runner *r) {
+    int left = 0;
+    r->sealed = 1;
+    rd_kafka_flush(r->prod, 60000);
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (!s->internal) continue;
+        for (int32_t p = 0; p < r->src_partitions; p++) {
+            int64_t lo, hi;
+            if (rd_kafka_query_watermark_offsets(r->prod, s->name, p, &lo, &hi, 10000) != 0)
+                continue;
+            sp_tp *tp = sp_offsets_tp(&r->offs, s->name, p);
+            if (!tp) continue;
+            tp->end_offset = hi;
+            if (hi <= lo || (tp->position >= 0 && tp->position >= hi)) {
+                tp->done = 1;
+            } else {
+                tp->done = 0;
+                left = 1;
+            }
+        }
+        sp_debug("bounded run: draining %s", s->name);
+    }
+    return !left;
+}
+
 /* A bounded run is over when every source partition reached the end
  * offset it had at start and every file source is read. */
 static int all_done(runner *r) {
@@ -453,6 +489,8 @@ static int all_done(runner *r) {
     if (r->rs && sp_restore_pending(r->rs)) return 0;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
         if (tp->end_offset >= 0 && !tp->done) return 0;
+    /* the input is read: now drain what went through repartition topics */
+    if (!r->sealed && has_internal(r)) return seal_internal(r);
     return 1;
 }
 
@@ -1010,7 +1048,7 @@ static int wait_for_kafka(runner *r) {
     int rc = 0;
     for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
         sp_source *s = &r->ctx->sources[i];
-        if (s->kind >= 2) continue; /* files and timers */
+        if (s->kind >= 2 || s->internal) continue; /* files, timers, our own */
         int found = 0;
         for (int t = 0; t < md->topic_cnt; t++) {
             const rd_kafka_metadata_topic_t *mt = &md->topics[t];
@@ -1038,13 +1076,49 @@ static int wait_for_kafka(runner *r) {
                 if (hi <= lo) tp->done = 1; /* empty: nothing to read */
             }
         }
-        if (!found && s->kind == 0) {
+        if (!found && s->kind == 0 && !s->internal) {
             sp_error("source topic %s does not exist (and sproc does not create "
                      "source topics)", s->name);
             rc = -1;
         }
     }
     rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+/* Repartition topics: created where missing, with one partition per
+ * input partition (the dev cluster makes them as their sinks open). */
+static int ensure_internal(runner *r) {
+    int rc = 0;
+    if (r->mock || !has_internal(r)) return 0;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(r->prod);
+    for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (!s->internal) continue;
+        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(s->name, r->src_partitions > 0 ? r->src_partitions : 1,
+                                                        -1, r->errstr, sizeof r->errstr);
+        if (!nt) {
+            sp_error("repartition topic %s: %s", s->name, r->errstr);
+            rc = -1;
+            break;
+        }
+        rd_kafka_CreateTopics(r->prod, &nt, 1, NULL, q);
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+        const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+        size_t cnt = 0;
+        const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
+        rd_kafka_resp_err_t e = cnt ? rd_kafka_topic_result_error(tr[0]) : RD_KAFKA_RESP_ERR__TIMED_OUT;
+        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            sp_error("cannot create repartition topic %s: %s", s->name, rd_kafka_err2str(e));
+            rc = -1;
+        } else if (!e) {
+            sp_info("created repartition topic %s (%" PRId32 " partitions)", s->name,
+                    r->src_partitions);
+        }
+        if (ev) rd_kafka_event_destroy(ev);
+        rd_kafka_NewTopic_destroy(nt);
+    }
+    rd_kafka_queue_destroy(q);
     return rc;
 }
 
@@ -1189,6 +1263,7 @@ int sp_run(const sp_opts *o) {
     r->loop = ev_default_loop(EVFLAG_AUTO);
     if (has_kafka_sources(r)) {
         if (wait_for_kafka(r) != 0) goto done;
+        if (ensure_internal(r) != 0) goto done;
         if (r->eos) {
             rd_kafka_error_t *e = rd_kafka_init_transactions(r->prod, 60000);
             if (e) {

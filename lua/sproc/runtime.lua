@@ -61,7 +61,7 @@ local function encoder(serde, batch, which)
   end
 end
 
-local compile_node
+local compile_node, rekeyed
 
 local function compile_children(n, env)
   local kids = n.children
@@ -216,6 +216,7 @@ function compile_node(n, env)
     if #n.children ~= 1 or n.children[1].kind ~= "aggregate" then
       error("window() must be followed by aggregate()", 0)
     end
+    if rekeyed(n) then return M.compile_repartition(n, env) end
     return compile_children(n, env)
   elseif kind == "aggregate" then
     return M.compile_aggregate(n, env)
@@ -260,6 +261,74 @@ end
 
 local NaN = 0 / 0
 
+-- A key_by between the source and this node: records of one key may come
+-- from any input partition.
+function rekeyed(n)
+  local p = n.parent
+  while p do
+    if p.kind == "key_by" then return true end
+    p = p.parent
+  end
+  return false
+end
+
+local function key_string(k)
+  local tk = type(k)
+  if tk == "string" or k == nil then return k end
+  return tk == "table" and json.encode(k) or tostring(k)
+end
+
+-- Re-keyed records reach their aggregation through a repartition topic
+-- keyed by the new key, so that each key has one partition (and one
+-- process) whatever partition it came from. The test driver, which has no
+-- Kafka, moves the record to that partition in place.
+function M.compile_repartition(n, env)
+  local ctx, batch = env.ctx, env.batch
+  local agg = n.children[1]
+  local src = n.source
+  if C.sp_ctx_kafka_backed(ctx) == 0 then
+    local nxt = compile_children(n, env)
+    local nparts = C.sp_ctx_partitions(ctx)
+    return function(r)
+      local k = key_string(r.key)
+      if k == nil then return nxt(r) end
+      local rec = batch.recs[batch.cur]
+      local old = rec.partition
+      rec.partition = C.sp_partition_for(k, #k, nparts)
+      nxt(r)
+      rec.partition = old
+    end
+  end
+  local topic = env.app_id .. "-" .. agg.store_name .. "-repartition"
+  local sink = C.sp_sink_kafka(ctx, topic, errp)
+  if sink < 0 then error(cerr("repartition topic " .. topic), 0) end
+  if C.sp_source_internal(ctx, topic, errp) < 0 then error(cerr("repartition topic " .. topic), 0) end
+  local index = C.sp_source_count(ctx)   -- before the aggregation adds its own
+  local rsrc = { key = "string", value = src.value, kind = "topic", names = { topic } }
+  local view, reset = record.new_view(ctx, batch, rsrc)
+  local nxt = compile_children(n, env)
+  env.by_source[index] = function(i)
+    local bad = reset(i)
+    if bad then error(setmetatable({ msg = bad }, InputError)) end
+    nxt(view)
+  end
+  env.describe_repartition = env.describe_repartition or {}
+  env.describe_repartition[#env.describe_repartition + 1] = topic
+  local enc_val = encoder(src.value == "json" and "json" or "auto", batch, "value")
+  return function(r)
+    local k = key_string(r.key)
+    local vp, vl = enc_val(r.value)
+    -- the event time travels as the record's timestamp (Kafka's producer
+    -- reads 0 as "now": epoch 0 goes as 1 ms, in the same windows unless a
+    -- window is 1 ms long)
+    local ts = r.ts
+    if ts == 0 then ts = 1 end
+    if C.sp_emit(ctx, sink, k, k and #k or 0, vp, vl, ts, 0, errp) ~= 0 then
+      error(cerr("repartition topic " .. topic), 0)
+    end
+  end
+end
+
 function M.compile_aggregate(n, env)
   local ctx, stats, batch = env.ctx, env.stats, env.batch
   local w = n.parent.window
@@ -280,7 +349,8 @@ function M.compile_aggregate(n, env)
                                 w.grace, n.emit_mode == "update" and 1 or 0, na, kinds, names,
                                 topicp, errp)
   if op < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
-  env.by_source[C.sp_source_count(ctx)] = compile_results(n, env)
+  local index = C.sp_source_count(ctx)   -- before the operators after it add theirs
+  env.by_source[index] = compile_results(n, env)
   local vals = ffi.new("double[?]", na)
   local late = n.late
   local encode = json.encode

@@ -71,3 +71,40 @@ sproc.source{{ topic = "{kafka.topic('in')}", value = "json", time = function(r)
     assert all(b"late for" in d["headers"]["sproc.error"] for d in dead)
     assert "every window closed" in p.stderr()
     assert re.search(r"done: \d+ records in", p.stderr())
+
+
+def test_rekeyed_aggregation_goes_through_a_repartition_topic(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=4)
+    kafka.create("out", partitions=4)
+    rnd = random.Random(5)
+    recs = []
+    for i in range(20_000):
+        # keyed by a session id: one user's records are on every partition
+        recs.append((f"s{rnd.randrange(1000)}".encode(),
+                     {"user": f"u{rnd.randrange(50)}", "t": 1000 + i * 5}))
+    kafka.produce("in", recs)
+    app = kafka.topic("app")
+    script = write_script(tmp_path, "rekey.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{kafka.topic('in')}", value = "json", time = function(r) return r.value.t end }}
+  :key_by(function(r) return r.value.user end)
+  :window(sproc.window.tumbling{{ size = 10000, grace = "1h" }})
+  :aggregate{{ n = sproc.agg.count(), name = "per-user" }}
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", app, "--until-end"] + FAST)
+    assert p.wait(300) == 0, p.stderr()
+    assert "created repartition topic" in p.stderr()
+    want = {}
+    for _, v in recs:
+        k = (v["user"], v["t"] - v["t"] % 10000)
+        want[k] = want.get(k, 0) + 1
+    got = {}
+    for r in kafka.read("out"):
+        v = json.loads(r["value"])
+        k = (r["key"].decode(), v["window_start"])
+        assert k not in got, f"two results for {k}: the key was aggregated in two places"
+        got[k] = v["n"]
+    assert got == want
+    # the repartition topic <app>-per-user-repartition holds every record once
+    assert kafka.count("app-per-user-repartition") == len(recs)

@@ -214,3 +214,25 @@ describe("idle partitions", function()
     assert.are.same({ "b@0-10000:1", "a@0-10000:1" }, results(d))
   end)
 end)
+
+describe("re-keying before a window", function()
+  it("aggregates a key from every input partition in one place", function()
+    local d = testing.driver{ partitions = 4, build = function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :key_by(function(r) return r.value.user end)
+        :window(sproc.window.tumbling{ size = "10s", grace = 0 })
+        :aggregate{ n = sproc.agg.count() }
+        :to{ topic = "out" }
+    end }
+    d:pipe("in", { { key = "x", value = { user = "ann" }, ts = 1, partition = 0 },
+                   { key = "y", value = { user = "ann" }, ts = 2, partition = 1 },
+                   { key = "z", value = { user = "bob" }, ts = 3, partition = 2 } })
+    d:close_windows()
+    local got = {}
+    for _, r in ipairs(d:output("out", { json = true })) do
+      got[r.key] = r.value.n
+      assert.are.equal(testing.partition_for(r.key, 4), r.partition)
+    end
+    assert.are.same({ ann = 2, bob = 1 }, got)
+  end)
+end)
