@@ -92,6 +92,8 @@ int64_t sp_ctx_wall_clock(sp_ctx *ctx) { return ctx->wall_ms; }
 int64_t sp_ctx_wall_timer_min(sp_ctx *ctx) {
     /* idle partitions are noticed on the wall clock too */
     int64_t m = ctx->idle_ms > 0 && ctx->windows ? (ctx->idle_ms / 4 > 0 ? ctx->idle_ms / 4 : 1) : 0;
+    int64_t iv = sp_windows_interval_min(ctx);
+    if (iv > 0 && (m == 0 || iv < m)) m = iv;
     for (int32_t i = 0; i < ctx->ntimers; i++)
         if (ctx->timers[i].wall && (m == 0 || ctx->timers[i].every < m))
             m = ctx->timers[i].every;

@@ -43,6 +43,10 @@ typedef struct sp_winop {
     int64_t late;
     widx *idx;
     int32_t nidx;
+    /* update with an interval: the windows changed since the last
+     * emission, per partition (a tree of their store keys) */
+    int64_t interval, last_emit;
+    sp_store changed;
 } sp_winop;
 
 /* Accumulator as stored: a tag byte, this header, two doubles per
@@ -98,6 +102,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
         sp_winop *op = w->ops[i];
         for (int32_t j = 0; j < op->nidx; j++) free_idx(&op->idx[j]);
         free(op->idx);
+        sp_store_destroy(&op->changed);
         for (int32_t j = 0; j < op->nagg; j++) free(op->names[j]);
         free(op->name);
         free(op);
@@ -146,7 +151,13 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
     op->size = size;
     op->advance = type == SP_WIN_HOPPING ? advance : size;
     op->grace = grace;
-    op->update = emit_update;
+    op->update = emit_update != 0;
+    op->interval = emit_update > 1 ? emit_update : 0;
+    op->last_emit = -1;
+    if (sp_store_init(&op->changed, "changed", 0, NULL, 0) != 0) {
+        free(op);
+        goto oom;
+    }
     op->nagg = nagg;
     op->store = store;
     for (int32_t i = 0; i < nagg; i++) {
@@ -344,6 +355,48 @@ static int queue_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key
     return SP_OK;
 }
 
+/* Update results: at once, or with an interval only the window's latest
+ * state when the interval has passed (bursts compact into one). */
+static int updated(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
+                   const acc_hdr *h, double (*s)[2]) {
+    if (!op->interval) return queue_result(ctx, op, part, key, klen, h, s, 0);
+    sp_windows *w = ctx->windows;
+    const char *err;
+    sp_kv_part *p = sp_store_part(&op->changed, part, 1);
+    if (!p || wkey(&w->kbuf, key, klen, h->start) ||
+        sp_kv_put(&op->changed, p, w->kbuf.data, w->kbuf.len, "", 0, 0, &err) != 0)
+        return SP_ENOMEM;
+    return SP_OK;
+}
+
+/* Emits the changed windows' current results (all of them, or one
+ * partition's one window when it closes: wk non-NULL). */
+static int emit_changed(sp_ctx *ctx, sp_winop *op, int32_t part, const char *wk, size_t wklen) {
+    acc_hdr h;
+    double s[MAX_AGGS][2];
+    const char *v;
+    size_t vl;
+    for (int32_t i = 0; i < op->changed.nparts; i++) {
+        sp_kv_part *p = &op->changed.parts[i];
+        if (wk && p->partition != part) continue;
+        for (sp_kv_node *n = wk ? sp_kv_get(p, wk, wklen) : sp_kv_seek(p, NULL, 0, 0); n;
+             n = wk ? NULL : sp_kv_seek(p, n->key, n->klen, 1)) {
+            size_t ulen = ((size_t)(unsigned char)n->key[0] << 8) | (unsigned char)n->key[1];
+            if (sp_store_get(ctx, op->store, p->partition, n->key, n->klen, &v, &vl) == 1 &&
+                acc_read(op, v, vl, &h, s) &&
+                queue_result(ctx, op, p->partition, n->key + 2, ulen, &h, s, 0) != SP_OK)
+                return SP_ENOMEM;
+        }
+        if (wk) {
+            const char *err;
+            sp_kv_delete(&op->changed, p, wk, wklen, &err);
+        } else {
+            sp_kv_clear(&op->changed, p);
+        }
+    }
+    return SP_OK;
+}
+
 /* --- the open-window index ---------------------------------------------- */
 
 static widx *index_of(sp_winop *op, int32_t part) {
@@ -449,8 +502,7 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
     int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
     if (rc != SP_OK) return rc;
     if (!found && heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
-    if (op->update && queue_result(ctx, op, part, key, klen, &h, s, 0) != SP_OK)
-        return SP_ENOMEM;
+    if (op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) return SP_ENOMEM;
     return SP_OK;
 }
 
@@ -504,8 +556,7 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     if (rc != SP_OK) return rc;
     /* the heap keeps stale entries of merged sessions: closing skips them */
     if (heap_push(x, close_at(op, &h), h.start, key, klen) != 0) return SP_ENOMEM;
-    if (op->update && queue_result(ctx, op, part, key, klen, &h, s, 0) != SP_OK)
-        return SP_ENOMEM;
+    if (op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) return SP_ENOMEM;
     return 0;
 }
 
@@ -577,7 +628,17 @@ static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
             sp_store_get(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
             acc_read(op, v, vl, &h, s) && (w->close_all || close_at(op, &h) <= stream) &&
             close_at(op, &h) == e.close_at) {
-            if (!op->update) rc = queue_result(ctx, op, x->partition, e.key, e.klen, &h, s, 0);
+            if (!op->update)
+                rc = queue_result(ctx, op, x->partition, e.key, e.klen, &h, s, 0);
+            else if (op->interval && wkey(&w->kbuf, e.key, e.klen, e.start) == 0) {
+                /* its last change must not wait for an interval that
+                 * would find it gone */
+                char *k = malloc(w->kbuf.len);
+                if (!k) return SP_ENOMEM;
+                memcpy(k, w->kbuf.data, w->kbuf.len);
+                rc = emit_changed(ctx, op, x->partition, k, w->kbuf.len);
+                free(k);
+            }
             if (rc == SP_OK && wkey(&w->kbuf, e.key, e.klen, e.start) == 0)
                 rc = sp_store_delete(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len,
                                      &err);
@@ -594,6 +655,15 @@ void sp_ctx_close_all_windows(sp_ctx *ctx) {
 }
 
 int sp_ctx_has_windows(sp_ctx *ctx) { return ctx->windows && ctx->windows->nops > 0; }
+
+int64_t sp_windows_interval_min(sp_ctx *ctx) {
+    int64_t m = 0;
+    for (int32_t i = 0; ctx->windows && i < ctx->windows->nops; i++) {
+        int64_t v = ctx->windows->ops[i]->interval;
+        if (v > 0 && (m == 0 || v < m)) m = v;
+    }
+    return m;
+}
 
 void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition) {
     sp_windows *w = ctx->windows;
@@ -624,6 +694,13 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
         for (int32_t j = 0; j < op->nidx; j++) {
             widx *x = &op->idx[j];
             if (close_due(ctx, op, x, sp_ctx_stream_time(ctx, x->partition)) != SP_OK) return -1;
+        }
+        if (op->interval) {
+            if (op->last_emit < 0) op->last_emit = ctx->wall_ms;
+            if (ctx->wall_ms - op->last_emit >= op->interval) {
+                if (emit_changed(ctx, op, 0, NULL, 0) != SP_OK) return -1;
+                op->last_emit = ctx->wall_ms;
+            }
         }
     }
     int32_t before = ctx->batch.n;

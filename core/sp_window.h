@@ -13,5 +13,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx);
 int32_t sp_windows_fire(sp_ctx *ctx);
 /* The partition went elsewhere: forget its open-window index. */
 void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition);
+/* The shortest emit interval of update-mode windows (0: none). */
+int64_t sp_windows_interval_min(sp_ctx *ctx);
 
 #endif

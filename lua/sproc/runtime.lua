@@ -346,7 +346,8 @@ function M.compile_aggregate(n, env)
   local topicp = ffi.new("int32_t[1]")
   local size = w.kind == "session" and w.gap or w.size
   local op = C.sp_window_create(ctx, n.store_name, window.kinds[w.kind], size, w.advance or size,
-                                w.grace, n.emit_mode == "update" and 1 or 0, na, kinds, names,
+                                w.grace, n.emit_mode == "update" and math.max(1, n.emit_interval or 1) or 0,
+                                na, kinds, names,
                                 topicp, errp)
   if op < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
   local index = C.sp_source_count(ctx)   -- before the operators after it add theirs

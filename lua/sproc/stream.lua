@@ -199,13 +199,24 @@ function Stream:aggregate(spec)
 end
 
 --- When results come: "final" (default: once per window, when it
---- closes) or "update" (on every change).
+--- closes) or "update" (on every change); emit{ "update", interval =
+--- "1s" } gives each changed window's latest result at most once per
+--- interval of the wall clock.
 function Stream:emit(mode)
   if self.kind ~= "aggregate" then error("emit() follows aggregate()", 2) end
+  local interval
+  if type(mode) == "table" then
+    interval = mode.interval
+    mode = mode[1] or mode.mode
+  end
   if mode ~= "final" and mode ~= "update" then
     error("emit(): mode must be \"final\" or \"update\", got " .. tostring(mode), 2)
   end
-  self.emit_mode = mode
+  if interval ~= nil then
+    if mode ~= "update" then error("emit(): an interval goes with \"update\"", 2) end
+    interval = require("sproc.window").duration(interval, "emit(): interval", 2)
+  end
+  self.emit_mode, self.emit_interval = mode, interval
   return self
 end
 

@@ -236,3 +236,28 @@ describe("re-keying before a window", function()
     assert.are.same({ ann = 2, bob = 1 }, got)
   end)
 end)
+
+describe("update with an interval", function()
+  it("compacts a burst of changes into the latest result per window", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.tumbling{ size = "10s", grace = "1m" })
+        :aggregate{ n = sproc.agg.count() }
+        :emit{ "update", interval = "1s" }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("a", 1000, 1), rec("a", 2000, 1), rec("b", 3000, 1) })
+    d:pipe("in", rec("a", 4000, 1))
+    assert.are.same({}, results(d))
+    d:advance_wall_clock(1000)
+    local got = results(d)
+    table.sort(got)
+    assert.are.same({ "a@0-10000:3", "b@0-10000:1" }, got)
+    d:clear()
+    d:advance_wall_clock(1000)             -- nothing changed
+    assert.are.same({}, results(d))
+    d:pipe("in", rec("a", 5000, 1))
+    d:close_windows()                      -- a closing window's last change goes out
+    assert.are.same({ "a@0-10000:4" }, results(d))
+  end)
+end)
