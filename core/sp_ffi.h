@@ -285,16 +285,20 @@ int32_t sp_ctx_partitions(sp_ctx *ctx);
  * changes of an interval compact into one result per window). */
 enum { SP_WIN_TUMBLING = 0, SP_WIN_HOPPING = 1, SP_WIN_SESSION = 3 };
 enum { SP_AGG_COUNT = 0, SP_AGG_SUM = 1, SP_AGG_MIN = 2, SP_AGG_MAX = 3,
-       SP_AGG_AVG = 4, SP_AGG_FIRST = 5, SP_AGG_LAST = 6 };
+       SP_AGG_AVG = 4, SP_AGG_FIRST = 5, SP_AGG_LAST = 6, SP_AGG_DISTINCT = 7,
+       SP_AGG_APPROX_DISTINCT = 8 };
 int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
                      int64_t advance, int64_t grace, int emit_update,
                      int32_t nagg, const int32_t *kinds,
                      const char *const *names, int32_t *topic, const char **err);
 /* Adds the current record: its grouping key, event time, and each
- * aggregate's input (NaN: none). Returns how many of its windows it was
- * late for, or a negative code. */
+ * aggregate's input: vals for numeric ones (NaN: none), sv/sl the bytes of
+ * distinct counts' values (NULL: none; sv may be NULL without distinct
+ * aggregates). Returns how many of its windows it was late for, or a
+ * negative code. */
 int sp_window_add(sp_ctx *ctx, int op, const char *key, size_t klen, int64_t ts,
-                  const double *vals, const char **err);
+                  const double *vals, const char *const *sv, const size_t *sl,
+                  const char **err);
 int64_t sp_window_late(sp_ctx *ctx, int op);
 /* Stream time to infinity: every window closes at the next firing (the
  * end of a bounded run). */

@@ -39,6 +39,7 @@ typedef struct sp_winop {
     int32_t kinds[MAX_AGGS];
     char *names[MAX_AGGS];
     int store;
+    int distinct; /* the companion store of distinct aggregates; -1 none */
     int32_t topic;
     int64_t late;
     widx *idx;
@@ -160,9 +161,23 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
     }
     op->nagg = nagg;
     op->store = store;
+    op->distinct = -1;
     for (int32_t i = 0; i < nagg; i++) {
         op->kinds[i] = kinds[i];
         op->names[i] = strdup(names[i]);
+        if ((kinds[i] == SP_AGG_DISTINCT || kinds[i] == SP_AGG_APPROX_DISTINCT) &&
+            op->distinct < 0) {
+            /* the values seen (exact) or the HyperLogLog registers, per
+             * window, next to the accumulators */
+            char dname[512];
+            snprintf(dname, sizeof dname, "%s.distinct", name);
+            op->distinct = sp_store_open(ctx, dname, SP_STORE_KV, err);
+            if (op->distinct < 0 ||
+                sp_store_set_ttl(ctx, op->distinct, 2 * (size + grace) + 60000, err) != SP_OK) {
+                free(op);
+                return SP_EINVAL;
+            }
+        }
     }
     char src[512];
     snprintf(src, sizeof src, "[window %s]", name);
@@ -303,7 +318,9 @@ static int json_result(sp_winop *op, sp_buf *b, const acc_hdr *h, double (*s)[2]
         rc |= sp_buf_putc(b, ':');
         double v = s[i][0];
         switch (op->kinds[i]) {
-        case SP_AGG_COUNT: rc |= sp_json_write_int(b, (int64_t)v); continue;
+        case SP_AGG_COUNT: case SP_AGG_DISTINCT: case SP_AGG_APPROX_DISTINCT:
+            rc |= sp_json_write_int(b, (int64_t)v);
+            continue;
         case SP_AGG_AVG: v = s[i][1] > 0 ? s[i][0] / s[i][1] : NAN; break;
         case SP_AGG_FIRST: case SP_AGG_LAST: if (isinf(s[i][1])) v = NAN; break;
         case SP_AGG_MIN: case SP_AGG_MAX: if (isinf(v)) v = NAN; break;
@@ -484,11 +501,201 @@ static int build_index(sp_ctx *ctx, sp_winop *op, widx *x) {
     return 0;
 }
 
+/* --- distinct counts ---------------------------------------------------- */
+
+#define HLL_P 11
+#define HLL_M (1 << HLL_P)
+
+static uint64_t hash64(const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a, then splitmix64's finalizer */
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9ULL;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebULL;
+    return h ^ (h >> 31);
+}
+
+static void hll_add(uint8_t *reg, const char *v, size_t n) {
+    uint64_t h = hash64(v, n);
+    uint32_t j = (uint32_t)(h >> (64 - HLL_P));
+    uint64_t w = (h << HLL_P) | ((uint64_t)1 << (HLL_P - 1));
+    uint8_t rank = (uint8_t)(__builtin_clzll(w) + 1);
+    if (rank > reg[j]) reg[j] = rank;
+}
+
+static double hll_estimate(const uint8_t *reg) {
+    double sum = 0, m = HLL_M;
+    int zeros = 0;
+    for (int j = 0; j < HLL_M; j++) {
+        sum += ldexp(1.0, -reg[j]);
+        zeros += reg[j] == 0;
+    }
+    double e = 0.7213 / (1 + 1.079 / m) * m * m / sum;
+    if (e <= 2.5 * m && zeros > 0) e = m * log(m / zeros); /* small range */
+    return floor(e + 0.5);
+}
+
+/* The companion key: the window's key, then the aggregate (high bit: HLL
+ * registers), then for exact counts the value. */
+static int dkey(sp_buf *b, const char *key, size_t klen, int64_t start, int agg,
+                const char *v, size_t vn) {
+    unsigned char a = (unsigned char)agg;
+    return wkey(b, key, klen, start) || sp_buf_append(b, &a, 1) || (vn && sp_buf_append(b, v, vn));
+}
+
+static int distinct_add(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
+                        size_t klen, const acc_hdr *h, double (*s)[2],
+                        const char *const *sv, const size_t *sl, const char **err) {
+    sp_windows *w = ctx->windows;
+    for (int32_t i = 0; i < op->nagg && sv; i++) {
+        int k = op->kinds[i];
+        if ((k != SP_AGG_DISTINCT && k != SP_AGG_APPROX_DISTINCT) || !sv[i]) continue;
+        const char *v;
+        size_t vl;
+        if (k == SP_AGG_DISTINCT) {
+            if (dkey(&w->kbuf, key, klen, h->start, i, sv[i], sl[i])) return SP_ENOMEM;
+            if (sp_store_get(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len, &v, &vl) == 1)
+                continue;
+            int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len, "", 0,
+                                     h->end, err);
+            if (rc != SP_OK) return rc;
+            s[i][0] += 1;
+            continue;
+        }
+        uint8_t reg[HLL_M];
+        if (dkey(&w->kbuf, key, klen, h->start, 0x80 | i, NULL, 0)) return SP_ENOMEM;
+        if (sp_store_get(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
+            vl == HLL_M)
+            memcpy(reg, v, HLL_M);
+        else
+            memset(reg, 0, HLL_M);
+        hll_add(reg, sv[i], sl[i]);
+        s[i][0] = hll_estimate(reg);
+        int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len,
+                                 (const char *)reg, HLL_M, h->end, err);
+        if (rc != SP_OK) return rc;
+    }
+    return SP_OK;
+}
+
+/* Calls fn for each companion entry of a window (key copied: fn may
+ * change the store). */
+static int each_distinct(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
+                         size_t klen, int64_t start,
+                         int (*fn)(sp_ctx *, sp_winop *, int32_t, const char *, size_t,
+                                   const char *, size_t, void *),
+                         void *arg) {
+    sp_windows *w = ctx->windows;
+    if (op->distinct < 0) return SP_OK;
+    if (wkey(&w->kbuf, key, klen, start)) return SP_ENOMEM;
+    size_t plen = w->kbuf.len;
+    char *prefix = malloc(plen), *cur = NULL;
+    if (!prefix) return SP_ENOMEM;
+    memcpy(prefix, w->kbuf.data, plen);
+    const char *k, *v;
+    size_t kl, vl, curlen = plen;
+    int strict = 0, rc = SP_OK;
+    cur = malloc(plen);
+    if (!cur) rc = SP_ENOMEM;
+    else memcpy(cur, prefix, plen);
+    while (rc == SP_OK && sp_store_next(ctx, op->distinct, part, cur, curlen, strict, &k, &kl, &v,
+                                        &vl) == 1) {
+        if (kl < plen || memcmp(k, prefix, plen) != 0) break;
+        char *nk = malloc(kl + vl + 1);
+        if (!nk) {
+            rc = SP_ENOMEM;
+            break;
+        }
+        memcpy(nk, k, kl);
+        memcpy(nk + kl, v, vl);
+        free(cur);
+        cur = nk;
+        curlen = kl;
+        strict = 1;
+        rc = fn(ctx, op, part, nk, kl, nk + kl, vl, arg);
+    }
+    free(cur);
+    free(prefix);
+    return rc;
+}
+
+static int drop_one(sp_ctx *ctx, sp_winop *op, int32_t part, const char *k, size_t kl,
+                    const char *v, size_t vl, void *arg) {
+    const char *err;
+    (void)v, (void)vl, (void)arg;
+    return sp_store_delete(ctx, op->distinct, part, k, kl, &err);
+}
+
+typedef struct move_arg {
+    const char *key;
+    size_t klen;
+    acc_hdr *to;
+} move_arg;
+
+/* A merged-away session's entries go to the session it merged into. */
+static int move_one(sp_ctx *ctx, sp_winop *op, int32_t part, const char *k, size_t kl,
+                    const char *v, size_t vl, void *arg) {
+    move_arg *m = arg;
+    sp_windows *w = ctx->windows;
+    const char *err, *cur;
+    size_t curlen;
+    size_t tail = 2 + m->klen + 8; /* what follows the window's key */
+    unsigned char agg = (unsigned char)k[tail];
+    if (dkey(&w->kbuf, m->key, m->klen, m->to->start, agg, k + tail + 1, kl - tail - 1))
+        return SP_ENOMEM;
+    if (agg & 0x80) {
+        uint8_t reg[HLL_M];
+        memset(reg, 0, HLL_M);
+        if (sp_store_get(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len, &cur, &curlen) == 1 &&
+            curlen == HLL_M)
+            memcpy(reg, cur, HLL_M);
+        for (size_t j = 0; j < HLL_M && vl == HLL_M; j++)
+            if ((uint8_t)v[j] > reg[j]) reg[j] = (uint8_t)v[j];
+        int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len,
+                                 (const char *)reg, HLL_M, m->to->end, &err);
+        if (rc != SP_OK) return rc;
+    } else {
+        int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len, "", 0,
+                                 m->to->end, &err);
+        if (rc != SP_OK) return rc;
+    }
+    return sp_store_delete(ctx, op->distinct, part, k, kl, &err);
+}
+
+typedef struct count_arg {
+    const sp_winop *op;
+    size_t tail;
+    double (*s)[2];
+} count_arg;
+
+static int count_one(sp_ctx *ctx, sp_winop *op, int32_t part, const char *k, size_t kl,
+                     const char *v, size_t vl, void *arg) {
+    count_arg *c = arg;
+    (void)ctx, (void)op, (void)part, (void)kl;
+    unsigned char agg = (unsigned char)k[c->tail];
+    if (agg & 0x80) {
+        if (vl == HLL_M) c->s[agg & 0x7f][0] = hll_estimate((const uint8_t *)v);
+    } else {
+        c->s[agg][0] += 1;
+    }
+    return SP_OK;
+}
+
+/* After sessions merged: their distinct counts are those of the union. */
+static int distinct_recount(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
+                            size_t klen, const acc_hdr *h, double (*s)[2]) {
+    count_arg c = {op, 2 + klen + 8, s};
+    for (int32_t i = 0; i < op->nagg; i++)
+        if (op->kinds[i] == SP_AGG_DISTINCT || op->kinds[i] == SP_AGG_APPROX_DISTINCT) s[i][0] = 0;
+    return each_distinct(ctx, op, part, key, klen, h->start, count_one, &c);
+}
+
 /* --- adding a record ---------------------------------------------------- */
 
 static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                   size_t klen, int64_t start, int64_t end, int64_t ts, const double *vals,
-                  const char **err) {
+                  const char *const *sv, const size_t *sl, const char **err) {
     sp_windows *w = ctx->windows;
     acc_hdr h;
     double s[MAX_AGGS][2];
@@ -499,7 +706,9 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
                 acc_read(op, v, vl, &h, s);
     if (!found) acc_init(op, &h, s, start, end);
     acc_add(op, &h, s, ts, vals);
-    int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+    int rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
+    if (rc != SP_OK) return rc;
+    rc = acc_write(ctx, op, part, key, klen, &h, s, err);
     if (rc != SP_OK) return rc;
     if (!found && heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
     if (op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) return SP_ENOMEM;
@@ -510,7 +719,7 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
  * merge with it into one. */
 static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                        size_t klen, int64_t ts, int64_t stream, const double *vals,
-                       const char **err) {
+                       const char *const *sv, const size_t *sl, const char **err) {
     sp_windows *w = ctx->windows;
     acc_hdr h, oh;
     double s[MAX_AGGS][2], o[MAX_AGGS][2];
@@ -547,12 +756,19 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     free(from);
     /* late: the merged session closed already */
     if (h.end < stream - op->grace - op->size) return 1;
+    move_arg m = {key, klen, &h};
     for (int i = 0; i < nmerged; i++) {
         if (wkey(&w->kbuf, key, klen, merged[i])) return SP_ENOMEM;
         int rc = sp_store_delete(ctx, op->store, part, w->kbuf.data, w->kbuf.len, err);
+        if (rc == SP_OK && merged[i] != h.start)
+            rc = each_distinct(ctx, op, part, key, klen, merged[i], move_one, &m);
         if (rc != SP_OK) return rc;
     }
-    int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+    int rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
+    if (rc == SP_OK && nmerged > 0 && op->distinct >= 0)
+        rc = distinct_recount(ctx, op, part, key, klen, &h, s);
+    if (rc != SP_OK) return rc;
+    rc = acc_write(ctx, op, part, key, klen, &h, s, err);
     if (rc != SP_OK) return rc;
     /* the heap keeps stale entries of merged sessions: closing skips them */
     if (heap_push(x, close_at(op, &h), h.start, key, klen) != 0) return SP_ENOMEM;
@@ -561,7 +777,8 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
 }
 
 int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts,
-                  const double *vals, const char **err) {
+                  const double *vals, const char *const *sv, const size_t *sl,
+                  const char **err) {
     sp_windows *w = ctx->windows;
     if (!w || opi < 0 || opi >= w->nops || !key) {
         *err = key ? "no such window operator" : "a window needs a key";
@@ -589,7 +806,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     if (!x->built) build_index(ctx, op, x);
     int late = 0, rc = SP_OK;
     if (op->type == SP_WIN_SESSION) {
-        rc = add_session(ctx, op, part, x, key, klen, ts, stream, vals, err);
+        rc = add_session(ctx, op, part, x, key, klen, ts, stream, vals, sv, sl, err);
         late = rc == 1;
         rc = rc == 1 ? SP_OK : rc;
     } else {
@@ -602,7 +819,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
                 late++;
                 continue;
             }
-            rc = add_to(ctx, op, part, x, key, klen, s, e, ts, vals, err);
+            rc = add_to(ctx, op, part, x, key, klen, s, e, ts, vals, sv, sl, err);
         }
     }
     if (rc != SP_OK) return rc;
@@ -642,6 +859,8 @@ static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
             if (rc == SP_OK && wkey(&w->kbuf, e.key, e.klen, e.start) == 0)
                 rc = sp_store_delete(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len,
                                      &err);
+            if (rc == SP_OK)
+                rc = each_distinct(ctx, op, x->partition, e.key, e.klen, e.start, drop_one, NULL);
         }
         free(e.key);
         if (rc != SP_OK) return rc;

@@ -353,6 +353,14 @@ function M.compile_aggregate(n, env)
   local index = C.sp_source_count(ctx)   -- before the operators after it add theirs
   env.by_source[index] = compile_results(n, env)
   local vals = ffi.new("double[?]", na)
+  -- distinct counts take their values as bytes
+  local distinct = {}
+  for i, a in ipairs(n.aggs) do distinct[i] = window.distinct[a.agg] or false end
+  local any_distinct = false
+  for i = 1, na do any_distinct = any_distinct or distinct[i] end
+  local sv = any_distinct and ffi.new("const char *[?]", na) or nil
+  local sl = any_distinct and ffi.new("size_t[?]", na) or nil
+  local keep = {}
   local late = n.late
   local encode = json.encode
   return function(r)
@@ -366,9 +374,20 @@ function M.compile_aggregate(n, env)
     if tk ~= "string" then k = tk == "table" and encode(k) or tostring(k) end
     for i = 1, na do
       local f = fns[i]
-      vals[i - 1] = f and (tonumber(f(r)) or NaN) or 0
+      if distinct[i] then
+        local v = f(r)
+        if v == nil then
+          sv[i - 1] = nil
+        else
+          if type(v) ~= "string" then v = type(v) == "table" and encode(v) or tostring(v) end
+          keep[i] = v
+          sv[i - 1], sl[i - 1] = v, #v
+        end
+      else
+        vals[i - 1] = f and (tonumber(f(r)) or NaN) or 0
+      end
     end
-    local dropped = C.sp_window_add(ctx, op, k, #k, r.ts, vals, errp)
+    local dropped = C.sp_window_add(ctx, op, k, #k, r.ts, vals, sv, sl, errp)
     if dropped < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
     if dropped > 0 and late then
       if late == "dlq" then

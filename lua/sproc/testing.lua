@@ -298,6 +298,13 @@ function Driver:store(name)
                           h.kind == "window" and WindowView or StoreView)
     end
   end
+  -- the core's own stores (an aggregation's), seen as key-value stores
+  local id = C.sp_store_find(self.ctx, name)
+  if id >= 0 then
+    local h = require("sproc.store").new{ name = name }
+    h._ctx, h._id = self.ctx, id
+    return setmetatable({ h = h, ctx = self.ctx }, StoreView)
+  end
   error("the pipeline has no store named " .. tostring(name), 2)
 end
 

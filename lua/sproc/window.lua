@@ -55,19 +55,22 @@ end
 function M.window.session(opts) return spec("session", opts, { "gap" }) end
 
 M.agg = {}
-for _, kind in ipairs { "count", "sum", "min", "max", "avg", "first", "last" } do
+for _, kind in ipairs { "count", "sum", "min", "max", "avg", "first", "last",
+                        "count_distinct", "approx_count_distinct" } do
   M.agg[kind] = function(fn)
     if fn ~= nil and type(fn) ~= "function" then
       error("sproc.agg." .. kind .. " expects a function of the record (or nothing)", 2)
     end
     if kind ~= "count" and fn == nil then
-      error("sproc.agg." .. kind .. " needs a function of the record giving a number", 2)
+      error("sproc.agg." .. kind .. " needs a function of the record", 2)
     end
     return { agg = kind, fn = fn }
   end
 end
 
 M.kinds = { tumbling = 0, hopping = 1, session = 3 }
-M.agg_kinds = { count = 0, sum = 1, min = 2, max = 3, avg = 4, first = 5, last = 6 }
+M.agg_kinds = { count = 0, sum = 1, min = 2, max = 3, avg = 4, first = 5, last = 6,
+                count_distinct = 7, approx_count_distinct = 8 }
+M.distinct = { count_distinct = true, approx_count_distinct = true }
 
 return M

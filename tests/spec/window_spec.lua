@@ -261,3 +261,42 @@ describe("update with an interval", function()
     assert.are.same({ "a@0-10000:4" }, results(d))
   end)
 end)
+
+describe("distinct counts", function()
+  local function distinct_driver(w)
+    return testing.driver(function(sproc)
+      local user = function(r) return r.value.user end
+      sproc.source{ topic = "in", value = "json" }
+        :window(w(sproc))
+        :aggregate{ users = sproc.agg.count_distinct(user),
+                    approx = sproc.agg.approx_count_distinct(user), n = sproc.agg.count() }
+        :to{ topic = "out" }
+    end)
+  end
+
+  it("are exact, and approximate within a few percent (HyperLogLog)", function()
+    local d = distinct_driver(function(sproc) return sproc.window.tumbling{ size = "1h", grace = 0 } end)
+    local recs = {}
+    for i = 1, 20000 do recs[i] = { key = "k", ts = i, value = { user = "u" .. (i % 5000) } } end
+    recs[#recs + 1] = { key = "k", ts = 1, value = {} }          -- no value: not counted
+    d:pipe("in", recs)
+    d:close_windows()
+    local v = d:output("out", { json = true })[1].value
+    assert.are.equal(5000, v.users)
+    assert.are.equal(20001, v.n)
+    assert.is_true(math.abs(v.approx - 5000) / 5000 < 0.05, "estimate " .. v.approx)
+  end)
+
+  it("merge when sessions merge, and leave with their window", function()
+    local d = distinct_driver(function(sproc) return sproc.window.session{ gap = 100, grace = "1m" } end)
+    d:pipe("in", { { key = "k", ts = 0, value = { user = "a" } }, { key = "k", ts = 0, value = { user = "b" } },
+                   { key = "k", ts = 200, value = { user = "b" } }, { key = "k", ts = 200, value = { user = "c" } } })
+    d:pipe("in", { key = "k", ts = 100, value = { user = "a" } })  -- bridges both sessions
+    d:close_windows()
+    local out = d:output("out", { json = true })
+    assert.are.equal(1, #out)
+    local v = out[1].value
+    assert.are.same({ 0, 200, 3, 3, 5 }, { v.window_start, v.window_end, v.users, v.approx, v.n })
+    assert.are.equal(0, d:store("window-1.distinct"):size())
+  end)
+end)
