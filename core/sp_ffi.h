@@ -286,7 +286,7 @@ int32_t sp_ctx_partitions(sp_ctx *ctx);
 enum { SP_WIN_TUMBLING = 0, SP_WIN_HOPPING = 1, SP_WIN_SESSION = 3 };
 enum { SP_AGG_COUNT = 0, SP_AGG_SUM = 1, SP_AGG_MIN = 2, SP_AGG_MAX = 3,
        SP_AGG_AVG = 4, SP_AGG_FIRST = 5, SP_AGG_LAST = 6, SP_AGG_DISTINCT = 7,
-       SP_AGG_APPROX_DISTINCT = 8 };
+       SP_AGG_APPROX_DISTINCT = 8, SP_AGG_CUSTOM = 9 };
 int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
                      int64_t advance, int64_t grace, int emit_update,
                      int32_t nagg, const int32_t *kinds,
@@ -300,6 +300,15 @@ int sp_window_add(sp_ctx *ctx, int op, const char *key, size_t klen, int64_t ts,
                   const double *vals, const char *const *sv, const size_t *sl,
                   const char **err);
 int64_t sp_window_late(sp_ctx *ctx, int op);
+/* After sp_window_add: the windows the record joined (start and end), and
+ * for sessions the starts of the sessions merged into the first one; the
+ * Lua side updates its own aggregates (SP_AGG_CUSTOM) there. Their
+ * accumulators are entries of the companion store (id below): key = the
+ * window's store key, then the byte 0x40 + the aggregate's index; value =
+ * the accumulator as the Lua API stores a table. */
+int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t max);
+int32_t sp_window_merged(sp_ctx *ctx, int64_t *starts, int32_t max);
+int32_t sp_window_companion(sp_ctx *ctx, int op);
 /* Stream time to infinity: every window closes at the next firing (the
  * end of a bounded run). */
 void sp_ctx_close_all_windows(sp_ctx *ctx);

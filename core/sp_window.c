@@ -47,6 +47,10 @@ typedef struct sp_winop {
     /* update with an interval: the windows changed since the last
      * emission, per partition (a tree of their store keys) */
     int64_t interval, last_emit;
+    int deferred; /* update results built at the next firing (an interval,
+                   * or Lua aggregates that run after the record's add) */
+    int custom;   /* aggregates in Lua: their accumulators are companion
+                   * entries that the Lua side keeps */
     sp_store changed;
 } sp_winop;
 
@@ -72,8 +76,12 @@ struct sp_windows {
     int32_t nops;
     pending *pend;
     size_t npend, cap;
-    sp_buf json, kbuf, abuf;
+    sp_buf json, kbuf, abuf, cbuf;
     int close_all;
+    /* the last add: the windows the record joined (start, end) and, for
+     * sessions, the starts of those merged away (Lua aggregates follow) */
+    int64_t joined[64][2], merged[64];
+    int32_t njoined, nmerged;
 };
 
 static sp_windows *wins(sp_ctx *ctx) {
@@ -83,6 +91,7 @@ static sp_windows *wins(sp_ctx *ctx) {
             sp_buf_init(&ctx->windows->json);
             sp_buf_init(&ctx->windows->kbuf);
             sp_buf_init(&ctx->windows->abuf);
+            sp_buf_init(&ctx->windows->cbuf);
         }
     }
     return ctx->windows;
@@ -117,6 +126,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
     sp_buf_destroy(&w->json);
     sp_buf_destroy(&w->kbuf);
     sp_buf_destroy(&w->abuf);
+    sp_buf_destroy(&w->cbuf);
     free(w);
     ctx->windows = NULL;
 }
@@ -165,7 +175,9 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
     for (int32_t i = 0; i < nagg; i++) {
         op->kinds[i] = kinds[i];
         op->names[i] = strdup(names[i]);
-        if ((kinds[i] == SP_AGG_DISTINCT || kinds[i] == SP_AGG_APPROX_DISTINCT) &&
+        if (kinds[i] == SP_AGG_CUSTOM) op->custom = 1;
+        if ((kinds[i] == SP_AGG_DISTINCT || kinds[i] == SP_AGG_APPROX_DISTINCT ||
+             kinds[i] == SP_AGG_CUSTOM) &&
             op->distinct < 0) {
             /* the values seen (exact) or the HyperLogLog registers, per
              * window, next to the accumulators */
@@ -179,6 +191,7 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
             }
         }
     }
+    op->deferred = op->update && (op->interval > 0 || op->custom);
     char src[512];
     snprintf(src, sizeof src, "[window %s]", name);
     int t = sp_ctx_add_source(ctx, 4, src, err);
@@ -194,6 +207,28 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
 oom:
     *err = "out of memory";
     return SP_ENOMEM;
+}
+
+int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t max) {
+    sp_windows *w = ctx->windows;
+    int32_t n = 0;
+    for (; w && n < w->njoined && n < max; n++) {
+        starts[n] = w->joined[n][0];
+        ends[n] = w->joined[n][1];
+    }
+    return n;
+}
+
+int32_t sp_window_merged(sp_ctx *ctx, int64_t *starts, int32_t max) {
+    sp_windows *w = ctx->windows;
+    int32_t n = 0;
+    for (; w && n < w->nmerged && n < max; n++) starts[n] = w->merged[n];
+    return n;
+}
+
+int32_t sp_window_companion(sp_ctx *ctx, int op) {
+    sp_windows *w = ctx->windows;
+    return w && op >= 0 && op < w->nops ? w->ops[op]->distinct : -1;
 }
 
 int64_t sp_window_late(sp_ctx *ctx, int op) {
@@ -305,7 +340,11 @@ static int64_t close_at(const sp_winop *op, const acc_hdr *h) {
 
 /* --- results ------------------------------------------------------------ */
 
-static int json_result(sp_winop *op, sp_buf *b, const acc_hdr *h, double (*s)[2]) {
+static int dkey(sp_buf *b, const char *key, size_t klen, int64_t start, int agg,
+                const char *v, size_t vn);
+
+static int json_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
+                       sp_buf *b, const acc_hdr *h, double (*s)[2]) {
     int rc = 0;
     sp_buf_reset(b);
     rc |= sp_buf_append(b, "{\"window_start\":", 16);
@@ -321,6 +360,28 @@ static int json_result(sp_winop *op, sp_buf *b, const acc_hdr *h, double (*s)[2]
         case SP_AGG_COUNT: case SP_AGG_DISTINCT: case SP_AGG_APPROX_DISTINCT:
             rc |= sp_json_write_int(b, (int64_t)v);
             continue;
+        case SP_AGG_CUSTOM: {
+            /* the Lua aggregate's accumulator, as the store keeps a table
+             * (JSON after its tag); its result function runs in Lua */
+            const char *cv;
+            size_t cl;
+            sp_buf *kb = &ctx->windows->cbuf;
+            double d;
+            if (dkey(kb, key, klen, h->start, 0x40 | i, NULL, 0) != 0 ||
+                sp_store_get(ctx, op->distinct, part, kb->data, kb->len, &cv, &cl) != 1 || cl < 1)
+                rc |= sp_buf_append(b, "null", 4);
+            else if (cv[0] == 'j')
+                rc |= sp_buf_append(b, cv + 1, cl - 1);
+            else if (cv[0] == 'n' && cl == 1 + sizeof d && (memcpy(&d, cv + 1, sizeof d), 1))
+                rc |= isfinite(d) ? sp_json_write_number(b, d) : sp_buf_append(b, "null", 4);
+            else if (cv[0] == 's')
+                rc |= sp_json_write_string(b, cv + 1, cl - 1);
+            else if (cv[0] == 't' || cv[0] == 'f')
+                rc |= cv[0] == 't' ? sp_buf_append(b, "true", 4) : sp_buf_append(b, "false", 5);
+            else
+                rc |= sp_buf_append(b, "null", 4);
+            continue;
+        }
         case SP_AGG_AVG: v = s[i][1] > 0 ? s[i][0] / s[i][1] : NAN; break;
         case SP_AGG_FIRST: case SP_AGG_LAST: if (isinf(s[i][1])) v = NAN; break;
         case SP_AGG_MIN: case SP_AGG_MAX: if (isinf(v)) v = NAN; break;
@@ -343,7 +404,8 @@ static int queue_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key
     }
     pending *p = &w->pend[w->npend];
     memset(p, 0, sizeof *p);
-    if (!tombstone && json_result(op, &w->json, h, s) != SP_OK) return SP_ENOMEM;
+    if (!tombstone && json_result(ctx, op, part, key, klen, &w->json, h, s) != SP_OK)
+        return SP_ENOMEM;
     p->key = malloc(klen ? klen : 1);
     p->val = tombstone ? NULL : malloc(w->json.len);
     if (!p->key || (!tombstone && !p->val)) {
@@ -376,7 +438,7 @@ static int queue_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key
  * state when the interval has passed (bursts compact into one). */
 static int updated(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
                    const acc_hdr *h, double (*s)[2]) {
-    if (!op->interval) return queue_result(ctx, op, part, key, klen, h, s, 0);
+    if (!op->deferred) return queue_result(ctx, op, part, key, klen, h, s, 0);
     sp_windows *w = ctx->windows;
     const char *err;
     sp_kv_part *p = sp_store_part(&op->changed, part, 1);
@@ -642,6 +704,7 @@ static int move_one(sp_ctx *ctx, sp_winop *op, int32_t part, const char *k, size
     size_t curlen;
     size_t tail = 2 + m->klen + 8; /* what follows the window's key */
     unsigned char agg = (unsigned char)k[tail];
+    if (agg & 0x40) return SP_OK; /* a Lua aggregate's: Lua merges those */
     if (dkey(&w->kbuf, m->key, m->klen, m->to->start, agg, k + tail + 1, kl - tail - 1))
         return SP_ENOMEM;
     if (agg & 0x80) {
@@ -674,6 +737,7 @@ static int count_one(sp_ctx *ctx, sp_winop *op, int32_t part, const char *k, siz
     count_arg *c = arg;
     (void)ctx, (void)op, (void)part, (void)kl;
     unsigned char agg = (unsigned char)k[c->tail];
+    if (agg & 0x40) return SP_OK; /* a Lua aggregate's: Lua merges those */
     if (agg & 0x80) {
         if (vl == HLL_M) c->s[agg & 0x7f][0] = hll_estimate((const uint8_t *)v);
     } else {
@@ -706,6 +770,10 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
                 acc_read(op, v, vl, &h, s);
     if (!found) acc_init(op, &h, s, start, end);
     acc_add(op, &h, s, ts, vals);
+    if (w->njoined < 64) {
+        w->joined[w->njoined][0] = start;
+        w->joined[w->njoined++][1] = end;
+    }
     int rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
     if (rc != SP_OK) return rc;
     rc = acc_write(ctx, op, part, key, klen, &h, s, err);
@@ -757,6 +825,12 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     /* late: the merged session closed already */
     if (h.end < stream - op->grace - op->size) return 1;
     move_arg m = {key, klen, &h};
+    w->joined[0][0] = h.start;
+    w->joined[0][1] = h.end;
+    w->njoined = 1;
+    for (int i = 0; i < nmerged; i++) {
+        if (merged[i] != h.start && w->nmerged < 64) w->merged[w->nmerged++] = merged[i];
+    }
     for (int i = 0; i < nmerged; i++) {
         if (wkey(&w->kbuf, key, klen, merged[i])) return SP_ENOMEM;
         int rc = sp_store_delete(ctx, op->store, part, w->kbuf.data, w->kbuf.len, err);
@@ -798,6 +872,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     }
     sp_winop *op = w->ops[opi];
     int32_t part = ctx->batch.recs[ctx->batch.cur].partition;
+    w->njoined = w->nmerged = 0;
     /* stream time moves before the lateness check */
     sp_ctx_set_stream_time(ctx, part, ts);
     int64_t stream = sp_ctx_stream_time(ctx, part);
@@ -847,7 +922,7 @@ static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
             close_at(op, &h) == e.close_at) {
             if (!op->update)
                 rc = queue_result(ctx, op, x->partition, e.key, e.klen, &h, s, 0);
-            else if (op->interval && wkey(&w->kbuf, e.key, e.klen, e.start) == 0) {
+            else if (op->deferred && wkey(&w->kbuf, e.key, e.klen, e.start) == 0) {
                 /* its last change must not wait for an interval that
                  * would find it gone */
                 char *k = malloc(w->kbuf.len);
@@ -914,7 +989,7 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
             widx *x = &op->idx[j];
             if (close_due(ctx, op, x, sp_ctx_stream_time(ctx, x->partition)) != SP_OK) return -1;
         }
-        if (op->interval) {
+        if (op->deferred) {
             if (op->last_emit < 0) op->last_emit = ctx->wall_ms;
             if (ctx->wall_ms - op->last_emit >= op->interval) {
                 if (emit_changed(ctx, op, 0, NULL, 0) != SP_OK) return -1;

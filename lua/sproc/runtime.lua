@@ -248,14 +248,84 @@ local function compile_source(src, env)
 end
 
 -- The operators after an aggregation run on its results: records the core
--- appends to the batch with the operator's own topic.
+-- appends to the batch with the operator's own topic. Lua aggregates'
+-- result functions turn their accumulators into values here.
 local function compile_results(n, env)
   local view, reset = record.new_view(env.ctx, env.batch, { key = "string", value = "json" })
   local nxt = compile_children(n, env)
+  local results = {}
+  for _, a in ipairs(n.aggs) do
+    if a.agg == "custom" and a.result then results[#results + 1] = a end
+  end
+  if #results == 0 then
+    return function(i)
+      local bad = reset(i)
+      if bad then error(setmetatable({ msg = bad }, InputError)) end
+      nxt(view)
+    end
+  end
   return function(i)
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
-    nxt(view)
+    local v = view.value
+    if v ~= nil then
+      local t = json.decode(json.encode(v))   -- a table of its own
+      for _, a in ipairs(results) do t[a.name] = a.result(t[a.name]) end
+      local old = rawget(view, "value")
+      view.value = t
+      nxt(view)
+      view.value = old
+    else
+      nxt(view)
+    end
+  end
+end
+
+-- Lua aggregates: after the core placed the record in its windows, each
+-- accumulator (a companion store entry) is read, merged with those of
+-- sessions merged away, added to, and written back.
+function M.custom_aggregates(n, env, op)
+  local ctx = env.ctx
+  local list = {}
+  for i, a in ipairs(n.aggs) do
+    if a.agg == "custom" then list[#list + 1] = { index = i - 1, a = a } end
+  end
+  if #list == 0 then return nil end
+  local st = C.sp_window_companion(ctx, op)
+  local starts, ends = ffi.new("int64_t[64]"), ffi.new("int64_t[64]")
+  local mstarts = ffi.new("int64_t[64]")
+  local valp, vlenp = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+  local char = string.char
+  local function ckey(k, start, idx) return store.wkey(k, start) .. char(0x40 + idx) end
+  local function load(key)
+    if C.sp_store_get(ctx, st, -1, key, #key, valp, vlenp) == 0 then return nil end
+    return store.decode(valp[0], tonumber(vlenp[0]))
+  end
+  return function(k, r)
+    local nj = C.sp_window_joined(ctx, starts, ends, 64)
+    local nm = C.sp_window_merged(ctx, mstarts, 64)
+    for j = 0, nj - 1 do
+      local start, wend = tonumber(starts[j]), tonumber(ends[j])
+      for _, c in ipairs(list) do
+        local key = ckey(k, start, c.index)
+        local acc = load(key)
+        if acc == nil then acc = c.a.init() end
+        for m = 0, nm - 1 do
+          local mkey = ckey(k, tonumber(mstarts[m]), c.index)
+          local other = load(mkey)
+          if other ~= nil then
+            acc = c.a.merge(acc, other)
+            C.sp_store_delete(ctx, st, -1, mkey, #mkey, errp)
+          end
+        end
+        acc = c.a.add(acc, r)
+        local p, len = store.encode(acc)
+        if not p then error("aggregate(" .. n.store_name .. "): " .. c.a.name .. ": " .. len, 0) end
+        if C.sp_store_put_at(ctx, st, -1, key, #key, p, len, wend, errp) ~= 0 then
+          error(cerr("aggregate(" .. n.store_name .. ")"), 0)
+        end
+      end
+    end
   end
 end
 
@@ -352,6 +422,7 @@ function M.compile_aggregate(n, env)
   if op < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
   local index = C.sp_source_count(ctx)   -- before the operators after it add theirs
   env.by_source[index] = compile_results(n, env)
+  local custom = M.custom_aggregates(n, env, op)
   local vals = ffi.new("double[?]", na)
   -- distinct counts take their values as bytes
   local distinct = {}
@@ -389,6 +460,7 @@ function M.compile_aggregate(n, env)
     end
     local dropped = C.sp_window_add(ctx, op, k, #k, r.ts, vals, sv, sl, errp)
     if dropped < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
+    if custom then custom(k, r) end
     if dropped > 0 and late then
       if late == "dlq" then
         local why = "late for " .. dropped .. " window(s) of aggregate " .. n.store_name

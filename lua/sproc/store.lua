@@ -318,6 +318,8 @@ function Window:size(part)
   return tonumber(C.sp_store_size(self._ctx, self._id, part or -1))
 end
 
+M.encode, M.wkey = encode, wkey
+
 local kinds = { kv = 0, window = 1 }
 local classes = { kv = Store, window = Window }
 

@@ -182,7 +182,8 @@ function Stream:aggregate(spec)
       if type(k) ~= "string" or type(v) ~= "table" or not v.agg then
         error("aggregate(): " .. tostring(k) .. " must be an aggregation of sproc.agg", 2)
       end
-      aggs[#aggs + 1] = { name = k, agg = v.agg, fn = v.fn }
+      aggs[#aggs + 1] = { name = k, agg = v.agg, fn = v.fn, init = v.init, add = v.add,
+                          merge = v.merge, result = v.result }
     end
   end
   if #aggs == 0 then error("aggregate() needs at least one aggregation", 2) end
@@ -192,6 +193,11 @@ function Stream:aggregate(spec)
   end
   if spec.name ~= nil and (type(spec.name) ~= "string" or not spec.name:match("^[%w._-]+$")) then
     error("aggregate(): name must be letters, digits, '.', '_' and '-' (it names a store)", 2)
+  end
+  for _, a in ipairs(aggs) do
+    if a.agg == "custom" and self.window.kind == "session" and not a.merge then
+      error("aggregate(): " .. a.name .. " needs a merge function: sessions merge", 2)
+    end
   end
   topo.naggregates = (topo.naggregates or 0) + 1
   return node(self, "aggregate", { aggs = aggs, late = spec.late, emit_mode = "final",

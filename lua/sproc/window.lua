@@ -68,9 +68,26 @@ for _, kind in ipairs { "count", "sum", "min", "max", "avg", "first", "last",
   end
 end
 
+--- An aggregate written in Lua: custom{ init = function() return acc end,
+--- add = function(acc, r) return acc end, merge = function(a, b) return
+--- acc end (for session windows), result = function(acc) return value end
+--- (optional) }. The accumulator is stored as the store keeps values
+--- (tables as JSON), so it survives reloads and restarts.
+function M.agg.custom(spec)
+  if type(spec) ~= "table" or type(spec.init) ~= "function" or type(spec.add) ~= "function" then
+    error("sproc.agg.custom expects { init = function, add = function, merge = function, result = function }", 2)
+  end
+  for _, k in ipairs { "merge", "result" } do
+    if spec[k] ~= nil and type(spec[k]) ~= "function" then
+      error("sproc.agg.custom: " .. k .. " must be a function", 2)
+    end
+  end
+  return { agg = "custom", init = spec.init, add = spec.add, merge = spec.merge, result = spec.result }
+end
+
 M.kinds = { tumbling = 0, hopping = 1, session = 3 }
 M.agg_kinds = { count = 0, sum = 1, min = 2, max = 3, avg = 4, first = 5, last = 6,
-                count_distinct = 7, approx_count_distinct = 8 }
+                count_distinct = 7, approx_count_distinct = 8, custom = 9 }
 M.distinct = { count_distinct = true, approx_count_distinct = true }
 
 return M

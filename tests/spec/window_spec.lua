@@ -300,3 +300,61 @@ describe("distinct counts", function()
     assert.are.equal(0, d:store("window-1.distinct"):size())
   end)
 end)
+
+describe("aggregates written in Lua", function()
+  local function median_driver(w, emit)
+    return testing.driver(function(sproc)
+      local median = sproc.agg.custom{
+        init = function() return {} end,
+        add = function(acc, r) acc[#acc + 1] = r.value.v; return acc end,
+        merge = function(a, b) for _, x in ipairs(b) do a[#a + 1] = x end; return a end,
+        result = function(acc)
+          table.sort(acc)
+          return acc[math.floor((#acc + 1) / 2)]
+        end,
+      }
+      local total = sproc.agg.custom{ init = function() return 0 end,
+                                      add = function(acc, r) return acc + r.value.v end,
+                                      merge = function(a, b) return a + b end }
+      local s = sproc.source{ topic = "in", value = "json" }
+        :window(w(sproc))
+        :aggregate{ median = median, total = total, n = sproc.agg.count() }
+      if emit then s = s:emit(emit) end
+      s:to{ topic = "out" }
+    end)
+  end
+
+  it("keep a stored accumulator per window and give their result", function()
+    local d = median_driver(function(sproc) return sproc.window.tumbling{ size = 1000, grace = 0 } end)
+    d:pipe("in", { rec("k", 10, 5), rec("k", 20, 1), rec("k", 30, 9), rec("k", 1500, 7) })
+    d:close_windows()
+    local got = {}
+    for _, r in ipairs(d:output("out", { json = true })) do
+      got[#got + 1] = { r.value.window_start, r.value.median, r.value.total, r.value.n }
+    end
+    table.sort(got, function(a, b) return a[1] < b[1] end)
+    assert.are.same({ { 0, 5, 15, 3 }, { 1000, 7, 7, 1 } }, got)
+    assert.are.equal(0, d:store("window-1.distinct"):size())
+  end)
+
+  it("merge with merge() when sessions merge, and give updates after the record's add", function()
+    local d = median_driver(function(sproc) return sproc.window.session{ gap = 100, grace = "1m" } end,
+                            "update")
+    d:pipe("in", { rec("k", 0, 1), rec("k", 200, 3) })
+    d:clear()
+    d:pipe("in", rec("k", 100, 2))
+    local last = d:output("out", { json = true })
+    last = last[#last].value
+    assert.are.same({ 0, 200, 2, 6, 3 }, { last.window_start, last.window_end, last.median, last.total, last.n })
+  end)
+
+  it("need merge() for sessions", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }
+          :window(sproc.window.session{ gap = 10, grace = 0 })
+          :aggregate{ x = sproc.agg.custom{ init = function() return 0 end, add = function(a) return a end } }
+      end)
+    end)
+  end)
+end)
