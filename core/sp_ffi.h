@@ -276,14 +276,17 @@ int sp_ctx_kafka_backed(sp_ctx *ctx);
 int32_t sp_ctx_partitions(sp_ctx *ctx);
 
 /* Windowed aggregation. Windows are [start, end) aligned to the epoch
- * (tumbling: advance = size), or sessions (size is the inactivity gap).
+ * (tumbling: advance = size), sliding [start, start + size] defined by
+ * the records (Kafka Streams' SlidingWindows), or sessions (size is the
+ * inactivity gap).
  * The accumulators live in a window store named name. Results (key: the
  * grouping key; value: JSON with window_start, window_end and each
  * aggregate by name) come as records of topic *topic after the batch's
  * records: at close (final, emit_update 0) or on every change (1), or at
  * most every emit_update ms of the wall clock when that is above 1 (the
  * changes of an interval compact into one result per window). */
-enum { SP_WIN_TUMBLING = 0, SP_WIN_HOPPING = 1, SP_WIN_SESSION = 3 };
+enum { SP_WIN_TUMBLING = 0, SP_WIN_HOPPING = 1, SP_WIN_SLIDING = 2,
+       SP_WIN_SESSION = 3 };
 enum { SP_AGG_COUNT = 0, SP_AGG_SUM = 1, SP_AGG_MIN = 2, SP_AGG_MAX = 3,
        SP_AGG_AVG = 4, SP_AGG_FIRST = 5, SP_AGG_LAST = 6, SP_AGG_DISTINCT = 7,
        SP_AGG_APPROX_DISTINCT = 8, SP_AGG_CUSTOM = 9 };

@@ -137,7 +137,8 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
                      const char *const *names, int32_t *topic, const char **err) {
     sp_windows *w = wins(ctx);
     if (!w) goto oom;
-    if (type != SP_WIN_TUMBLING && type != SP_WIN_HOPPING && type != SP_WIN_SESSION) {
+    if (type != SP_WIN_TUMBLING && type != SP_WIN_HOPPING && type != SP_WIN_SESSION &&
+        type != SP_WIN_SLIDING) {
         *err = "unknown window type";
         return SP_EINVAL;
     }
@@ -176,8 +177,15 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
         op->kinds[i] = kinds[i];
         op->names[i] = strdup(names[i]);
         if (kinds[i] == SP_AGG_CUSTOM) op->custom = 1;
+        if (type == SP_WIN_SLIDING && (kinds[i] == SP_AGG_DISTINCT ||
+                                       kinds[i] == SP_AGG_APPROX_DISTINCT ||
+                                       kinds[i] == SP_AGG_CUSTOM)) {
+            free(op);
+            *err = "sliding windows take count, sum, min, max, avg, first and last";
+            return SP_EINVAL;
+        }
         if ((kinds[i] == SP_AGG_DISTINCT || kinds[i] == SP_AGG_APPROX_DISTINCT ||
-             kinds[i] == SP_AGG_CUSTOM) &&
+             kinds[i] == SP_AGG_CUSTOM || type == SP_WIN_SLIDING) &&
             op->distinct < 0) {
             /* the values seen (exact) or the HyperLogLog registers, per
              * window, next to the accumulators */
@@ -191,7 +199,18 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
             }
         }
     }
-    op->deferred = op->update && (op->interval > 0 || op->custom);
+    if (type == SP_WIN_SLIDING && op->distinct < 0) {
+        char dname[512];
+        snprintf(dname, sizeof dname, "%s.distinct", name);
+        op->distinct = sp_store_open(ctx, dname, SP_STORE_KV, err);
+        if (op->distinct < 0 ||
+            sp_store_set_ttl(ctx, op->distinct, 2 * (size + grace) + 60000, err) != SP_OK) {
+            free(op);
+            return SP_EINVAL;
+        }
+    }
+    /* sliding windows compute results from their records, when needed */
+    op->deferred = op->update && (op->interval > 0 || op->custom || type == SP_WIN_SLIDING);
     char src[512];
     snprintf(src, sizeof src, "[window %s]", name);
     int t = sp_ctx_add_source(ctx, 4, src, err);
@@ -335,13 +354,17 @@ static int acc_write(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
 static int64_t close_at(const sp_winop *op, const acc_hdr *h) {
     /* tumbling and hopping: [start, end) closes at end + grace; a session
      * [first, last] at last + gap + grace */
-    return op->type == SP_WIN_SESSION ? h->end + op->size + op->grace : h->end + op->grace;
+    if (op->type == SP_WIN_SESSION) return h->end + op->size + op->grace;
+    /* a sliding window's end is included: it closes a millisecond later */
+    return op->type == SP_WIN_SLIDING ? h->end + 1 + op->grace : h->end + op->grace;
 }
 
 /* --- results ------------------------------------------------------------ */
 
 static int dkey(sp_buf *b, const char *key, size_t klen, int64_t start, int agg,
                 const char *v, size_t vn);
+static int slide_compute(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
+                         acc_hdr *h, double (*s)[2]);
 
 static int json_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
                        sp_buf *b, const acc_hdr *h, double (*s)[2]) {
@@ -463,7 +486,9 @@ static int emit_changed(sp_ctx *ctx, sp_winop *op, int32_t part, const char *wk,
             size_t ulen = ((size_t)(unsigned char)n->key[0] << 8) | (unsigned char)n->key[1];
             if (sp_store_get(ctx, op->store, p->partition, n->key, n->klen, &v, &vl) == 1 &&
                 acc_read(op, v, vl, &h, s) &&
-                queue_result(ctx, op, p->partition, n->key + 2, ulen, &h, s, 0) != SP_OK)
+                ((op->type == SP_WIN_SLIDING &&
+                  slide_compute(ctx, op, p->partition, n->key + 2, ulen, &h, s) != SP_OK) ||
+                 queue_result(ctx, op, p->partition, n->key + 2, ulen, &h, s, 0) != SP_OK))
                 return SP_ENOMEM;
         }
         if (wk) {
@@ -850,6 +875,159 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     return 0;
 }
 
+/* --- sliding windows ------------------------------------------------------
+ * Kafka Streams' SlidingWindows: windows [start, start + size], both ends
+ * included, defined by the records: each record's left window ends at it,
+ * and its right window starts 1 ms after it when a record follows within
+ * size. The records themselves are kept (companion entries 0x20, by time)
+ * and a window's aggregate is computed from them when it is needed; the
+ * window store holds a marker per window. */
+
+static uint64_t slide_seq;
+
+static int raw_key(sp_buf *b, const char *key, size_t klen, int64_t t, uint64_t seq) {
+    unsigned char tail[9];
+    tail[0] = 0x20;
+    for (int i = 8; i >= 1; i--, seq >>= 8) tail[i] = (unsigned char)(seq & 0xff);
+    return wkey(b, key, klen, t) || sp_buf_append(b, tail, 9);
+}
+
+/* Calls fn(t, vals) for each kept record of key with from <= t <= to. */
+static int each_raw(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
+                    int64_t from, int64_t to,
+                    void (*fn)(void *arg, int64_t t, const double *vals), void *arg) {
+    sp_windows *w = ctx->windows;
+    if (from < 0) from = 0;
+    if (wkey(&w->cbuf, key, klen, from)) return SP_ENOMEM;
+    size_t plen = 2 + klen;
+    char *cur = malloc(w->cbuf.len + 9);
+    if (!cur) return SP_ENOMEM;
+    memcpy(cur, w->cbuf.data, w->cbuf.len);
+    size_t curlen = w->cbuf.len;
+    int strict = 0;
+    const char *k, *v;
+    size_t kl, vl;
+    while (sp_store_next(ctx, op->distinct, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
+        if (kl != plen + 17 || memcmp(k, cur, plen) != 0) break;
+        int64_t t = 0;
+        for (size_t i = plen; i < plen + 8; i++) t = (t << 8) | (unsigned char)k[i];
+        if (t > to) break;
+        memcpy(cur, k, kl);
+        curlen = kl;
+        strict = 1;
+        if ((unsigned char)k[plen + 8] != 0x20 || vl != 8 * (size_t)op->nagg) continue;
+        double vals[MAX_AGGS];
+        memcpy(vals, v, vl);
+        fn(arg, t, vals);
+    }
+    free(cur);
+    return SP_OK;
+}
+
+typedef struct slide_acc {
+    const sp_winop *op;
+    acc_hdr *h;
+    double (*s)[2];
+} slide_acc;
+
+static void slide_add(void *arg, int64_t t, const double *vals) {
+    slide_acc *a = arg;
+    acc_add(a->op, a->h, a->s, t, vals);
+}
+
+static void slide_any(void *arg, int64_t t, const double *vals) {
+    (void)t, (void)vals;
+    *(int *)arg = 1;
+}
+
+static void slide_times(void *arg, int64_t t, const double *vals) {
+    (void)vals;
+    int64_t *a = arg; /* a[0]: count, then times */
+    if (a[0] < 255 && (a[0] == 0 || a[a[0]] != t)) a[++a[0]] = t;
+}
+
+/* The window's aggregate, from its records. */
+static int slide_compute(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, size_t klen,
+                         acc_hdr *h, double (*s)[2]) {
+    int64_t start = h->start, end = h->end;
+    acc_init(op, h, s, start, end);
+    slide_acc a = {op, h, s};
+    return each_raw(ctx, op, part, key, klen, start, end, slide_add, &a);
+}
+
+/* A window marker, made once: 1 when it is new. */
+static int slide_window(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
+                        size_t klen, int64_t start, int64_t stream, const char **err) {
+    sp_windows *w = ctx->windows;
+    const char *v;
+    size_t vl;
+    acc_hdr h;
+    double s[MAX_AGGS][2];
+    int64_t end = start + op->size;
+    if (end + 1 + op->grace <= stream) return 0; /* closed already */
+    if (wkey(&w->kbuf, key, klen, start)) return SP_ENOMEM;
+    if (sp_store_get(ctx, op->store, part, w->kbuf.data, w->kbuf.len, &v, &vl) == 1) return 0;
+    acc_init(op, &h, s, start, end);
+    int rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+    if (rc != SP_OK) return rc;
+    if (heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
+    return 1;
+}
+
+static int add_sliding(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
+                       size_t klen, int64_t t, int64_t stream, const double *vals,
+                       const char **err) {
+    sp_windows *w = ctx->windows;
+    /* late: its left window (it is the last record of) closed */
+    if (t + 1 + op->grace <= stream) return 1;
+    if (raw_key(&w->kbuf, key, klen, t, ++slide_seq + (uint64_t)ctx->wall_ms * 1000000u))
+        return SP_ENOMEM;
+    int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len,
+                             (const char *)vals, 8 * (size_t)op->nagg, t, err);
+    if (rc != SP_OK) return rc;
+    /* the left window; early records share [0, size] */
+    int64_t left = t - op->size < 0 ? 0 : t - op->size;
+    rc = slide_window(ctx, op, part, x, key, klen, left, stream, err);
+    /* its right window, when a record follows within size */
+    int after = 0;
+    if (rc >= 0) rc = each_raw(ctx, op, part, key, klen, t + 1, t + op->size, slide_any, &after);
+    if (rc >= 0 && after) rc = slide_window(ctx, op, part, x, key, klen, t + 1, stream, err);
+    /* the right windows of the records before it within size now hold a
+     * record */
+    int64_t times[256] = {0};
+    if (rc >= 0) rc = each_raw(ctx, op, part, key, klen, t - op->size, t - 1, slide_times, times);
+    for (int64_t i = 1; rc >= 0 && i <= times[0]; i++)
+        rc = slide_window(ctx, op, part, x, key, klen, times[i] + 1, stream, err);
+    if (rc < 0) return rc;
+    /* updates: every open window that holds it changed */
+    if (op->update) {
+        const char *k, *v;
+        size_t kl, vl;
+        char *cur;
+        if (wkey(&w->kbuf, key, klen, t - op->size < 0 ? 0 : t - op->size)) return SP_ENOMEM;
+        cur = malloc(w->kbuf.len);
+        if (!cur) return SP_ENOMEM;
+        memcpy(cur, w->kbuf.data, w->kbuf.len);
+        size_t curlen = w->kbuf.len;
+        int strict = 0;
+        while (sp_store_next(ctx, op->store, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
+            acc_hdr h;
+            double s[MAX_AGGS][2];
+            if (kl != curlen || memcmp(k, cur, 2 + klen) != 0 || !acc_read(op, v, vl, &h, s) ||
+                h.start > t)
+                break;
+            memcpy(cur, k, kl);
+            strict = 1;
+            if (h.end >= t && updated(ctx, op, part, key, klen, &h, s) != SP_OK) {
+                free(cur);
+                return SP_ENOMEM;
+            }
+        }
+        free(cur);
+    }
+    return 0;
+}
+
 int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts,
                   const double *vals, const char *const *sv, const size_t *sl,
                   const char **err) {
@@ -880,8 +1058,10 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     if (!x) return SP_ENOMEM;
     if (!x->built) build_index(ctx, op, x);
     int late = 0, rc = SP_OK;
-    if (op->type == SP_WIN_SESSION) {
-        rc = add_session(ctx, op, part, x, key, klen, ts, stream, vals, sv, sl, err);
+    if (op->type == SP_WIN_SESSION || op->type == SP_WIN_SLIDING) {
+        rc = op->type == SP_WIN_SESSION
+                 ? add_session(ctx, op, part, x, key, klen, ts, stream, vals, sv, sl, err)
+                 : add_sliding(ctx, op, part, x, key, klen, ts, stream, vals, err);
         late = rc == 1;
         rc = rc == 1 ? SP_OK : rc;
     } else {
@@ -920,7 +1100,10 @@ static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
             sp_store_get(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
             acc_read(op, v, vl, &h, s) && (w->close_all || close_at(op, &h) <= stream) &&
             close_at(op, &h) == e.close_at) {
-            if (!op->update)
+            if (op->type == SP_WIN_SLIDING)
+                rc = slide_compute(ctx, op, x->partition, e.key, e.klen, &h, s);
+            if (rc != SP_OK) {
+            } else if (!op->update)
                 rc = queue_result(ctx, op, x->partition, e.key, e.klen, &h, s, 0);
             else if (op->deferred && wkey(&w->kbuf, e.key, e.klen, e.start) == 0) {
                 /* its last change must not wait for an interval that

@@ -51,6 +51,11 @@ function M.window.hopping(opts)
   return w
 end
 
+--- Sliding windows (Kafka Streams' SlidingWindows): every distinct set of
+--- records at most size apart, windows [start, start + size] both ends
+--- included, defined by the records' times.
+function M.window.sliding(opts) return spec("sliding", opts, { "size" }) end
+
 --- Sessions: records at most gap apart form one window [first, last].
 function M.window.session(opts) return spec("session", opts, { "gap" }) end
 
@@ -85,7 +90,7 @@ function M.agg.custom(spec)
   return { agg = "custom", init = spec.init, add = spec.add, merge = spec.merge, result = spec.result }
 end
 
-M.kinds = { tumbling = 0, hopping = 1, session = 3 }
+M.kinds = { tumbling = 0, hopping = 1, sliding = 2, session = 3 }
 M.agg_kinds = { count = 0, sum = 1, min = 2, max = 3, avg = 4, first = 5, last = 6,
                 count_distinct = 7, approx_count_distinct = 8, custom = 9 }
 M.distinct = { count_distinct = true, approx_count_distinct = true }
