@@ -108,3 +108,51 @@ sproc.source{{ topic = "{kafka.topic('in')}", value = "json", time = function(r)
     assert got == want
     # the repartition topic <app>-per-user-repartition holds every record once
     assert kafka.count("app-per-user-repartition") == len(recs)
+
+
+def test_window_state_survives_a_kill_exactly_once(kafka, sproc, tmp_path):
+    import os
+    kafka.create("in", partitions=4)
+    kafka.create("out", partitions=4)
+    rnd = random.Random(3)
+    n = 100_000
+    recs = [(f"k{rnd.randrange(200)}".encode(), {"t": 1000 + i * 2}) for i in range(n)]
+    kafka.produce("in", recs)
+    group = kafka.topic("app")
+    script = write_script(tmp_path, "wk.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "exactly_once" }}
+sproc.source{{ topic = "{kafka.topic('in')}", value = "json", time = function(r) return r.value.t end }}
+  :map(function(r)
+    local t = os.clock() + 20e-6
+    while os.clock() < t do end
+    return r.value
+  end)
+  :window(sproc.window.tumbling{{ size = 5000, grace = "1h" }})
+  :aggregate{{ n = sproc.agg.count(), name = "per-key" }}
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    args = [script, "--brokers", kafka.bootstrap, "--app", group] + FAST + \
+           ["--set", "group.instance.id=" + group + "-1"]
+    p = sproc(args, name="first")
+
+    def progress():
+        return sum(max(0, o) for o in kafka.committed(group, "in").values())
+    from conftest import wait_until
+    wait_until(lambda: progress() >= 0.3 * n, timeout=180, what="30% committed")
+    assert progress() <= 0.8 * n, "too fast to catch mid-run"
+    p.kill()
+    last = sproc(args + ["--until-end"], name="last")
+    assert last.wait(300) == 0, last.stderr()
+    assert "restored store per-key" in last.stderr() or "restoring store per-key" in last.stderr()
+    want = {}
+    for k, v in recs:
+        w = (k.decode(), v["t"] - v["t"] % 5000)
+        want[w] = want.get(w, 0) + 1
+    got = {}
+    for r in kafka.read("out", isolation="read_committed"):
+        v = json.loads(r["value"])
+        w = (r["key"].decode(), v["window_start"])
+        assert w not in got, f"two final results for {w}"
+        got[w] = v["n"]
+    assert got == want
