@@ -321,6 +321,11 @@ int sp_ctx_has_windows(sp_ctx *ctx);
  * windows close (0: off, Kafka Streams' behaviour). */
 void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms);
 
+/* An ISO-8601 date or date-time ("2016-01-01T00:05:00Z", a space for the
+ * T, no zone: UTC) as epoch milliseconds; 0, or -1 when it does not
+ * parse. */
+int sp_time_parse(const char *s, int64_t *ms);
+
 /* SP_FFI_END */
 
 #ifdef __cplusplus

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_ffi.h"
 #include "sp_runner.h"
 
 static int digits(const char **p, int n, int *out) {
@@ -68,5 +69,12 @@ int sp_parse_iso8601(const char *s, long long *ms) {
     long long secs = days_from_civil(y, mo, d) * 86400LL + h * 3600LL +
                      mi * 60LL + se - off;
     *ms = secs * 1000 + frac;
+    return 0;
+}
+
+int sp_time_parse(const char *s, int64_t *ms) {
+    long long v;
+    if (!s || sp_parse_iso8601(s, &v) != 0) return -1;
+    *ms = v;
     return 0;
 }

@@ -144,6 +144,20 @@ function M.here(path)
 end
 
 M.json = require "sproc.json"
+
+M.time = {}
+do
+  local core = require "sproc.core"
+  local ffi = require "ffi"
+  local msp = ffi.new("int64_t[1]")
+  --- Epoch milliseconds of an ISO-8601 time ("2016-01-01 00:05:00",
+  --- "2016-01-01T00:05:00+01:00"; no zone: UTC), or nil and an error.
+  function M.time.parse_iso(s)
+    if type(s) ~= "string" then return nil, "not a time: " .. tostring(s) end
+    if core.C.sp_time_parse(s, msp) ~= 0 then return nil, "not an ISO-8601 time: " .. s end
+    return tonumber(msp[0])
+  end
+end
 local window = require "sproc.window"
 M.window = window.window
 M.agg = window.agg
