@@ -24,6 +24,7 @@
 #include "sp_offsets.h"
 #include "sp_restore.h"
 #include "sp_sink_kafka.h"
+#include "sp_window.h"
 
 typedef struct file_src {
     FILE *f;
@@ -1351,6 +1352,7 @@ int sp_run(const sp_opts *o) {
                 st->records_in, st->records_out, st->filtered, st->skipped,
                 st->dead_lettered, r->eos ? " (exactly-once)" : "");
         if (r->eos) sp_info("%" PRId64 " transactions committed", r->txns);
+        sp_windows_log(r->ctx);
     }
 
 done:

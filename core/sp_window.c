@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "sp_ctx.h"
+#include "sp_log.h"
 #include "sp_window.h"
 
 #define MAX_AGGS 32
@@ -1132,6 +1133,14 @@ void sp_ctx_close_all_windows(sp_ctx *ctx) {
 }
 
 int sp_ctx_has_windows(sp_ctx *ctx) { return ctx->windows && ctx->windows->nops > 0; }
+
+void sp_windows_log(sp_ctx *ctx) {
+    for (int32_t i = 0; ctx->windows && i < ctx->windows->nops; i++) {
+        sp_winop *op = ctx->windows->ops[i];
+        sp_info("aggregate %s: %lld late (record, window) pairs dropped", op->name,
+                (long long)op->late);
+    }
+}
 
 int64_t sp_windows_interval_min(sp_ctx *ctx) {
     int64_t m = 0;

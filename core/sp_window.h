@@ -13,6 +13,8 @@ void sp_ctx_destroy_windows(sp_ctx *ctx);
 int32_t sp_windows_fire(sp_ctx *ctx);
 /* The partition went elsewhere: forget its open-window index. */
 void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition);
+/* Logs each aggregation's late count (at the end of a run). */
+void sp_windows_log(sp_ctx *ctx);
 /* The shortest emit interval of update-mode windows (0: none). */
 int64_t sp_windows_interval_min(sp_ctx *ctx);
 
