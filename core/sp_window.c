@@ -26,6 +26,9 @@ typedef struct hent {
 
 typedef struct widx {
     int32_t partition;
+    /* the aggregation's own stream time on this partition: its input may
+     * be a repartition topic whose time differs from the input's */
+    int64_t stream, last_wall, last_event;
     int built; /* the store's windows are in the heap */
     hent *h;
     size_t n, cap;
@@ -513,6 +516,7 @@ static widx *index_of(sp_winop *op, int32_t part) {
     x = &op->idx[op->nidx++];
     memset(x, 0, sizeof *x);
     x->partition = part;
+    x->stream = x->last_wall = x->last_event = -1;
     return x;
 }
 
@@ -1052,11 +1056,13 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     sp_winop *op = w->ops[opi];
     int32_t part = ctx->batch.recs[ctx->batch.cur].partition;
     w->njoined = w->nmerged = 0;
-    /* stream time moves before the lateness check */
-    sp_ctx_set_stream_time(ctx, part, ts);
-    int64_t stream = sp_ctx_stream_time(ctx, part);
     widx *x = index_of(op, part);
     if (!x) return SP_ENOMEM;
+    /* stream time moves before the lateness check */
+    if (ts > x->stream) x->stream = ts;
+    x->last_wall = ctx->wall_ms;
+    x->last_event = x->stream;
+    int64_t stream = x->stream;
     if (!x->built) build_index(ctx, op, x);
     int late = 0, rc = SP_OK;
     if (op->type == SP_WIN_SESSION || op->type == SP_WIN_SLIDING) {
@@ -1179,7 +1185,13 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
             }
         for (int32_t j = 0; j < op->nidx; j++) {
             widx *x = &op->idx[j];
-            if (close_due(ctx, op, x, sp_ctx_stream_time(ctx, x->partition)) != SP_OK) return -1;
+            /* an idle partition's stream time follows the wall clock from
+             * its last record's time */
+            int64_t idle = ctx->wall_ms - x->last_wall;
+            if (ctx->idle_ms > 0 && x->last_wall >= 0 && idle >= ctx->idle_ms &&
+                x->last_event + idle > x->stream)
+                x->stream = x->last_event + idle;
+            if (close_due(ctx, op, x, x->stream) != SP_OK) return -1;
         }
         if (op->deferred) {
             if (op->last_emit < 0) op->last_emit = ctx->wall_ms;

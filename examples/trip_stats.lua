@@ -22,4 +22,4 @@ sproc.source{ topic = os.getenv("TRIPDATA_TOPIC") or "tripdata", value = "json",
               revenue = sproc.agg.sum(function(r) return tonumber(r.value.total_amount) end),
               riders = sproc.agg.sum(function(r) return tonumber(r.value.passenger_count) end) }
   :emit "final"
-  :to{ topic = "trip-stats" }
+  :to{ topic = os.getenv("TRIP_STATS_TOPIC") or "trip-stats" }
