@@ -16,6 +16,9 @@
 #include "sp_window.h"
 
 #define MAX_AGGS 32
+/* A companion entry goes with its window; what a crash leaves behind (or
+ * a sliding window's records) expires well after any window could use it. */
+#define COMPANION_TTL(size, grace) (2 * ((size) + (grace)) + 3600000)
 
 typedef struct hent {
     int64_t close_at;
@@ -29,6 +32,7 @@ typedef struct widx {
     /* the aggregation's own stream time on this partition: its input may
      * be a repartition topic whose time differs from the input's */
     int64_t stream, last_wall, last_event;
+    int64_t saved; /* stream time as last written to the store */
     int built; /* the store's windows are in the heap */
     hent *h;
     size_t n, cap;
@@ -152,11 +156,11 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
                "many aggregates";
         return SP_EINVAL;
     }
-    /* the accumulators: a window store of the operator's name, kept a
-     * while past closing so that a late close still finds them */
+    /* the accumulators: a window store of the operator's name; a window
+     * leaves it when it closes (no retention: the store's clock is the
+     * partition's, which may run ahead of a repartitioned input) */
     int store = sp_store_open(ctx, name, SP_STORE_WINDOW, err);
     if (store < 0) return store;
-    if (sp_store_set_ttl(ctx, store, 2 * (size + grace) + 60000, err) != SP_OK) return SP_EINVAL;
     sp_winop **ops = realloc(w->ops, (size_t)(w->nops + 1) * sizeof *ops);
     if (!ops) goto oom;
     w->ops = ops;
@@ -197,7 +201,7 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
             snprintf(dname, sizeof dname, "%s.distinct", name);
             op->distinct = sp_store_open(ctx, dname, SP_STORE_KV, err);
             if (op->distinct < 0 ||
-                sp_store_set_ttl(ctx, op->distinct, 2 * (size + grace) + 60000, err) != SP_OK) {
+                sp_store_set_ttl(ctx, op->distinct, COMPANION_TTL(size, grace), err) != SP_OK) {
                 free(op);
                 return SP_EINVAL;
             }
@@ -208,7 +212,7 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
         snprintf(dname, sizeof dname, "%s.distinct", name);
         op->distinct = sp_store_open(ctx, dname, SP_STORE_KV, err);
         if (op->distinct < 0 ||
-            sp_store_set_ttl(ctx, op->distinct, 2 * (size + grace) + 60000, err) != SP_OK) {
+            sp_store_set_ttl(ctx, op->distinct, COMPANION_TTL(size, grace), err) != SP_OK) {
             free(op);
             return SP_EINVAL;
         }
@@ -516,7 +520,7 @@ static widx *index_of(sp_winop *op, int32_t part) {
     x = &op->idx[op->nidx++];
     memset(x, 0, sizeof *x);
     x->partition = part;
-    x->stream = x->last_wall = x->last_event = -1;
+    x->stream = x->last_wall = x->last_event = x->saved = -1;
     return x;
 }
 
@@ -565,9 +569,30 @@ static int heap_push(widx *x, int64_t close, int64_t start, const char *key, siz
 
 /* After a restart or a restore the open windows are in the store only:
  * put them in the heap before the partition's first use. */
+/* The aggregation's stream time of a partition is kept in its window
+ * store under a key no window has (2 bytes), so that a restart goes on
+ * from it, changelogged with the windows. */
+static const char STREAM_KEY[2] = {'\xff', '\xff'};
+
+static int save_stream(sp_ctx *ctx, sp_winop *op, widx *x) {
+    const char *err;
+    if (x->stream == x->saved) return SP_OK;
+    int rc = sp_store_put_at(ctx, op->store, x->partition, STREAM_KEY, 2,
+                             (const char *)&x->stream, sizeof x->stream, x->stream, &err);
+    if (rc == SP_OK) x->saved = x->stream;
+    return rc;
+}
+
 static int build_index(sp_ctx *ctx, sp_winop *op, widx *x) {
     const char *k, *v;
     size_t kl, vl;
+    if (sp_store_get(ctx, op->store, x->partition, STREAM_KEY, 2, &v, &vl) == 1 &&
+        vl == sizeof(int64_t)) {
+        int64_t t;
+        memcpy(&t, v, sizeof t);
+        if (t > x->stream) x->stream = t;
+        x->saved = t;
+    }
     acc_hdr h;
     double s[MAX_AGGS][2];
     const char *from = NULL;
@@ -1191,7 +1216,8 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
             if (ctx->idle_ms > 0 && x->last_wall >= 0 && idle >= ctx->idle_ms &&
                 x->last_event + idle > x->stream)
                 x->stream = x->last_event + idle;
-            if (close_due(ctx, op, x, x->stream) != SP_OK) return -1;
+            if (close_due(ctx, op, x, x->stream) != SP_OK || save_stream(ctx, op, x) != SP_OK)
+                return -1;
         }
         if (op->deferred) {
             if (op->last_emit < 0) op->last_emit = ctx->wall_ms;
