@@ -231,6 +231,25 @@ static int finish_sink(sp_ctx *ctx, sp_sink *s, int rc, const char **err) {
     return rc;
 }
 
+/* A reloaded script's sinks are the ones it had: same kind, same name. */
+static int find_sink(sp_ctx *ctx, const char *kind, const char *name) {
+    for (int32_t i = 0; i < ctx->nsinks; i++) {
+        sp_sink *s = ctx->sinks[i];
+        if (s->ops && strcmp(s->name, name) == 0 && strcmp(s->ops->kind, kind) == 0) return i;
+    }
+    return -1;
+}
+
+void sp_ctx_reset_topology(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nsources; i++) {
+        free(ctx->sources[i].name);
+        if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
+    }
+    ctx->nsources = 0;
+    sp_ctx_reset_timers(ctx);
+    sp_ctx_destroy_windows(ctx);
+}
+
 int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err) {
     sp_sink *s;
     if (!topic || !*topic) {
@@ -253,6 +272,10 @@ int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err) {
 
 int sp_sink_stdout(sp_ctx *ctx, const char **err) {
     sp_sink *s;
+    for (int32_t i = 0; i < ctx->nsinks; i++)
+        if (strcmp(ctx->sinks[i]->name, "stdout") == 0 && ctx->sinks[i]->ops &&
+            strcmp(ctx->sinks[i]->ops->kind, "files") != 0)
+            return i;
     int rc = open_sink(ctx, "stdout", &s, err);
     if (rc < 0) return rc;
     rc = ctx->capture_stdout ? sp_sink_mem_open(s, err)
@@ -268,6 +291,8 @@ int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
         *err = "a file sink needs a directory";
         return SP_EINVAL;
     }
+    int found = find_sink(ctx, "files", dir);
+    if (found >= 0) return found;
     int rc = open_sink(ctx, dir, &s, err);
     if (rc < 0) return rc;
     rc = sp_sink_files_open(s, prefix ? prefix : "part",

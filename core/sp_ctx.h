@@ -148,6 +148,7 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
 
 void sp_ctx_destroy_stores(sp_ctx *ctx);
 void sp_ctx_destroy_timers(sp_ctx *ctx);
+void sp_ctx_reset_timers(sp_ctx *ctx);
 int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
                      const char **err);
 /* Registers a source (kind of sp_source) named name; returns its topic id. */
@@ -175,9 +176,9 @@ struct sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err);
  * has none yet (the executable, after loading a script); from then on
  * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */
 int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
-/* Writes the batch's store changes to the changelogs, each holding the
- * input segments of its partition until Kafka acknowledges it. */
-int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err);
+/* sp_ctx_flush_changelogs (sp_ffi.h) writes the batch's store changes to
+ * the changelogs, each holding the input segments of its partition until
+ * Kafka acknowledges it. */
 /* The store whose changelog is topic, or NULL. */
 sp_store *sp_ctx_changelog_store(sp_ctx *ctx, const char *topic);
 

@@ -455,6 +455,33 @@ int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *
     return sp_kv_apply(s, p, key, klen, val, vlen, ts, err) == 0 ? 0 : -1;
 }
 
+int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, size_t klen,
+                   const char *val, size_t vlen, int64_t ts, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s || !key) {
+        *err = s ? "a store key must not be nil" : "no such store";
+        return SP_EINVAL;
+    }
+    if (sp_ctx_store_apply(ctx, s, partition, key, klen, val, vlen, ts, err) != 0) return SP_EIO;
+    sp_kv_part *p = sp_store_part(s, partition, 1);
+    return p ? SP_OK : SP_ENOMEM;
+}
+
+void sp_ctx_drop_partition(sp_ctx *ctx, int32_t partition) {
+    const char *err;
+    for (int32_t i = 0; i < ctx->nstores; i++) {
+        sp_store *s = ctx->stores[i];
+        if (s->disk && disk(ctx, s, &err)) sp_lmdb_drop(s->lmdb, partition, &err);
+        sp_store_drop_part(s, partition);
+    }
+    sp_ctx_partition_remove(ctx, partition);
+    sp_ctx_end_batch(ctx, &err);
+}
+
+int sp_ctx_enable_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
+    return sp_ctx_open_changelogs(ctx, app_id, err);
+}
+
 sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err) {
     return s->disk ? disk(ctx, s, err) : NULL;
 }

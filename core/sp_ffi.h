@@ -326,6 +326,23 @@ void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms);
  * parse. */
 int sp_time_parse(const char *s, int64_t *ms);
 
+/* A reload, at a batch boundary: forgets the sources, timers and window
+ * operators of the running script; state (stores, stream times), sinks
+ * and counters stay, and the new script's operators find their stores by
+ * name. */
+void sp_ctx_reset_topology(sp_ctx *ctx);
+
+/* Rebalances as the test driver simulates them: every store change goes
+ * to an in-memory changelog (<app>-<store>-changelog, written at each
+ * batch's end by sp_ctx_flush_changelogs); a revoked partition's state is
+ * dropped; an assigned one is restored by applying its changelog records
+ * in order (val NULL: a delete). */
+int sp_ctx_enable_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
+int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err);
+void sp_ctx_drop_partition(sp_ctx *ctx, int32_t partition);
+int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, size_t klen,
+                   const char *val, size_t vlen, int64_t ts, const char **err);
+
 /* SP_FFI_END */
 
 #ifdef __cplusplus

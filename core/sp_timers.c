@@ -28,6 +28,13 @@ typedef struct sp_timer {
     int64_t next_wall; /* -1 unset */
 } sp_timer;
 
+void sp_ctx_reset_timers(sp_ctx *ctx) {
+    /* a new script's timers start over; stream times stay */
+    ctx->ntimers = 0;
+    for (int32_t k = 0; k < ctx->nptimes; k++)
+        for (int i = 0; i < MAX_TIMERS; i++) ctx->ptimes[k].next[i] = -1;
+}
+
 void sp_ctx_destroy_timers(sp_ctx *ctx) {
     free(ctx->ptimes);
     free(ctx->timers);

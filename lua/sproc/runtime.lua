@@ -645,6 +645,17 @@ function M.load(ctx, path, opts)
   return M.compile(ctx, opts)
 end
 
+--- Replaces the running pipeline by the one a script (path) or a build
+--- function (fn) declares, at a batch boundary: state, sinks and counters
+--- stay; stores and aggregations are found again by name.
+function M.reload(ctx, opts)
+  C.sp_ctx_reset_topology(ctx)
+  if opts.script then return M.load(ctx, opts.script, opts) end
+  sproc._reset(nil)
+  opts.build(sproc)
+  return M.compile(ctx, opts)
+end
+
 --- The executable's entry: the context comes from the host.
 function M.host_load(path, opts)
   local host = package.loaded["sproc.host"]

@@ -49,7 +49,84 @@ function M.driver(opts)
   else
     error("driver() needs script = path or a build function", 2)
   end
-  return setmetatable({ ctx = ctx, env = env, offsets = {}, read = {} }, Driver)
+  local d = setmetatable({ ctx = ctx, env = env, offsets = {}, read = {}, opts = opts,
+                          current = { app_id = opts.app, default_id = "test", script = opts.script,
+                                      build = opts.build } }, Driver)
+  d:_changelogs()
+  return d
+end
+
+-- Every store change also goes to an in-memory changelog, so that a
+-- simulated rebalance can restore state from it as Kafka would.
+function Driver:_changelogs()
+  if C.sp_ctx_enable_changelogs(self.ctx, self.env.app_id, errp) ~= 0 then
+    error("changelogs: " .. ffi_string(errp[0]), 3)
+  end
+  self.changelog_prefix = self.env.app_id .. "-"
+end
+
+function Driver:_end_batch(level)
+  if C.sp_ctx_flush_changelogs(self.ctx, errp) ~= 0 then
+    error("changelogs: " .. ffi_string(errp[0]), level + 1)
+  end
+end
+
+local function is_changelog(d, topic)
+  return topic:sub(-10) == "-changelog" and topic:sub(1, #d.changelog_prefix) == d.changelog_prefix
+end
+
+--- Replaces the pipeline with another script (reload{ script = path }) or
+--- build function (reload(function(sproc) ... end)), as hot reload does:
+--- state, outputs and counters stay; stores are found again by name.
+function Driver:reload(opts)
+  if type(opts) == "function" then opts = { build = opts } end
+  if type(opts) ~= "table" or not (opts.script or opts.build) then
+    error("reload() expects { script = path } or a build function", 2)
+  end
+  local o = { app_id = self.opts.app, default_id = "test", script = opts.script, build = opts.build }
+  local ok, env = pcall(runtime.reload, self.ctx, o)
+  if not ok then
+    -- the old pipeline goes on, as with hot reload
+    runtime.reload(self.ctx, self.current)
+    error(env, 2)
+  end
+  self.env, self.current = env, o
+  self:_changelogs()
+  return self
+end
+
+local function part_list(parts)
+  if type(parts) == "number" then return { parts } end
+  if type(parts) ~= "table" then error("expects a partition or a list of partitions", 3) end
+  return parts
+end
+
+--- Takes partitions away, as a rebalance does: their state is dropped
+--- (it lives on in the changelog).
+function Driver:revoke(parts)
+  for _, p in ipairs(part_list(parts)) do C.sp_ctx_drop_partition(self.ctx, p) end
+  return self
+end
+
+--- Gives partitions back: their state is restored from the changelog.
+function Driver:assign(parts)
+  local want = {}
+  for _, p in ipairs(part_list(parts)) do want[p] = true end
+  for i = 0, C.sp_out_count(self.ctx) - 1 do
+    C.sp_out_get(self.ctx, i, outp)
+    local o = outp[0]
+    local topic = ffi_string(o.topic)
+    if want[o.partition] and is_changelog(self, topic) then
+      local name = topic:sub(#self.changelog_prefix + 1, -11)
+      local id = C.sp_store_find(self.ctx, name)
+      if id >= 0 and C.sp_store_apply(self.ctx, id, o.partition, o.key, o.key_len, o.val,
+                                      o.val_len, o.ts, errp) ~= 0 then
+        error("assign(): " .. ffi_string(errp[0]), 2)
+      end
+    end
+  end
+  C.sp_ctx_end_batch(self.ctx, errp)
+  return self
 end
 
 local function bytes(v)
@@ -87,6 +164,7 @@ function Driver:pipe(topic, recs)
   local msg = runtime.run_batch(self.env)
   C.sp_batch_reset(ctx)
   if msg then error(msg, 2) end
+  self:_end_batch(2)
   return self
 end
 
@@ -115,7 +193,22 @@ end
 --- partition, headers }.
 function Driver:outputs()
   local out = {}
-  for i = 0, C.sp_out_count(self.ctx) - 1 do out[#out + 1] = read_out(self.ctx, i) end
+  for i = 0, C.sp_out_count(self.ctx) - 1 do
+    local r = read_out(self.ctx, i)
+    if not is_changelog(self, r.topic) then out[#out + 1] = r end
+  end
+  return out
+end
+
+--- The records of a store's changelog so far: { key, value, partition }
+--- (value nil for a delete), as Kafka would hold them.
+function Driver:changelog(store)
+  local topic = self.changelog_prefix .. store .. "-changelog"
+  local out = {}
+  for i = 0, C.sp_out_count(self.ctx) - 1 do
+    local r = read_out(self.ctx, i)
+    if r.topic == topic then out[#out + 1] = r end
+  end
   return out
 end
 
@@ -160,6 +253,7 @@ local function run_timers(self)
   local msg = runtime.run_batch(self.env)
   C.sp_batch_reset(self.ctx)
   if msg then error(msg, 3) end
+  self:_end_batch(3)
 end
 
 --- Moves the virtual wall clock forward by ms (it starts at 0) and runs

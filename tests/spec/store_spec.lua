@@ -234,7 +234,8 @@ describe("a disk store", function()
       local st = sproc.store{ name = "big", backend = "lmdb" }
       sproc.source{ topic = "in" }:each(function(r) assert(st:put(r.key, r.value)) end)
     end)
-    C.sp_ctx_set_store_budget(d.ctx, 4096)
+    -- 10 MB of values against a 1 MiB budget (the batch's changed keys count)
+    C.sp_ctx_set_store_budget(d.ctx, 1024 * 1024)
     local pad = string.rep("v", 1000)
     for b = 0, 9 do
       local recs = {}
