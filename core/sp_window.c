@@ -207,16 +207,6 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
             }
         }
     }
-    if (type == SP_WIN_SLIDING && op->distinct < 0) {
-        char dname[512];
-        snprintf(dname, sizeof dname, "%s.distinct", name);
-        op->distinct = sp_store_open(ctx, dname, SP_STORE_KV, err);
-        if (op->distinct < 0 ||
-            sp_store_set_ttl(ctx, op->distinct, COMPANION_TTL(size, grace), err) != SP_OK) {
-            free(op);
-            return SP_EINVAL;
-        }
-    }
     /* sliding windows compute results from their records, when needed */
     op->deferred = op->update && (op->interval > 0 || op->custom || type == SP_WIN_SLIDING);
     char src[512];

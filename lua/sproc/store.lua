@@ -140,9 +140,10 @@ function Store:incr(k, by, part)
   return nump[0]
 end
 
--- Iterates keys >= from (every key when from is nil) while keep(key)
--- holds, in byte order.
-local function scan(self, from, keep, part)
+-- Iterates the store's entries from the stored key from (the first when
+-- nil) in byte order; entry(key, value) gives what the iterator returns,
+-- nil to stop.
+local function iterate(self, from, part, entry)
   local ctx, id = self._ctx, self._id
   if not ctx then unbound(self) end
   part = part or -1
@@ -152,11 +153,17 @@ local function scan(self, from, keep, part)
     if C.sp_store_next(ctx, id, part, last, n, strict, keyp, klenp, valp, vlenp) == 0 then
       return nil
     end
-    local k = ffi_string(keyp[0], klenp[0])
-    if keep and not keep(k) then return nil end
-    last, strict = k, 1
-    return k, decode(valp[0], tonumber(vlenp[0]))
+    last, strict = ffi_string(keyp[0], klenp[0]), 1
+    return entry(last, decode(valp[0], tonumber(vlenp[0])))
   end
+end
+
+-- Keys >= from while keep(key) holds.
+local function scan(self, from, keep, part)
+  return iterate(self, from, part, function(k, v)
+    if keep and not keep(k) then return nil end
+    return k, v
+  end)
 end
 
 --- for key, value in store:range(from, to): keys from..to (both included,
@@ -210,14 +217,12 @@ local function wkey(k, start)
          char(start % 256, b2, b3, b4, b5, b6, b7, b8)
 end
 
-local u8p = ffi.typeof("const uint8_t *")
-
-local function wsplit(p)
-  p = ffi.cast(u8p, p)
-  local klen = p[0] * 256 + p[1]
+-- A window store key's parts: the user's key and the start.
+local function wsplit(raw)
+  local klen = byte(raw, 1) * 256 + byte(raw, 2)
   local t = 0
-  for i = 2 + klen, 9 + klen do t = t * 256 + p[i] end
-  return ffi_string(p + 2, klen), t
+  for i = 3 + klen, 10 + klen do t = t * 256 + byte(raw, i) end
+  return sub(raw, 3, 2 + klen), t
 end
 
 function Window:get(k, start, part)
@@ -265,22 +270,13 @@ function Window:incr(k, start, by, part)
   return nump[0]
 end
 
--- Iterates the raw entries from the encoded key from while keep holds.
+-- Windows from the encoded key from while keep(key, start) holds.
 local function wscan(self, from, keep, part)
-  local ctx, id = self._ctx, self._id
-  if not ctx then unbound(self) end
-  part = part or -1
-  local last, strict = from, 0
-  return function()
-    local n = last and #last or 0
-    if C.sp_store_next(ctx, id, part, last, n, strict, keyp, klenp, valp, vlenp) == 0 then
-      return nil
-    end
-    local k, t = wsplit(keyp[0])
+  return iterate(self, from, part, function(raw, v)
+    local k, t = wsplit(raw)
     if keep and not keep(k, t) then return nil end
-    last, strict = ffi_string(keyp[0], klenp[0]), 1
-    return k, t, decode(valp[0], tonumber(vlenp[0]))
-  end
+    return k, t, v
+  end)
 end
 
 --- for start, value in ws:fetch(key, from, to): key's windows with
