@@ -30,6 +30,11 @@ static sp_store *get_store(sp_ctx *ctx, int id) {
     return id >= 0 && id < ctx->nstores ? ctx->stores[id] : NULL;
 }
 
+int sp_store_kind(sp_ctx *ctx, int store) {
+    sp_store *s = get_store(ctx, store);
+    return s ? s->kind : -1;
+}
+
 int32_t sp_store_find(sp_ctx *ctx, const char *name) {
     for (int32_t i = 0; i < ctx->nstores; i++)
         if (strcmp(ctx->stores[i]->name, name) == 0) return i;

@@ -205,6 +205,7 @@ enum { SP_STORE_KV = 0, SP_STORE_WINDOW = 1 };
 /* Returns the store id; the same name gives the same store (and state). */
 int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err);
 int32_t sp_store_find(sp_ctx *ctx, const char *name);
+int sp_store_kind(sp_ctx *ctx, int store);
 /* 1 and the value (valid until the next change), or 0 when missing. */
 int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
                  size_t klen, const char **val, size_t *vlen);

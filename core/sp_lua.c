@@ -118,6 +118,8 @@ static int call_runtime(lua_State *L, const char *fn, int nargs, int nres) {
     return rc == 0 ? 0 : -1;
 }
 
+static void adopt_env(sp_lua *l);
+
 int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
                 const char *default_id, char **msg) {
     lua_State *L = l->L;
@@ -135,6 +137,13 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
         *msg = pop_message(L);
         return -1;
     }
+    adopt_env(l);
+    return 0;
+}
+
+/* Keeps the compiled env (on the stack top) and reads its settings. */
+static void adopt_env(sp_lua *l) {
+    lua_State *L = l->L;
     lua_getfield(L, -1, "app_id");
     free(l->app_id);
     l->app_id = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "sproc");
@@ -142,26 +151,119 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
     lua_getfield(L, -1, "guarantee");
     l->exactly_once = lua_tostring(L, -1) && strcmp(lua_tostring(L, -1), "exactly_once") == 0;
     lua_pop(L, 1);
+    if (l->env_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, l->env_ref);
     l->env_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (l->run_ref == LUA_NOREF) {
+        lua_getglobal(L, "require");
+        lua_pushstring(L, "sproc.runtime");
+        lua_call(L, 1, 1);
+        lua_getfield(L, -1, "run_batch");
+        l->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        lua_pop(L, 1);
+    }
+}
 
+int sp_lua_prepare(sp_lua *l, const char *script, char **msg) {
+    lua_State *L = l->L;
+    /* no traceback of sproc's frames: the message has the script's own */
     lua_getglobal(L, "require");
     lua_pushstring(L, "sproc.runtime");
-    lua_call(L, 1, 1);
-    lua_getfield(L, -1, "run_batch");
-    l->run_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (lua_pcall(L, 1, 1, 0) != 0) {
+        *msg = pop_message(L);
+        return -1;
+    }
+    lua_getfield(L, -1, "host_prepare");
+    lua_remove(L, -2);
+    lua_pushstring(L, script);
+    if (lua_pcall(L, 1, 0, 0) != 0) {
+        *msg = pop_message(L);
+        return -1;
+    }
+    return 0;
+}
+
+int sp_lua_compile(sp_lua *l, const char *app_id, const char *default_id, int rollback,
+                   char **msg) {
+    lua_State *L = l->L;
+    lua_newtable(L);
+    if (app_id) {
+        lua_pushstring(L, app_id);
+        lua_setfield(L, -2, "app_id");
+    }
+    if (default_id) {
+        lua_pushstring(L, default_id);
+        lua_setfield(L, -2, "default_id");
+    }
+    lua_pushboolean(L, rollback);
+    lua_setfield(L, -2, "rollback");
+    if (call_runtime(L, "host_compile", 1, 1) != 0) {
+        *msg = pop_message(L);
+        return -1;
+    }
+    adopt_env(l);
+    return 0;
+}
+
+int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, char **msg) {
+    lua_State *L = l->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushinteger(L, parts[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    if (call_runtime(L, "on_reload", 2, 1) != 0 || !lua_isnil(L, -1)) {
+        *msg = pop_message(L);
+        return -1;
+    }
     lua_pop(L, 1);
     return 0;
+}
+
+int sp_lua_watched(sp_lua *l, const char *script, char ***files) {
+    lua_State *L = l->L;
+    lua_pushstring(L, script);
+    if (call_runtime(L, "watched", 1, 1) != 0) {
+        lua_pop(L, 1);
+        return -1;
+    }
+    int n = (int)lua_objlen(L, -1);
+    char **f = calloc((size_t)n + 1, sizeof *f);
+    for (int i = 0; f && i < n; i++) {
+        lua_rawgeti(L, -1, i + 1);
+        f[i] = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+        lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+    *files = f;
+    return f ? n : -1;
+}
+
+char *sp_lua_describe_text(sp_lua *l) {
+    lua_State *L = l->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
+    lua_pushboolean(L, 0);
+    if (call_runtime(L, "describe", 2, 1) != 0) {
+        lua_pop(L, 1);
+        return NULL;
+    }
+    char *out = strdup(lua_tostring(L, -1) ? lua_tostring(L, -1) : "");
+    lua_pop(L, 1);
+    return out;
 }
 
 const char *sp_lua_app_id(sp_lua *l) { return l->app_id; }
 int sp_lua_exactly_once(sp_lua *l) { return l->exactly_once; }
 
-int sp_lua_run_batch(sp_lua *l, char **msg) {
+int sp_lua_run_batch(sp_lua *l, char **msg) { return sp_lua_run_batch_from(l, 0, msg); }
+
+int sp_lua_run_batch_from(sp_lua *l, int32_t from, char **msg) {
     lua_State *L = l->L;
     lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->run_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
-    if (lua_pcall(L, 1, 1, -3) != 0) {
+    lua_pushinteger(L, from);
+    if (lua_pcall(L, 2, 1, -4) != 0) {
         /* only sproc's own code can get here: user errors are handled by
          * the policy inside run_batch */
         *msg = pop_message(L);

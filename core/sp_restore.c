@@ -108,6 +108,20 @@ void sp_restore_destroy(sp_restore *rs) {
     free(rs);
 }
 
+int sp_restore_refresh(sp_restore *rs, const char *app_id) {
+    if (rs->ntopics >= rs->ctx->nstores) return 0;
+    char **t = realloc(rs->topics, ((size_t)rs->ctx->nstores + 1) * sizeof *t);
+    if (!t) return -1;
+    rs->topics = t;
+    for (int32_t i = rs->ntopics; i < rs->ctx->nstores; i++) {
+        size_t n = strlen(app_id) + strlen(rs->ctx->stores[i]->name) + 16;
+        if (!(t[i] = malloc(n))) return -1;
+        snprintf(t[i], n, "%s-%s-changelog", app_id, rs->ctx->stores[i]->name);
+        rs->ntopics = i + 1;
+    }
+    return 0;
+}
+
 const char *sp_restore_topic(sp_restore *rs, int32_t store) {
     return store >= 0 && store < rs->ntopics ? rs->topics[store] : NULL;
 }

@@ -23,6 +23,10 @@ void sp_restore_destroy(sp_restore *rs);
  * 0, or -1 after logging why. */
 int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions);
 
+/* Takes in the stores a reloaded script added (their changelog topics);
+ * 0, or -1 when out of memory. */
+int sp_restore_refresh(sp_restore *rs, const char *app_id);
+
 /* The changelog topic of store i of the context. */
 const char *sp_restore_topic(sp_restore *rs, int32_t store);
 

@@ -74,6 +74,17 @@ typedef struct runner {
     int in_txn;     /* a transaction is open */
     int64_t txns;   /* transactions committed */
 
+    /* hot reload */
+    ev_timer watch_w;
+    char **wfiles;        /* the script and its modules */
+    struct stat *wstats;  /* as last seen */
+    int nwfiles;
+    ev_timer reload_w;
+    ev_signal hup_w;
+    sp_lua *prev;       /* the version before, for a rollback under --watch */
+    int version;
+    const char *def_id;
+
     int windows_closed; /* a bounded run closed every window */
     int sealed;         /* a bounded run: repartition topics' ends are set */
     int stopping;   /* no more consuming */
@@ -803,6 +814,27 @@ static int64_t now_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+/* Under --watch, a new version that raised an error on a record gives way
+ * to the one before, which processes that record and the rest of the
+ * batch. Returns whether the batch still failed (*msg then set). */
+static int rollback(runner *r, char **msg) {
+    int32_t from = r->ctx->batch.cur;
+    sp_error("version %d of %s raised an error on a record; version %d takes over from "
+             "that record:\n%s", r->version, r->o->script, r->version - 1, *msg + 9);
+    free(*msg);
+    *msg = NULL;
+    sp_ctx_reset_topology(r->ctx);
+    if (!r->prev || sp_lua_compile(r->prev, r->o->app, r->def_id, 0, msg) != 0) {
+        if (!*msg) *msg = strdup("no version to roll back to");
+        return 1;
+    }
+    sp_lua_destroy(r->lua);
+    r->lua = r->prev;
+    r->prev = NULL;
+    r->version--;
+    return sp_lua_run_batch_from(r->lua, from, msg) != 0;
+}
+
 /* timers: also run with no records, for wall-clock timers that are due */
 static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
     char *msg = NULL;
@@ -810,6 +842,9 @@ static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
     sp_ctx_set_wall_clock(r->ctx, now_ms());
     if (run && begin_txn(r) != 0) return;
     int failed = run && sp_lua_run_batch(r->lua, &msg) != 0;
+    while (failed && msg && strncmp(msg, "rollback:", 9) == 0) {
+        failed = rollback(r, &msg);
+    }
     const char *err;
     if (!failed && sp_ctx_flush_changelogs(r->ctx, &err) != SP_OK) {
         failed = 1;
@@ -1024,6 +1059,194 @@ static void on_signal(struct ev_loop *loop, ev_signal *w, int revents) {
     ev_break(loop, EVBREAK_ALL);
 }
 
+/* --- hot reload ---------------------------------------------------------- */
+
+/* Prints what a reload changed: operators and stores, from the two
+ * versions' descriptions. */
+static void log_changes(const char *before, const char *after) {
+    if (!before || !after) return;
+    for (int pass = 0; pass < 2; pass++) {
+        const char *a = pass ? before : after, *b = pass ? after : before;
+        for (const char *line = a; *line;) {
+            const char *end = strchr(line, '\n');
+            size_t n = end ? (size_t)(end - line) : strlen(line);
+            const char *t = line;
+            while (t < line + n && *t == ' ') t++;
+            size_t tn = n - (size_t)(t - line);
+            int found = 0;
+            for (const char *o = b; *o && !found;) {
+                const char *oe = strchr(o, '\n');
+                size_t on = oe ? (size_t)(oe - o) : strlen(o);
+                const char *ot = o;
+                while (ot < o + on && *ot == ' ') ot++;
+                size_t otn = on - (size_t)(ot - o);
+                found = otn == tn && memcmp(ot, t, tn) == 0;
+                o = oe ? oe + 1 : o + on;
+            }
+            if (!found && tn > 0 && strncmp(t, "application ", 12) != 0)
+                sp_info("  %s %.*s", pass ? "removed:" : "added:  ", (int)tn, t);
+            line = end ? end + 1 : line + n;
+        }
+    }
+}
+
+static void watch_files(runner *r);
+
+/* Builds the new version in a fresh Lua state and checks it; at this batch
+ * boundary swaps it in. A version that does not load or fit leaves the
+ * running one as it is. */
+static void do_reload(runner *r) {
+    char *msg = NULL, *before = NULL, *after = NULL;
+    struct stat st;
+    int64_t saved = stat(r->o->script, &st) == 0
+                        ? (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000
+                        : -1;
+    sp_lua *nl = sp_lua_create(r->ctx);
+    if (!nl) {
+        sp_error("reload: out of memory");
+        return;
+    }
+    if (sp_lua_prepare(nl, r->o->script, &msg) != 0) {
+        sp_error("reload of %s failed; version %d keeps running:\n%s", r->o->script,
+                 r->version, msg);
+        goto done;
+    }
+    before = sp_lua_describe_text(r->lua);
+    sp_ctx_reset_topology(r->ctx);
+    if (sp_lua_compile(nl, r->o->app, r->def_id, r->o->watch, &msg) != 0) {
+        char *m2 = NULL;
+        sp_error("reload of %s failed; version %d keeps running:\n%s", r->o->script,
+                 r->version, msg);
+        sp_ctx_reset_topology(r->ctx);
+        if (sp_lua_compile(r->lua, r->o->app, r->def_id, 0, &m2) != 0) {
+            fatal(r, m2 ? m2 : "reload: the running version could not be restored");
+        }
+        free(m2);
+        goto done;
+    }
+    sp_lua_destroy(r->prev);
+    r->prev = r->lua;
+    r->lua = nl;
+    nl = NULL;
+    r->version++;
+    /* stores the new version added get their changelogs */
+    if (r->cons && r->ctx->nstores > 0) {
+        const char *err;
+        if (!r->rs) {
+            if (setup_state(r) != 0) fatal(r, "reload: cannot set up the state stores");
+        } else if (sp_restore_refresh(r->rs, sp_lua_app_id(r->lua)) != 0 ||
+                   (!r->mock && sp_restore_ensure_topics(r->rs, r->src_partitions) != 0) ||
+                   sp_ctx_open_changelogs(r->ctx, sp_lua_app_id(r->lua), &err) != SP_OK) {
+            fatal(r, "reload: cannot open the new stores' changelogs");
+        }
+    }
+    {
+        int32_t parts[1024];
+        int n = 0;
+        for (int32_t k = 0; k < r->ctx->nptimes && n < 1024; k++)
+            parts[n++] = sp_ctx_ptime_partition(r->ctx, k);
+        if (sp_lua_on_reload(r->lua, parts, n, &msg) != 0) {
+            sp_error("on_reload of version %d failed: %s", r->version, msg);
+            free(msg);
+            msg = strdup("rollback:on_reload failed");
+            r->ctx->batch.cur = 0;
+            /* an empty batch: nothing to hand over but the pipeline */
+            sp_batch_reset(r->ctx);
+            rollback(r, &msg);
+            goto done;
+        }
+    }
+    after = sp_lua_describe_text(r->lua);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    int64_t now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+    sp_info("reloaded %s: version %d runs (%lld ms after the file was saved)%s",
+            r->o->script, r->version, saved >= 0 ? (long long)(now_ms - saved) : -1LL,
+            before && after && strcmp(before, after) == 0 ? "; operators and stores unchanged"
+                                                          : "; changes:");
+    log_changes(before, after);
+    if (r->o->watch) watch_files(r);
+done:
+    free(msg);
+    free(before);
+    free(after);
+    sp_lua_destroy(nl);
+}
+
+static void on_reload_due(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop;
+    (void)revents;
+    runner *r = w->data;
+    if (!r->stopping) do_reload(r);
+}
+
+static int same_file(const struct stat *a, const struct stat *b) {
+    return a->st_ino == b->st_ino && a->st_size == b->st_size &&
+           a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec &&
+           a->st_ctim.tv_sec == b->st_ctim.tv_sec && a->st_ctim.tv_nsec == b->st_ctim.tv_nsec;
+}
+
+/* The script is looked at ten times a second, to the nanosecond of its
+ * times (libev's stat watcher compares whole seconds, and two saves within
+ * a second can leave the same size). Editors save by writing a temporary
+ * file and renaming it: a short wait lets a burst of changes settle into
+ * one reload. */
+static void on_watch(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)revents;
+    runner *r = w->data;
+    int changed = 0;
+    for (int i = 0; i < r->nwfiles; i++) {
+        struct stat st;
+        if (stat(r->wfiles[i], &st) != 0) continue; /* gone for a moment: a rename comes */
+        if (same_file(&st, &r->wstats[i])) continue;
+        r->wstats[i] = st;
+        changed = 1;
+    }
+    if (!changed) return;
+    ev_timer_stop(loop, &r->reload_w);
+    ev_timer_set(&r->reload_w, 0.05, 0.0);
+    ev_timer_start(loop, &r->reload_w);
+}
+
+static void free_watched(runner *r) {
+    for (int i = 0; i < r->nwfiles; i++) free(r->wfiles[i]);
+    free(r->wfiles);
+    free(r->wstats);
+    r->wfiles = NULL;
+    r->wstats = NULL;
+    r->nwfiles = 0;
+}
+
+/* What the running version loaded is what is watched. */
+static void watch_files(runner *r) {
+    char **files = NULL;
+    int n = sp_lua_watched(r->lua, r->o->script, &files);
+    if (n < 0) return;
+    struct stat *st = calloc((size_t)n + 1, sizeof *st);
+    if (!st) {
+        for (int i = 0; i < n; i++) free(files[i]);
+        free(files);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        stat(files[i], &st[i]);
+        for (int j = 0; j < r->nwfiles; j++)
+            if (strcmp(files[i], r->wfiles[j]) == 0) st[i] = r->wstats[j];
+    }
+    free_watched(r);
+    r->wfiles = files;
+    r->wstats = st;
+    r->nwfiles = n;
+}
+
+static void on_hup(struct ev_loop *loop, ev_signal *w, int revents) {
+    (void)revents;
+    runner *r = w->data;
+    ev_timer_stop(loop, &r->reload_w);
+    ev_timer_set(&r->reload_w, 0.0, 0.0);
+    ev_timer_start(loop, &r->reload_w);
+}
+
 /* --- start-up checks ----------------------------------------------------- */
 
 /* Waits until a broker answers, then checks the source topics and, for a
@@ -1210,9 +1433,6 @@ int sp_run(const sp_opts *o) {
     char *msg = NULL;
     char *def_id = default_app_id(o->script);
 
-    if (o->watch)
-        sp_warn("--watch: hot reload is not implemented yet; the script runs "
-                "as loaded");
     if (o->start && strcmp(o->start, "earliest") != 0 &&
         strcmp(o->start, "latest") != 0) {
         long long ms;
@@ -1330,6 +1550,21 @@ int sp_run(const sp_opts *o) {
     ev_signal_init(&r->term_w, on_signal, SIGTERM);
     r->term_w.data = r;
     ev_signal_start(r->loop, &r->term_w);
+    /* hot reload: SIGHUP always, the script's file under --watch */
+    r->def_id = def_id;
+    r->version = 1;
+    ev_timer_init(&r->reload_w, on_reload_due, 0.1, 0.0);
+    r->reload_w.data = r;
+    ev_signal_init(&r->hup_w, on_hup, SIGHUP);
+    r->hup_w.data = r;
+    ev_signal_start(r->loop, &r->hup_w);
+    if (o->watch) {
+        watch_files(r);
+        ev_timer_init(&r->watch_w, on_watch, 0.1, 0.1);
+        r->watch_w.data = r;
+        ev_timer_start(r->loop, &r->watch_w);
+        sp_info("watching %s: saving it reloads the pipeline", o->script);
+    }
 
     if (!(o->until_end && all_done(r))) ev_run(r->loop, 0);
 
@@ -1359,6 +1594,8 @@ done:
     shutdown_clients(r);
     if (r->ctx) sp_ctx_destroy(r->ctx);
     sp_lua_destroy(r->lua);
+    sp_lua_destroy(r->prev);
+    free_watched(r);
     sp_kafka_out_destroy(&r->ko);
     sp_offsets_destroy(&r->offs);
     for (int i = 0; i < 2; i++) {

@@ -100,6 +100,16 @@ function M.source(opts)
   return s
 end
 
+--- on_reload(function(partitions) ... end): runs once when this version
+--- of the script replaces a running one (sproc --watch, SIGHUP), before it
+--- processes a record: the place to migrate state. partitions lists those
+--- this process holds (give them to store calls: there is no current
+--- record).
+function M.on_reload(fn)
+  if type(fn) ~= "function" then error("sproc.on_reload expects a function", 2) end
+  topo.on_reload = fn
+end
+
 --- A timer: a source that, every so many milliseconds of stream time
 --- (time = "stream", the default: a partition's highest record time) or
 --- of the wall clock (time = "wall"), sends one record per partition

@@ -490,6 +490,7 @@ function M.compile(ctx, opts)
   end
   C.sp_ctx_set_idle_timeout(ctx, app.idle or 0)
   local env = {
+    rollback = opts.rollback,
     ctx = ctx, batch = C.sp_ctx_batch(ctx), stats = C.sp_ctx_stats(ctx),
     describe = {}, policy = policy, app_id = app_id, dlq = dlq,
     guarantee = app.processing_guarantee or "at_least_once",
@@ -589,7 +590,7 @@ end
 
 --- Runs the current batch (records from..n-1) under the error policy.
 --- Returns nil, or an error message when the pipeline must stop.
-function M.run_batch(env)
+function M.run_batch(env, from)
   local process = env.process
   if not process then
     process = make_process(env)
@@ -597,7 +598,7 @@ function M.run_batch(env)
   end
   local batch, stats, ctx = env.batch, env.stats, env.ctx
   stats.batches = stats.batches + 1
-  local from = 0
+  from = from or 0
   -- the input records, then the records of timers they made due, until
   -- no timer is due
   while true do
@@ -616,6 +617,12 @@ function M.run_batch(env)
     local mt = getmetatable(err)
     local kind = mt == InputError and "bad input" or mt == store.Fatal and "state store" or "error in script"
     local msg = string.format("%s: %s\n  record: %s", kind, tostring(err), describe_record(env, i))
+    if env.rollback and kind == "error in script" then
+      -- a version just swapped in by --watch: the previous one takes over
+      -- at this record
+      stats.errors = stats.errors - 1
+      return "rollback:" .. msg
+    end
     if env.policy == "fail" or mt == store.Fatal then
       return msg
     elseif env.policy == "skip" then
@@ -636,13 +643,84 @@ function M.run_batch(env)
 end
 
 --- Loads and runs a script file, then compiles its topology.
-function M.load(ctx, path, opts)
+local function script_dir(path)
+  return path:match("^(.*)/[^/]*$") or "."
+end
+
+-- Runs a script so that it declares its pipeline (not compiled yet).
+-- Modules beside the script can be required by name.
+local function declare(path)
+  local dir = script_dir(path)
+  if not package.path:find(dir .. "/?.lua;", 1, true) then
+    package.path = dir .. "/?.lua;" .. package.path
+  end
   sproc._reset(path)
   local chunk, err = loadfile(path)
   if not chunk then error(err, 0) end
   local ok, e = xpcall(chunk, user_traceback)
   if not ok then error(e, 0) end
+  if #sproc._topology().sources == 0 then
+    error("the script declares no source (sproc.source{...})", 0)
+  end
+end
+
+function M.load(ctx, path, opts)
+  declare(path)
   return M.compile(ctx, opts)
+end
+
+local function host_ctx()
+  return ffi.cast("sp_ctx *", package.loaded["sproc.host"].ctx)
+end
+
+-- Hot reload, in a fresh Lua state: declare the new version, check that
+-- the state it would find fits it, then (at a batch boundary, once the
+-- old version's topology is gone from the context) compile it.
+function M.host_prepare(path)
+  declare(path)
+  local ctx = host_ctx()
+  local topo = sproc._topology()
+  local kinds = { kv = C.SP_STORE_KV, window = C.SP_STORE_WINDOW }
+  local function check(name, kind)
+    local id = C.sp_store_find(ctx, name)
+    if id >= 0 and C.sp_store_kind(ctx, id) ~= kinds[kind] then
+      error("store " .. name .. " holds " .. (C.sp_store_kind(ctx, id) == C.SP_STORE_KV and "kv" or "window") ..
+            " state and the new version declares it " .. kind .. ": keep its kind, or give it another name", 0)
+    end
+  end
+  for _, h in ipairs(topo.stores) do check(h.name, h.kind) end
+  for _, n in ipairs(topo.nodes) do
+    if n.kind == "aggregate" then check(n.store_name, "window") end
+  end
+end
+
+--- The files --watch looks at: the script and the modules it loaded from
+--- its own directory.
+function M.watched(path)
+  local files = { path }
+  local dir = script_dir(path)
+  for name in pairs(package.loaded) do
+    if type(name) == "string" and not name:match("^sproc") then
+      local file = package.searchpath(name, dir .. "/?.lua")
+      if file then files[#files + 1] = file end
+    end
+  end
+  table.sort(files, function(a, b) return a < b end)
+  return files
+end
+
+function M.host_compile(opts)
+  return M.compile(host_ctx(), opts)
+end
+
+-- The script's sproc.on_reload hook, run once after a reload swapped it in;
+-- partitions: those this process holds.
+function M.on_reload(env, partitions)
+  local hook = sproc._topology().on_reload
+  if not hook then return nil end
+  local ok, err = xpcall(hook, user_traceback, partitions)
+  if not ok then return tostring(err) end
+  return nil
 end
 
 --- Replaces the running pipeline by the one a script (path) or a build
@@ -658,9 +736,7 @@ end
 
 --- The executable's entry: the context comes from the host.
 function M.host_load(path, opts)
-  local host = package.loaded["sproc.host"]
-  local ctx = ffi.cast("sp_ctx *", host.ctx)
-  return M.load(ctx, path, opts)
+  return M.load(host_ctx(), path, opts)
 end
 
 --- The topology as text, or as Graphviz DOT.
