@@ -37,6 +37,8 @@ static void free_owned(sp_ctx *ctx) {
     ctx->owned = NULL;
 }
 
+static void free_ops(sp_ctx *ctx);
+
 void sp_ctx_destroy(sp_ctx *ctx) {
     if (!ctx) return;
     for (int32_t i = 0; i < ctx->nsinks; i++) {
@@ -49,6 +51,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_ctx_destroy_stores(ctx);
     sp_ctx_destroy_timers(ctx);
     sp_ctx_destroy_windows(ctx);
+    free_ops(ctx);
     for (int32_t i = 0; i < ctx->nsources; i++) {
         free(ctx->sources[i].name);
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
@@ -131,6 +134,33 @@ static int add_source(sp_ctx *ctx, int kind, const char *name,
     }
     ctx->nsources++;
     return topic;
+}
+
+int64_t *sp_ctx_op_counters(sp_ctx *ctx) {
+    if (!ctx->ops) ctx->ops = calloc(1, sizeof *ctx->ops);
+    return ctx->ops ? ctx->ops->in : NULL;
+}
+
+int32_t sp_ctx_operator(sp_ctx *ctx, const char *name, int32_t parent) {
+    if (!sp_ctx_op_counters(ctx)) return -1;
+    sp_opstats *o = ctx->ops;
+    /* a reloaded pipeline's operator of the same name counts on */
+    for (int32_t i = 0; i < o->n; i++)
+        if (strcmp(o->name[i], name) == 0) {
+            o->parent[i] = parent;
+            return i;
+        }
+    if (o->n == SP_MAX_OPERATORS) return -1;
+    if (!(o->name[o->n] = strdup(name))) return -1;
+    o->parent[o->n] = parent;
+    return o->n++;
+}
+
+static void free_ops(sp_ctx *ctx) {
+    if (!ctx->ops) return;
+    for (int32_t i = 0; i < ctx->ops->n; i++) free(ctx->ops->name[i]);
+    free(ctx->ops);
+    ctx->ops = NULL;
 }
 
 int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err) {

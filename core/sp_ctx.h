@@ -118,6 +118,7 @@ struct sp_ctx {
     int64_t idle_ms; /* idle partitions' stream time follows the wall clock */
     int32_t scanned; /* batch records already counted in stream time */
     struct sp_windows *windows; /* windowed aggregations; NULL none */
+    struct sp_opstats *ops;     /* per-operator counters; NULL until used */
     int64_t store_bytes;  /* all in-memory stores together */
     int64_t store_budget; /* 0: no limit */
     char *state_dir;      /* disk stores (and checkpoints); NULL: a
@@ -149,6 +150,15 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
 void sp_ctx_destroy_stores(sp_ctx *ctx);
 void sp_ctx_destroy_timers(sp_ctx *ctx);
 void sp_ctx_reset_timers(sp_ctx *ctx);
+
+/* Per-operator counters (the metrics endpoint reads them). */
+#define SP_MAX_OPERATORS 1024
+typedef struct sp_opstats {
+    int64_t in[SP_MAX_OPERATORS];
+    char *name[SP_MAX_OPERATORS];
+    int32_t parent[SP_MAX_OPERATORS]; /* -1: a source */
+    int32_t n;
+} sp_opstats;
 int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
                      const char **err);
 /* Registers a source (kind of sp_source) named name; returns its topic id. */

@@ -344,6 +344,14 @@ void sp_ctx_drop_partition(sp_ctx *ctx, int32_t partition);
 int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, size_t klen,
                    const char *val, size_t vlen, int64_t ts, const char **err);
 
+/* Per-operator counters: the runtime registers each operator of the
+ * pipeline (name, and the operator it follows, -1 for a source; a name
+ * registered before is found again, so counts go on over reloads) and
+ * counts the records that enter it in the array (at most 1024 operators;
+ * -1 when full). */
+int64_t *sp_ctx_op_counters(sp_ctx *ctx);
+int32_t sp_ctx_operator(sp_ctx *ctx, const char *name, int32_t parent);
+
 /* SP_FFI_END */
 
 #ifdef __cplusplus

@@ -11,10 +11,17 @@
 
 static int log_level = SP_LOG_INFO;
 static int log_json = 0;
+static int progress_shown = 0; /* a progress line waits on the terminal */
 static const char *level_names[] = {"error", "warn", "info", "debug"};
 
 void sp_log_set_level(int level) { log_level = level; }
 void sp_log_set_json(int json) { log_json = json; }
+
+void sp_log_progress(const char *line) {
+    fprintf(stderr, "\r\033[K%s", line);
+    fflush(stderr);
+    progress_shown = line[0] != '\0';
+}
 int sp_log_level(void) { return log_level; }
 
 void sp_log(int level, const char *fmt, ...) {
@@ -34,6 +41,7 @@ void sp_log(int level, const char *fmt, ...) {
     snprintf(when + n, sizeof when - n, ".%03dZ", (int)(tv.tv_usec / 1000));
 
     if (!log_json) {
+        if (progress_shown) fputs("\r\033[K", stderr);
         fprintf(stderr, "%s sproc %s: %s\n", when, level_names[level], msg);
         return;
     }

@@ -7,6 +7,9 @@ enum { SP_LOG_ERROR = 0, SP_LOG_WARN = 1, SP_LOG_INFO = 2, SP_LOG_DEBUG = 3 };
 
 void sp_log_set_level(int level);
 void sp_log_set_json(int json);
+/* Redraws the one-line progress display (a terminal's stderr only); log
+ * lines clear it first. An empty line removes it. */
+void sp_log_progress(const char *line);
 int sp_log_level(void);
 void sp_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));

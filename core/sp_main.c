@@ -26,6 +26,8 @@ static void usage(FILE *f) {
         "  --until-end             bounded run: read every source to its current\n"
         "                          end, flush, commit and exit 0\n"
         "  --watch                 reload the script when it changes\n"
+        "  --metrics HOST:PORT     serve /metrics (Prometheus), /health/live and\n"
+        "                          /health/ready (HOST defaults to 127.0.0.1)\n"
         "  --set KEY=VALUE         a librdkafka setting (consumer./producer.\n"
         "                          prefixes pick one client) or a sproc setting:\n"
         "                          sproc.batch.size, sproc.commit.interval.ms,\n"
@@ -113,6 +115,7 @@ int main(int argc, char **argv) {
         {"start", required_argument, NULL, 's'},
         {"until-end", no_argument, NULL, 'u'},
         {"watch", no_argument, NULL, 'w'},
+        {"metrics", required_argument, NULL, 'm'},
         {"set", required_argument, NULL, 'S'},
         {"connect-timeout", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'l'},
@@ -135,6 +138,7 @@ int main(int argc, char **argv) {
         case 's': o.start = optarg; break;
         case 'u': o.until_end = 1; break;
         case 'w': o.watch = 1; break;
+        case 'm': o.metrics = optarg; break;
         case 'S':
             if (!strchr(optarg, '=') || optarg[0] == '=') {
                 fprintf(stderr, "sproc: --set takes KEY=VALUE, not '%s'\n", optarg);
@@ -172,7 +176,7 @@ int main(int argc, char **argv) {
             }
             sp_log_set_json(strcmp(optarg, "json") == 0);
             break;
-        case 'q': sp_log_set_level(SP_LOG_WARN); break;
+        case 'q': sp_log_set_level(SP_LOG_WARN); o.quiet = 1; break;
         case 'V':
             printf("sproc %s\n", sp_version());
             rc = 0;

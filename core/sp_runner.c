@@ -5,6 +5,8 @@
 #include "sp_runner.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
 #include <ev.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -23,6 +25,7 @@
 #include "sp_lua.h"
 #include "sp_offsets.h"
 #include "sp_restore.h"
+#include "sp_metrics.h"
 #include "sp_sink_kafka.h"
 #include "sp_window.h"
 
@@ -84,6 +87,16 @@ typedef struct runner {
     sp_lua *prev;       /* the version before, for a rollback under --watch */
     int version;
     const char *def_id;
+
+    /* observability */
+    sp_metrics *metrics;
+    int64_t rebalances[3]; /* assigned, revoked, lost */
+    int64_t reloads, reload_failures;
+    int64_t lua_batches;
+    double lua_seconds;
+    int64_t lua_buckets[8]; /* Lua time per batch, by LUA_BOUNDS */
+    int64_t last_in;        /* records in at the last progress line */
+    int progress;           /* a progress line on the terminal */
 
     int windows_closed; /* a bounded run closed every window */
     int sealed;         /* a bounded run: repartition topics' ends are set */
@@ -722,6 +735,7 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
             mark_done(r, tp);
         }
     }
+    r->rebalances[0]++;
     if (r->rs) restore_assigned(r, parts);
     /* wall-clock timers fire for a partition once its state is here */
     for (int i = 0; i < parts->cnt; i++)
@@ -737,6 +751,7 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
     /* Hand the partitions over with every effect safe and committed, so
      * the next owner starts right after what we did. */
     int safe = 0;
+    r->rebalances[lost ? 2 : 1]++;
     if (!lost) {
         safe = make_safe(r, 30000) == 0;
         commit(r, 1, parts);
@@ -814,6 +829,8 @@ static int64_t now_ms(void) {
     return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
+#define LUA_BOUNDS {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1}
+
 /* Under --watch, a new version that raised an error on a record gives way
  * to the one before, which processes that record and the rest of the
  * batch. Returns whether the batch still failed (*msg then set). */
@@ -841,7 +858,19 @@ static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
     int run = r->ctx->batch.n > 0 || timers;
     sp_ctx_set_wall_clock(r->ctx, now_ms());
     if (run && begin_txn(r) != 0) return;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     int failed = run && sp_lua_run_batch(r->lua, &msg) != 0;
+    if (run) {
+        static const double bounds[] = LUA_BOUNDS;
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+        int b = 0;
+        while (b < 7 && dt > bounds[b]) b++;
+        r->lua_buckets[b]++;
+        r->lua_batches++;
+        r->lua_seconds += dt;
+    }
     while (failed && msg && strncmp(msg, "rollback:", 9) == 0) {
         failed = rollback(r, &msg);
     }
@@ -1033,6 +1062,8 @@ static void on_commit(struct ev_loop *loop, ev_timer *w, int revents) {
     commit(w->data, 0, NULL);
 }
 
+static void show_progress(runner *r);
+
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop;
     (void)revents;
@@ -1046,6 +1077,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK) fatal(r, err);
     rd_kafka_poll(r->prod, 0);
     if (r->ko.fatal) fatal(r, r->ko.fatal);
+    if (r->progress) show_progress(r);
     check_finished(r);
 }
 
@@ -1109,6 +1141,7 @@ static void do_reload(runner *r) {
     if (sp_lua_prepare(nl, r->o->script, &msg) != 0) {
         sp_error("reload of %s failed; version %d keeps running:\n%s", r->o->script,
                  r->version, msg);
+        r->reload_failures++;
         goto done;
     }
     before = sp_lua_describe_text(r->lua);
@@ -1117,6 +1150,7 @@ static void do_reload(runner *r) {
         char *m2 = NULL;
         sp_error("reload of %s failed; version %d keeps running:\n%s", r->o->script,
                  r->version, msg);
+        r->reload_failures++;
         sp_ctx_reset_topology(r->ctx);
         if (sp_lua_compile(r->lua, r->o->app, r->def_id, 0, &m2) != 0) {
             fatal(r, m2 ? m2 : "reload: the running version could not be restored");
@@ -1129,6 +1163,7 @@ static void do_reload(runner *r) {
     r->lua = nl;
     nl = NULL;
     r->version++;
+    r->reloads++;
     /* stores the new version added get their changelogs */
     if (r->cons && r->ctx->nstores > 0) {
         const char *err;
@@ -1245,6 +1280,152 @@ static void on_hup(struct ev_loop *loop, ev_signal *w, int revents) {
     ev_timer_stop(loop, &r->reload_w);
     ev_timer_set(&r->reload_w, 0.0, 0.0);
     ev_timer_start(loop, &r->reload_w);
+}
+
+/* --- observability ------------------------------------------------------ */
+
+static int metric(sp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int metric(sp_buf *b, const char *fmt, ...) {
+    char line[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    if (n < 0) return -1;
+    return sp_buf_append(b, line, (size_t)n < sizeof line ? (size_t)n : sizeof line - 1);
+}
+
+/* Lag of an assigned partition: its end as last fetched, minus what was
+ * processed (or, before that, committed). */
+static int64_t lag_of(runner *r, sp_tp *tp) {
+    int64_t lo, hi;
+    if (!r->cons || rd_kafka_get_watermark_offsets(r->cons, tp->topic, tp->partition, &lo, &hi) ||
+        hi < 0)
+        return -1;
+    int64_t at = tp->position >= 0 ? tp->position : tp->committed >= 0 ? tp->committed : lo;
+    return hi > at ? hi - at : 0;
+}
+
+static int render_metrics(void *opaque, sp_buf *b) {
+    runner *r = opaque;
+    sp_stats *st = sp_ctx_stats(r->ctx);
+    int rc = 0;
+    static const struct { const char *name, *help; size_t off; } totals[] = {
+        {"records_in", "records read", offsetof(sp_stats, records_in)},
+        {"records_out", "records written to sinks", offsetof(sp_stats, records_out)},
+        {"filtered", "records dropped by filters (and null keys before aggregations)",
+         offsetof(sp_stats, filtered)},
+        {"skipped", "records skipped by the error policy", offsetof(sp_stats, skipped)},
+        {"dead_lettered", "records sent to the dead-letter topic", offsetof(sp_stats, dead_lettered)},
+        {"errors", "records that failed", offsetof(sp_stats, errors)},
+        {"late", "(record, window) pairs dropped as late", offsetof(sp_stats, late)},
+        {"batches", "batches run", offsetof(sp_stats, batches)},
+    };
+    for (size_t i = 0; i < sizeof totals / sizeof *totals; i++) {
+        int64_t v = *(int64_t *)((char *)st + totals[i].off);
+        rc |= metric(b, "# HELP sproc_%s_total %s\n# TYPE sproc_%s_total counter\nsproc_%s_total %lld\n",
+                     totals[i].name, totals[i].help, totals[i].name, totals[i].name, (long long)v);
+    }
+    sp_opstats *o = r->ctx->ops;
+    if (o) {
+        rc |= metric(b, "# HELP sproc_operator_records_total records into and out of each operator\n"
+                        "# TYPE sproc_operator_records_total counter\n");
+        for (int32_t i = 0; i < o->n; i++) {
+            int64_t out = 0;
+            int kids = 0;
+            for (int32_t j = 0; j < o->n; j++)
+                if (o->parent[j] == i) {
+                    out += o->in[j];
+                    kids = 1;
+                }
+            if (!kids) out = o->in[i]; /* a sink: what it wrote */
+            rc |= metric(b, "sproc_operator_records_total{operator=\"%s\",direction=\"in\"} %lld\n"
+                            "sproc_operator_records_total{operator=\"%s\",direction=\"out\"} %lld\n",
+                         o->name[i], (long long)o->in[i], o->name[i], (long long)out);
+        }
+    }
+    rc |= sp_windows_render(r->ctx, b);
+    rc |= metric(b, "# HELP sproc_consumer_lag records between what was processed and the "
+                    "partition's end\n# TYPE sproc_consumer_lag gauge\n");
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (!tp->assigned) continue;
+        int64_t lag = lag_of(r, tp);
+        if (lag >= 0)
+            rc |= metric(b, "sproc_consumer_lag{topic=\"%s\",partition=\"%d\"} %lld\n", tp->topic,
+                         (int)tp->partition, (long long)lag);
+    }
+    static const double lat_bounds[] = SP_LATENCY_BOUNDS;
+    int64_t cum = 0;
+    rc |= metric(b, "# HELP sproc_latency_ms record timestamp to output acknowledged\n"
+                    "# TYPE sproc_latency_ms histogram\n");
+    for (int i = 0; i < SP_LATENCY_NBOUNDS; i++) {
+        cum += r->ko.lat_buckets[i];
+        rc |= metric(b, "sproc_latency_ms_bucket{le=\"%g\"} %lld\n", lat_bounds[i], (long long)cum);
+    }
+    rc |= metric(b, "sproc_latency_ms_bucket{le=\"+Inf\"} %lld\nsproc_latency_ms_sum %.3f\n"
+                    "sproc_latency_ms_count %lld\n",
+                 (long long)r->ko.lat_count, r->ko.lat_sum_ms, (long long)r->ko.lat_count);
+    static const double lua_bounds[] = LUA_BOUNDS;
+    cum = 0;
+    rc |= metric(b, "# HELP sproc_lua_batch_seconds time in Lua per batch\n"
+                    "# TYPE sproc_lua_batch_seconds histogram\n");
+    for (int i = 0; i < 7; i++) {
+        cum += r->lua_buckets[i];
+        rc |= metric(b, "sproc_lua_batch_seconds_bucket{le=\"%g\"} %lld\n", lua_bounds[i], (long long)cum);
+    }
+    rc |= metric(b, "sproc_lua_batch_seconds_bucket{le=\"+Inf\"} %lld\nsproc_lua_batch_seconds_sum %.6f\n"
+                    "sproc_lua_batch_seconds_count %lld\n",
+                 (long long)r->lua_batches, r->lua_seconds, (long long)r->lua_batches);
+    rc |= metric(b, "# HELP sproc_store_bytes memory of in-memory stores\n# TYPE sproc_store_bytes gauge\n");
+    for (int32_t i = 0; i < r->ctx->nstores; i++)
+        rc |= metric(b, "sproc_store_bytes{store=\"%s\"} %lld\n", r->ctx->stores[i]->name,
+                     (long long)sp_store_bytes(r->ctx, i));
+    rc |= metric(b, "# TYPE sproc_store_keys gauge\n");
+    for (int32_t i = 0; i < r->ctx->nstores; i++)
+        rc |= metric(b, "sproc_store_keys{store=\"%s\"} %lld\n", r->ctx->stores[i]->name,
+                     (long long)sp_store_size(r->ctx, i, -1));
+    rc |= metric(b, "# HELP sproc_state_budget_bytes memory budget of in-memory stores\n"
+                    "# TYPE sproc_state_budget_bytes gauge\nsproc_state_budget_bytes %lld\n",
+                 (long long)r->ctx->store_budget);
+    rc |= metric(b, "# HELP sproc_restoring_partitions partitions whose state is being restored\n"
+                    "# TYPE sproc_restoring_partitions gauge\nsproc_restoring_partitions %d\n",
+                 r->rs ? sp_restore_pending(r->rs) : 0);
+    rc |= metric(b, "# TYPE sproc_rebalances_total counter\n"
+                    "sproc_rebalances_total{kind=\"assigned\"} %lld\n"
+                    "sproc_rebalances_total{kind=\"revoked\"} %lld\n"
+                    "sproc_rebalances_total{kind=\"lost\"} %lld\n",
+                 (long long)r->rebalances[0], (long long)r->rebalances[1], (long long)r->rebalances[2]);
+    rc |= metric(b, "# TYPE sproc_reloads_total counter\nsproc_reloads_total %lld\n"
+                    "# TYPE sproc_reload_failures_total counter\nsproc_reload_failures_total %lld\n",
+                 (long long)r->reloads, (long long)r->reload_failures);
+    rc |= metric(b, "# HELP sproc_producer_queue_messages outputs waiting for Kafka\n"
+                    "# TYPE sproc_producer_queue_messages gauge\nsproc_producer_queue_messages %d\n",
+                 r->prod ? rd_kafka_outq_len(r->prod) : 0);
+    return rc ? -1 : 0;
+}
+
+/* Ready: partitions assigned and their state restored. */
+static int is_ready(void *opaque) {
+    runner *r = opaque;
+    if (r->cons && !r->assigned_once) return 0;
+    return !(r->rs && sp_restore_pending(r->rs));
+}
+
+/* The one-line progress display on a terminal. */
+static void show_progress(runner *r) {
+    sp_stats *st = sp_ctx_stats(r->ctx);
+    int64_t lag = 0;
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned) {
+            int64_t l = lag_of(r, tp);
+            if (l > 0) lag += l;
+        }
+    char line[256];
+    snprintf(line, sizeof line, "sproc: %lld rec/s, %lld in, lag %lld, late %lld, errors %lld",
+             (long long)(st->records_in - r->last_in), (long long)st->records_in, (long long)lag,
+             (long long)st->late, (long long)st->errors);
+    r->last_in = st->records_in;
+    sp_log_progress(line);
 }
 
 /* --- start-up checks ----------------------------------------------------- */
@@ -1550,6 +1731,19 @@ int sp_run(const sp_opts *o) {
     ev_signal_init(&r->term_w, on_signal, SIGTERM);
     r->term_w.data = r;
     ev_signal_start(r->loop, &r->term_w);
+    if (o->metrics) {
+        sp_metrics_source src = {r, render_metrics, is_ready};
+        r->metrics = sp_metrics_create(r->loop, o->metrics, &src, r->errstr, sizeof r->errstr);
+        if (!r->metrics) {
+            sp_error("%s", r->errstr);
+            rc = 2;
+            goto done;
+        }
+        sp_info("metrics on port %d: /metrics, /health/live, /health/ready (--metrics %s)",
+                sp_metrics_port(r->metrics), o->metrics);
+    }
+    /* a live line on a terminal, every second of the tick */
+    r->progress = !o->quiet && isatty(2);
     /* hot reload: SIGHUP always, the script's file under --watch */
     r->def_id = def_id;
     r->version = 1;
@@ -1591,6 +1785,9 @@ int sp_run(const sp_opts *o) {
     }
 
 done:
+    if (r->progress) sp_log_progress("");
+    sp_metrics_destroy(r->metrics);
+    r->metrics = NULL;
     shutdown_clients(r);
     if (r->ctx) sp_ctx_destroy(r->ctx);
     sp_lua_destroy(r->lua);

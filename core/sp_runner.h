@@ -10,6 +10,8 @@ typedef struct sp_opts {
     const char *start;     /* earliest, latest or an ISO-8601 time */
     int until_end;
     int watch;
+    const char *metrics;    /* HOST:PORT of the metrics endpoint, or NULL */
+    int quiet;              /* no progress line */
     double connect_timeout; /* seconds; <= 0 waits forever */
     const char **sets;      /* key=value */
     int nsets;

@@ -3,6 +3,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sp_log.h"
 
@@ -122,6 +123,19 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     sp_ctx *ctx = ko->ctx;
     sp_store *changelog = rd_kafka_topic_opaque(m->rkt);
     if (!m->err) {
+        rd_kafka_timestamp_type_t tt;
+        int64_t ts = rd_kafka_message_timestamp(m, &tt);
+        if (!changelog && ts > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            double ms = (double)((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - ts);
+            static const double bounds[] = SP_LATENCY_BOUNDS;
+            int b = 0;
+            while (b < SP_LATENCY_NBOUNDS && ms > bounds[b]) b++;
+            ko->lat_buckets[b]++;
+            ko->lat_count++;
+            ko->lat_sum_ms += ms;
+        }
         if (changelog) {
             sp_kv_part *p = sp_store_part(changelog, m->partition, 0);
             if (p && m->offset + 1 > p->changelog_end) p->changelog_end = m->offset + 1;

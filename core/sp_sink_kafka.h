@@ -14,10 +14,18 @@ typedef struct sp_kafka_out {
     sp_ctx *ctx;
     char *fatal;            /* set when a delivery failed under "fail" */
     int64_t delivery_errors;
+    /* end-to-end latency: record timestamp to output acknowledged, in ms,
+     * counted into the buckets of SP_LATENCY_BOUNDS (and +Inf) */
+    int64_t lat_buckets[13];
+    int64_t lat_count;
+    double lat_sum_ms;
 } sp_kafka_out;
 
 /* Plugs the Kafka sinks of ctx into ko; producer may come later (set
  * ko->producer before the first write). */
+#define SP_LATENCY_BOUNDS {1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000}
+#define SP_LATENCY_NBOUNDS 12
+
 void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer);
 void sp_kafka_out_destroy(sp_kafka_out *ko);
 /* For rd_kafka_conf_set_dr_msg_cb: the opaque is the sp_kafka_out. */

@@ -1155,6 +1155,20 @@ void sp_ctx_close_all_windows(sp_ctx *ctx) {
 
 int sp_ctx_has_windows(sp_ctx *ctx) { return ctx->windows && ctx->windows->nops > 0; }
 
+int sp_windows_render(sp_ctx *ctx, sp_buf *b) {
+    int rc = 0;
+    char line[640];
+    if (!ctx->windows || ctx->windows->nops == 0) return 0;
+    rc |= sp_buf_append(b, "# TYPE sproc_window_late_total counter\n", 39);
+    for (int32_t i = 0; i < ctx->windows->nops; i++) {
+        sp_winop *op = ctx->windows->ops[i];
+        int n = snprintf(line, sizeof line, "sproc_window_late_total{aggregate=\"%s\"} %lld\n",
+                         op->name, (long long)op->late);
+        rc |= sp_buf_append(b, line, (size_t)n);
+    }
+    return rc;
+}
+
 void sp_windows_log(sp_ctx *ctx) {
     for (int32_t i = 0; ctx->windows && i < ctx->windows->nops; i++) {
         sp_winop *op = ctx->windows->ops[i];

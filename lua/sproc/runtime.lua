@@ -79,7 +79,37 @@ local function count_filtered(stats)
   stats.filtered = stats.filtered + 1
 end
 
+-- Names operators for the metrics: kind, what it names, and its place.
+local function op_name(n)
+  if n.kind == "source" then
+    local s = n.source
+    return "source:" .. (s.kind == "timer" and ("timer#" .. n.id) or table.concat(s.names, ","))
+  elseif n.kind == "to" then return "to:" .. n.opts.topic .. "#" .. n.id
+  elseif n.kind == "aggregate" then return "aggregate:" .. n.store_name
+  end
+  return n.kind .. "#" .. n.id
+end
+
+local compile_inner
+
+-- Every operator counts the records that enter it (the metrics endpoint
+-- reads the counters; what leaves one is what enters those after it).
 function compile_node(n, env)
+  local ctx = env.ctx
+  local counts = C.sp_ctx_op_counters(ctx)
+  local idx = counts ~= nil and C.sp_ctx_operator(ctx, op_name(n), env.op_parent or -1) or -1
+  local saved = env.op_parent
+  env.op_parent = idx >= 0 and idx or saved
+  local f = compile_inner(n, env)
+  env.op_parent = saved
+  if idx < 0 then return f end
+  return function(r)
+    counts[idx] = counts[idx] + 1
+    return f(r)
+  end
+end
+
+function compile_inner(n, env)
   local kind, fn = n.kind, n.fn
   local stats, ctx, batch = env.stats, env.ctx, env.batch
   env.describe[#env.describe + 1] = n
@@ -559,8 +589,11 @@ local function make_process(env)
     local recs, n = batch.recs, batch.n
     for i = from, n - 1 do
       batch.cur = i
-      stats.records_in = stats.records_in + 1
-      local t = recs[i].topic
+      local rec = recs[i]
+      -- the core's own records (timer firings, window results) have no
+      -- offset: they are not input
+      if rec.offset >= 0 then stats.records_in = stats.records_in + 1 end
+      local t = rec.topic
       local entry = chains[t] or resolve(t)
       entry(i)
     end
@@ -755,9 +788,13 @@ function M.describe(env, dot)
     elseif n.kind == "branch_out" then return "branch " .. n.index
     elseif n.kind == "window" then
       local w = n.window
+      local via = ""
+      if rekeyed(n) then
+        via = " through topic " .. env.app_id .. "-" .. n.children[1].store_name .. "-repartition"
+      end
       return "window " .. w.kind .. " (" .. (w.kind == "session" and ("gap " .. w.gap) or
              ("size " .. w.size .. (w.advance and (", advance " .. w.advance) or ""))) ..
-             " ms, grace " .. w.grace .. " ms)"
+             " ms, grace " .. w.grace .. " ms)" .. via
     elseif n.kind == "aggregate" then
       local parts = {}
       for _, a in ipairs(n.aggs) do parts[#parts + 1] = a.name .. " = " .. a.agg end
@@ -775,6 +812,17 @@ function M.describe(env, dot)
       for _, c in ipairs(n.children) do
         out[#out + 1] = string.format("  n%d -> n%d;", n.id, c.id)
       end
+      if n.kind == "aggregate" then
+        out[#out + 1] = string.format("  s%d [label=%q, shape=cylinder];", n.id,
+                                      "store " .. n.store_name .. " / changelog " .. env.app_id ..
+                                      "-" .. n.store_name .. "-changelog")
+        out[#out + 1] = string.format("  n%d -> s%d [style=dashed, dir=both];", n.id, n.id)
+      end
+    end
+    for i, h in ipairs(topo.stores) do
+      out[#out + 1] = string.format("  store%d [label=%q, shape=cylinder];", i,
+                                    "store " .. h.name .. " (" .. h.kind .. ") / changelog " ..
+                                    env.app_id .. "-" .. h.name .. "-changelog")
     end
     out[#out + 1] = "}"
   else

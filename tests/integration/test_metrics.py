@@ -1,0 +1,151 @@
+"""The metrics endpoint during real runs: per-operator counters equal what
+the known input makes them (a filter, a flat_map with fan-out 0 to 3, a
+window with late records, a dead-letter topic), lag reaches 0; and the
+ready endpoint answers 503 while state restores, 200 after."""
+import json
+import re
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+
+from conftest import FAST, wait_committed_to_end, wait_until, write_script
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def get(port, path):
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def metrics(port):
+    status, text = get(port, "/metrics")
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_operator_counters_and_lag(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=2)
+    kafka.create("out", partitions=2)
+    kafka.create("win", partitions=2)
+    kafka.create("dlq", partitions=1)
+    n = 3000
+    recs = []
+    for i in range(n):
+        # every 10th record is not JSON: dead-lettered
+        recs.append((f"k{i % 7}".encode(), b"oops" if i % 10 == 9 else
+                     {"i": i, "fan": i % 4, "t": 100000 + i * 10}))
+    # two records far too late for their window (same key, same partition)
+    recs += [(b"k0", {"i": n, "fan": 0, "t": 1}), (b"k0", {"i": n + 1, "fan": 0, "t": 2})]
+    kafka.produce("in", recs)
+    port = free_port()
+    script = write_script(tmp_path, "m.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ errors = "dlq", dlq = "{kafka.topic('dlq')}" }}
+local s = sproc.source{{ topic = "{kafka.topic('in')}", value = "json",
+                        time = function(r) return r.value.t end }}
+s:filter(function(r) return r.value.i % 2 == 0 end)
+ :flat_map(function(r, emit) for j = 1, r.value.fan do emit(r.value.i * 10 + j) end end)
+ :to{{ topic = "{kafka.topic('out')}" }}
+s:window(sproc.window.tumbling{{ size = 1000, grace = 0 }})
+ :aggregate{{ n = sproc.agg.count(), name = "w" }}
+ :to{{ topic = "{kafka.topic('win')}" }}
+""")
+    group = kafka.topic("app")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--metrics", f"127.0.0.1:{port}"] + FAST)
+    wait_committed_to_end(kafka, group, "in", proc=p)
+    wait_until(lambda: all(v == 0 for k, v in metrics(port).items() if k.startswith("sproc_consumer_lag"))
+               and any(k.startswith("sproc_consumer_lag") for k in metrics(port)),
+               timeout=30, what="lag 0")
+    m = metrics(port)
+    good = [v for _, v in recs if isinstance(v, dict)]
+    evens = [v for v in good if v["i"] % 2 == 0]
+    fanned = sum(v["fan"] for v in evens)
+    src = f'operator="source:{kafka.topic("in")}"'
+    assert m[f'sproc_operator_records_total{{{src},direction="in"}}'] == len(good)
+    assert m['sproc_operator_records_total{operator="filter#2",direction="in"}'] == len(good)
+    assert m['sproc_operator_records_total{operator="filter#2",direction="out"}'] == len(evens)
+    assert m['sproc_operator_records_total{operator="flat_map#3",direction="in"}'] == len(evens)
+    assert m['sproc_operator_records_total{operator="flat_map#3",direction="out"}'] == fanned
+    assert m['sproc_operator_records_total{operator="aggregate:w",direction="in"}'] == len(good)
+    assert m['sproc_window_late_total{aggregate="w"}'] == 2
+    assert m["sproc_dead_lettered_total"] == n // 10
+    assert m["sproc_records_in_total"] == len(recs)
+    assert kafka.count("out") == fanned
+    status, text = get(port, "/health/live")
+    assert status == 200
+    assert get(port, "/nope")[0] == 404
+
+
+def test_ready_is_503_while_restoring(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=2)
+    keys = tmp_path / "keys.txt"
+    keys.write_text("".join(f"key-{i}\n" for i in range(600_000)))
+    feed = write_script(tmp_path, "feed.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ file = "{keys}" }}:key_by(function(r) return r.value end):to{{ topic = "{kafka.topic('in')}" }}
+""")
+    f = sproc([feed, "--brokers", kafka.bootstrap, "--app", kafka.topic("feed"), "--until-end"])
+    assert f.wait(120) == 0, f.stderr()
+    script = write_script(tmp_path, "s.lua", f"""
+local sproc = require "sproc"
+local seen = sproc.store{{ name = "seen" }}
+sproc.source{{ topic = "{kafka.topic('in')}" }}:each(function(r) seen:put(r.key, true) end)
+""")
+    group = kafka.topic("app")
+    args = [script, "--brokers", kafka.bootstrap, "--app", group, "--set", "sproc.state.dir="] + FAST
+    first = sproc(args + ["--until-end"], name="first")
+    assert first.wait(180) == 0, first.stderr()
+    port = free_port()
+    p = sproc(args + ["--metrics", f"127.0.0.1:{port}"], name="second")
+    seen = []
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        status, _ = get(port, "/health/ready")
+        if status is not None:
+            seen.append((status, "restored store seen" in p.stderr()))
+            if status == 200:
+                break
+        time.sleep(0.01)
+    log = p.stderr()
+    assert seen and seen[-1][0] == 200, log
+    assert any(s == 503 and "restoring store seen" in log for s, _ in seen), seen[:5]
+    # 200 only once every partition was restored
+    assert log.count("restored store seen") == 2, log
+    m = metrics(port)
+    assert m['sproc_store_keys{store="seen"}'] == 600_000
+    assert m["sproc_restoring_partitions"] == 0
+
+
+def test_describe_dot_renders(tmp_path):
+    import os
+    from conftest import ROOT, SPROC
+    for ex in ("wordcount.lua", "trip_stats.lua", "tripdata.lua"):
+        dot = subprocess.run([SPROC, "describe", os.path.join(ROOT, "examples", ex), "--dot"],
+                             capture_output=True, text=True)
+        assert dot.returncode == 0, dot.stderr
+        png = tmp_path / (ex + ".png")
+        r = subprocess.run(["dot", "-Tpng", "-o", str(png)], input=dot.stdout, capture_output=True,
+                           text=True)
+        assert r.returncode == 0, r.stderr
+        assert png.stat().st_size > 1000
+    text = subprocess.run([SPROC, "describe", os.path.join(ROOT, "examples", "trip_stats.lua")],
+                          capture_output=True, text=True).stdout
+    assert "store per-vendor" in text and "trip-stats-per-vendor-repartition" in text
