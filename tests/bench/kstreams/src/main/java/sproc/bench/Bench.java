@@ -1,0 +1,73 @@
+package sproc.bench;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.time.Duration;
+import java.util.Properties;
+import java.util.concurrent.CountDownLatch;
+import org.apache.kafka.common.serialization.Serdes;
+import org.apache.kafka.streams.KafkaStreams;
+import org.apache.kafka.streams.StreamsBuilder;
+import org.apache.kafka.streams.StreamsConfig;
+import org.apache.kafka.streams.kstream.Consumed;
+import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.kstream.Suppressed;
+import org.apache.kafka.streams.kstream.TimeWindows;
+
+/** The benchmark's scenarios in Kafka Streams, as sproc runs them:
+ *  java sproc.bench.Bench BROKERS APP SCENARIO IN OUT
+ *  s0: pass-through; s1: parse, keep ok, project id and amount, serialize;
+ *  s2: 10-second tumbling count per user, emitted once per window.
+ *  Runs until killed; the harness watches the output topic. */
+public final class Bench {
+    public static void main(String[] args) throws Exception {
+        String brokers = args[0], app = args[1], scenario = args[2], in = args[3], out = args[4];
+        Properties p = new Properties();
+        p.put(StreamsConfig.APPLICATION_ID_CONFIG, app);
+        p.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, brokers);
+        p.put(StreamsConfig.NUM_STREAM_THREADS_CONFIG, 1);
+        p.put(StreamsConfig.PROCESSING_GUARANTEE_CONFIG, StreamsConfig.AT_LEAST_ONCE);
+        p.put(StreamsConfig.COMMIT_INTERVAL_MS_CONFIG, 1000);
+        p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 10 * 1024 * 1024);
+        p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
+        p.put(StreamsConfig.producerPrefix("linger.ms"), 5);
+        ObjectMapper json = new ObjectMapper();
+        StreamsBuilder b = new StreamsBuilder();
+        var src = b.stream(in, Consumed.with(Serdes.String(), Serdes.String()));
+        switch (scenario) {
+            case "s0" -> src.to(out, Produced.with(Serdes.String(), Serdes.String()));
+            case "s1" -> src.flatMapValues(v -> {
+                    try {
+                        JsonNode n = json.readTree(v);
+                        if (!n.path("ok").asBoolean(false)) return java.util.List.<String>of();
+                        ObjectNode o = json.createObjectNode();
+                        o.set("id", n.get("id"));
+                        o.set("amount", n.get("amount"));
+                        return java.util.List.of(json.writeValueAsString(o));
+                    } catch (Exception e) {
+                        return java.util.List.<String>of();
+                    }
+                }).to(out, Produced.with(Serdes.String(), Serdes.String()));
+            case "s2" -> src.groupBy((k, v) -> {
+                    try { return json.readTree(v).get("user").asText(); }
+                    catch (Exception e) { return "?"; }
+                }, Grouped.with(Serdes.String(), Serdes.String()))
+                .windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofSeconds(10), Duration.ZERO))
+                .count()
+                .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()))
+                .toStream()
+                .map((w, c) -> new org.apache.kafka.streams.KeyValue<>(w.key(),
+                    "{\"window_start\":" + w.window().start() + ",\"window_end\":" + w.window().end()
+                    + ",\"n\":" + c + "}"))
+                .to(out, Produced.with(Serdes.String(), Serdes.String()));
+            default -> throw new IllegalArgumentException("scenario " + scenario);
+        }
+        KafkaStreams ks = new KafkaStreams(b.build(), p);
+        CountDownLatch done = new CountDownLatch(1);
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> { ks.close(); done.countDown(); }));
+        ks.start();
+        done.await();
+    }
+}
