@@ -120,10 +120,8 @@ static int call_runtime(lua_State *L, const char *fn, int nargs, int nres) {
 
 static void adopt_env(sp_lua *l);
 
-int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
-                const char *default_id, char **msg) {
-    lua_State *L = l->L;
-    lua_pushstring(L, script);
+/* The options table of runtime.load/compile: the application ids. */
+static void push_ids(lua_State *L, const char *app_id, const char *default_id) {
     lua_newtable(L);
     if (app_id) {
         lua_pushstring(L, app_id);
@@ -133,6 +131,13 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
         lua_pushstring(L, default_id);
         lua_setfield(L, -2, "default_id");
     }
+}
+
+int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
+                const char *default_id, char **msg) {
+    lua_State *L = l->L;
+    lua_pushstring(L, script);
+    push_ids(L, app_id, default_id);
     if (call_runtime(L, "host_load", 2, 1) != 0) {
         *msg = pop_message(L);
         return -1;
@@ -185,15 +190,7 @@ int sp_lua_prepare(sp_lua *l, const char *script, char **msg) {
 int sp_lua_compile(sp_lua *l, const char *app_id, const char *default_id, int rollback,
                    char **msg) {
     lua_State *L = l->L;
-    lua_newtable(L);
-    if (app_id) {
-        lua_pushstring(L, app_id);
-        lua_setfield(L, -2, "app_id");
-    }
-    if (default_id) {
-        lua_pushstring(L, default_id);
-        lua_setfield(L, -2, "default_id");
-    }
+    push_ids(L, app_id, default_id);
     lua_pushboolean(L, rollback);
     lua_setfield(L, -2, "rollback");
     if (call_runtime(L, "host_compile", 1, 1) != 0) {
