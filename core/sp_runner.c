@@ -27,6 +27,7 @@
 #include "sp_restore.h"
 #include "sp_metrics.h"
 #include "sp_sink_kafka.h"
+#include "sp_topics.h"
 #include "sp_window.h"
 
 typedef struct file_src {
@@ -1494,36 +1495,15 @@ static int wait_for_kafka(runner *r) {
 /* Repartition topics: created where missing, with one partition per
  * input partition (the dev cluster makes them as their sinks open). */
 static int ensure_internal(runner *r) {
-    int rc = 0;
     if (r->mock || !has_internal(r)) return 0;
-    rd_kafka_queue_t *q = rd_kafka_queue_new(r->prod);
-    for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
-        sp_source *s = &r->ctx->sources[i];
-        if (!s->internal) continue;
-        rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(s->name, r->src_partitions > 0 ? r->src_partitions : 1,
-                                                        -1, r->errstr, sizeof r->errstr);
-        if (!nt) {
-            sp_error("repartition topic %s: %s", s->name, r->errstr);
-            rc = -1;
-            break;
-        }
-        rd_kafka_CreateTopics(r->prod, &nt, 1, NULL, q);
-        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
-        const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-        size_t cnt = 0;
-        const rd_kafka_topic_result_t **tr = res ? rd_kafka_CreateTopics_result_topics(res, &cnt) : NULL;
-        rd_kafka_resp_err_t e = cnt ? rd_kafka_topic_result_error(tr[0]) : RD_KAFKA_RESP_ERR__TIMED_OUT;
-        if (e && e != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            sp_error("cannot create repartition topic %s: %s", s->name, rd_kafka_err2str(e));
-            rc = -1;
-        } else if (!e) {
-            sp_info("created repartition topic %s (%" PRId32 " partitions)", s->name,
-                    r->src_partitions);
-        }
-        if (ev) rd_kafka_event_destroy(ev);
-        rd_kafka_NewTopic_destroy(nt);
-    }
-    rd_kafka_queue_destroy(q);
+    char **names = calloc((size_t)r->ctx->nsources, sizeof *names);
+    int n = 0;
+    if (!names) return -1;
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        if (r->ctx->sources[i].internal) names[n++] = r->ctx->sources[i].name;
+    int rc = sp_topics_ensure(r->prod, names, n, r->src_partitions > 0 ? r->src_partitions : 1,
+                              0, 0, "repartition");
+    free(names);
     return rc;
 }
 
