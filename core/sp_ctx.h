@@ -189,8 +189,6 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
 /* sp_ctx_flush_changelogs (sp_ffi.h) writes the batch's store changes to
  * the changelogs, each holding the input segments of its partition until
  * Kafka acknowledges it. */
-/* The store whose changelog is topic, or NULL. */
-sp_store *sp_ctx_changelog_store(sp_ctx *ctx, const char *topic);
 
 /* The sinks sp_ctx makes itself. */
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);

@@ -506,15 +506,6 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
     return SP_OK;
 }
 
-sp_store *sp_ctx_changelog_store(sp_ctx *ctx, const char *topic) {
-    for (int32_t i = 0; i < ctx->nstores; i++) {
-        sp_store *s = ctx->stores[i];
-        sp_sink *k = s->sink >= 0 ? sp_ctx_sink(ctx, s->sink) : NULL;
-        if (k && strcmp(k->name, topic) == 0) return s;
-    }
-    return NULL;
-}
-
 int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];

@@ -303,7 +303,6 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
 int sp_window_add(sp_ctx *ctx, int op, const char *key, size_t klen, int64_t ts,
                   const double *vals, const char *const *sv, const size_t *sl,
                   const char **err);
-int64_t sp_window_late(sp_ctx *ctx, int op);
 /* After sp_window_add: the windows the record joined (start and end), and
  * for sessions the starts of the sessions merged into the first one; the
  * Lua side updates its own aggregates (SP_AGG_CUSTOM) there. Their

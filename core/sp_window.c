@@ -248,11 +248,6 @@ int32_t sp_window_companion(sp_ctx *ctx, int op) {
     return w && op >= 0 && op < w->nops ? w->ops[op]->distinct : -1;
 }
 
-int64_t sp_window_late(sp_ctx *ctx, int op) {
-    sp_windows *w = ctx->windows;
-    return w && op >= 0 && op < w->nops ? w->ops[op]->late : 0;
-}
-
 /* --- keys and accumulators ---------------------------------------------- */
 
 /* The window store's key: the key's length (2 bytes), the key, the start
