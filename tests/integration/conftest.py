@@ -4,6 +4,7 @@ and helpers to run sproc processes and read what they wrote."""
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -242,6 +243,16 @@ def sproc(tmp_path):
     for p in procs:
         p.kill()
         p.log.close()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 nobody listens on (for an address that must
+    refuse, or for sproc's metrics endpoint)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
 
 
 def write_script(tmp_path, name, text):

@@ -4,21 +4,12 @@ window with late records, a dead-letter topic), lag reaches 0; and the
 ready endpoint answers 503 while state restores, 200 after."""
 import json
 import re
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from conftest import FAST, wait_committed_to_end, wait_until, write_script
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import FAST, free_port, wait_committed_to_end, wait_until, write_script
 
 
 def get(port, path):

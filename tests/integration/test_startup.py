@@ -2,21 +2,12 @@
 does not exist."""
 import json
 import os
-import socket
 import subprocess
 import time
 
 import signal
 
-from conftest import FAST, ROOT, SPROC, Kafka, wait_until, write_script
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from conftest import FAST, ROOT, SPROC, Kafka, free_port, wait_until, write_script
 
 
 def test_connect_timeout_exits_1(tmp_path):
