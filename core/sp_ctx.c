@@ -23,6 +23,7 @@ sp_ctx *sp_ctx_create(void) {
     sp_json_index_init(&ctx->json[1]);
     sp_buf_init(&ctx->scratch);
     sp_buf_init(&ctx->project);
+    sp_buf_init(&ctx->canon);
     return ctx;
 }
 
@@ -51,6 +52,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_ctx_destroy_stores(ctx);
     sp_ctx_destroy_timers(ctx);
     sp_ctx_destroy_windows(ctx);
+    sp_ctx_destroy_schemas(ctx);
     free_ops(ctx);
     for (int32_t i = 0; i < ctx->nsources; i++) {
         free(ctx->sources[i].name);
@@ -68,6 +70,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_json_index_destroy(&ctx->json[1]);
     sp_buf_destroy(&ctx->scratch);
     sp_buf_destroy(&ctx->project);
+    sp_buf_destroy(&ctx->canon);
     free(ctx);
 }
 
@@ -313,8 +316,7 @@ int sp_sink_stdout(sp_ctx *ctx, const char **err) {
     return finish_sink(ctx, s, rc, err);
 }
 
-int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
-                  const char *suffix, int64_t roll_bytes, int64_t roll_ms,
+int sp_sink_files(sp_ctx *ctx, const char *dir, const sp_file_opts *o,
                   const char **err) {
     sp_sink *s;
     if (!dir || !*dir) {
@@ -325,10 +327,14 @@ int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
     if (found >= 0) return found;
     int rc = open_sink(ctx, dir, &s, err);
     if (rc < 0) return rc;
-    rc = sp_sink_files_open(s, prefix ? prefix : "part",
-                            suffix ? suffix : ".jsonl", roll_bytes, roll_ms,
-                            err);
+    rc = sp_sink_files_open(s, o, err);
     return finish_sink(ctx, s, rc, err);
+}
+
+void sp_ctx_sinks_assigned(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nsinks; i++)
+        if (ctx->sinks[i]->ops && ctx->sinks[i]->ops->assigned)
+            ctx->sinks[i]->ops->assigned(ctx->sinks[i]);
 }
 
 int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err) {
@@ -363,7 +369,8 @@ int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
             const char *val, size_t val_len, int64_t ts, int fwd_headers,
             const char **err) {
     sp_rec *r = current(ctx);
-    sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL, -1};
+    sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL, -1,
+                r && r->offset >= 0 ? r : NULL};
     rd_kafka_headers_t *in = r ? r->hdrs : NULL;
     if (fwd_headers && in) {
         m.hdrs = rd_kafka_headers_copy(in);
@@ -415,7 +422,7 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
         return SP_EINVAL;
     }
     sp_rec *r = &ctx->batch.recs[rec];
-    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1};
+    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1, NULL};
     m.hdrs = sp_ctx_dead_letter_headers(ctx, r->hdrs, why, why_len,
                                         sp_topic_name(ctx, r->topic),
                                         r->partition, r->offset);

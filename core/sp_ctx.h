@@ -24,6 +24,8 @@ typedef struct sp_msg {
     rd_kafka_headers_t *hdrs;
     sp_seg *seg; /* the input segment the output belongs to, or NULL */
     int32_t partition; /* -1: the partitioner's choice */
+    const sp_rec *in;  /* the input record it comes from (offset >= 0), or
+                        * NULL: file sinks with a checkpoint track it */
 } sp_msg;
 
 typedef struct sp_sink sp_sink;
@@ -34,6 +36,9 @@ typedef struct sp_sink_ops {
      * buffers); otherwise only what is due (files past their roll time). */
     int (*flush)(sp_sink *s, int force, const char **err);
     void (*destroy)(sp_sink *s);
+    /* Partitions were assigned (NULL: nothing to do): a file sink with a
+     * checkpoint reads what other processes published. */
+    void (*assigned)(sp_sink *s);
 } sp_sink_ops;
 
 struct sp_sink {
@@ -124,6 +129,9 @@ struct sp_ctx {
     char *state_dir;      /* disk stores (and checkpoints); NULL: a
                            * temporary one made on first use */
     int state_dir_temp;
+    struct sp_schema **schemas; /* declared by sources (sp_schema_define) */
+    int32_t nschemas;
+    sp_buf canon; /* the current record's value as its schema converted it */
 
     /* Set by the executable: called for a produce that failed for good. */
     void (*on_delivery_error)(sp_ctx *ctx, sp_sink *s, sp_msg *m,
@@ -131,6 +139,9 @@ struct sp_ctx {
 };
 
 sp_sink *sp_ctx_sink(sp_ctx *ctx, int id);
+/* Tells the sinks that partitions were assigned. */
+void sp_ctx_sinks_assigned(sp_ctx *ctx);
+void sp_ctx_destroy_schemas(sp_ctx *ctx);
 /* A zeroed record at the end of the batch, or NULL when out of memory. */
 sp_rec *sp_ctx_batch_add(sp_ctx *ctx);
 /* Registers a sink made by a backend; returns its id or a negative code. */
@@ -192,8 +203,7 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
 
 /* The sinks sp_ctx makes itself. */
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);
-int sp_sink_files_open(sp_sink *s, const char *prefix, const char *suffix,
-                       int64_t roll_bytes, int64_t roll_ms, const char **err);
+int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err);
 int sp_sink_mem_open(sp_sink *s, const char **err);
 
 #endif

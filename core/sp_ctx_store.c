@@ -534,7 +534,7 @@ int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
                     /* the record's time is the entry's: a restore gets
                      * the TTL clock back from it */
                     sp_msg m = {n->key, val, n->klen, vlen, ts, NULL,
-                                p->nsegs ? p->segs[w] : NULL, p->partition};
+                                p->nsegs ? p->segs[w] : NULL, p->partition, NULL};
                     int rc = k->ops->write(k, &m, err);
                     if (rc != SP_OK) return rc;
                 }

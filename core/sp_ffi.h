@@ -123,8 +123,23 @@ int sp_source_file(sp_ctx *ctx, const char *path, const char **err);
 /* Sinks; each returns a sink id. */
 int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err);
 int sp_sink_stdout(sp_ctx *ctx, const char **err);
-int sp_sink_files(sp_ctx *ctx, const char *dir, const char *prefix,
-                  const char *suffix, int64_t roll_bytes, int64_t roll_ms,
+/* Rolling files in a directory: JSON lines, or Parquet when a schema is
+ * given. With a checkpoint directory each published file is listed there
+ * with the input offsets it holds, and outputs of records a listed file
+ * holds are dropped: exactly-once files across crashes and restarts. */
+typedef struct sp_file_opts {
+    const char *prefix;
+    const char *suffix;
+    int64_t roll_bytes;      /* 0: no size limit */
+    int64_t roll_ms;         /* 0: no age limit */
+    const char *checkpoint;  /* NULL: at-least-once */
+    const char *schema;      /* a schema spec: Parquet; NULL: JSON lines */
+    int32_t codec;           /* Parquet: 0 none, 1 snappy, 6 zstd */
+    int32_t dictionary;      /* Parquet: dictionary-encode where it fits */
+    int64_t row_group_bytes; /* Parquet: buffered bytes per row group */
+    int64_t row_group_rows;  /* Parquet: rows per row group (0: no limit) */
+} sp_file_opts;
+int sp_sink_files(sp_ctx *ctx, const char *dir, const sp_file_opts *o,
                   const char **err);
 
 /* Output of the current record (batch->cur) to a sink. Headers added with
@@ -164,6 +179,16 @@ int32_t sp_json_root(sp_ctx *ctx, int32_t which);
 const char *sp_json_unescaped(sp_ctx *ctx, const char *p, size_t len,
                               size_t *out_len);
 double sp_json_to_number(const char *p, size_t len);
+
+/* Schemas (Spark's StructType): spec "name:type,..." with types string,
+ * int64, double, boolean, timestamp, struct{...}, '!' after a type for
+ * not nullable (sp_schema.h). sp_schema_apply converts the current
+ * record's parsed JSON value (sp_rec_json) and makes the converted value
+ * the record's: declared fields in order, missing ones null, others
+ * dropped, timestamps in epoch ms. A value that does not convert is an
+ * SP_EMALFORMED error naming the field. */
+int sp_schema_define(sp_ctx *ctx, const char *spec, const char **err);
+int sp_schema_apply(sp_ctx *ctx, int schema, const char **err);
 
 /* The test driver's side: records in, outputs out. */
 int sp_batch_reset(sp_ctx *ctx);

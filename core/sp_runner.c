@@ -740,6 +740,7 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         }
     }
     r->rebalances[0]++;
+    sp_ctx_sinks_assigned(r->ctx);
     if (r->rs) restore_assigned(r, parts);
     /* wall-clock timers fire for a partition once its state is here */
     for (int i = 0; i < parts->cnt; i++)

@@ -82,7 +82,7 @@ static void ksink_destroy(sp_sink *s) {
 }
 
 static const sp_sink_ops kafka_ops = {"kafka", ksink_write, NULL,
-                                      ksink_destroy};
+                                      ksink_destroy, NULL};
 
 static int ksink_open(void *opaque, sp_sink *s, const char **err) {
     sp_kafka_out *ko = opaque;
@@ -175,7 +175,7 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     snprintf(msg, sizeof msg, "output to topic %s failed: %s", topic, why);
     rd_kafka_headers_t *in = NULL;
     rd_kafka_message_headers(m, &in);
-    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg, -1};
+    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg, -1, NULL};
     dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg), src_topic,
                                          src_part, -1);
     const char *err;

@@ -40,7 +40,7 @@ oom:
     return SP_ENOMEM;
 }
 
-static const sp_sink_ops mem_ops = {"kafka", mem_write, NULL, NULL};
+static const sp_sink_ops mem_ops = {"kafka", mem_write, NULL, NULL, NULL};
 
 int sp_sink_mem_open(sp_sink *s, const char **err) {
     (void)err;

@@ -28,7 +28,7 @@ static int stdout_flush(sp_sink *s, int force, const char **err) {
 }
 
 static const sp_sink_ops stdout_ops = {"stdout", stdout_write, stdout_flush,
-                                       NULL};
+                                       NULL, NULL};
 
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err) {
     (void)err;

@@ -32,6 +32,15 @@ end
 
 local serdes = { bytes = true, string = true, json = true }
 local policies = { fail = true, skip = true, dlq = true }
+local schema = require "sproc.schema"
+
+--- A schema: sproc.schema{ {"id", "int64", nullable = false},
+--- {"pickup", "timestamp"}, {"where", { {"lat", "double"}, {"lon", "double"} }} }.
+--- Give it to a source (schema = s) to convert every value, and to
+--- to_parquet (the source's is the default).
+function M.schema(fields)
+  return schema.new(fields, 2)
+end
 
 --- Application settings: id (group id and prefix of internal topics),
 --- errors ("fail", "skip" or "dlq"), dlq (the dead-letter topic) and
@@ -61,9 +70,21 @@ end
 --- A source: a Kafka topic (topic = "t"), several (topics = {...}), a
 --- pattern (pattern = "trips-.*", a regular expression matched against
 --- whole topic names), or a file (file = "path", format = "lines"|"json").
+--- schema = sproc.schema{...} converts each JSON value (a value that does
+--- not convert falls under the error policy).
 function M.source(opts)
   check_table("source", opts)
   local src = { key = opts.key or "string", value = opts.value, time = opts.time }
+  if opts.schema ~= nil then
+    if not schema.is_schema(opts.schema) then
+      error("sproc.source: schema must be made by sproc.schema{...}", 2)
+    end
+    if opts.value ~= nil and opts.value ~= "json" then
+      error("sproc.source: a schema applies to JSON values (value = \"json\")", 2)
+    end
+    src.schema, opts.value = opts.schema, "json"
+    src.value = "json"
+  end
   local n = (opts.topic and 1 or 0) + (opts.topics and 1 or 0)
           + (opts.pattern and 1 or 0) + (opts.file and 1 or 0)
   if n ~= 1 then

@@ -125,10 +125,14 @@ function M.new_view(ctx, batch, src)
     end,
   })
 
+  local schema_id = src.schema_id
   local parse = (value_json or key_json) and function(i)
     if value_json and C.sp_rec_json(ctx, i, 1, M.errpos, M.errp) ~= 0 then
       return "malformed JSON value: " .. ffi_string(M.errp[0]) ..
              " at byte " .. tonumber(M.errpos[0])
+    end
+    if schema_id and C.sp_schema_apply(ctx, schema_id, M.errp) ~= 0 then
+      return "value does not fit the schema: " .. ffi_string(M.errp[0])
     end
     if key_json and batch.recs[i].key ~= nil and
        C.sp_rec_json(ctx, i, 0, M.errpos, M.errp) ~= 0 then

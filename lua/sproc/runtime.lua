@@ -229,17 +229,29 @@ function compile_inner(n, env)
         error(cerr("print()"), 0)
       end
     end
-  elseif kind == "to_files" then
+  elseif kind == "to_files" or kind == "to_parquet" then
     local o = n.opts
-    local roll_ms = o.roll_seconds and o.roll_seconds * 1000 or 0
-    local sink = C.sp_sink_files(ctx, sproc.here(o.dir), o.prefix, o.suffix,
-                                 o.roll_bytes or 64 * 1024 * 1024, roll_ms, errp)
-    if sink < 0 then error(cerr("to_files(" .. o.dir .. ")"), 0) end
+    local what = kind .. "(" .. o.dir .. ")"
+    local fo = ffi.new("sp_file_opts")
+    local keep = { o.prefix, o.suffix, o.checkpoint and sproc.here(o.checkpoint),
+                   o.schema and o.schema.spec }
+    fo.prefix, fo.suffix, fo.checkpoint, fo.schema = keep[1], keep[2], keep[3], keep[4]
+    fo.roll_bytes = o.roll_bytes or (kind == "to_parquet" and 128 or 64) * 1024 * 1024
+    fo.roll_ms = o.roll_seconds and o.roll_seconds * 1000 or 0
+    fo.codec = o.codec or 0
+    fo.dictionary = o.dictionary and 1 or 0
+    fo.row_group_bytes = o.row_group_bytes or 64 * 1024 * 1024
+    fo.row_group_rows = o.row_group_rows or 0
+    local sink = C.sp_sink_files(ctx, sproc.here(o.dir), fo, errp)
+    if sink < 0 then error(cerr(what), 0) end
     local enc_val = encoder("auto", batch, "value")
     return function(r)
       local vp, vl = enc_val(r.value)
-      if C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp) ~= 0 then
-        error(cerr("to_files(" .. o.dir .. ")"), 0)
+      local rc = C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp)
+      if rc == C.SP_EMALFORMED then
+        error(setmetatable({ msg = cerr(what) }, InputError))
+      elseif rc ~= 0 then
+        error(cerr(what), 0)
       end
     end
   elseif kind == "window" then
@@ -258,6 +270,10 @@ end
 -- then runs the operators.
 local function compile_source(src, env)
   local batch = env.batch
+  if src.schema then
+    src.schema_id = C.sp_schema_define(env.ctx, src.schema.spec, errp)
+    if src.schema_id < 0 then error(cerr("sproc.source: schema"), 0) end
+  end
   local view, reset = record.new_view(env.ctx, env.batch, src)
   local first = compile_node(src.node, env)
   local time = src.time
@@ -784,6 +800,7 @@ function M.describe(env, dot)
              table.concat(s.names, ", ") .. " (key " .. s.key .. ", value " .. s.value .. ")"
     elseif n.kind == "to" then return "to topic " .. n.opts.topic
     elseif n.kind == "to_files" then return "to files in " .. n.opts.dir
+    elseif n.kind == "to_parquet" then return "to Parquet files in " .. n.opts.dir
     elseif n.kind == "print" then return "print to stdout"
     elseif n.kind == "branch_out" then return "branch " .. n.index
     elseif n.kind == "window" then

@@ -2,6 +2,8 @@
 -- compilation into one Lua function per source. A compiled node is a
 -- closure that calls the next one, so a record runs through the whole
 -- pipeline as plain Lua calls that LuaJIT compiles into traces.
+local schema = require "sproc.schema"
+
 local M = {}
 
 local Stream = {}
@@ -131,6 +133,20 @@ function Stream:to(opts)
   return n
 end
 
+-- Options the file sinks share.
+local function check_file_opts(what, opts, level)
+  for _, k in ipairs { "roll_bytes", "roll_seconds" } do
+    if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] <= 0) then
+      error(what .. "(): " .. k .. " must be a positive number", level)
+    end
+  end
+  for _, k in ipairs { "prefix", "suffix", "checkpoint" } do
+    if opts[k] ~= nil and (type(opts[k]) ~= "string" or opts[k] == "") then
+      error(what .. "(): " .. k .. " must be a non-empty string", level)
+    end
+  end
+end
+
 --- Prints each record's value on stdout, one line each; with
 --- { key = true } as "key<TAB>value".
 function Stream:print(opts)
@@ -143,17 +159,49 @@ end
 
 --- Writes values as lines to rolling files in a directory:
 --- to_files{ dir = "out", prefix = "part", suffix = ".jsonl",
----           roll_bytes = 64 * 2^20, roll_seconds = 60 }.
+---           roll_bytes = 64 * 2^20, roll_seconds = 60, checkpoint = "chk" }.
+--- With a checkpoint directory, files are exactly-once across crashes.
 function Stream:to_files(opts)
   if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
     error("to_files() expects { dir = \"path\", ... }", 2)
   end
-  for _, k in ipairs { "roll_bytes", "roll_seconds" } do
+  check_file_opts("to_files", opts, 3)
+  local n = node(self, "to_files", { opts = opts })
+  n.terminal = true
+  return n
+end
+
+local codecs = { none = 0, snappy = 1, zstd = 6 }
+
+--- Writes values to rolling Parquet files: to_parquet{ dir = "out",
+--- schema = s (default: the source's), compression = "snappy" | "zstd" |
+--- "none", dictionary = true, row_group_bytes = 64 * 2^20,
+--- row_group_rows = n, roll_bytes = 128 * 2^20, roll_seconds = 60,
+--- prefix = "part", checkpoint = "chk" }.
+function Stream:to_parquet(opts)
+  if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
+    error("to_parquet() expects { dir = \"path\", schema = ..., ... }", 2)
+  end
+  check_file_opts("to_parquet", opts, 3)
+  local sch = opts.schema
+  if sch == nil then sch = self.source and self.source.schema end
+  if not schema.is_schema(sch) then
+    error("to_parquet() needs schema = sproc.schema{...} (or a source with a schema)", 2)
+  end
+  local c = opts.compression or "snappy"
+  if not codecs[c] then
+    error("to_parquet(): compression must be \"snappy\", \"zstd\" or \"none\", got " .. tostring(c), 2)
+  end
+  for _, k in ipairs { "row_group_bytes", "row_group_rows" } do
     if opts[k] ~= nil and (type(opts[k]) ~= "number" or opts[k] <= 0) then
-      error("to_files(): " .. k .. " must be a positive number", 2)
+      error("to_parquet(): " .. k .. " must be a positive number", 2)
     end
   end
-  local n = node(self, "to_files", { opts = opts })
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  o.schema, o.codec = sch, codecs[c]
+  o.dictionary = opts.dictionary ~= false
+  local n = node(self, "to_parquet", { opts = o })
   n.terminal = true
   return n
 end
