@@ -422,39 +422,47 @@ static int write_row_group(sp_pq_writer *w) {
     return 0;
 }
 
+/* Values go straight into the column buffers: a reserve, then stores. */
+static int put_value(pq_col *col, const sp_schema_node *nd, const sp_value *v) {
+    size_t need = nd->type == SP_SCH_STRING ? 4 + (size_t)v->len : 8;
+    if (sp_buf_reserve(&col->vals, need) != 0) return -1;
+    uint8_t *p = (uint8_t *)col->vals.data + col->vals.len;
+    uint64_t u;
+    switch (nd->type) {
+    case SP_SCH_STRING:
+        le32(p, v->len);
+        memcpy(p + 4, v->v.s, v->len);
+        col->vals.len += need;
+        return 0;
+    case SP_SCH_BOOLEAN:
+        *p = (uint8_t)(v->v.i != 0);
+        col->vals.len += 1;
+        return 0;
+    case SP_SCH_DOUBLE:
+        memcpy(&u, &v->v.d, 8);
+        break;
+    default:
+        u = (uint64_t)v->v.i;
+    }
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(u >> (8 * i));
+    col->vals.len += 8;
+    return 0;
+}
+
 int sp_pq_append(sp_pq_writer *w, const char **err) {
     const sp_schema *s = w->s;
-    int64_t before = 0, after = 0;
+    int64_t added = 0;
     int rc = w->failed;
     for (int32_t c = 0; c < s->ncolumns && rc == 0; c++) {
-        const sp_schema_node *nd = &s->nodes[s->leaves[c]];
         const sp_value *v = &s->vals[s->leaves[c]];
         pq_col *col = &w->cols[c];
-        before += (int64_t)col->vals.len;
+        size_t before = col->vals.len;
         rc = sp_buf_putc(&col->defs, (char)v->def);
         if (rc == 0 && v->present) {
-            union { double d; uint64_t u; } bitsof;
-            switch (nd->type) {
-            case SP_SCH_STRING: {
-                uint8_t len[4];
-                le32(len, v->len);
-                rc = sp_buf_append(&col->vals, len, 4) ||
-                     sp_buf_append(&col->vals, v->v.s, v->len);
-                break;
-            }
-            case SP_SCH_DOUBLE:
-                bitsof.d = v->v.d;
-                rc = put_le(&col->vals, bitsof.u, 8);
-                break;
-            case SP_SCH_BOOLEAN:
-                rc = sp_buf_putc(&col->vals, (char)(v->v.i != 0));
-                break;
-            default:
-                rc = put_le(&col->vals, (uint64_t)v->v.i, 8);
-            }
+            rc = put_value(col, &s->nodes[s->leaves[c]], v);
             col->nvals++;
         }
-        after += (int64_t)col->vals.len + 1;
+        added += (int64_t)(col->vals.len - before) + 1;
     }
     if (rc != 0) {
         w->failed = 1;
@@ -462,7 +470,7 @@ int sp_pq_append(sp_pq_writer *w, const char **err) {
         return -1;
     }
     w->rows++;
-    w->buffered += after - before;
+    w->buffered += added;
     if (w->buffered >= w->o.row_group_bytes ||
         (w->o.row_group_rows > 0 && w->rows >= w->o.row_group_rows)) {
         if (write_row_group(w) != 0) {

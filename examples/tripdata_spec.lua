@@ -30,6 +30,31 @@ describe("examples/tripdata.lua", function()
     assert.are.same(json.decode(trip), json.decode(line))
     os.execute("rm -rf " .. out)
   end)
+
+  it("in Parquet mode publishes typed files listed in its checkpoint", function()
+    local out = os.tmpname()
+    os.remove(out)
+    local getenv = os.getenv
+    os.getenv = function(k)
+      if k == "TRIPDATA_OUT" then return out elseif k == "TRIPDATA_FORMAT" then return "parquet" end
+      return getenv(k)
+    end
+    local d = testing.driver{ script = here .. "/tripdata.lua" }
+    os.getenv = getenv
+    d:pipe("tripdata", { { key = "2", value = trip }, { key = "2", value = trip } })
+    d:flush()
+    local p = io.popen("cat " .. out .. "/_checkpoint/*.commit")
+    local entry = p:read("*a")
+    p:close()
+    assert.matches("\nrows 2\noffsets tripdata 0 0 1\n", entry)
+    local f = io.popen("ls " .. out .. "/trips-*.parquet")
+    local name = f:read("*l")
+    f:close()
+    local bytes = io.open(name, "rb"):read("*a")
+    assert.are.equal("PAR1", bytes:sub(1, 4))
+    assert.are.equal("PAR1", bytes:sub(-4))
+    os.execute("rm -rf " .. out)
+  end)
 end)
 
 describe("examples/tripdata_feed.lua", function()

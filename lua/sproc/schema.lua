@@ -18,15 +18,15 @@ function M.is_schema(v) return getmetatable(v) == Schema end
 --- are nullable unless nullable = false.
 function M.new(fields, level)
   level = (level or 1) + 1
-  if type(fields) ~= "table" or #fields == 0 then
-    error("sproc.schema expects a list of fields: { {\"name\", \"type\"}, ... } " ..
-          "(a list keeps the column order)", level)
-  end
-  for k in pairs(fields) do
+  for k in pairs(type(fields) == "table" and fields or {}) do
     if type(k) ~= "number" then
       error("sproc.schema: \"" .. tostring(k) .. "\" is not a field: give fields as " ..
             "{ \"" .. tostring(k) .. "\", \"type\" } in a list (a list keeps the column order)", level)
     end
+  end
+  if type(fields) ~= "table" or #fields == 0 then
+    error("sproc.schema expects a list of fields: { {\"name\", \"type\"}, ... } " ..
+          "(a list keeps the column order)", level)
   end
   local parts, seen, names = {}, {}, {}
   for i, f in ipairs(fields) do
