@@ -339,17 +339,18 @@ static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
         v->len = (uint32_t)len;
         return 0;
     case SP_SCH_INT64:
-        if (jt == SP_JSON_NUMBER || jt == SP_JSON_STRING)
+    case SP_SCH_DOUBLE:
+        if (jt != SP_JSON_NUMBER && jt != SP_JSON_STRING)
+            rc = -1;
+        else if (nd->type == SP_SCH_INT64)
             rc = parse_int(p, len, &v->v.i);
         else
-            rc = -1;
-        return rc == 0 ? 0 : fail_value(s, n, p, len, "is not an int64", err);
-    case SP_SCH_DOUBLE:
-        if (jt == SP_JSON_NUMBER || jt == SP_JSON_STRING)
             rc = parse_double(p, len, &v->v.d);
-        else
-            rc = -1;
-        return rc == 0 ? 0 : fail_value(s, n, p, len, "is not a double", err);
+        return rc == 0 ? 0
+                       : fail_value(s, n, p, len,
+                                    nd->type == SP_SCH_INT64 ? "is not an int64"
+                                                             : "is not a double",
+                                    err);
     case SP_SCH_BOOLEAN:
         if (jt == SP_JSON_TRUE || jt == SP_JSON_FALSE)
             v->v.i = jt == SP_JSON_TRUE;

@@ -13,16 +13,10 @@ local C = core.C
 local N = tonumber(arg[1]) or 2000000
 local BATCH = tonumber(arg[2]) or 1024
 
-ffi.cdef [[ int clock_gettime(int clk, struct timespec_ { long s; long ns; } *ts); ]]
-local ts = ffi.new("struct timespec_")
-local function now() ffi.C.clock_gettime(1, ts); return tonumber(ts.s) + tonumber(ts.ns) * 1e-9 end
-
-local function rss_kb()
-  for line in io.lines("/proc/self/status") do
-    local kb = line:match("^VmRSS:%s+(%d+)")
-    if kb then return tonumber(kb) end
-  end
-end
+local bench_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = bench_dir .. "/?.lua;" .. package.path
+local benchlib = require "benchlib"
+local now, rss_kb = benchlib.now, benchlib.rss_kb
 
 -- ~100-byte JSON records, as in the benchmark issue.
 local function record(i)

@@ -8,12 +8,10 @@ local C = require("sproc.core").C
 local keys = tonumber(arg[1]) or 1000000
 local runs = tonumber(arg[2]) or 3
 
-local function rss_kib()
-  for line in io.lines("/proc/self/status") do
-    local v = line:match("^VmRSS:%s+(%d+)")
-    if v then return tonumber(v) end
-  end
-end
+local bench_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = bench_dir .. "/?.lua;" .. package.path
+local benchlib = require "benchlib"
+local rss_kib = benchlib.rss_kb
 
 local rates = {}
 local per_key, rss

@@ -2,12 +2,10 @@
 -- Spark user moving over relies on.
 local testing = require "sproc.testing"
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. d) == 0)
-  return d
-end
+local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+package.path = spec_dir .. "/?.lua;" .. package.path
+local files = require "spec_files"
+local tmpdir = files.tmpdir
 
 local function lines_in(dir)
   local all = {}

@@ -1,28 +1,10 @@
 -- Sources by pattern, output headers and rolling files.
 local testing = require "sproc.testing"
 
-local function tmpdir()
-  local d = os.tmpname()
-  os.remove(d)
-  assert(os.execute("mkdir -p " .. d) == 0)
-  return d
-end
-
-local function ls(dir)
-  local names = {}
-  local p = io.popen("ls -A " .. dir)
-  for n in p:lines() do names[#names + 1] = n end
-  p:close()
-  table.sort(names)
-  return names
-end
-
-local function read(path)
-  local f = assert(io.open(path))
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local spec_dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+package.path = spec_dir .. "/?.lua;" .. package.path
+local files = require "spec_files"
+local tmpdir, ls, read = files.tmpdir, files.ls, files.read
 
 describe("sources", function()
   it("a pattern source reads every topic whose whole name matches", function()
