@@ -5,12 +5,27 @@ records, 4 partitions):
   S1  parse, keep "ok" records, project id and amount, serialize
   S2  10-second tumbling count per key over 1M keys (event time = the
       records' Kafka timestamps, grace 0, one result per window at close)
+  S3  1-hour/5-minute hopping sum of amount per country (re-keyed through a
+      repartition topic), one result per window at close
 Records are keyed by their "user" (1M distinct), 2 ms of event time apart;
-64 sentinel records an hour later close every window. Each system runs
+64 sentinel records five hours later (every country among them) close
+every window. S3 re-keys records of 4 input partitions into one
+repartition topic, where their event times interleave as each system
+happened to read them: its grace (3 h) covers the whole input, so that no
+record is late anywhere and the results are the same in every system, and
+each S3 run reads a copy of the input without sentinels, which the harness
+appends once the repartition topic holds every record (appended earlier,
+a sentinel re-keyed before another partition's records would make those
+late). Its windows close at the end, so its throughput counts from the
+first record in the repartition topic to the last result. Systems: sproc, Kafka Streams (tests/bench/kstreams),
+Quix Streams (tests/bench/quix_app.py, in a virtualenv of its own made on
+first use), and for S0 a kcat consume|produce pipe as the client's
+ceiling. Each system runs
 each scenario RUNS times, alternating; a run's throughput counts from its
-first output to its last (start-up excluded), its CPU time and peak RSS
+first output to its last (start-up excluded; S3: see above), its CPU time and peak RSS
 are read from /proc. Outputs are checked equal across systems (S1: the
-(id, amount) multiset; S2: the (key, window, count) multiset) before any
+(id, amount) multiset; S2: the (key, window, count) multiset; S3: the
+windows, sums within a cent) before any
 figure counts. With --cpu N every processor runs pinned to core N
 (scripts/bench pins the broker to another).
 
@@ -50,8 +65,56 @@ def record(i):
 
 
 def sentinel(k, n):
-    return ('{"id":-1,"user":"zz-sentinel-%02d","amount":0,"country":"NL","ok":false,"ts":%d}'
-            % (k, BASE_MS + 2 * n + 3_600_000))
+    return ('{"id":-1,"user":"zz-sentinel-%02d","amount":0,"country":"%s","ok":false,"ts":%d}'
+            % (k, ("NL", "DE", "FR", "US")[k % 4], BASE_MS + 2 * n + 5 * 3_600_000))
+
+
+HOUR, STEP = 3_600_000, 300_000
+
+
+def s3_windows(n):
+    """(country, window start) pairs of S3: country c has the records
+    i = c mod 4, at BASE + 2i."""
+    out = set()
+    for c, name in enumerate(("NL", "DE", "FR", "US")):
+        if c >= n:
+            continue
+        first, last = BASE_MS + 2 * c, BASE_MS + 2 * (c + 4 * ((n - 1 - c) // 4))
+        s = (first - HOUR) // STEP * STEP
+        while s <= last:
+            t0 = first if s <= first else first + -(-(s - first) // 8) * 8
+            if s + HOUR > t0 and t0 <= last:
+                out.add((name, s))
+            s += STEP
+    return out
+
+
+def s3_truth(n):
+    """S3's sums straight from the data: per country, prefix sums over
+    its records in time order (they come every 8 ms)."""
+    import bisect
+    out = {}
+    for c, name in enumerate(("NL", "DE", "FR", "US")):
+        ts, pre = [], [0.0]
+        for i in range(c, n, 4):
+            ts.append(BASE_MS + 2 * i)
+            pre.append(pre[-1] + float("%d.%02d" % (i % 997, i % 100)))
+        for (cn, start) in s3_windows(n):
+            if cn == name:
+                lo, hi = bisect.bisect_left(ts, start), bisect.bisect_left(ts, start + HOUR)
+                out[(name, start)] = pre[hi] - pre[lo]
+    return out
+
+
+def quix_python():
+    """The Python of Quix Streams' own virtualenv (its confluent-kafka is
+    newer than the test suite's), made on first use."""
+    venv = os.path.join(os.environ.get("SPROC_CACHE", os.path.expanduser("~/.cache/sproc")), "quix-venv")
+    py = os.path.join(venv, "bin", "python")
+    if subprocess.run([py, "-c", "import quixstreams"], capture_output=True).returncode if os.path.exists(py) else True:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True)
+        subprocess.run([py, "-m", "pip", "install", "-q", "quixstreams==3.28.1"], check=True)
+    return py
 
 
 class Broker:
@@ -77,6 +140,20 @@ class Broker:
                        for p in range(PARTS))
         except KafkaException:
             return 0   # a topic made a moment ago: no leader yet
+
+    def repartitioned(self, app):
+        """Records in the repartition topics of application app."""
+        topics = [t for t in self.admin.list_topics(timeout=10).topics
+                  if app in t and "repartition" in t]
+        return sum(self.ends(t) for t in topics)
+
+    def produce(self, topic, records):
+        """records: (key, value, timestamp ms)."""
+        from confluent_kafka import Producer
+        p = Producer({"bootstrap.servers": self.bootstrap, "partitioner": "murmur2_random"})
+        for k, v, ts in records:
+            p.produce(topic, value=v, key=k, timestamp=ts)
+        assert p.flush(30) == 0
 
     def read(self, topic, n, keys=False):
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "read-" + uuid.uuid4().hex,
@@ -108,9 +185,11 @@ def proc_stats(pid):
         return None, None
 
 
-def measure(broker, cmd, out_topic, expect, env=None, timeout=600):
-    """Runs cmd until out_topic holds expect records; returns records/s (from
-    first to last output), CPU seconds, peak RSS MiB."""
+def measure(broker, cmd, out_topic, expect, counted, env=None, timeout=900, started=None,
+            poll=None):
+    """Runs cmd until out_topic holds expect records; returns records/s (the
+    counted input records from first to last output, or from when started()
+    turns true), CPU seconds, peak RSS MiB."""
     p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                          env=dict(os.environ, **(env or {})))
     first = cpu0 = None
@@ -122,8 +201,10 @@ def measure(broker, cmd, out_topic, expect, env=None, timeout=600):
             c, r = proc_stats(p.pid)
             if c is not None:
                 cpu, rss = c, r
-            if n > 0 and first is None:
+            if first is None and (started() if started else n > 0):
                 first, cpu0 = time.time(), cpu
+            if poll:
+                poll()
             if n >= expect:
                 last = time.time()
                 break
@@ -137,7 +218,7 @@ def measure(broker, cmd, out_topic, expect, env=None, timeout=600):
         except subprocess.TimeoutExpired:
             p.kill()
     secs = max(last - first, 1e-3)
-    return expect / secs, (cpu - (cpu0 or 0)), rss / 1024 if rss else 0
+    return counted / secs, (cpu - (cpu0 or 0)), rss / 1024 if rss else 0
 
 
 def main():
@@ -158,21 +239,31 @@ def main():
     work = f"/tmp/{tag}"
     os.makedirs(work)
     src = f"{tag}-in"
-    b.create(src)
     with open(f"{work}/in.jsonl", "w") as f:
         for i in range(n):
             f.write(record(i) + "\n")
         for k in range(SENTINELS):
             f.write(sentinel(k, n) + "\n")
-    with open(f"{work}/feed.lua", "w") as f:
-        f.write(f'local sproc = require "sproc"\n'
-                f'sproc.source{{ file = "{work}/in.jsonl", format = "json", '
-                f'time = function(r) return r.value.ts end }}\n'
-                f'  :key_by(function(r) return r.value.user end):to{{ topic = "{src}" }}\n')
-    subprocess.run([SPROC, f"{work}/feed.lua", "--brokers", a.brokers, "--until-end", "--quiet"], check=True)
+    def feed(topic, sentinels=True):
+        b.create(topic)
+        with open(f"{work}/feed.lua", "w") as f:
+            f.write(f'local sproc = require "sproc"\n'
+                    f'sproc.source{{ file = "{work}/in.jsonl", format = "json", '
+                    f'time = function(r) return r.value.ts end }}\n'
+                    f'  :filter(function(r) return {"true" if sentinels else "r.value.id >= 0"} end)\n'
+                    f'  :key_by(function(r) return r.value.user end):to{{ topic = "{topic}" }}\n')
+        subprocess.run([SPROC, f"{work}/feed.lua", "--brokers", a.brokers, "--until-end", "--quiet"],
+                       check=True)
+    feed(src)
+    sentinel_recs = [(json.loads(v)["user"], v, json.loads(v)["ts"])
+                     for v in (sentinel(k, n) for k in range(SENTINELS))]
     # S2: every regular record is alone in its (key, 10 s window): a key
     # comes back 2,000 s later
-    expect = {"s0": n + SENTINELS, "s1": sum(1 for i in range(n) if i % 3 != 0), "s2": n}
+    windows3 = s3_windows(n)
+    expect = {"s0": n + SENTINELS, "s1": sum(1 for i in range(n) if i % 3 != 0), "s2": n,
+              "s3": len(windows3)}
+    counted = {"s0": n, "s1": n, "s2": n, "s3": n}
+    quix = quix_python()
 
     # Kafka Streams, built once
     ks_dir = os.path.join(HERE, "kstreams")
@@ -194,21 +285,28 @@ def main():
         "s2": (f'local sproc = require "sproc"\nsproc.source{{ topic = "{src}", value = "json" }}\n'
                '  :window(sproc.window.tumbling{ size = "10s", grace = 0 })\n'
                '  :aggregate{ n = sproc.agg.count(), name = "s2" }\n  :to{ topic = OUT }\n'),
+        "s3": (f'local sproc = require "sproc"\nsproc.source{{ topic = IN, value = "json" }}\n'
+               '  :key_by(function(r) return r.value.country end)\n'
+               '  :window(sproc.window.hopping{ size = "1h", advance = "5m", grace = "3h" })\n'
+               '  :aggregate{ total = sproc.agg.sum(function(r) return r.value.amount end), name = "s3" }\n'
+               '  :to{ topic = OUT }\n'),
     }
 
     def systems(s):
         out = {}
 
-        def sproc_cmd(topic, app):
+        def sproc_cmd(topic, app, inp):
             path = f"{work}/{s}-{app}.lua"
             with open(path, "w") as f:
-                f.write(scripts[s].replace("OUT", json.dumps(topic)))
+                f.write(scripts[s].replace("OUT", json.dumps(topic)).replace("IN", json.dumps(inp)))
             return pin + [SPROC, path, "--brokers", a.brokers, "--app", app, "--quiet"]
         out["sproc"] = sproc_cmd
-        out["Kafka Streams"] = lambda topic, app: pin + ["java", heap, "-cp", cp, "sproc.bench.Bench",
-                                                         a.brokers, app, s, src, topic]
+        out["Kafka Streams"] = lambda topic, app, inp: pin + ["java", heap, "-cp", cp, "sproc.bench.Bench",
+                                                              a.brokers, app, s, inp, topic]
+        out["Quix Streams"] = lambda topic, app, inp: pin + [quix, os.path.join(HERE, "quix_app.py"),
+                                                             a.brokers, app, s, inp, topic]
         if s == "s0" and shutil.which("kcat"):
-            out["kcat (ceiling)"] = lambda topic, app: pin + [
+            out["kcat (ceiling)"] = lambda topic, app, inp: pin + [
                 "sh", "-c", f"kcat -b {a.brokers} -C -t {src} -e -q -o beginning -D '\\n' -K '' "
                             f"| kcat -b {a.brokers} -P -t {topic} -D '\\n' -X linger.ms=5"]
         return out
@@ -220,9 +318,19 @@ def main():
         if s == "s2":
             return sorted((k, d["window_start"], d["window_end"], d["n"]) for k, d in
                           ((k.decode(), json.loads(v)) for k, v in b.read(topic, expect[s], keys=True)))
+        if s == "s3":
+            return sorted((k, d["window_start"], d["window_end"], d["total"]) for k, d in
+                          ((k.decode(), json.loads(v)) for k, v in b.read(topic, expect[s], keys=True)))
         return None
 
-    scenarios = ("s0", "s1", "s2")
+    def same(s, x, y):
+        if s != "s3":
+            return x == y
+        # sums of doubles in another order: equal to the cent
+        return len(x) == len(y) and all(a[:3] == b[:3] and abs(a[3] - b[3]) < 0.005
+                                        for a, b in zip(x, y))
+
+    scenarios = ("s0", "s1", "s2", "s3")
     results = {}
     outputs = {}
     for run in range(a.runs):
@@ -230,9 +338,21 @@ def main():
             for name, mk in systems(s).items():
                 topic = f"{tag}-{s}-{name.split()[0].lower()}-{run}"
                 b.create(topic)
-                rate, cpu, rss = measure(b, mk(topic, f"{tag}-{s}-{run}-{uuid.uuid4().hex[:4]}"),
-                                         topic, expect[s])
-                results.setdefault((s, name), []).append((rate, cpu / (expect[s] / 1e6), rss))
+                app = f"{tag}-{s}-{run}-{uuid.uuid4().hex[:4]}"
+                inp, started, poll = src, None, None
+                if s == "s3":   # a copy without sentinels; they come after the rest
+                    inp = f"{topic}-in"
+                    feed(inp, sentinels=False)
+                    started = lambda: b.repartitioned(app) > 0  # noqa: E731
+                    sent = []
+
+                    def poll():
+                        if not sent and b.repartitioned(app) >= n:
+                            b.produce(inp, sentinel_recs)
+                            sent.append(True)
+                rate, cpu, rss = measure(b, mk(topic, app, inp), topic, expect[s], counted[s],
+                                         timeout=240 if a.smoke else 900, started=started, poll=poll)
+                results.setdefault((s, name), []).append((rate, cpu / (counted[s] / 1e6), rss))
                 if run == 0 and s != "s0":
                     outputs[(s, name)] = payloads(s, topic)
                 print(f"run {run + 1} {s} {name}: {rate:,.0f} records/s, {cpu:.1f} CPU s, "
@@ -240,10 +360,16 @@ def main():
     for s in scenarios:
         got = {name: v for (sc, name), v in outputs.items() if sc == s}
         ref = got.get("sproc")
-        if ref is not None and any(v != ref for v in got.values()):
+        if ref is not None and any(not same(s, v, ref) for v in got.values()):
             raise SystemExit(f"{s.upper()} outputs differ between systems: no figure counts")
+    if ("s3", "sproc") in outputs:
+        truth = s3_truth(n)
+        got = {(k, ws): t for k, ws, _, t in outputs[("s3", "sproc")]}
+        if set(got) != set(truth) or any(abs(got[w] - truth[w]) > 0.01 for w in truth):
+            raise SystemExit("S3 results differ from the sums computed from the data")
     print("outputs agree: " + ", ".join(f"{s.upper()} ({len(v):,} records)"
-                                        for (s, name), v in outputs.items() if name == "sproc"))
+                                        for (s, name), v in outputs.items() if name == "sproc")
+          + f"; systems: {', '.join(sorted({name for _, name in outputs}))}")
     if a.smoke:
         shutil.rmtree(work, ignore_errors=True)
         return

@@ -12,6 +12,7 @@ import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
@@ -20,7 +21,9 @@ import org.apache.kafka.streams.kstream.TimeWindows;
  *  java sproc.bench.Bench BROKERS APP SCENARIO IN OUT
  *  s0: pass-through; s1: parse, keep ok, project id and amount, serialize;
  *  s2: 10-second tumbling count per key (the user), emitted once per
- *  window when it closes (grace 0).
+ *  window when it closes (grace 0);
+ *  s3: 1-hour/5-minute hopping sum of amount per country (re-keyed through
+ *  a repartition topic, grace 3 h), emitted once per window when it closes.
  *  Runs until killed; the harness watches the output topic. */
 public final class Bench {
     public static void main(String[] args) throws Exception {
@@ -59,6 +62,26 @@ public final class Bench {
                 .map((w, c) -> new org.apache.kafka.streams.KeyValue<>(w.key(),
                     "{\"window_start\":" + w.window().start() + ",\"window_end\":" + w.window().end()
                     + ",\"n\":" + c + "}"))
+                .to(out, Produced.with(Serdes.String(), Serdes.String()));
+            case "s3" -> src.map((k, v) -> {
+                    try {
+                        JsonNode n = json.readTree(v);
+                        return new org.apache.kafka.streams.KeyValue<>(n.get("country").asText(),
+                                                                       n.get("amount").asDouble());
+                    } catch (Exception e) {
+                        return new org.apache.kafka.streams.KeyValue<>("?", 0.0);
+                    }
+                })
+                .groupByKey(Grouped.with(Serdes.String(), Serdes.Double()))
+                .windowedBy(TimeWindows.ofSizeAndGrace(Duration.ofHours(1), Duration.ofHours(3))
+                                       .advanceBy(Duration.ofMinutes(5)))
+                .aggregate(() -> 0.0, (k, v, sum) -> sum + v,
+                           Materialized.with(Serdes.String(), Serdes.Double()))
+                .suppress(Suppressed.untilWindowCloses(Suppressed.BufferConfig.unbounded()))
+                .toStream()
+                .map((w, sum) -> new org.apache.kafka.streams.KeyValue<>(w.key(),
+                    "{\"window_start\":" + w.window().start() + ",\"window_end\":" + w.window().end()
+                    + ",\"total\":" + sum + "}"))
                 .to(out, Produced.with(Serdes.String(), Serdes.String()));
             default -> throw new IllegalArgumentException("scenario " + scenario);
         }
