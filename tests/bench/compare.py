@@ -106,6 +106,62 @@ def s3_truth(n):
     return out
 
 
+def latency(b, mk, base, rate, seconds):
+    """Feeds S1 records at rate for seconds into a LogAppendTime topic
+    while the system runs, and measures each output's LogAppendTime minus
+    its input's. A warm-up record first, so start-up is not counted."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import NewTopic
+    inp, out = f"{base}-in", f"{base}-out"
+    cfg = {"message.timestamp.type": "LogAppendTime"}
+    for t in (inp, out):
+        b.admin.create_topics([NewTopic(t, PARTS, 1, config=cfg)])[t].result(30)
+    time.sleep(1)
+    p = subprocess.Popen(mk(out, f"{base}-app", inp), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    prod = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 1,
+                     "queue.buffering.max.messages": 2_000_000})
+    try:
+        prod.produce(inp, value=record(1), key="warm")   # ok=true: has an output
+        prod.flush(30)
+        deadline = time.time() + 120
+        while b.ends(out) < 1:
+            if time.time() > deadline:
+                raise RuntimeError(f"{base}: no output from the warm-up record")
+            time.sleep(0.05)
+        total = int(rate * seconds)
+        t0 = time.time()
+        i = 10
+        while i < total + 10:
+            due = int((time.time() - t0) * rate) + 10
+            while i < min(due, total + 10):
+                try:
+                    prod.produce(inp, value=record(i), key=str(i % 1000))
+                    i += 1
+                except BufferError:
+                    prod.poll(0.001)
+            prod.poll(0)
+            time.sleep(0.001)
+        prod.flush(60)
+        achieved = total / (time.time() - t0)
+        want = 1 + sum(1 for j in range(10, total + 10) if j % 3 != 0)
+        deadline = time.time() + 120
+        while b.ends(out) < want and time.time() < deadline:
+            time.sleep(0.1)
+    finally:
+        p.terminate()
+        try:
+            p.wait(30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    sent = {json.loads(v)["id"]: ts for v, ts in b.read_ts(inp)}
+    lats = sorted(ts - sent[json.loads(v)["id"]] for v, ts in b.read_ts(out)
+                  if json.loads(v)["id"] in sent)
+    q = lambda f: lats[min(len(lats) - 1, int(f * len(lats)))]  # noqa: E731
+    return {"offered": rate, "achieved": achieved, "p50": q(0.5), "p99": q(0.99),
+            "p999": q(0.999), "n": len(lats)}
+
+
 def quix_python():
     """The Python of Quix Streams' own virtualenv (its confluent-kafka is
     newer than the test suite's), made on first use."""
@@ -155,6 +211,21 @@ class Broker:
             p.produce(topic, value=v, key=k, timestamp=ts)
         assert p.flush(30) == 0
 
+    def read_ts(self, topic):
+        """(value, timestamp) of every record of topic."""
+        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "read-" + uuid.uuid4().hex,
+                      "auto.offset.reset": "earliest", "enable.auto.commit": False})
+        n = self.ends(topic)
+        c.assign([TopicPartition(topic, p, 0) for p in range(PARTS)])
+        out = []
+        deadline = time.time() + 300
+        while len(out) < n and time.time() < deadline:
+            for m in c.consume(10000, timeout=1):
+                if not m.error():
+                    out.append((m.value(), m.timestamp()[1]))
+        c.close()
+        return out
+
     def read(self, topic, n, keys=False):
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "read-" + uuid.uuid4().hex,
                       "auto.offset.reset": "earliest", "enable.auto.commit": False})
@@ -170,19 +241,32 @@ class Broker:
 
 
 def proc_stats(pid):
-    """CPU seconds and peak RSS (KiB) of a running process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
+    """CPU seconds and peak RSS (KiB) of a running process and its
+    children (the kcat pipe is a shell with two)."""
+    def one(p):
+        with open(f"/proc/{p}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        # own time, and that of children already reaped
+        cpu = sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
         hwm = 0
-        with open(f"/proc/{pid}/status") as f:
+        with open(f"/proc/{p}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     hwm = int(line.split()[1])
-        return cpu, hwm
+        return cpu, hwm, int(fields[1])
+    try:
+        cpu, hwm, _ = one(pid)
     except OSError:
         return None, None
+    for d in os.listdir("/proc"):
+        if d.isdigit() and int(d) != pid:
+            try:
+                c, h, ppid = one(d)
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                cpu, hwm = cpu + c, hwm + h
+    return cpu, hwm
 
 
 def measure(broker, cmd, out_topic, expect, counted, env=None, timeout=900, started=None,
@@ -228,10 +312,13 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", default=os.path.join(HERE, "results.md"))
     ap.add_argument("--cpu", type=int, default=None, help="pin the processors to this core")
+    ap.add_argument("--peer-runs", type=int, default=1,
+                    help="runs of Kafka Streams and Quix Streams (slow: 3 take over an hour at 5M)")
+    ap.add_argument("--latency-seconds", type=float, default=20)
     ap.add_argument("--smoke", action="store_true", help="100,000 records, one run, no table")
     a = ap.parse_args()
     if a.smoke:
-        a.records, a.runs = 100_000, 1
+        a.records, a.runs, a.peer_runs = 100_000, 1, 1
     n = a.records
     pin = ["taskset", "-c", str(a.cpu)] if a.cpu is not None else []
     b = Broker(a.brokers)
@@ -279,10 +366,10 @@ def main():
     heap = "-Xmx1g"
 
     scripts = {
-        "s0": f'local sproc = require "sproc"\nsproc.source{{ topic = "{src}", value = "bytes" }}:to{{ topic = OUT }}\n',
-        "s1": (f'local sproc = require "sproc"\nsproc.source{{ topic = "{src}", value = "json" }}\n'
+        "s0": f'local sproc = require "sproc"\nsproc.source{{ topic = IN, value = "bytes" }}:to{{ topic = OUT }}\n',
+        "s1": (f'local sproc = require "sproc"\nsproc.source{{ topic = IN, value = "json" }}\n'
                '  :filter(function(r) return r.value.ok end)\n  :select{ "id", "amount" }\n  :to{ topic = OUT }\n'),
-        "s2": (f'local sproc = require "sproc"\nsproc.source{{ topic = "{src}", value = "json" }}\n'
+        "s2": (f'local sproc = require "sproc"\nsproc.source{{ topic = IN, value = "json" }}\n'
                '  :window(sproc.window.tumbling{ size = "10s", grace = 0 })\n'
                '  :aggregate{ n = sproc.agg.count(), name = "s2" }\n  :to{ topic = OUT }\n'),
         "s3": (f'local sproc = require "sproc"\nsproc.source{{ topic = IN, value = "json" }}\n'
@@ -333,9 +420,11 @@ def main():
     scenarios = ("s0", "s1", "s2", "s3")
     results = {}
     outputs = {}
-    for run in range(a.runs):
+    for run in range(max(a.runs, a.peer_runs)):
         for s in scenarios:
             for name, mk in systems(s).items():
+                if run >= (a.peer_runs if name in ("Kafka Streams", "Quix Streams") else a.runs):
+                    continue
                 topic = f"{tag}-{s}-{name.split()[0].lower()}-{run}"
                 b.create(topic)
                 app = f"{tag}-{s}-{run}-{uuid.uuid4().hex[:4]}"
@@ -374,17 +463,32 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
         return
 
+    # Latency of S1 at half of each system's throughput, and of all at the
+    # same rate (half of the slowest's)
+    lat, same_lat = {}, {}
+    halves = {name: statistics.median(r[0] for r in results[("s1", name)]) / 2
+              for name in systems("s1")}
+    common = min(halves.values())
+    for name, mk in systems("s1").items():
+        key = name.split()[0].lower()
+        lat[name] = latency(b, mk, f"{tag}-lat-{key}", halves[name], a.latency_seconds)
+        same_lat[name] = latency(b, mk, f"{tag}-same-{key}", common, a.latency_seconds)
+        print(f"latency {name}: {lat[name]}; at {common:,.0f}/s: {same_lat[name]}", flush=True)
+
     lines = [f"# Benchmark results ({datetime.date.today()}, {platform.node()}, "
              f"{os.cpu_count()} cores)", "",
              f"{n:,} records of ~100-byte JSON keyed by 1M users, {PARTS} partitions, one Kafka "
              f"3.9.2 broker on the same machine{' pinned to another core than the processors' if pin else ''}; "
-             f"medians of {a.runs} runs (spread: min–max); throughput from "
-             "first to last output; CPU seconds per million records; peak RSS. S1 and S2 outputs "
-             "checked equal across systems.", "",
+             f"sproc and kcat: medians of {a.runs} runs (spread: min–max), Kafka Streams and Quix "
+             f"Streams: {a.peer_runs} run{'s' if a.peer_runs > 1 else ''} (median and spread when more); throughput from "
+             "first to last output (S3: first repartitioned record to last output); CPU seconds per "
+             "million records; peak RSS. S1, S2 and S3 outputs checked equal across systems (and S3's "
+             "sums against the data) before the table is written.", "",
              "Settings: at-least-once everywhere, commit interval 1 s (sproc: after each batch's "
              "outputs are acknowledged), one stream thread, "
              f"Kafka Streams heap {heap}, record cache 10 MiB, RocksDB window store, "
-             "suppress until the window closes; sproc in-memory window store, emit final. Grace 0.", "",
+             "suppress until the window closes; Quix Streams RocksDB state, final() closing by "
+             "partition; sproc in-memory window store, emit final. Grace 0 (S3: 3 h).", "",
              "| scenario | system | records/s | spread | CPU s / M | RSS MiB | sproc's ratio |",
              "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
     for s in scenarios:
@@ -398,6 +502,18 @@ def main():
                          f"{statistics.median(r[1] for r in rs):.2f} | "
                          f"{statistics.median(r[2] for r in rs):.0f} | "
                          f"{'—' if name == 'sproc' else f'{base / med:.2f}x'} |")
+    lines += ["", f"End-to-end latency of S1 at half of each system's S1 throughput (the "
+              "issue's measure) and at one rate for all (half of the slowest's), "
+              f"{a.latency_seconds:.0f} s of input from a Python producer (unpinned; 'achieved' is "
+              "what it managed), from the input record's LogAppendTime to its output's "
+              "LogAppendTime (ms):", "",
+              "| system | offered records/s | achieved | p50 | p99 | p999 | its p99 / sproc's |",
+              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for title, table in (("half of its own S1 throughput", lat), ("the same rate for all", same_lat)):
+        for name, l in table.items():
+            ratio = "—" if name == "sproc" else f"{l['p99'] / max(table['sproc']['p99'], 0.5):.1f}x"
+            lines.append(f"| {name}, {title} | {l['offered']:,.0f} | {l['achieved']:,.0f} | "
+                         f"{l['p50']:.0f} | {l['p99']:.0f} | {l['p999']:.0f} | {ratio} |")
     text = "\n".join(lines) + "\n"
     with open(a.out, "w") as f:
         f.write(text)

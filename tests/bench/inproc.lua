@@ -25,7 +25,12 @@ local function record(i)
                        i % 3 == 0 and "false" or "true")
 end
 
+-- SPROC_BENCH=name runs only the benchmarks whose name contains it
+-- (for profiling one).
+local only = os.getenv("SPROC_BENCH")
+
 local function bench(name, build)
+  if only and not name:find(only, 1, true) then return end
   local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
   sproc._reset(nil)
   build(sproc)

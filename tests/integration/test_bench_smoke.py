@@ -1,7 +1,7 @@
 """The benchmark's smoke run (issue: CI checks the comparison, the full
-run is scripts/bench): 100,000 records through every scenario for sproc
-, Kafka Streams and Quix Streams (and kcat for S0) on the suite's broker; compare.py
-exits non-zero when the systems' outputs differ."""
+run is scripts/bench): 100,000 records through every scenario for sproc,
+Kafka Streams and Quix Streams (and kcat for S0) on the suite's broker;
+compare.py exits non-zero when the systems' outputs differ."""
 import os
 import subprocess
 import sys
