@@ -324,7 +324,11 @@ int sp_sink_files(sp_ctx *ctx, const char *dir, const sp_file_opts *o,
         return SP_EINVAL;
     }
     int found = find_sink(ctx, "files", dir);
-    if (found >= 0) return found;
+    if (found >= 0) {
+        /* a reloaded script may declare the directory's files anew */
+        int rc = sp_sink_files_update(ctx->sinks[found], o, err);
+        return rc < 0 ? rc : found;
+    }
     int rc = open_sink(ctx, dir, &s, err);
     if (rc < 0) return rc;
     rc = sp_sink_files_open(s, o, err);

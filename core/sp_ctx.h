@@ -204,6 +204,9 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
 /* The sinks sp_ctx makes itself. */
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);
 int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err);
+/* Takes new options for an open file sink (a reload): when its format,
+ * schema or Parquet settings change, the open file is published first. */
+int sp_sink_files_update(sp_sink *s, const sp_file_opts *o, const char **err);
 int sp_sink_mem_open(sp_sink *s, const char **err);
 
 #endif

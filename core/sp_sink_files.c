@@ -29,6 +29,7 @@ typedef struct files {
     sp_seg **segs; /* referenced by the open file */
     size_t nsegs, segs_cap;
     sp_schema *schema; /* Parquet files when set */
+    char *spec;        /* the schema's spec, to notice a reload's change */
     sp_pq_opts pq;
     sp_pq_writer *pw;
     sp_fcommit *commit; /* exactly-once when set */
@@ -196,6 +197,7 @@ static void files_destroy(sp_sink *s) {
     release_segs(fs);
     sp_fcommit_destroy(fs->commit);
     sp_schema_destroy(fs->schema);
+    free(fs->spec);
     free(fs->segs);
     free(fs->tmp_path);
     free(fs->final_path);
@@ -203,6 +205,44 @@ static void files_destroy(sp_sink *s) {
     free(fs->suffix);
     free(fs);
     s->impl = NULL;
+}
+
+int sp_sink_files_update(sp_sink *s, const sp_file_opts *o, const char **err) {
+    files *fs = s->impl;
+    sp_pq_opts pq = {o->codec, o->dictionary, o->row_group_bytes, o->row_group_rows, 0};
+    int same_schema = (!o->schema && !fs->spec) ||
+                      (o->schema && fs->spec && strcmp(o->schema, fs->spec) == 0);
+    fs->roll_bytes = o->roll_bytes;
+    fs->roll_ms = o->roll_ms;
+    if (same_schema && memcmp(&pq, &fs->pq, sizeof pq) == 0) return SP_OK;
+    sp_schema *schema = NULL;
+    char *spec = NULL;
+    if (o->schema && (!(schema = sp_schema_create(o->schema, err)) ||
+                      !(spec = strdup(o->schema)))) {
+        sp_schema_destroy(schema);
+        return schema ? SP_ENOMEM : SP_EINVAL;
+    }
+    int rc = publish(s, err); /* the open file keeps the schema it began with */
+    if (rc != SP_OK) {
+        sp_schema_destroy(schema);
+        free(spec);
+        return rc;
+    }
+    char *suffix = strdup(o->suffix ? o->suffix : o->schema ? ".parquet" : ".jsonl");
+    if (!suffix) {
+        sp_schema_destroy(schema);
+        free(spec);
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    sp_schema_destroy(fs->schema);
+    free(fs->spec);
+    free(fs->suffix);
+    fs->schema = schema;
+    fs->spec = spec;
+    fs->suffix = suffix;
+    fs->pq = pq;
+    return SP_OK;
 }
 
 /* In-progress files of processes that are gone: never published, their
@@ -241,8 +281,9 @@ int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err) {
     }
     s->ops = &files_ops;
     s->impl = fs;
-    if (o->schema && !(fs->schema = sp_schema_create(o->schema, err)))
-        return SP_EINVAL;
+    if (o->schema && (!(fs->schema = sp_schema_create(o->schema, err)) ||
+                      !(fs->spec = strdup(o->schema))))
+        return fs->schema ? SP_ENOMEM : SP_EINVAL;
     if (o->codec != SP_PQ_UNCOMPRESSED && o->codec != SP_PQ_SNAPPY &&
         o->codec != SP_PQ_ZSTD) {
         *err = "unknown Parquet compression (none, snappy or zstd)";

@@ -242,6 +242,16 @@ function compile_inner(n, env)
     fo.dictionary = o.dictionary and 1 or 0
     fo.row_group_bytes = o.row_group_bytes or 64 * 1024 * 1024
     fo.row_group_rows = o.row_group_rows or 0
+    if keep[3] then
+      -- entries are named after their files: one sink per checkpoint
+      env.checkpoints = env.checkpoints or {}
+      local other = env.checkpoints[keep[3]]
+      if other and other ~= o.dir then
+        error(what .. ": checkpoint " .. o.checkpoint .. " is used by the files in " .. other ..
+              " already (give each file sink its own)", 0)
+      end
+      env.checkpoints[keep[3]] = o.dir
+    end
     local sink = C.sp_sink_files(ctx, sproc.here(o.dir), fo, errp)
     if sink < 0 then error(cerr(what), 0) end
     local enc_val = encoder("auto", batch, "value")

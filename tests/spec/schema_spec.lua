@@ -131,3 +131,37 @@ describe("files with a checkpoint", function()
     assert.matches("rows 2\noffsets in 0 0 1\n", entry, 1, true)
   end)
 end)
+
+describe("file sinks across a reload", function()
+  it("publish the open file when the schema changes, and the next file has the new one", function()
+    local out = tmpdir()
+    local function build(fields)
+      return function(sproc)
+        sproc.source{ topic = "in", schema = sproc.schema(fields) }:to_parquet{ dir = out }
+      end
+    end
+    local d = testing.driver(build{ { "id", "int64" } })
+    d:pipe("in", { value = '{"id":1,"x":"a"}' })
+    d:reload(build{ { "id", "int64" }, { "x", "string" } })
+    local p = io.popen("ls " .. out)
+    local names = {}
+    for n in p:lines() do names[#names + 1] = n end
+    p:close()
+    assert.are.equal(1, #names)   -- the first version's file, published whole
+    d:pipe("in", { value = '{"id":2,"x":"b"}' })
+    d:flush()
+    p = io.popen("ls " .. out .. " | wc -l")
+    assert.are.equal("2", p:read("*l"))
+    p:close()
+  end)
+
+  it("refuse one checkpoint for two sinks", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        local s = sproc.source{ topic = "in" }
+        s:to_files{ dir = "/tmp/a", checkpoint = "/tmp/chk" }
+        s:to_files{ dir = "/tmp/b", checkpoint = "/tmp/chk" }
+      end)
+    end, "to_files(/tmp/b): checkpoint /tmp/chk is used by the files in /tmp/a already (give each file sink its own)")
+  end)
+end)
