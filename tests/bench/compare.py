@@ -19,8 +19,9 @@ a sentinel re-keyed before another partition's records would make those
 late). Its windows close at the end, so its throughput counts from the
 first record in the repartition topic to the last result. Systems: sproc, Kafka Streams (tests/bench/kstreams),
 Quix Streams (tests/bench/quix_app.py, in a virtualenv of its own made on
-first use), and for S0 a kcat consume|produce pipe as the client's
-ceiling. Each system runs
+first use), and for S0 the client's own ceiling: tests/bench/rdk_pipe.c,
+librdkafka consuming and producing with sproc's client settings and
+nothing in between (and a kcat consume|produce pipe for reference). Each system runs
 each scenario RUNS times, alternating; a run's throughput counts from its
 first output to its last (start-up excluded; S3: see above), its CPU time and peak RSS
 are read from /proc. Outputs are checked equal across systems (S1: the
@@ -270,12 +271,14 @@ def proc_stats(pid):
 
 
 def measure(broker, cmd, out_topic, expect, counted, env=None, timeout=900, started=None,
-            poll=None):
+            poll=None, log=None, stall=120):
     """Runs cmd until out_topic holds expect records; returns records/s (the
     counted input records from first to last output, or from when started()
     turns true), CPU seconds, peak RSS MiB."""
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    logf = open(log, "wb") if log else subprocess.DEVNULL
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=logf,
                          env=dict(os.environ, **(env or {})))
+    moved, last_n = time.time(), -1
     first = cpu0 = None
     cpu = rss = None
     deadline = time.time() + timeout
@@ -292,6 +295,15 @@ def measure(broker, cmd, out_topic, expect, counted, env=None, timeout=900, star
             if n >= expect:
                 last = time.time()
                 break
+            if p.poll() is not None:
+                tail = open(log, errors="replace").read()[-2000:] if log else ""
+                raise RuntimeError(f"{cmd[0]} exited ({p.returncode}) before {out_topic} "
+                                   f"reached {expect}\n{tail}")
+            if n != last_n:
+                moved, last_n = time.time(), n
+            elif n > 0 and time.time() - moved > stall:
+                tail = open(log, errors="replace").read()[-2000:] if log else ""
+                raise RuntimeError(f"{cmd[0]}: {out_topic} stalled at {n} of {expect}\n{tail}")
             time.sleep(0.05)
         else:
             raise RuntimeError(f"{cmd[0]}: {out_topic} did not reach {expect}")
@@ -392,8 +404,11 @@ def main():
                                                               a.brokers, app, s, inp, topic]
         out["Quix Streams"] = lambda topic, app, inp: pin + [quix, os.path.join(HERE, "quix_app.py"),
                                                              a.brokers, app, s, inp, topic]
+        rdk = os.path.join(os.path.dirname(SPROC), "rdk_pipe")
+        if s == "s0" and os.path.exists(rdk):
+            out["librdkafka pipe (ceiling)"] = lambda topic, app, inp: pin + [rdk, a.brokers, app, inp, topic]
         if s == "s0" and shutil.which("kcat"):
-            out["kcat (ceiling)"] = lambda topic, app, inp: pin + [
+            out["kcat pipe"] = lambda topic, app, inp: pin + [
                 "sh", "-c", f"kcat -b {a.brokers} -C -t {src} -e -q -o beginning -D '\\n' -K '' "
                             f"| kcat -b {a.brokers} -P -t {topic} -D '\\n' -X linger.ms=5"]
         return out
@@ -440,7 +455,8 @@ def main():
                             b.produce(inp, sentinel_recs)
                             sent.append(True)
                 rate, cpu, rss = measure(b, mk(topic, app, inp), topic, expect[s], counted[s],
-                                         timeout=240 if a.smoke else 900, started=started, poll=poll)
+                                         timeout=240 if a.smoke else 900, started=started, poll=poll,
+                                         log=f"{work}/{app}.log")
                 results.setdefault((s, name), []).append((rate, cpu / (counted[s] / 1e6), rss))
                 if run == 0 and s != "s0":
                     outputs[(s, name)] = payloads(s, topic)
@@ -502,6 +518,12 @@ def main():
                          f"{statistics.median(r[1] for r in rs):.2f} | "
                          f"{statistics.median(r[2] for r in rs):.0f} | "
                          f"{'—' if name == 'sproc' else f'{base / med:.2f}x'} |")
+    ceiling = results.get(("s0", "librdkafka pipe (ceiling)"))
+    if ceiling:
+        c = statistics.median(r[0] for r in ceiling)
+        lines += ["", "sproc against the client's ceiling (the librdkafka pipe's S0 rate): " +
+                  ", ".join(f"{sc.upper()} {statistics.median(r[0] for r in results[(sc, 'sproc')]) / c:.0%}"
+                            for sc in ("s0", "s1"))]
     lines += ["", f"End-to-end latency of S1 at half of each system's S1 throughput (the "
               "issue's measure) and at one rate for all (half of the slowest's), "
               f"{a.latency_seconds:.0f} s of input from a Python producer (unpinned; 'achieved' is "

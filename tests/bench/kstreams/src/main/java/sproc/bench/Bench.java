@@ -86,6 +86,13 @@ public final class Bench {
             default -> throw new IllegalArgumentException("scenario " + scenario);
         }
         KafkaStreams ks = new KafkaStreams(b.build(), p);
+        // logging is off (slf4j-nop): say why a stream thread stops
+        ks.setUncaughtExceptionHandler(e -> {
+            e.printStackTrace();
+            return org.apache.kafka.streams.errors.StreamsUncaughtExceptionHandler
+                .StreamThreadExceptionResponse.REPLACE_THREAD;
+        });
+        ks.setStateListener((now, before) -> System.err.println("kafka streams: " + before + " -> " + now));
         CountDownLatch done = new CountDownLatch(1);
         Runtime.getRuntime().addShutdownHook(new Thread(() -> { ks.close(); done.countDown(); }));
         ks.start();

@@ -1,0 +1,78 @@
+/* The client's ceiling for the benchmarks: consume a topic and produce
+ * every record to another with librdkafka alone, nothing in between, with
+ * the client settings sproc uses (core/sp_runner.c: make_consumer,
+ * make_producer). Runs until killed; the harness watches the output.
+ *   rdk_pipe BROKERS GROUP IN OUT */
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static volatile sig_atomic_t stop;
+static void on_signal(int sig) { (void)sig; stop = 1; }
+
+static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
+    char err[256];
+    if (rd_kafka_conf_set(c, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
+        fprintf(stderr, "%s: %s\n", k, err);
+        exit(2);
+    }
+}
+
+int main(int argc, char **argv) {
+    char err[256];
+    if (argc != 5) {
+        fprintf(stderr, "usage: rdk_pipe BROKERS GROUP IN OUT\n");
+        return 2;
+    }
+    signal(SIGTERM, on_signal);
+    signal(SIGINT, on_signal);
+    rd_kafka_conf_t *pc = rd_kafka_conf_new();
+    set(pc, "bootstrap.servers", argv[1]);
+    set(pc, "partitioner", "murmur2_random");
+    set(pc, "enable.idempotence", "true");
+    set(pc, "linger.ms", "5");
+    set(pc, "queue.buffering.max.messages", "100000");
+    rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
+    rd_kafka_conf_t *cc = rd_kafka_conf_new();
+    set(cc, "bootstrap.servers", argv[1]);
+    set(cc, "group.id", argv[2]);
+    set(cc, "enable.auto.commit", "true");
+    set(cc, "auto.offset.reset", "earliest");
+    set(cc, "partition.assignment.strategy", "cooperative-sticky");
+    set(cc, "isolation.level", "read_committed");
+    set(cc, "queued.min.messages", "1000000");
+    set(cc, "queued.max.messages.kbytes", "32768");
+    rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
+    if (!prod || !cons) {
+        fprintf(stderr, "rdk_pipe: %s\n", err);
+        return 1;
+    }
+    rd_kafka_poll_set_consumer(cons);
+    rd_kafka_topic_partition_list_t *t = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(t, argv[3], RD_KAFKA_PARTITION_UA);
+    rd_kafka_subscribe(cons, t);
+    rd_kafka_topic_partition_list_destroy(t);
+    rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(cons);
+    rd_kafka_topic_t *out = rd_kafka_topic_new(prod, argv[4], NULL);
+    rd_kafka_message_t *msgs[1024];
+    while (!stop) {
+        ssize_t n = rd_kafka_consume_batch_queue(q, 100, msgs, 1024);
+        for (ssize_t i = 0; i < n; i++) {
+            rd_kafka_message_t *m = msgs[i];
+            while (!m->err &&
+                   rd_kafka_produce(out, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
+                                    m->payload, m->len, m->key, m->key_len, NULL) != 0)
+                rd_kafka_poll(prod, 10); /* queue full: let deliveries drain */
+            rd_kafka_message_destroy(m);
+        }
+        rd_kafka_poll(prod, 0);
+    }
+    rd_kafka_flush(prod, 10000);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_consumer_close(cons);
+    rd_kafka_destroy(cons);
+    rd_kafka_topic_destroy(out);
+    rd_kafka_destroy(prod);
+    return 0;
+}
