@@ -114,7 +114,7 @@ def latency(b, mk, base, rate, seconds):
     from confluent_kafka import Producer
     from confluent_kafka.admin import NewTopic
     inp, out = f"{base}-in", f"{base}-out"
-    cfg = {"message.timestamp.type": "LogAppendTime"}
+    cfg = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
     for t in (inp, out):
         b.admin.create_topics([NewTopic(t, PARTS, 1, config=cfg)])[t].result(30)
     time.sleep(1)
@@ -180,7 +180,9 @@ class Broker:
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
     def create(self, topic):
-        self.admin.create_topics([NewTopic(topic, PARTS, 1)])[topic].result(30)
+        # records carry event times from 2023: no retention, or a broker's
+        # default 7 days deletes segments as they roll
+        self.admin.create_topics([NewTopic(topic, PARTS, 1, config={"retention.ms": "-1"})])[topic].result(30)
         deadline = time.time() + 30
         while time.time() < deadline:
             t = self.admin.list_topics(topic, timeout=10).topics.get(topic)
