@@ -9,7 +9,9 @@ stream time (as Kafka Streams and sproc do; Quix's default closes a
 key's windows only when that key comes back), at-least-once, commit every
 second.
 Runs until killed; the harness watches the output topic."""
+import os
 import sys
+import tempfile
 
 from quixstreams import Application
 
@@ -19,7 +21,9 @@ def main():
     app = Application(broker_address=brokers, consumer_group=app_id,
                       auto_offset_reset="earliest", commit_interval=1.0,
                       processing_guarantee="at-least-once", loglevel="WARNING",
-                      producer_extra_config={"linger.ms": 5})
+                      producer_extra_config={"linger.ms": 5},
+                      # its RocksDB state goes outside the source tree
+                      state_dir=os.path.join(tempfile.gettempdir(), "sproc-quix-state", app_id))
     raw = scenario == "s0"
     inp = app.topic(src, key_deserializer="str",
                     value_deserializer="bytes" if raw else "json")
