@@ -24,6 +24,7 @@ sp_ctx *sp_ctx_create(void) {
     sp_buf_init(&ctx->scratch);
     sp_buf_init(&ctx->project);
     sp_buf_init(&ctx->canon);
+    sp_buf_init(&ctx->out_mem);
     return ctx;
 }
 
@@ -71,6 +72,7 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_buf_destroy(&ctx->scratch);
     sp_buf_destroy(&ctx->project);
     sp_buf_destroy(&ctx->canon);
+    sp_buf_destroy(&ctx->out_mem);
     free(ctx);
 }
 
@@ -358,6 +360,19 @@ static sp_rec *current(sp_ctx *ctx) {
     return &ctx->batch.recs[ctx->batch.cur];
 }
 
+/* A consumed record's headers are parsed when first needed: librdkafka
+ * parses them on every call (an allocation even when there are none), and
+ * most records never need them. */
+static rd_kafka_headers_t *rec_headers(sp_rec *r) {
+    if (r->kmsg) {
+        rd_kafka_headers_t *h = NULL;
+        if (rd_kafka_message_headers(r->kmsg, &h) == 0 && rd_kafka_header_cnt(h) > 0)
+            r->hdrs = h;
+        r->kmsg = NULL;
+    }
+    return r->hdrs;
+}
+
 int sp_emit_header(sp_ctx *ctx, const char *name, size_t name_len,
                    const char *val, size_t val_len, const char **err) {
     if (!ctx->pending_hdrs && !(ctx->pending_hdrs = rd_kafka_headers_new(4))) {
@@ -375,7 +390,7 @@ int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
     sp_rec *r = current(ctx);
     sp_msg m = {key, val, key_len, val_len, ts, NULL, r ? r->seg : NULL, -1,
                 r && r->offset >= 0 ? r : NULL};
-    rd_kafka_headers_t *in = r ? r->hdrs : NULL;
+    rd_kafka_headers_t *in = r && fwd_headers ? rec_headers(r) : NULL;
     if (fwd_headers && in) {
         m.hdrs = rd_kafka_headers_copy(in);
         if (ctx->pending_hdrs) {
@@ -393,6 +408,17 @@ int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
     }
     ctx->pending_hdrs = NULL;
     return sp_ctx_write(ctx, sink, &m, err);
+}
+
+int sp_emit_rec(sp_ctx *ctx, int sink, int has_ts, int64_t ts, int fwd_headers,
+                const char **err) {
+    sp_rec *r = current(ctx);
+    if (!r) {
+        *err = "no record is being processed";
+        return SP_ESTATE;
+    }
+    return sp_emit(ctx, sink, r->key, r->key_len, r->val, r->val_len,
+                   has_ts ? ts : r->ts, fwd_headers, err);
 }
 
 rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
@@ -427,7 +453,7 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
     }
     sp_rec *r = &ctx->batch.recs[rec];
     sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1, NULL};
-    m.hdrs = sp_ctx_dead_letter_headers(ctx, r->hdrs, why, why_len,
+    m.hdrs = sp_ctx_dead_letter_headers(ctx, rec_headers(r), why, why_len,
                                         sp_topic_name(ctx, r->topic),
                                         r->partition, r->offset);
     int rc = sp_ctx_write(ctx, ctx->dlq_sink, &m, err);
@@ -440,7 +466,7 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
 
 int sp_rec_header(sp_ctx *ctx, int32_t rec, int32_t i, const char **name,
                   const char **val, size_t *val_len) {
-    if (rec < 0 || rec >= ctx->batch.n || !ctx->batch.recs[rec].hdrs || i < 0)
+    if (rec < 0 || rec >= ctx->batch.n || i < 0 || !rec_headers(&ctx->batch.recs[rec]))
         return 1;
     const void *v;
     if (rd_kafka_header_get_all(ctx->batch.recs[rec].hdrs, (size_t)i, name,
@@ -615,7 +641,13 @@ int32_t sp_out_count(sp_ctx *ctx) { return ctx->nouts; }
 
 int sp_out_get(sp_ctx *ctx, int32_t i, sp_out *out) {
     if (i < 0 || i >= ctx->nouts) return SP_EINVAL;
-    *out = ctx->outs[i].out;
+    sp_captured *c = &ctx->outs[i];
+    *out = c->out;
+    if (c->out.key) out->key = ctx->out_mem.data + c->key_off;
+    if (c->out.val) out->val = ctx->out_mem.data + c->val_off;
+    /* the partition a Java producer picks: worked out when asked for */
+    if (out->partition < 0)
+        out->partition = out->key ? sp_partition_for(out->key, out->key_len, ctx->mem_partitions) : 0;
     return SP_OK;
 }
 
@@ -633,9 +665,9 @@ int sp_out_header(sp_ctx *ctx, int32_t i, int32_t h, const char **name,
 void sp_out_clear(sp_ctx *ctx) {
     for (int32_t i = 0; i < ctx->nouts; i++) {
         if (ctx->outs[i].hdrs) rd_kafka_headers_destroy(ctx->outs[i].hdrs);
-        free(ctx->outs[i].mem);
     }
     ctx->nouts = 0;
+    sp_buf_reset(&ctx->out_mem);
 }
 
 int sp_ctx_flush_sinks(sp_ctx *ctx, int force, const char **err) {

@@ -74,10 +74,13 @@ typedef struct sp_owned {
     /* key and value bytes follow */
 } sp_owned;
 
+/* A captured output: its bytes are in the context's out_mem (offsets, as
+ * the buffer moves when it grows); pointers and partition are filled in
+ * when it is read. */
 typedef struct sp_captured {
     sp_out out;
     rd_kafka_headers_t *hdrs;
-    char *mem; /* key and value bytes */
+    size_t key_off, val_off;
 } sp_captured;
 
 struct sp_ctx {
@@ -110,6 +113,7 @@ struct sp_ctx {
     int capture_stdout;
     sp_captured *outs;
     int32_t nouts, outs_cap;
+    sp_buf out_mem;
 
     sp_store **stores;
     int32_t nstores;

@@ -50,6 +50,8 @@ typedef struct sp_rec {
     void *hdrs;       /* rd_kafka_headers_t *, or NULL */
     void *seg;        /* commit tracking of the input offset */
     void *owner;      /* what keeps the bytes alive */
+    void *kmsg;       /* a consumed rd_kafka_message_t whose headers are
+                       * not read yet (hdrs is set on first use), or NULL */
 } sp_rec;
 
 /* The batch Lua processes. cur is the record being processed: Lua sets it
@@ -150,6 +152,10 @@ int sp_emit_header(sp_ctx *ctx, const char *name, size_t name_len,
 int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
             const char *val, size_t val_len, int64_t ts, int fwd_headers,
             const char **err);
+/* The current record as it came (key, value, and the timestamp ts, or its
+ * own when has_ts is 0) to a sink: pass-through without a string made. */
+int sp_emit_rec(sp_ctx *ctx, int sink, int has_ts, int64_t ts, int fwd_headers,
+                const char **err);
 /* The input record rec, as it came, to the dead-letter topic, with the
  * error in its headers. */
 int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,

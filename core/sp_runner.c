@@ -24,6 +24,7 @@
 #include "sp_log.h"
 #include "sp_lua.h"
 #include "sp_offsets.h"
+#include "sp_prefetch.h"
 #include "sp_restore.h"
 #include "sp_metrics.h"
 #include "sp_sink_kafka.h"
@@ -46,6 +47,7 @@ typedef struct runner {
     rd_kafka_t *prod, *cons, *mock_rk;
     rd_kafka_mock_cluster_t *mock;
     rd_kafka_queue_t *cq, *pq;
+    sp_prefetch *pf;
     char *brokers;
     char errstr[512];
 
@@ -341,6 +343,20 @@ static int make_consumer(runner *r) {
     return 0;
 }
 
+/* The prefetch bound is the consumer's, as librdkafka reads it. */
+static sp_prefetch *make_prefetch(runner *r) {
+    const rd_kafka_conf_t *conf = rd_kafka_conf(r->cons);
+    char msgs[32] = "0", kb[32] = "0";
+    size_t n = sizeof msgs;
+    rd_kafka_conf_get(conf, "queued.min.messages", msgs, &n);
+    n = sizeof kb;
+    rd_kafka_conf_get(conf, "queued.max.messages.kbytes", kb, &n);
+    sp_prefetch *pf = sp_prefetch_create(r->cons, r->cq, strtoll(msgs, NULL, 10),
+                                         strtoll(kb, NULL, 10) * 1024);
+    if (!pf) sp_error("out of memory");
+    return pf;
+}
+
 /* --- commits ------------------------------------------------------------- */
 
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -413,7 +429,7 @@ static void commit(runner *r, int sync,
         commit_txn(r);
         return;
     }
-    rd_kafka_poll(r->prod, 0);
+    sp_kafka_out_poll(&r->ko, 0);
     if (sp_offsets_advance(&r->offs) == 0) return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
@@ -726,6 +742,7 @@ static void on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         tp->position = -1;
     }
     rd_kafka_error_t *e = rd_kafka_incremental_assign(r->cons, parts);
+    sp_prefetch_assign(r->pf, parts);
     if (e) {
         sp_error("assign failed: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -772,6 +789,7 @@ static void on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         if (tp) tp->assigned = 0;
     }
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->cons, parts);
+    sp_prefetch_revoke(r->pf, parts);
     if (e) {
         sp_error("unassign failed: %s", rd_kafka_error_string(e));
         rd_kafka_error_destroy(e);
@@ -913,8 +931,10 @@ static void consume_some(runner *r) {
     sp_batch_reset(r->ctx);
     sp_seg *segs[256];
     int nsegs = 0;
+    size_t bytes = 0;
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = r->msgs[i];
+        bytes += m->len;
         if (m->err) {
             if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                 sp_tp *tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt),
@@ -964,8 +984,7 @@ static void consume_some(runner *r) {
         rec->offset = m->offset;
         rec->partition = m->partition;
         rec->topic = topic_id_of(r, m->rkt);
-        rd_kafka_headers_t *h = NULL;
-        if (rd_kafka_message_headers(m, &h) == 0) rec->hdrs = h;
+        rec->kmsg = m;
         rec->seg = tp->batch_seg;
         rec->owner = m;
         tp->batch_seg->end = m->offset + 1;
@@ -977,7 +996,8 @@ static void consume_some(runner *r) {
     run_batch(r, segs, nsegs);
     sp_batch_reset(r->ctx);
     for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->msgs[i]);
-    rd_kafka_poll(r->prod, 0);
+    sp_prefetch_consumed(r->pf, n, bytes);
+    sp_kafka_out_poll(&r->ko, 0);
     /* The io event fires only when the queue goes from empty to non-empty,
      * and a batch can end early on a non-message event (a commit result,
      * an EOF) with messages still queued: whenever anything is left, come
@@ -1023,7 +1043,7 @@ static void read_files(runner *r) {
         sp_batch_reset(r->ctx);
     }
     free(line);
-    rd_kafka_poll(r->prod, 0);
+    sp_kafka_out_poll(&r->ko, 0);
     check_finished(r);
 }
 
@@ -1048,7 +1068,7 @@ static void on_producer(struct ev_loop *loop, ev_io *w, int revents) {
     (void)revents;
     runner *r = w->data;
     drain_fd(r->prod_fd[0]);
-    rd_kafka_poll(r->prod, 0);
+    sp_kafka_out_poll(&r->ko, 0);
     if (r->ko.fatal) fatal(r, r->ko.fatal);
 }
 
@@ -1080,7 +1100,7 @@ static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
         sp_batch_reset(r->ctx);
     }
     if (sp_ctx_flush_sinks(r->ctx, 0, &err) != SP_OK) fatal(r, err);
-    rd_kafka_poll(r->prod, 0);
+    sp_kafka_out_poll(&r->ko, 0);
     if (r->ko.fatal) fatal(r, r->ko.fatal);
     if (r->progress) show_progress(r);
     check_finished(r);
@@ -1560,6 +1580,8 @@ static char *default_app_id(const char *script) {
 
 static void shutdown_clients(runner *r) {
     /* queues are references into their clients: release them first */
+    sp_prefetch_destroy(r->pf);
+    r->pf = NULL;
     if (r->cq) rd_kafka_queue_destroy(r->cq);
     if (r->pq) rd_kafka_queue_destroy(r->pq);
     r->cq = r->pq = NULL;
@@ -1682,6 +1704,8 @@ int sp_run(const sp_opts *o) {
             goto done;
         }
         r->cq = rd_kafka_queue_get_consumer(r->cons);
+        r->pf = make_prefetch(r);
+        if (!r->pf) goto done;
         if (open_io_event(r, r->cq, r->cons_fd) != 0) goto done;
         ev_io_init(&r->cons_w, on_consumer, r->cons_fd[0], EV_READ);
         r->cons_w.data = r;

@@ -111,6 +111,16 @@ void sp_kafka_out_destroy(sp_kafka_out *ko) {
     ko->fatal = NULL;
 }
 
+int sp_kafka_out_poll(sp_kafka_out *ko, int timeout_ms) {
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    /* a blocking poll may serve acknowledgements long after this */
+    ko->now_ms = timeout_ms == 0 ? (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 : 0;
+    int n = rd_kafka_poll(ko->producer, timeout_ms);
+    ko->now_ms = 0;
+    return n;
+}
+
 /* A produce that failed for good (the producer retried what can be
  * retried): the record goes to the error policy instead of blocking the
  * others. Its segment stays held under "fail", so its offset is never
@@ -126,9 +136,13 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
         rd_kafka_timestamp_type_t tt;
         int64_t ts = rd_kafka_message_timestamp(m, &tt);
         if (!changelog && ts > 0) {
-            struct timespec now;
-            clock_gettime(CLOCK_REALTIME, &now);
-            double ms = (double)((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000 - ts);
+            int64_t now_ms = ko->now_ms;
+            if (!now_ms) { /* inside a flush, which may wait long */
+                struct timespec now;
+                clock_gettime(CLOCK_REALTIME, &now);
+                now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+            }
+            double ms = (double)(now_ms - ts);
             static const double bounds[] = SP_LATENCY_BOUNDS;
             int b = 0;
             while (b < SP_LATENCY_NBOUNDS && ms > bounds[b]) b++;

@@ -19,6 +19,7 @@ typedef struct sp_kafka_out {
     int64_t lat_buckets[13];
     int64_t lat_count;
     double lat_sum_ms;
+    int64_t now_ms; /* the wall clock for a poll's acknowledgements, or 0 */
 } sp_kafka_out;
 
 /* Plugs the Kafka sinks of ctx into ko; producer may come later (set
@@ -28,6 +29,9 @@ typedef struct sp_kafka_out {
 
 void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer);
 void sp_kafka_out_destroy(sp_kafka_out *ko);
+/* Serves the producer's acknowledgements (rd_kafka_poll), reading the
+ * clock for their latency once rather than once per output. */
+int sp_kafka_out_poll(sp_kafka_out *ko, int timeout_ms);
 /* For rd_kafka_conf_set_dr_msg_cb: the opaque is the sp_kafka_out. */
 void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
                             void *opaque);

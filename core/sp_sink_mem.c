@@ -2,7 +2,6 @@
  * back. It picks partitions as a Java producer would, so specs can assert
  * on them. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "sp_ctx.h"
 
@@ -15,23 +14,22 @@ static int mem_write(sp_sink *s, sp_msg *m, const char **err) {
         ctx->outs = o;
         ctx->outs_cap = cap;
     }
-    char *mem = malloc(m->key_len + m->val_len + 1);
-    if (!mem) goto oom;
-    if (m->key_len) memcpy(mem, m->key, m->key_len);
-    if (m->val_len) memcpy(mem + m->key_len, m->val, m->val_len);
+    /* one buffer for all outputs' bytes: no allocation per output */
+    size_t at = ctx->out_mem.len;
+    if (sp_buf_append(&ctx->out_mem, m->key, m->key ? m->key_len : 0) != 0 ||
+        sp_buf_append(&ctx->out_mem, m->val, m->val ? m->val_len : 0) != 0)
+        goto oom;
     sp_captured *c = &ctx->outs[ctx->nouts++];
-    c->mem = mem;
     c->hdrs = m->hdrs;
+    c->key_off = at;
+    c->val_off = at + (m->key ? m->key_len : 0);
     c->out.topic = s->name;
-    c->out.key = m->key ? mem : NULL;
+    c->out.key = m->key ? "" : NULL; /* set when read (sp_out_get) */
     c->out.key_len = m->key ? m->key_len : 0;
-    c->out.val = m->val ? mem + m->key_len : NULL;
+    c->out.val = m->val ? "" : NULL;
     c->out.val_len = m->val ? m->val_len : 0;
     c->out.ts = m->ts;
-    c->out.partition =
-        m->partition >= 0 ? m->partition
-        : m->key ? sp_partition_for(m->key, m->key_len, ctx->mem_partitions)
-                 : 0;
+    c->out.partition = m->partition >= 0 ? m->partition : -1;
     c->out.nhdrs = m->hdrs ? (int32_t)rd_kafka_header_cnt(m->hdrs) : 0;
     return SP_OK;
 oom:

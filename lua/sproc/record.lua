@@ -13,6 +13,12 @@ local tonumber, rawset, rawget = tonumber, rawset, rawget
 
 local M = {}
 
+-- Set on a view (to true) while an operator's replacement of the value or
+-- the key is in effect, nil is among the replacements; what is not
+-- replaced is the record's own, which sinks pass on without a string.
+local VSET, KSET = "\0value set", "\0key set"
+M.VSET, M.KSET = VSET, KSET
+
 local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = 1, 2, 3
 local SP_JSON_NUMBER, SP_JSON_STRING = 4, 5
 
@@ -82,12 +88,14 @@ function M.new_view(ctx, batch, src)
   end
 
   local getters = {
-    value = function(rec)
+    value = function(rec, t)
+      if rawget(t, VSET) then return nil end   -- replaced by nil
       if value_json then return decoded(1, value_json) end
       if rec.val == nil then return nil end
       return ffi_string(rec.val, rec.val_len)
     end,
-    key = function(rec)
+    key = function(rec, t)
+      if rawget(t, KSET) then return nil end
       if key_json then return decoded(0, key_json) end
       if rec.key == nil then return nil end
       return ffi_string(rec.key, rec.key_len)
@@ -119,7 +127,7 @@ function M.new_view(ctx, batch, src)
     __index = function(t, k)
       local g = getters[k]
       if not g then return nil end
-      local v = g(batch.recs[batch.cur])
+      local v = g(batch.recs[batch.cur], t)
       rawset(t, k, v)
       return v
     end,
@@ -142,10 +150,19 @@ function M.new_view(ctx, batch, src)
   end
 
   -- Forgets the previous record's fields; returns an error message when
-  -- the record's JSON does not parse.
+  -- the record's JSON does not parse. Only fields that are set are
+  -- cleared: storing nil into a missing key adds it, and keys added and
+  -- dropped again for every record keep the table rehashing.
   local function reset(i)
-    view.value = nil; view.key = nil; view.ts = nil; view.offset = nil
-    view.partition = nil; view.topic = nil; view.headers = nil
+    if rawget(view, "value") ~= nil then view.value = nil end
+    if rawget(view, "key") ~= nil then view.key = nil end
+    if rawget(view, "ts") ~= nil then view.ts = nil end
+    if rawget(view, "offset") ~= nil then view.offset = nil end
+    if rawget(view, "partition") ~= nil then view.partition = nil end
+    if rawget(view, "topic") ~= nil then view.topic = nil end
+    if rawget(view, "headers") ~= nil then view.headers = nil end
+    if rawget(view, VSET) ~= nil then view[VSET] = nil end
+    if rawget(view, KSET) ~= nil then view[KSET] = nil end
     if parse then return parse(i) end
   end
 

@@ -11,6 +11,7 @@ local store = require "sproc.store"
 local window = require "sproc.window"
 
 local C = core.C
+local VSET, KSET = record.VSET, record.KSET
 local ffi_string = ffi.string
 local type, tostring, error, xpcall = type, tostring, error, xpcall
 local getmetatable = getmetatable
@@ -59,6 +60,13 @@ local function encoder(serde, batch, which)
     end
     return v, #v
   end
+end
+
+-- Whether a sink with this serde writes a record's own key or value as it
+-- came (what a source with serde src holds): all but a JSON sink of bytes
+-- or text, which quotes them.
+local function takes_raw(sink, src)
+  return sink ~= "json" or src == "json"
 end
 
 local compile_node, rekeyed
@@ -125,19 +133,19 @@ function compile_inner(n, env)
     local nxt = compile_children(n, env)
     return function(r)
       local v = fn(r)
-      local old = rawget(r, "value")
-      r.value = v
+      local old, oldset = rawget(r, "value"), rawget(r, VSET)
+      r.value, r[VSET] = v, true
       nxt(r)
-      r.value = old
+      r.value, r[VSET] = old, oldset
     end
   elseif kind == "key_by" then
     local nxt = compile_children(n, env)
     return function(r)
       local k = fn(r)
-      local old = rawget(r, "key")
-      r.key = k
+      local old, oldset = rawget(r, "key"), rawget(r, KSET)
+      r.key, r[KSET] = k, true
       nxt(r)
-      r.key = old
+      r.key, r[KSET] = old, oldset
     end
   elseif kind == "select" then
     local nxt = compile_children(n, env)
@@ -148,18 +156,16 @@ function compile_inner(n, env)
     for i = 1, nf do names[i - 1] = fields[i]; lens[i - 1] = #fields[i] end
     local outp, outlen = ffi.new("const char *[1]"), ffi.new("size_t[1]")
     return function(r)
-      local cur = rawget(r, "value")
-      if cur ~= nil and not (type(cur) == "table" and getmetatable(cur) and
-                             getmetatable(cur).__sproc_raw == 1) then
+      if rawget(r, VSET) then
         error("select() reads the record's own JSON value: put it before operators that replace the value", 0)
       end
       if C.sp_json_project(ctx, 1, names, lens, nf, outp, outlen) ~= 0 then
         error("select(): the record's value is not a parsed JSON object", 0)
       end
       local old = rawget(r, "value")
-      r.value = ffi_string(outp[0], outlen[0])
+      r.value, r[VSET] = ffi_string(outp[0], outlen[0]), true
       nxt(r)
-      r.value = old
+      r.value, r[VSET] = old, nil
     end
   elseif kind == "each" then
     local nxt = compile_children(n, env)
@@ -171,11 +177,11 @@ function compile_inner(n, env)
     local nxt = compile_children(n, env)
     local cur, emitted
     local function emit(v)
-      local old = rawget(cur, "value")
-      cur.value = v
+      local old, oldset = rawget(cur, "value"), rawget(cur, VSET)
+      cur.value, cur[VSET] = v, true
       emitted = emitted + 1
       nxt(cur)
-      cur.value = old
+      cur.value, cur[VSET] = old, oldset
     end
     return function(r)
       local prev_cur, prev_emitted = cur, emitted
@@ -202,9 +208,22 @@ function compile_inner(n, env)
     local enc_val = encoder(o.value or "auto", batch, "value")
     local headers = o.headers
     local fwd = o.forward_headers == false and 0 or 1
+    local raw_key, raw_val = takes_raw(o.key, env.serdes.key), takes_raw(o.value, env.serdes.value)
     return function(r)
-      local kp, kl = enc_key(r.key)
-      local vp, vl = enc_val(r.value)
+      local kraw = raw_key and not rawget(r, KSET)
+      local vraw = raw_val and not rawget(r, VSET)
+      if kraw and vraw and not headers then
+        -- pass-through: the core writes the record's own bytes
+        local ts = rawget(r, "ts")
+        if C.sp_emit_rec(ctx, sink, ts and 1 or 0, ts or 0, fwd, errp) ~= 0 then
+          error(cerr("output to topic " .. o.topic), 0)
+        end
+        return
+      end
+      local rec = batch.recs[batch.cur]
+      local kp, kl, vp, vl
+      if kraw then kp, kl = rec.key, rec.key_len else kp, kl = enc_key(r.key) end
+      if vraw then vp, vl = rec.val, rec.val_len else vp, vl = enc_val(r.value) end
       if headers then
         for hk, hv in pairs(headers(r) or {}) do
           hv = tostring(hv)
@@ -256,7 +275,13 @@ function compile_inner(n, env)
     if sink < 0 then error(cerr(what), 0) end
     local enc_val = encoder("auto", batch, "value")
     return function(r)
-      local vp, vl = enc_val(r.value)
+      local vp, vl
+      if rawget(r, VSET) then
+        vp, vl = enc_val(r.value)
+      else
+        local rec = batch.recs[batch.cur]
+        vp, vl = rec.val, rec.val_len
+      end
       local rc = C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp)
       if rc == C.SP_EMALFORMED then
         error(setmetatable({ msg = cerr(what) }, InputError))
@@ -285,6 +310,7 @@ local function compile_source(src, env)
     if src.schema_id < 0 then error(cerr("sproc.source: schema"), 0) end
   end
   local view, reset = record.new_view(env.ctx, env.batch, src)
+  env.serdes = { key = src.key, value = src.value }
   local first = compile_node(src.node, env)
   local time = src.time
   return function(i)
@@ -307,8 +333,12 @@ end
 -- appends to the batch with the operator's own topic. Lua aggregates'
 -- result functions turn their accumulators into values here.
 local function compile_results(n, env)
-  local view, reset = record.new_view(env.ctx, env.batch, { key = "string", value = "json" })
+  local serdes = { key = "string", value = "json" }
+  local view, reset = record.new_view(env.ctx, env.batch, serdes)
+  local saved = env.serdes
+  env.serdes = serdes
   local nxt = compile_children(n, env)
+  env.serdes = saved
   local results = {}
   for _, a in ipairs(n.aggs) do
     if a.agg == "custom" and a.result then results[#results + 1] = a end
@@ -328,9 +358,9 @@ local function compile_results(n, env)
       local t = json.decode(json.encode(v))   -- a table of its own
       for _, a in ipairs(results) do t[a.name] = a.result(t[a.name]) end
       local old = rawget(view, "value")
-      view.value = t
+      view.value, view[VSET] = t, true
       nxt(view)
-      view.value = old
+      view.value, view[VSET] = old, nil
     else
       nxt(view)
     end
@@ -432,7 +462,10 @@ function M.compile_repartition(n, env)
   local index = C.sp_source_count(ctx)   -- before the aggregation adds its own
   local rsrc = { key = "string", value = src.value, kind = "topic", names = { topic } }
   local view, reset = record.new_view(ctx, batch, rsrc)
+  local saved = env.serdes
+  env.serdes = rsrc
   local nxt = compile_children(n, env)
+  env.serdes = saved
   env.by_source[index] = function(i)
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
@@ -443,7 +476,13 @@ function M.compile_repartition(n, env)
   local enc_val = encoder(src.value == "json" and "json" or "auto", batch, "value")
   return function(r)
     local k = key_string(r.key)
-    local vp, vl = enc_val(r.value)
+    local vp, vl
+    if rawget(r, VSET) then
+      vp, vl = enc_val(r.value)
+    else
+      local rec = batch.recs[batch.cur]
+      vp, vl = rec.val, rec.val_len
+    end
     -- the event time travels as the record's timestamp (Kafka's producer
     -- reads 0 as "now": epoch 0 goes as 1 ms, in the same windows unless a
     -- window is 1 ms long)

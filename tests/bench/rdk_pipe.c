@@ -1,12 +1,16 @@
 /* The client's ceiling for the benchmarks: consume a topic and produce
  * every record to another with librdkafka alone, nothing in between, with
  * the client settings sproc uses (core/sp_runner.c: make_consumer,
- * make_producer). Runs until killed; the harness watches the output.
+ * make_producer), and sproc's wake-up of a stalled prefetch (core/sp_prefetch.h:
+ * without it librdkafka 2.0 idles for most of each second once its queue is
+ * full). Runs until killed; the harness watches the output.
  *   rdk_pipe BROKERS GROUP IN OUT */
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+
+#include "sp_prefetch.h"
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig) { (void)sig; stop = 1; }
@@ -54,20 +58,36 @@ int main(int argc, char **argv) {
     rd_kafka_subscribe(cons, t);
     rd_kafka_topic_partition_list_destroy(t);
     rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(cons);
+    sp_prefetch *pf = sp_prefetch_create(cons, q, 1000000, 32768 * 1024);
     rd_kafka_topic_t *out = rd_kafka_topic_new(prod, argv[4], NULL);
     rd_kafka_message_t *msgs[1024];
+    int assigned = 0;
     while (!stop) {
         ssize_t n = rd_kafka_consume_batch_queue(q, 100, msgs, 1024);
+        size_t bytes = 0;
+        if (!assigned) {
+            /* the assignment, for the prefetch's wake-ups (the default
+             * rebalance handling assigns what the group gives) */
+            rd_kafka_topic_partition_list_t *a = NULL;
+            if (rd_kafka_assignment(cons, &a) == 0 && a->cnt > 0) {
+                sp_prefetch_assign(pf, a);
+                assigned = 1;
+            }
+            if (a) rd_kafka_topic_partition_list_destroy(a);
+        }
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
+            bytes += m->len;
             while (!m->err &&
                    rd_kafka_produce(out, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
                                     m->payload, m->len, m->key, m->key_len, NULL) != 0)
                 rd_kafka_poll(prod, 10); /* queue full: let deliveries drain */
             rd_kafka_message_destroy(m);
         }
+        sp_prefetch_consumed(pf, n > 0 ? (int)n : 0, bytes);
         rd_kafka_poll(prod, 0);
     }
+    sp_prefetch_destroy(pf);
     rd_kafka_flush(prod, 10000);
     rd_kafka_queue_destroy(q);
     rd_kafka_consumer_close(cons);

@@ -146,6 +146,43 @@ describe("operators", function()
     assert.are.equal(raw, d:values("out")[1])
   end)
 
+  it("passes records through unchanged: bytes, null key and value, timestamp, headers", function()
+    local d = testing.driver{ partitions = 4, build = function(sproc)
+      sproc.source{ topic = "in", value = "bytes" }:to{ topic = "out" }
+    end }
+    d:pipe("in", { rec("k1", "\0binary\255", { ts = 7, headers = { h = "1" } }),
+                   rec(nil, "no key", { ts = 8 }),
+                   rec("tombstone", nil, { ts = 9 }) })
+    local out = d:output("out")
+    assert.are.equal(3, #out)
+    assert.are.equal("k1", out[1].key)
+    assert.are.equal("\0binary\255", out[1].value)
+    assert.are.equal(7, out[1].ts)
+    assert.are.same({ h = "1" }, out[1].headers)
+    assert.are.equal(testing.partition_for("k1", 4), out[1].partition)
+    assert.is_nil(out[2].key)
+    assert.are.equal("no key", out[2].value)
+    assert.are.equal("tombstone", out[3].key)
+    assert.is_nil(out[3].value)
+    assert.are.equal(9, out[3].ts)
+  end)
+
+  it("map and key_by returning nil give a null value and a null key", function()
+    local seen = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in" }
+        :map(function() return nil end)
+        :key_by(function() return nil end)
+        :each(function(r) seen[#seen + 1] = { r.key == nil, r.value == nil } end)
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("k", "v") })
+    local out = d:output("out")
+    assert.is_nil(out[1].key)
+    assert.is_nil(out[1].value)
+    assert.are.same({ { true, true } }, seen)
+  end)
+
   it("print() goes to stdout, key and value separated by a tab", function()
     local d = testing.driver(function(sproc)
       sproc.source{ topic = "in" }:print{ key = true }
