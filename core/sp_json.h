@@ -61,15 +61,21 @@ size_t sp_json_unescape(const char *in, size_t len, char *out);
 
 /* Parses a JSON number token (as validated by the index). */
 double sp_json_number(const char *p, size_t len);
+/* A plain decimal ("-73.928642", "12": sign, at most 15 digits, a point)
+ * as mantissa and decimals, for Clinger's fast path; -1 for anything else
+ * (exponents, longer mantissas), which needs strtod. */
+int sp_json_decimal(const char *p, size_t len, uint64_t *mant, int *frac, int *neg);
+/* 10^k for k = 0..22: exact doubles. */
+extern const double sp_pow10[23];
 
 /* --- writer: appends to an sp_buf; returns 0 or -1 (out of memory) --- */
 
 /* Quoted, escaped JSON string (control characters as \u00XX; bytes >= 0x80
  * copied as they are). */
 int sp_json_write_string(sp_buf *b, const char *s, size_t len);
-/* Shortest text that reads back to the same double ("%.15g", then 16, then
- * 17 digits); integral values within 2^53 without exponent or fraction;
- * NaN and infinities as null (JSON has no such numbers). */
+/* Shortest text that reads back to the same double; integral values
+ * within 2^53 without exponent or fraction; NaN and infinities as null
+ * (JSON has no such numbers). */
 int sp_json_write_number(sp_buf *b, double v);
 int sp_json_write_int(sp_buf *b, int64_t v);
 

@@ -223,33 +223,13 @@ static void set_null(sp_schema *s, int32_t n, int def) {
     for (int32_t k = 0; k < nd->nkids; k++) set_null(s, nd->kids[k], def);
 }
 
-/* Plain decimals ("-73.928642", "12") without strtod: a mantissa of at
- * most 15 digits and a power of ten up to 22 are both exact doubles, so
- * one division rounds correctly (Clinger's fast path). 0 when taken. */
-static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                               1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                               1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
+/* Plain decimals ("-73.928642", "12") without strtod (sp_json_decimal).
+ * 0 when taken. */
 static int fast_decimal(const char *p, size_t len, int64_t *mant, int *frac) {
-    size_t i = 0;
-    int neg = 0, digits = 0, dot = -1;
-    uint64_t m = 0;
-    if (i < len && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
-    if (i == len) return -1;
-    for (; i < len; i++) {
-        char c = p[i];
-        if (c >= '0' && c <= '9') {
-            if (++digits > 15) return -1;
-            m = m * 10 + (uint64_t)(c - '0');
-        } else if (c == '.' && dot < 0) {
-            dot = digits;
-        } else {
-            return -1;
-        }
-    }
-    if (digits == 0) return -1;
+    uint64_t m;
+    int neg;
+    if (len == 0 || sp_json_decimal(p, len, &m, frac, &neg) != 0) return -1;
     *mant = neg ? -(int64_t)m : (int64_t)m;
-    *frac = dot < 0 ? 0 : digits - dot;
     return 0;
 }
 
@@ -284,7 +264,7 @@ static int parse_double(const char *p, size_t len, double *out) {
     int64_t m;
     int frac;
     if (fast_decimal(p, len, &m, &frac) == 0) {
-        *out = (double)m / pow10[frac];
+        *out = (double)m / sp_pow10[frac];
         return 0;
     }
     char buf[64];

@@ -13,11 +13,19 @@ local tonumber, rawset, rawget = tonumber, rawset, rawget
 
 local M = {}
 
--- Set on a view (to true) while an operator's replacement of the value or
--- the key is in effect, nil is among the replacements; what is not
--- replaced is the record's own, which sinks pass on without a string.
+-- True on a view while an operator's replacement of the value or the key
+-- is in effect (nil is a replacement too), false otherwise; what is not
+-- replaced is the record's own, which sinks pass on without making a
+-- string.
 local VSET, KSET = "\0value set", "\0key set"
 M.VSET, M.KSET = VSET, KSET
+-- The value VSET has while select()'s projection is the value: the JSON
+-- text is in the core's buffer at proj, proj_len, and becomes a string only
+-- when the script reads r.value.
+local PROJ = setmetatable({}, { __tostring = function() return "select() projection" end })
+M.PROJ = PROJ
+M.proj, M.proj_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+local proj, proj_len = M.proj, M.proj_len
 
 local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = 1, 2, 3
 local SP_JSON_NUMBER, SP_JSON_STRING = 4, 5
@@ -89,7 +97,11 @@ function M.new_view(ctx, batch, src)
 
   local getters = {
     value = function(rec, t)
-      if rawget(t, VSET) then return nil end   -- replaced by nil
+      local set = rawget(t, VSET)
+      if set then   -- replaced by nil, or by a projection
+        if set == PROJ then return ffi_string(proj[0], proj_len[0]) end
+        return nil
+      end
       if value_json then return decoded(1, value_json) end
       if rec.val == nil then return nil end
       return ffi_string(rec.val, rec.val_len)
@@ -122,14 +134,24 @@ function M.new_view(ctx, batch, src)
     end,
   }
 
-  local view = {}
+  -- The view's table has these keys from the start and never gets other
+  -- ones (a script's own fields go to `extra`), so that clearing and
+  -- caching fields never adds or drops a key: LuaJIT rehashes a table
+  -- whose keys come and go, and small views did so for every record.
+  local view = { value = true, key = true, ts = true, offset = true, partition = true,
+                 topic = true, headers = true, [VSET] = false, [KSET] = false }
+  for k in pairs(getters) do view[k] = nil end
+  local extra = {}
   setmetatable(view, {
     __index = function(t, k)
       local g = getters[k]
-      if not g then return nil end
+      if not g then return extra[k] end
       local v = g(batch.recs[batch.cur], t)
       rawset(t, k, v)
       return v
+    end,
+    __newindex = function(t, k, v)
+      if getters[k] then rawset(t, k, v) else extra[k] = v end
     end,
   })
 
@@ -150,9 +172,7 @@ function M.new_view(ctx, batch, src)
   end
 
   -- Forgets the previous record's fields; returns an error message when
-  -- the record's JSON does not parse. Only fields that are set are
-  -- cleared: storing nil into a missing key adds it, and keys added and
-  -- dropped again for every record keep the table rehashing.
+  -- the record's JSON does not parse.
   local function reset(i)
     if rawget(view, "value") ~= nil then view.value = nil end
     if rawget(view, "key") ~= nil then view.key = nil end
@@ -161,8 +181,8 @@ function M.new_view(ctx, batch, src)
     if rawget(view, "partition") ~= nil then view.partition = nil end
     if rawget(view, "topic") ~= nil then view.topic = nil end
     if rawget(view, "headers") ~= nil then view.headers = nil end
-    if rawget(view, VSET) ~= nil then view[VSET] = nil end
-    if rawget(view, KSET) ~= nil then view[KSET] = nil end
+    if rawget(view, VSET) then view[VSET] = false end
+    if rawget(view, KSET) then view[KSET] = false end
     if parse then return parse(i) end
   end
 

@@ -11,7 +11,8 @@ local store = require "sproc.store"
 local window = require "sproc.window"
 
 local C = core.C
-local VSET, KSET = record.VSET, record.KSET
+local VSET, KSET, PROJ = record.VSET, record.KSET, record.PROJ
+local proj, proj_len = record.proj, record.proj_len
 local ffi_string = ffi.string
 local type, tostring, error, xpcall = type, tostring, error, xpcall
 local getmetatable = getmetatable
@@ -67,6 +68,19 @@ end
 -- or text, which quotes them.
 local function takes_raw(sink, src)
   return sink ~= "json" or src == "json"
+end
+
+-- The bytes of a record's value for a sink that writes values as they are
+-- (JSON text stays JSON): the record's own when nothing replaced it, a
+-- projection's, or the replacement encoded.
+local function value_bytes(r, enc_val, batch)
+  local set = rawget(r, VSET)
+  if not set then
+    local rec = batch.recs[batch.cur]
+    return rec.val, rec.val_len
+  end
+  if set == PROJ then return proj[0], proj_len[0] end
+  return enc_val(r.value)
 end
 
 local compile_node, rekeyed
@@ -134,18 +148,18 @@ function compile_inner(n, env)
     return function(r)
       local v = fn(r)
       local old, oldset = rawget(r, "value"), rawget(r, VSET)
-      r.value, r[VSET] = v, true
+      rawset(r, "value", v); r[VSET] = true
       nxt(r)
-      r.value, r[VSET] = old, oldset
+      rawset(r, "value", old); r[VSET] = oldset
     end
   elseif kind == "key_by" then
     local nxt = compile_children(n, env)
     return function(r)
       local k = fn(r)
       local old, oldset = rawget(r, "key"), rawget(r, KSET)
-      r.key, r[KSET] = k, true
+      rawset(r, "key", k); r[KSET] = true
       nxt(r)
-      r.key, r[KSET] = old, oldset
+      rawset(r, "key", old); r[KSET] = oldset
     end
   elseif kind == "select" then
     local nxt = compile_children(n, env)
@@ -154,18 +168,18 @@ function compile_inner(n, env)
     local names = ffi.new("const char *[?]", nf)
     local lens = ffi.new("size_t[?]", nf)
     for i = 1, nf do names[i - 1] = fields[i]; lens[i - 1] = #fields[i] end
-    local outp, outlen = ffi.new("const char *[1]"), ffi.new("size_t[1]")
     return function(r)
       if rawget(r, VSET) then
         error("select() reads the record's own JSON value: put it before operators that replace the value", 0)
       end
-      if C.sp_json_project(ctx, 1, names, lens, nf, outp, outlen) ~= 0 then
+      if C.sp_json_project(ctx, 1, names, lens, nf, proj, proj_len) ~= 0 then
         error("select(): the record's value is not a parsed JSON object", 0)
       end
+      -- the projection stays in the core's buffer (record.PROJ)
       local old = rawget(r, "value")
-      r.value, r[VSET] = ffi_string(outp[0], outlen[0]), true
+      rawset(r, "value", nil); r[VSET] = PROJ
       nxt(r)
-      r.value, r[VSET] = old, nil
+      rawset(r, "value", old); r[VSET] = false
     end
   elseif kind == "each" then
     local nxt = compile_children(n, env)
@@ -178,10 +192,10 @@ function compile_inner(n, env)
     local cur, emitted
     local function emit(v)
       local old, oldset = rawget(cur, "value"), rawget(cur, VSET)
-      cur.value, cur[VSET] = v, true
+      rawset(cur, "value", v); cur[VSET] = true
       emitted = emitted + 1
       nxt(cur)
-      cur.value, cur[VSET] = old, oldset
+      rawset(cur, "value", old); cur[VSET] = oldset
     end
     return function(r)
       local prev_cur, prev_emitted = cur, emitted
@@ -223,7 +237,13 @@ function compile_inner(n, env)
       local rec = batch.recs[batch.cur]
       local kp, kl, vp, vl
       if kraw then kp, kl = rec.key, rec.key_len else kp, kl = enc_key(r.key) end
-      if vraw then vp, vl = rec.val, rec.val_len else vp, vl = enc_val(r.value) end
+      if vraw then
+        vp, vl = rec.val, rec.val_len
+      elseif rawget(r, VSET) == PROJ then
+        vp, vl = proj[0], proj_len[0]
+      else
+        vp, vl = enc_val(r.value)
+      end
       if headers then
         for hk, hv in pairs(headers(r) or {}) do
           hv = tostring(hv)
@@ -243,7 +263,7 @@ function compile_inner(n, env)
     return function(r)
       local kp, kl
       if with_key then kp, kl = enc_key(r.key) end
-      local vp, vl = enc_val(r.value)
+      local vp, vl = value_bytes(r, enc_val, batch)
       if C.sp_emit(ctx, sink, kp, kl or 0, vp, vl, r.ts, 0, errp) ~= 0 then
         error(cerr("print()"), 0)
       end
@@ -275,13 +295,7 @@ function compile_inner(n, env)
     if sink < 0 then error(cerr(what), 0) end
     local enc_val = encoder("auto", batch, "value")
     return function(r)
-      local vp, vl
-      if rawget(r, VSET) then
-        vp, vl = enc_val(r.value)
-      else
-        local rec = batch.recs[batch.cur]
-        vp, vl = rec.val, rec.val_len
-      end
+      local vp, vl = value_bytes(r, enc_val, batch)
       local rc = C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp)
       if rc == C.SP_EMALFORMED then
         error(setmetatable({ msg = cerr(what) }, InputError))
@@ -322,7 +336,7 @@ local function compile_source(src, env)
         error(setmetatable({ msg = "event time function returned " ..
                              tostring(ts) .. ", not epoch milliseconds" }, InputError))
       end
-      view.ts = ts
+      rawset(view, "ts", ts)
       batch.recs[i].ts = ts  -- the core's stream time and TTLs use it
     end
     first(view)
@@ -358,9 +372,9 @@ local function compile_results(n, env)
       local t = json.decode(json.encode(v))   -- a table of its own
       for _, a in ipairs(results) do t[a.name] = a.result(t[a.name]) end
       local old = rawget(view, "value")
-      view.value, view[VSET] = t, true
+      rawset(view, "value", t); view[VSET] = true
       nxt(view)
-      view.value, view[VSET] = old, nil
+      rawset(view, "value", old); view[VSET] = false
     else
       nxt(view)
     end
@@ -476,13 +490,7 @@ function M.compile_repartition(n, env)
   local enc_val = encoder(src.value == "json" and "json" or "auto", batch, "value")
   return function(r)
     local k = key_string(r.key)
-    local vp, vl
-    if rawget(r, VSET) then
-      vp, vl = enc_val(r.value)
-    else
-      local rec = batch.recs[batch.cur]
-      vp, vl = rec.val, rec.val_len
-    end
+    local vp, vl = value_bytes(r, enc_val, batch)
     -- the event time travels as the record's timestamp (Kafka's producer
     -- reads 0 as "now": epoch 0 goes as 1 ms, in the same windows unless a
     -- window is 1 ms long)

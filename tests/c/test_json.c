@@ -1,5 +1,6 @@
 /* The JSON index and writer. */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "sp_json.h"
@@ -152,6 +153,60 @@ static void writer(void) {
     sp_buf_reset(&b);
     sp_json_write_number(&b, 0.1);
     SP_CHECK_MEM(b.data, b.len, "0.1");
+
+    /* short decimals take the fast path; every double reads back the same
+     * and is no longer than printf's shortest */
+    const struct { double v; const char *text; } shorts[] = {
+        {2.5, "2.5"}, {-0.001, "-0.001"}, {123.45, "123.45"}, {0.3, "0.3"},
+        {1e-7, "1e-07"}, {5.182504009491e-311, "5.182504009491e-311"}, {0.1 + 0.2, "0.30000000000000004"}, {996.99, "996.99"},
+        {-1234567.125, "-1234567.125"}, {5e-4, "0.0005"}, {5e-5, "5e-05"}};
+    for (size_t i = 0; i < sizeof shorts / sizeof *shorts; i++) {
+        sp_buf_reset(&b);
+        sp_json_write_number(&b, shorts[i].v);
+        SP_CHECK_MEM(b.data, b.len, shorts[i].text);
+    }
+    uint64_t seed = 88172645463325252ull;
+    int bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        double v;
+        if (i % 2) { /* any bit pattern */
+            memcpy(&v, &seed, sizeof v);
+            if (isnan(v) || isinf(v)) continue;
+        } else { /* a decimal of up to 9 digits with up to 8 decimals */
+            v = (double)(seed % 1000000000) / pow(10, (double)((seed >> 40) % 9));
+            if (seed & 1) v = -v;
+        }
+        sp_buf_reset(&b);
+        sp_json_write_number(&b, v);
+        char ref[32];
+        int rn = 0;
+        for (int prec = 1; prec <= 17; prec++) {
+            rn = snprintf(ref, sizeof ref, "%.*g", prec, v);
+            if (strtod(ref, NULL) == v) break;
+        }
+        char text[64];
+        snprintf(text, sizeof text, "%.*s", (int)b.len, b.data);
+        if (strtod(text, NULL) != v || b.len > (size_t)rn + (v == floor(v) ? 24 : 0)) {
+            if (bad++ < 5) fprintf(stderr, "number %.17g wrote %s (shortest %s)\n", v, text, ref);
+        }
+    }
+    SP_CHECK_INT(bad, 0);
+    /* reading: plain decimals skip strtod and give what it gives */
+    bad = 0;
+    for (int i = 0; i < 200000; i++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17;
+        char text[48];
+        int n = snprintf(text, sizeof text, "%s%llu.%0*llu", seed & 1 ? "-" : "",
+                         (unsigned long long)(seed % 100000000), (int)((seed >> 50) % 8 + 1),
+                         (unsigned long long)((seed >> 20) % 10000000));
+        if (sp_json_number(text, (size_t)n) != strtod(text, NULL) && bad++ < 5)
+            fprintf(stderr, "read %s as %.17g\n", text, sp_json_number(text, (size_t)n));
+    }
+    SP_CHECK_INT(bad, 0);
+    SP_CHECK(signbit(sp_json_number("-0", 2)) && sp_json_number("-0", 2) == 0);
+    SP_CHECK(sp_json_number("1.5e3", 5) == 1500);
+    SP_CHECK(sp_json_number("12345678901234567", 17) == 12345678901234567.0);
 
     const char raw[] = "q\"b\\s\n\x01\xc3\xa9";
     sp_buf_reset(&b);
