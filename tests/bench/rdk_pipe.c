@@ -4,11 +4,14 @@
  * make_producer), and sproc's wake-up of a stalled prefetch (core/sp_prefetch.h:
  * without it librdkafka 2.0 idles for most of each second once its queue is
  * full). Runs until killed; the harness watches the output.
- *   rdk_pipe BROKERS GROUP IN OUT */
+ *   rdk_pipe BROKERS GROUP IN OUT [producer.K=V|consumer.K=V ...]
+ * (extra settings as sproc's --set takes them, for runs with other
+ * settings than the defaults) */
 #include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "sp_prefetch.h"
 
@@ -23,10 +26,23 @@ static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
     }
 }
 
+/* The extra arguments with this prefix. */
+static void sets(rd_kafka_conf_t *c, const char *prefix, int argc, char **argv) {
+    size_t n = strlen(prefix);
+    for (int i = 5; i < argc; i++) {
+        char kv[512];
+        snprintf(kv, sizeof kv, "%s", argv[i]);
+        char *eq = strchr(kv, '=');
+        if (!eq || strncmp(kv, prefix, n) != 0) continue;
+        *eq = '\0';
+        set(c, kv + n, eq + 1);
+    }
+}
+
 int main(int argc, char **argv) {
     char err[256];
-    if (argc != 5) {
-        fprintf(stderr, "usage: rdk_pipe BROKERS GROUP IN OUT\n");
+    if (argc < 5) {
+        fprintf(stderr, "usage: rdk_pipe BROKERS GROUP IN OUT [producer.K=V|consumer.K=V ...]\n");
         return 2;
     }
     signal(SIGTERM, on_signal);
@@ -36,7 +52,8 @@ int main(int argc, char **argv) {
     set(pc, "partitioner", "murmur2_random");
     set(pc, "enable.idempotence", "true");
     set(pc, "linger.ms", "5");
-    set(pc, "queue.buffering.max.messages", "100000");
+    set(pc, "queue.buffering.max.messages", "20000");
+    sets(pc, "producer.", argc, argv);
     rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
     rd_kafka_conf_t *cc = rd_kafka_conf_new();
     set(cc, "bootstrap.servers", argv[1]);
@@ -45,8 +62,10 @@ int main(int argc, char **argv) {
     set(cc, "auto.offset.reset", "earliest");
     set(cc, "partition.assignment.strategy", "cooperative-sticky");
     set(cc, "isolation.level", "read_committed");
-    set(cc, "queued.min.messages", "1000000");
-    set(cc, "queued.max.messages.kbytes", "32768");
+    set(cc, "queued.min.messages", "10000");
+    set(cc, "queued.max.messages.kbytes", "2048");
+    set(cc, "max.partition.fetch.bytes", "131072");
+    sets(cc, "consumer.", argc, argv);
     rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
     if (!prod || !cons) {
         fprintf(stderr, "rdk_pipe: %s\n", err);
@@ -58,12 +77,15 @@ int main(int argc, char **argv) {
     rd_kafka_subscribe(cons, t);
     rd_kafka_topic_partition_list_destroy(t);
     rd_kafka_queue_t *q = rd_kafka_queue_get_consumer(cons);
-    sp_prefetch *pf = sp_prefetch_create(cons, q, 1000000, 32768 * 1024);
+    sp_prefetch *pf = sp_prefetch_create(cons, q, 10000, 2048 * 1024);
     rd_kafka_topic_t *out = rd_kafka_topic_new(prod, argv[4], NULL);
     rd_kafka_message_t *msgs[1024];
     int assigned = 0;
     while (!stop) {
-        ssize_t n = rd_kafka_consume_batch_queue(q, 100, msgs, 1024);
+        /* what is queued now (a blocking call waits for a full batch, and
+         * would sit out a stalled prefetch before its wake-up) */
+        ssize_t n = rd_kafka_consume_batch_queue(q, 0, msgs, 1024);
+        if (n <= 0) rd_kafka_poll(prod, 1);
         size_t bytes = 0;
         if (!assigned) {
             /* the assignment, for the prefetch's wake-ups (the default
@@ -81,7 +103,7 @@ int main(int argc, char **argv) {
             while (!m->err &&
                    rd_kafka_produce(out, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
                                     m->payload, m->len, m->key, m->key_len, NULL) != 0)
-                rd_kafka_poll(prod, 10); /* queue full: let deliveries drain */
+                rd_kafka_poll(prod, 1); /* queue full: let deliveries drain */
             rd_kafka_message_destroy(m);
         }
         sp_prefetch_consumed(pf, n > 0 ? (int)n : 0, bytes);

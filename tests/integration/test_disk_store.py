@@ -67,10 +67,8 @@ sproc.source{{ topic = "{kafka.topic('check')}" }}
     state = tmp_path / "state"
     args = [script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end",
             "--set", f"sproc.state.dir={state}", "--set", f"sproc.state.max.bytes={BUDGET}",
-            # the changelog's producer queue and the consumer's prefetch
-            # (a million tiny records by default) are memory too
-            "--set", "producer.queue.buffering.max.kbytes=65536",
-            "--set", "consumer.queued.min.messages=100000"] + FAST
+            # the changelog's producer queue is memory too
+            "--set", "producer.queue.buffering.max.kbytes=65536"] + FAST
     f = sproc([feed, "--brokers", kafka.bootstrap, "--app", kafka.topic("feed"), "--until-end"],
               env={"FEED_TOPIC": kafka.topic("in")}, name="feed")
     assert f.wait(300) == 0, f.stderr()

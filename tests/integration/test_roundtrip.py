@@ -46,6 +46,10 @@ def test_bounded_roundtrip_100k(kafka, sproc, tmp_path):
     assert all(in_parts[r["key"]] == r["partition"] for r in out)
     # every input offset is committed
     assert_committed_to_end(kafka, kafka.topic("app"), "in")
+    # the input outgrew the prefetch (10,000 records), which was woken
+    # rather than left to librdkafka's one-second retry
+    woken = int(p.stderr().split("prefetch woken ")[1].split()[0])
+    assert woken > 0, p.stderr()
 
 
 def test_continuous_roundtrip_and_clean_shutdown(kafka, sproc, tmp_path):
