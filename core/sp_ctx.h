@@ -197,6 +197,13 @@ int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);
 struct sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err);
+/* The value bytes of key in an in-memory store for a change in place
+ * (sp_kv_upsert): vlen bytes, zeroed and *created 1 for a new entry. NULL
+ * with *created 0 when the store takes the general path (on disk, with a
+ * TTL), -1 on error (*err). */
+char *sp_ctx_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                          size_t klen, size_t vlen, int64_t ts, int *created,
+                          const char **err);
 /* Opens the changelog topic <app>-<store>-changelog of every store that
  * has none yet (the executable, after loading a script); from then on
  * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */

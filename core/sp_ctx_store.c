@@ -275,6 +275,25 @@ int sp_store_put_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
     return write_entry(ctx, s, p, key, klen, val, vlen, ts, err);
 }
 
+char *sp_ctx_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                          size_t klen, size_t vlen, int64_t ts, int *created,
+                          const char **err) {
+    sp_store *s = get_store(ctx, store);
+    *created = 0;
+    if (!s || !key || s->disk || s->ttl > 0) return NULL; /* the general path */
+    sp_kv_part *p = part_for(ctx, s, partition, 1, err);
+    if (!p) {
+        *created = -1;
+        return NULL;
+    }
+    char *v = sp_kv_upsert(s, p, key, klen, vlen, ts, created);
+    if (!v) {
+        if (*created == SP_STORE_EFULL) full(ctx, err); else *err = "out of memory";
+        *created = -1;
+    }
+    return v;
+}
+
 int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
                  size_t klen, const char *val, size_t vlen, const char **err) {
     return sp_store_put_at(ctx, store, partition, key, klen, val, vlen, -1, err);

@@ -3,11 +3,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* memcmp's order, inline and eight bytes at a time: store keys are short
+ * and the tree compares many of them. */
+static inline int bytes_cmp(const unsigned char *a, const unsigned char *b, size_t n) {
+    for (; n >= 8; a += 8, b += 8, n -= 8) {
+        uint64_t x, y;
+        memcpy(&x, a, 8);
+        memcpy(&y, b, 8);
+        if (x != y) return __builtin_bswap64(x) < __builtin_bswap64(y) ? -1 : 1;
+    }
+    for (; n; a++, b++, n--)
+        if (*a != *b) return *a < *b ? -1 : 1;
+    return 0;
+}
+
 /* Keys compare as bytes, shorter first on a common prefix (Kafka Streams'
  * Bytes order). */
 static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
     size_t n = a->klen < b->klen ? a->klen : b->klen;
-    int c = memcmp(a->key, b->key, n);
+    int c = bytes_cmp((const unsigned char *)a->key, (const unsigned char *)b->key, n);
     if (c) return c;
     return a->klen < b->klen ? -1 : a->klen > b->klen;
 }
@@ -68,8 +82,19 @@ static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
     }
     q->klen = (uint32_t)klen;
     memcpy(q->key, key, klen);
-    sp_kv_node *n = RB_FIND(sp_kv_tree, &p->tree, q);
+    /* the key found last, or its neighbour (a key's windows one after the
+     * other), before a search from the root */
+    sp_kv_node *n = p->last;
+    if (n) {
+        int c = kv_cmp(q, n);
+        if (c != 0) {
+            n = c < 0 ? RB_PREV(sp_kv_tree, &p->tree, n) : RB_NEXT(sp_kv_tree, &p->tree, n);
+            if (n && kv_cmp(q, n) != 0) n = NULL;
+        }
+    }
+    if (!n) n = RB_FIND(sp_kv_tree, &p->tree, q);
     free(heap);
+    if (n) p->last = n;
     return n;
 }
 
@@ -107,6 +132,13 @@ static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                const char *val, size_t vlen, int64_t ts, int mark,
                const char **err) {
     sp_kv_node *n = find(p, key, klen);
+    if (n && n->val && n->vlen == vlen) {
+        /* same size (counters, accumulators): overwritten in place */
+        if (vlen) memmove(n->val, val, vlen);
+        n->ts = ts;
+        if (mark && mark_dirty(s, p, n) != 0) goto oom;
+        return 0;
+    }
     char *v = malloc(vlen ? vlen : 1);
     if (!v) goto oom;
     if (vlen) memcpy(v, val, vlen);
@@ -137,6 +169,7 @@ static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     n->val = v;
     n->vlen = (uint32_t)vlen;
     n->ts = ts;
+    p->last = n;
     if (mark && mark_dirty(s, p, n) != 0) goto oom;
     return 0;
 oom:
@@ -149,8 +182,38 @@ int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     return put(s, p, key, klen, val, vlen, ts, 1, err);
 }
 
+char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                   size_t vlen, int64_t ts, int *created) {
+    const char *err;
+    sp_kv_node *n = find(p, key, klen);
+    *created = !(n && n->val && n->vlen == vlen);
+    if (*created) {
+        /* a new entry, or one of another size: zeroed bytes put in */
+        char zero[256];
+        char *tmp = vlen <= sizeof zero ? zero : calloc(1, vlen);
+        if (!tmp) goto oom;
+        if (tmp == zero) memset(zero, 0, vlen);
+        int rc = put(s, p, key, klen, tmp, vlen, ts, 1, &err);
+        if (tmp != zero) free(tmp);
+        if (rc == SP_STORE_EFULL) {
+            *created = SP_STORE_EFULL;
+            return NULL;
+        }
+        if (rc != 0) goto oom;
+        n = p->last;
+        return n->val;
+    }
+    n->ts = ts;
+    if (mark_dirty(s, p, n) != 0) goto oom;
+    return n->val;
+oom:
+    *created = -1;
+    return NULL;
+}
+
 static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     const char *err;
+    if (p->last == n) p->last = NULL;
     RB_REMOVE(sp_kv_tree, &p->tree, n);
     charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
     free(n);

@@ -40,6 +40,8 @@ typedef struct sp_kv_part {
     int64_t changelog_end; /* offset after the last changelog record the
                             * state holds (restored or acknowledged); -1
                             * unknown */
+    sp_kv_node *last;      /* the node found last: reads are often followed
+                            * by a write of the same key */
 } sp_kv_part;
 
 struct sp_lmdb;
@@ -78,6 +80,11 @@ sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen);
  * memory budget). */
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
               const char *val, size_t vlen, int64_t ts, const char **err);
+/* The value of key for a change in place: vlen bytes, zeroed for a new
+ * entry (*created set then), the entry marked changed with time ts. NULL
+ * and -1 in *created when out of memory, SP_STORE_EFULL over the budget. */
+char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                   size_t vlen, int64_t ts, int *created);
 /* The put or delete (val NULL) of a changelog record being restored: no
  * dirty mark, since the changelog has it already. */
 int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,

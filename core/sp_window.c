@@ -85,6 +85,7 @@ struct sp_windows {
     pending *pend;
     size_t npend, cap;
     sp_buf json, kbuf, abuf, cbuf;
+    sp_buf rkey; /* the record's window key (sp_window_add, add_to) */
     int close_all;
     /* the last add: the windows the record joined (start, end) and, for
      * sessions, the starts of those merged away (Lua aggregates follow) */
@@ -100,6 +101,7 @@ static sp_windows *wins(sp_ctx *ctx) {
             sp_buf_init(&ctx->windows->kbuf);
             sp_buf_init(&ctx->windows->abuf);
             sp_buf_init(&ctx->windows->cbuf);
+            sp_buf_init(&ctx->windows->rkey);
         }
     }
     return ctx->windows;
@@ -135,6 +137,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
     sp_buf_destroy(&w->kbuf);
     sp_buf_destroy(&w->abuf);
     sp_buf_destroy(&w->cbuf);
+    sp_buf_destroy(&w->rkey);
     free(w);
     ctx->windows = NULL;
 }
@@ -797,6 +800,14 @@ static int distinct_recount(sp_ctx *ctx, sp_winop *op, int32_t part, const char 
 
 /* --- adding a record ---------------------------------------------------- */
 
+/* The window store's key of the record's window at start, in place in the
+ * buffer that sp_window_add filled with the key (wkey): only the start
+ * changes from one window to the next. */
+static void wkey_start(sp_buf *b, int64_t start) {
+    unsigned char *t = (unsigned char *)b->data + b->len - 8;
+    for (int i = 7; i >= 0; i--, start >>= 8) t[i] = (unsigned char)(start & 0xff);
+}
+
 static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                   size_t klen, int64_t start, int64_t end, int64_t ts, const double *vals,
                   const char *const *sv, const size_t *sl, const char **err) {
@@ -805,19 +816,37 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
     double s[MAX_AGGS][2];
     const char *v;
     size_t vl;
-    if (wkey(&w->kbuf, key, klen, start)) return SP_ENOMEM;
-    int found = sp_store_get(ctx, op->store, part, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
-                acc_read(op, v, vl, &h, s);
-    if (!found) acc_init(op, &h, s, start, end);
-    acc_add(op, &h, s, ts, vals);
+    wkey_start(&w->rkey, start);
     if (w->njoined < 64) {
         w->joined[w->njoined][0] = start;
         w->joined[w->njoined++][1] = end;
     }
-    int rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
-    if (rc != SP_OK) return rc;
-    rc = acc_write(ctx, op, part, key, klen, &h, s, err);
-    if (rc != SP_OK) return rc;
+    /* in memory: the accumulator changes in place, one lookup */
+    int created, found, rc;
+    char *acc = sp_ctx_store_upsert(ctx, op->store, part, w->rkey.data, w->rkey.len,
+                                    acc_size(op), end, &created, err);
+    if (acc) {
+        found = !created && acc_read(op, acc, acc_size(op), &h, s);
+        if (!found) acc_init(op, &h, s, start, end);
+        acc_add(op, &h, s, ts, vals);
+        rc = op->distinct >= 0 ? distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err)
+                               : SP_OK;
+        if (rc != SP_OK) return rc;
+        acc[0] = 'w';
+        memcpy(acc + 1, &h, sizeof h);
+        memcpy(acc + 1 + sizeof h, s, 16 * (size_t)op->nagg);
+    } else if (created < 0) {
+        return SP_ENOMEM;
+    } else {
+        found = sp_store_get(ctx, op->store, part, w->rkey.data, w->rkey.len, &v, &vl) == 1 &&
+                acc_read(op, v, vl, &h, s);
+        if (!found) acc_init(op, &h, s, start, end);
+        acc_add(op, &h, s, ts, vals);
+        rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
+        if (rc != SP_OK) return rc;
+        rc = acc_write(ctx, op, part, key, klen, &h, s, err);
+        if (rc != SP_OK) return rc;
+    }
     if (!found && heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
     if (op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) return SP_ENOMEM;
     return SP_OK;
@@ -1084,6 +1113,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     } else {
         /* every window [s, s + size) with s <= ts < s + size, s a multiple
          * of advance (Kafka Streams' windowsFor) */
+        if (wkey(&w->rkey, key, klen, 0)) return SP_ENOMEM;
         int64_t first = ts - ts % op->advance;
         for (int64_t s = first; s >= 0 && s > ts - op->size && rc == SP_OK; s -= op->advance) {
             int64_t e = s + op->size;
