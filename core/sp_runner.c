@@ -935,6 +935,9 @@ static void consume_some(runner *r) {
     sp_seg *segs[256];
     int nsegs = 0;
     size_t bytes = 0;
+    const rd_kafka_topic_t *last_rkt = NULL;
+    int32_t last_part = -1, last_tid = -1;
+    sp_tp *last_tp = NULL;
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = r->msgs[i];
         bytes += m->len;
@@ -956,8 +959,14 @@ static void consume_some(runner *r) {
             }
             continue;
         }
-        const char *tname = rd_kafka_topic_name(m->rkt);
-        sp_tp *tp = sp_offsets_tp(&r->offs, tname, m->partition);
+        /* a batch comes in runs of one partition: look it up once a run */
+        if (m->rkt != last_rkt || m->partition != last_part) {
+            last_tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt), m->partition);
+            last_tid = topic_id_of(r, m->rkt);
+            last_rkt = m->rkt;
+            last_part = m->partition;
+        }
+        sp_tp *tp = last_tp;
         if (!tp) continue;
         if (tp->end_offset >= 0 && m->offset >= tp->end_offset) {
             /* past the end seen at start: a bounded run ignores it */
@@ -986,7 +995,7 @@ static void consume_some(runner *r) {
         rec->ts = rd_kafka_message_timestamp(m, NULL);
         rec->offset = m->offset;
         rec->partition = m->partition;
-        rec->topic = topic_id_of(r, m->rkt);
+        rec->topic = last_tid;
         rec->kmsg = m;
         rec->seg = tp->batch_seg;
         rec->owner = m;

@@ -128,10 +128,9 @@ static int mark_dirty(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     return 0;
 }
 
-static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-               const char *val, size_t vlen, int64_t ts, int mark,
-               const char **err) {
-    sp_kv_node *n = find(p, key, klen);
+/* put with the lookup done: n is key's node, or NULL when it has none. */
+static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *key, size_t klen,
+                  const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
     if (n && n->val && n->vlen == vlen) {
         /* same size (counters, accumulators): overwritten in place */
         if (vlen) memmove(n->val, val, vlen);
@@ -177,6 +176,12 @@ oom:
     return -1;
 }
 
+static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+               const char *val, size_t vlen, int64_t ts, int mark,
+               const char **err) {
+    return put_at(s, p, find(p, key, klen), key, klen, val, vlen, ts, mark, err);
+}
+
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
               const char *val, size_t vlen, int64_t ts, const char **err) {
     return put(s, p, key, klen, val, vlen, ts, 1, err);
@@ -193,7 +198,7 @@ char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         char *tmp = vlen <= sizeof zero ? zero : calloc(1, vlen);
         if (!tmp) goto oom;
         if (tmp == zero) memset(zero, 0, vlen);
-        int rc = put(s, p, key, klen, tmp, vlen, ts, 1, &err);
+        int rc = put_at(s, p, n, key, klen, tmp, vlen, ts, 1, &err);
         if (tmp != zero) free(tmp);
         if (rc == SP_STORE_EFULL) {
             *created = SP_STORE_EFULL;

@@ -1,48 +1,52 @@
--- In-process: a windowed count over 1M distinct keys (one tumbling window
--- each, none closing), on the native core through the test driver.
--- Reports records/s, the window store's bytes per key and RSS.
+-- In-process: windowed counts on the native core, records fed straight
+-- into the core's batch:
+--   open:    1M distinct keys, one 1-hour tumbling window each, none
+--            closing (the state grows to 1M windows);
+--   closing: S2 of the broker benchmark: 1M keys, 10-second tumbling
+--            windows with grace 0, records 2 ms apart, so windows close
+--            (and their results go out) as stream time moves.
+-- Reports the median records/s of RUNS runs, the window store's bytes per
+-- open window and the RSS after the first run.
 --   SPROC_LIB=build/libsproc.so LUA_PATH="lua/?.lua;lua/?/init.lua;;" luajit tests/bench/window.lua [KEYS] [RUNS]
-local testing = require "sproc.testing"
+local bench_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+package.path = bench_dir .. "/?.lua;" .. package.path
+local benchlib = require "benchlib"
 local C = require("sproc.core").C
 
 local keys = tonumber(arg[1]) or 1000000
 local runs = tonumber(arg[2]) or 3
 
-local bench_dir = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
-package.path = bench_dir .. "/?.lua;" .. package.path
-local benchlib = require "benchlib"
-local rss_kib = benchlib.rss_kb
-
-local rates = {}
-local per_key, rss
-for run = 1, runs do
-  local d = testing.driver(function(sproc)
-    sproc.source{ topic = "in" }
-      :window(sproc.window.tumbling{ size = "1h", grace = "1h" })
-      :aggregate{ n = sproc.agg.count(), name = "w" }
-      :to{ topic = "out" }
-  end)
-  local batch = {}
-  for i = 1, 1000 do batch[i] = { key = "", ts = 0 } end
-  local t0 = os.clock()
-  for b = 0, keys / 1000 - 1 do
-    for i = 1, 1000 do
-      local n = b * 1000 + i
-      batch[i].key = "user-" .. n
-      batch[i].ts = n
+local function bench(name, size, grace, ts_of)
+  local rates, per_key, rss = {}, 0, 0
+  for run = 1, runs do
+    local feed, ctx = benchlib.pipeline(function(sproc)
+      sproc.source{ topic = "in" }
+        :window(sproc.window.tumbling{ size = size, grace = grace })
+        :aggregate{ n = sproc.agg.count(), name = "w" }
+        :to{ topic = "out" }
+    end)
+    local function fill(i)
+      local kp, kl = benchlib.key("u", i % 1000000, 6)
+      return kp, kl, nil, ts_of(i)
     end
-    d:pipe("in", batch)
+    local t0 = benchlib.now()
+    for b = 0, keys / 1000 - 1 do feed("in", b * 1000, 1000, fill) end
+    rates[run] = keys / (benchlib.now() - t0)
+    local st = C.sp_store_find(ctx, "w")
+    local n = tonumber(C.sp_store_size(ctx, st, -1))
+    per_key = n > 0 and tonumber(C.sp_store_bytes(ctx, st)) / n or 0
+    -- (after the first run: later ones reuse what the allocator kept)
+    if run == 1 then rss = benchlib.rss_kb() end
+    feed, ctx = nil, nil
+    collectgarbage()
+    collectgarbage()
   end
-  local dt = os.clock() - t0
-  rates[run] = keys / dt
-  per_key = tonumber(C.sp_store_bytes(d.ctx, C.sp_store_find(d.ctx, "w"))) / keys
-  rss = rss_kib()
-  d = nil
-  collectgarbage()
+  local r = {}
+  for i, x in ipairs(rates) do r[i] = string.format("%.0f", x) end
+  print(string.format("windowed count, %-8s %d keys: median %8.0f records/s (%5.0f ns; runs %s), " ..
+                      "%4.0f bytes/open window, rss %5.0f MiB", name, keys, benchlib.median(rates),
+                      1e9 / benchlib.median(rates), table.concat(r, " "), per_key, rss / 1024))
 end
-table.sort(rates)
-print(string.format("windowed count, %d distinct keys: median %.0f records/s (runs %s), " ..
-                    "window store %.0f bytes/key, RSS %.0f MiB",
-                    keys, rates[math.ceil(runs / 2)],
-                    table.concat((function() local t = {} for i, r in ipairs(rates) do t[i] = string.format("%.0f", r) end return t end)(), " "),
-                    per_key, rss / 1024))
+
+bench("open", "1h", "1h", function(i) return 1000 + i % 1000000 end)
+bench("closing", "10s", 0, function(i) return 1700000000000 + 2 * i end)
