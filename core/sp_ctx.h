@@ -208,9 +208,13 @@ char *sp_ctx_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char 
  * has none yet (the executable, after loading a script); from then on
  * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */
 int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
-/* sp_ctx_flush_changelogs (sp_ffi.h) writes the batch's store changes to
- * the changelogs, each holding the input segments of its partition until
- * Kafka acknowledges it. */
+/* sp_ctx_flush_changelogs (sp_ffi.h) writes the store changes since the
+ * last flush to the changelogs (one write per changed key: a key changed
+ * a thousand times in between goes once), each holding the input segments
+ * of its partition until Kafka acknowledges it. The executable flushes
+ * when it commits; disk stores, whose lists of changed keys take memory,
+ * after every batch (this one). */
+int sp_ctx_flush_disk_changelogs(sp_ctx *ctx, const char **err);
 
 /* The sinks sp_ctx makes itself. */
 int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);

@@ -154,15 +154,19 @@ static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
         return NULL;
     }
     if (create && s->track && r && r->seg && r->partition == partition) {
+        /* the first segment of each input topic-partition since the last
+         * flush is held; later ones are behind it anyway */
+        sp_seg *seg = r->seg;
         int i;
-        for (i = 0; i < p->nsegs && p->segs[i] != r->seg; i++) {
+        for (i = 0; i < p->nsegs && ((sp_seg *)p->segs[i])->tp != seg->tp; i++) {
         }
         if (i == p->nsegs) {
             if (p->nsegs == (int)(sizeof p->segs / sizeof *p->segs)) {
-                *err = "too many input topics share a store partition in one batch";
+                *err = "more than 4 input topics change one store partition";
                 return NULL;
             }
-            p->segs[p->nsegs++] = r->seg;
+            sp_seg_ref(seg);
+            p->segs[p->nsegs++] = seg;
         }
     }
     return p;
@@ -525,10 +529,12 @@ int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
     return SP_OK;
 }
 
-int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
+/* The changes since the last flush to the changelogs (disk_only: of disk
+ * stores only, whose lists of changed keys are memory). */
+static int flush_changelogs(sp_ctx *ctx, int disk_only, const char **err) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
-        if (s->sink < 0) continue;
+        if (s->sink < 0 || (disk_only && !s->disk)) continue;
         sp_sink *k = sp_ctx_sink(ctx, s->sink);
         for (int32_t j = 0; j < s->nparts; j++) {
             sp_kv_part *p = &s->parts[j];
@@ -537,6 +543,9 @@ int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
                 const char *val = n->val;
                 size_t vlen = n->vlen;
                 int64_t ts = n->ts;
+                /* put and deleted again since the last flush: the
+                 * changelog never had it */
+                if (!s->disk && !val && !n->logged) continue;
                 if (s->disk) {
                     /* the changed key's value now, or a tombstone */
                     sp_lmdb *l = disk(ctx, s, err);
@@ -562,8 +571,18 @@ int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
                 sp_kv_clear(s, p);
             else
                 sp_kv_clean(s, p);
-            p->nsegs = 0;
+            /* the writes hold what the partition held */
+            sp_kv_release_segs(p);
         }
     }
-    return sp_ctx_end_batch(ctx, err);
+    return SP_OK;
+}
+
+int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
+    int rc = flush_changelogs(ctx, 0, err);
+    return rc != SP_OK ? rc : sp_ctx_end_batch(ctx, err);
+}
+
+int sp_ctx_flush_disk_changelogs(sp_ctx *ctx, const char **err) {
+    return flush_changelogs(ctx, 1, err);
 }

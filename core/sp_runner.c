@@ -374,12 +374,29 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
 static void fatal(runner *r, const char *msg);
 
+/* The stores' changes since the last flush to their changelogs: before
+ * offsets are committed (the writes hold their inputs' offsets back until
+ * Kafka has them). Not after a failure: the failed batch's changes must
+ * not reach the changelog, and the offsets since the last flush stay
+ * uncommitted, so a restart replays their records onto the state the
+ * changelog has. */
+static int flush_state(runner *r) {
+    const char *err;
+    if (r->exit_code) return -1;
+    if (sp_ctx_flush_changelogs(r->ctx, &err) == SP_OK) return 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "writing the state stores' changelogs: %s", err);
+    fatal(r, buf);
+    return -1;
+}
+
 /* Exactly-once: the open transaction takes the positions of the processed
  * records and commits with the outputs and changelog writes in it. Any
  * failure is fatal: the state in memory may hold aborted changes, and a
  * restart restores it from the committed changelog. */
 static void commit_txn(runner *r) {
     if (!r->in_txn || r->exit_code) return;
+    if (flush_state(r) != 0) return;
     rd_kafka_error_t *e = NULL;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
@@ -432,6 +449,7 @@ static void commit(runner *r, int sync,
         commit_txn(r);
         return;
     }
+    flush_state(r);
     sp_kafka_out_poll(&r->ko, 0);
     if (sp_offsets_advance(&r->offs) == 0) return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
@@ -462,6 +480,7 @@ static void commit(runner *r, int sync,
  * Returns 0 when everything was acknowledged in time. */
 static int make_safe(runner *r, int timeout_ms) {
     const char *err;
+    if (!r->exit_code && !r->eos) flush_state(r);
     if (sp_ctx_flush_sinks(r->ctx, 1, &err) != SP_OK)
         sp_error("flushing outputs: %s", err);
     rd_kafka_resp_err_t e = rd_kafka_flush(r->prod, timeout_ms);
@@ -901,7 +920,10 @@ static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
         failed = rollback(r, &msg);
     }
     const char *err;
-    if (!failed && sp_ctx_flush_changelogs(r->ctx, &err) != SP_OK) {
+    /* in-memory stores' changes go to their changelogs when offsets are
+     * committed (flush_state), so that a key changed many times between
+     * two commits is written once; disk stores' after every batch */
+    if (!failed && sp_ctx_flush_disk_changelogs(r->ctx, &err) != SP_OK) {
         failed = 1;
         msg = strdup(err);
     }

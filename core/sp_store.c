@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "sp_offsets.h"
+
 /* memcmp's order, inline and eight bytes at a time: store keys are short
  * and the tree compares many of them. */
 static inline int bytes_cmp(const unsigned char *a, const unsigned char *b, size_t n) {
@@ -41,9 +43,15 @@ int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
 }
 
 
+void sp_kv_release_segs(sp_kv_part *p) {
+    for (int i = 0; i < p->nsegs; i++) sp_seg_unref(p->segs[i]);
+    p->nsegs = 0;
+}
+
 void sp_store_destroy(sp_store *s) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_clear(s, &s->parts[i]);
+        sp_kv_release_segs(&s->parts[i]);
         free(s->parts[i].dirty);
     }
     if (s->budget_used) *s->budget_used -= s->bytes;
@@ -123,9 +131,18 @@ static int mark_dirty(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
         p->dirty = d;
         p->dirty_cap = cap;
     }
+    n->didx = (uint32_t)p->ndirty;
     p->dirty[p->ndirty++] = n;
     n->dirty = 1;
     return 0;
+}
+
+/* Takes a node off the dirty list (the last one takes its place). */
+static void unmark_dirty(sp_kv_part *p, sp_kv_node *n) {
+    sp_kv_node *last = p->dirty[--p->ndirty];
+    p->dirty[n->didx] = last;
+    last->didx = n->didx;
+    n->dirty = 0;
 }
 
 /* put with the lookup done: n is key's node, or NULL when it has none. */
@@ -135,6 +152,7 @@ static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *key, si
         /* same size (counters, accumulators): overwritten in place */
         if (vlen) memmove(n->val, val, vlen);
         n->ts = ts;
+        if (!mark) n->logged = 1;
         if (mark && mark_dirty(s, p, n) != 0) goto oom;
         return 0;
     }
@@ -169,6 +187,7 @@ static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *key, si
     n->vlen = (uint32_t)vlen;
     n->ts = ts;
     p->last = n;
+    if (!mark) n->logged = 1; /* a changelog record being restored */
     if (mark && mark_dirty(s, p, n) != 0) goto oom;
     return 0;
 oom:
@@ -229,6 +248,7 @@ void sp_store_drop_part(sp_store *s, int32_t partition) {
         sp_kv_part *p = &s->parts[i];
         if (p->partition != partition) continue;
         sp_kv_clear(s, p);
+        sp_kv_release_segs(p);
         free(p->dirty);
         s->parts[i] = s->parts[--s->nparts];
         return;
@@ -245,8 +265,11 @@ static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     n->vlen = 0;
     p->count--;
     /* with a changelog, the node stays as a tombstone until the changelog
-     * has the delete */
-    if (mark && s->track) {
+     * has the delete; one the changelog never had goes at once */
+    if (mark && s->track && !n->logged) {
+        if (n->dirty) unmark_dirty(p, n);
+        unlink_node(s, p, n);
+    } else if (mark && s->track) {
         if (mark_dirty(s, p, n) != 0) {
             *err = "out of memory";
             return -1;
@@ -318,6 +341,7 @@ void sp_kv_clean(sp_store *s, sp_kv_part *p) {
     for (size_t i = 0; i < p->ndirty; i++) {
         sp_kv_node *n = p->dirty[i];
         n->dirty = 0;
+        n->logged = 1;
         if (!n->val) unlink_node(s, p, n);
     }
     p->ndirty = 0;

@@ -21,7 +21,11 @@ typedef struct sp_kv_node {
     uint32_t vlen;
     uint32_t klen;
     int64_t ts;    /* stream time of the last write (TTL, changelog) */
+    uint32_t didx; /* its place in the partition's dirty list */
     uint8_t dirty;
+    uint8_t logged; /* the changelog has a value of this key: a delete
+                     * needs a tombstone there (a key put and deleted
+                     * between two flushes needs nothing) */
     char key[];
 } sp_kv_node;
 
@@ -33,8 +37,10 @@ typedef struct sp_kv_part {
     int64_t count;       /* live keys */
     sp_kv_node **dirty;  /* changed since the last changelog flush */
     size_t ndirty, dirty_cap;
-    /* input segments whose records changed the partition in this batch:
-     * their offsets must wait for the changelog */
+    /* for each input topic-partition whose records changed the partition
+     * since the last flush, the oldest such input segment, held (a
+     * reference) until the changelog writes take it over: no offset of
+     * it or after it is committed before the changes are in Kafka */
     void *segs[4];
     int nsegs;
     int64_t changelog_end; /* offset after the last changelog record the
@@ -101,5 +107,7 @@ void sp_kv_clear(sp_store *s, sp_kv_part *p);
 /* Forgets the dirty list after the changes went to the changelog, and
  * frees the tombstones. */
 void sp_kv_clean(sp_store *s, sp_kv_part *p);
+/* Lets go of the input segments the partition holds (segs). */
+void sp_kv_release_segs(sp_kv_part *p);
 
 #endif

@@ -187,3 +187,58 @@ def test_checkpoint_restores_the_tail_and_a_corrupt_one_is_ignored(kafka, sproc,
     assert "ignoring checkpoint" in log, log
     best = highest_counts(kafka)
     assert best == truth
+
+
+def test_changelog_gets_each_key_once_between_commits(kafka, sproc, tmp_path):
+    """Between two commits a store's changelog gets one record per changed
+    key, and none for a key put and deleted again (a window that opened
+    and closed): what Kafka Streams' record cache does. The state restored
+    from it is still the whole truth."""
+    kafka.create("in", partitions=2)
+    kafka.create("out", partitions=2)
+    n = 20_000
+    # 50 keys, in timestamp order 10 ms apart: 1-second tumbling windows
+    # open and close all through the run
+    kafka.produce("in", ((f"k{i % 50}".encode(), json.dumps({"t": 1_000_000 + 10 * i}))
+                         for i in range(n)))
+    group = kafka.topic("app")
+    script = write_script(tmp_path, "dedupe.lua", f"""
+local sproc = require "sproc"
+local counts = sproc.store{{ name = "counts" }}
+local s = sproc.source{{ topic = "{kafka.topic('in')}", value = "json",
+                        time = function(r) return r.value.t end }}
+s:each(function(r) counts:incr(r.key) end)
+s:window(sproc.window.tumbling{{ size = "1s", grace = 0 }})
+ :aggregate{{ n = sproc.agg.count(), name = "w" }}
+ :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    # one commit, at the end of the bounded run
+    args = [script, "--brokers", kafka.bootstrap, "--app", group, "--until-end",
+            "--set", "sproc.state.dir="] + FAST + ["--set", "sproc.commit.interval.ms=600000"]
+    p = sproc(args, name="first")
+    assert p.wait(120) == 0, p.stderr()
+    assert_committed_to_end(kafka, group, "in")
+    changelog = kafka.read("app-counts-changelog")
+    assert len(changelog) == 50, f"{len(changelog)} changelog records for 50 keys"
+    # 200 s of event time: 10,000 windows of two records each, every one
+    # opened and closed between the commits; what is left is each
+    # partition's stream time
+    out = [json.loads(r["value"]) for r in kafka.read("out")]
+    assert len(out) == n // 2 and all(v["n"] == 2 for v in out)
+    windows = kafka.read("app-w-changelog")
+    assert len(windows) <= 4, f"{len(windows)} window changelog records"
+    # a restart restores the counts from the changelog and goes on
+    kafka.produce("in", ((f"k{i}".encode(), json.dumps({"t": 2_000_000})) for i in range(50)))
+    script2 = write_script(tmp_path, "check.lua", f"""
+local sproc = require "sproc"
+local counts = sproc.store{{ name = "counts" }}
+sproc.source{{ topic = "{kafka.topic('in')}" }}
+  :map(function(r) return tostring(counts:incr(r.key)) end)
+  :to{{ topic = "{kafka.topic('out')}-2" }}
+""")
+    kafka.create("out-2", partitions=1)
+    p = sproc([script2, "--brokers", kafka.bootstrap, "--app", group, "--until-end",
+               "--set", "sproc.state.dir="] + FAST, name="second")
+    assert p.wait(120) == 0, p.stderr()
+    got = sorted(int(r["value"]) for r in kafka.read("out-2"))
+    assert got == [n // 50 + 1] * 50, got[:10]

@@ -36,7 +36,12 @@ sproc.timer{{ every = 200, time = "wall" }}
     # wall-clock timers: every assigned partition, with no input at all
     wait_until(lambda: {r["p"] for r in reports() if r["kind"] == "wall"} == {0, 1},
                timeout=60, what="wall-clock timers on both partitions")
-    kafka.produce("in", [(b"a", {"t": 0}), (b"b", {"t": 3000}), (b"c", {"t": 7000})], partition=0)
+    # a reaches the changelog (at a commit) before it expires...
+    kafka.produce("in", [(b"a", {"t": 0})], partition=0)
+    wait_until(lambda: any(r["key"] == b"a" and r["value"] is not None
+                           for r in kafka.read("app-seen-changelog")),
+               timeout=30, what="the key in the changelog")
+    kafka.produce("in", [(b"b", {"t": 3000}), (b"c", {"t": 7000})], partition=0)
 
     def last_stream():
         rs = [r for r in reports() if r["kind"] == "stream" and r["p"] == 0]
@@ -45,7 +50,8 @@ sproc.timer{{ every = 200, time = "wall" }}
                what="the stream timer at stream time 7000")
     # a was written at 0 with a TTL of 5000: gone at 7000
     assert last_stream()["keys"] == ["b", "c"], last_stream()
-    # the changelog <app>-seen-changelog, app being "<prefix>-app"
+    # ...so its expiry writes a tombstone there (the changelog
+    # <app>-seen-changelog, app being "<prefix>-app")
     wait_until(lambda: any(r["key"] == b"a" and r["value"] is None
                            for r in kafka.read("app-seen-changelog")),
                timeout=30, what="a tombstone for the expired key in the changelog")
