@@ -537,15 +537,30 @@ function M.compile_aggregate(n, env)
   local keep = {}
   local late = n.late
   local encode = json.encode
+  local raw_key = env.serdes.key ~= "json"
   return function(r)
-    local k = r.key
-    if k == nil then
-      -- a null key has no group: dropped before the aggregation, counted
-      stats.filtered = stats.filtered + 1
-      return
+    -- the record's own key as bytes when nothing replaced it (no string),
+    -- else the replacement as text
+    local k, kp, kl
+    if raw_key and not rawget(r, KSET) then
+      local rec = batch.recs[batch.cur]
+      kp, kl = rec.key, rec.key_len
+      if kp == nil then
+        -- a null key has no group: dropped before the aggregation, counted
+        stats.filtered = stats.filtered + 1
+        return
+      end
+      if custom then k = ffi_string(kp, kl) end
+    else
+      k = r.key
+      if k == nil then
+        stats.filtered = stats.filtered + 1
+        return
+      end
+      local tk = type(k)
+      if tk ~= "string" then k = tk == "table" and encode(k) or tostring(k) end
+      kp, kl = k, #k
     end
-    local tk = type(k)
-    if tk ~= "string" then k = tk == "table" and encode(k) or tostring(k) end
     for i = 1, na do
       local f = fns[i]
       if distinct[i] then
@@ -561,7 +576,7 @@ function M.compile_aggregate(n, env)
         vals[i - 1] = f and (tonumber(f(r)) or NaN) or 0
       end
     end
-    local dropped = C.sp_window_add(ctx, op, k, #k, r.ts, vals, sv, sl, errp)
+    local dropped = C.sp_window_add(ctx, op, kp, kl, r.ts, vals, sv, sl, errp)
     if dropped < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
     if custom then custom(k, r) end
     if dropped > 0 and late then
