@@ -6,6 +6,10 @@
  * which they close. Results wait in a list until the batch's records are
  * done, then join the batch as records of the operator's result topic, so
  * Lua runs the operators after the aggregation in the same protected call.
+ * Hopping windows with final results and built-in aggregates keep panes
+ * instead (sp_winop.panes): a record updates the one pane of `advance` ms
+ * it falls in rather than every window it belongs to (12 of them for 1 h
+ * by 5 min), and a closing window merges its size / advance panes.
  * Semantics follow design.md (Kafka Streams' rules). */
 #include <math.h>
 #include <stdlib.h>
@@ -59,7 +63,14 @@ typedef struct sp_winop {
                    * or Lua aggregates that run after the record's add) */
     int custom;   /* aggregates in Lua: their accumulators are companion
                    * entries that the Lua side keeps */
+    int panes;    /* the store holds panes [p, p + advance) and the heap each
+                   * key's next window to close (see the file comment) */
+    char tag;     /* the stored accumulators' first byte: 'w' windows, 'p'
+                   * panes (a store kept under the other layout is refused) */
     sp_store changed;
+    /* panes: each key's cursor, the start of its next window to close
+     * (heap entries of another start are stale) */
+    sp_store cursors;
 } sp_winop;
 
 /* Accumulator as stored: a tag byte, this header, two doubles per
@@ -123,6 +134,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
         for (int32_t j = 0; j < op->nidx; j++) free_idx(&op->idx[j]);
         free(op->idx);
         sp_store_destroy(&op->changed);
+        sp_store_destroy(&op->cursors);
         for (int32_t j = 0; j < op->nagg; j++) free(op->names[j]);
         free(op->name);
         free(op);
@@ -181,6 +193,11 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
         free(op);
         goto oom;
     }
+    if (sp_store_init(&op->cursors, "cursors", 0, NULL, 0) != 0) {
+        sp_store_destroy(&op->changed);
+        free(op);
+        goto oom;
+    }
     op->nagg = nagg;
     op->store = store;
     op->distinct = -1;
@@ -212,6 +229,9 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
     }
     /* sliding windows compute results from their records, when needed */
     op->deferred = op->update && (op->interval > 0 || op->custom || type == SP_WIN_SLIDING);
+    op->panes = type == SP_WIN_HOPPING && !op->update && op->distinct < 0 &&
+                op->advance < size && size % op->advance == 0;
+    op->tag = op->panes ? 'p' : 'w';
     char src[512];
     snprintf(src, sizeof src, "[window %s]", name);
     int t = sp_ctx_add_source(ctx, 4, src, err);
@@ -326,7 +346,7 @@ static void acc_merge(const sp_winop *op, acc_hdr *h, double (*s)[2],
 /* Reads an accumulator from stored bytes; 0 when they are not one. */
 static int acc_read(const sp_winop *op, const char *val, size_t vlen, acc_hdr *h,
                     double (*s)[2]) {
-    if (vlen != acc_size(op) || val[0] != 'w') return 0;
+    if (vlen != acc_size(op) || val[0] != op->tag) return 0;
     memcpy(h, val + 1, sizeof *h);
     memcpy(s, val + 1 + sizeof *h, 16 * (size_t)op->nagg);
     return 1;
@@ -337,7 +357,7 @@ static int acc_write(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
     sp_windows *w = ctx->windows;
     sp_buf *a = &w->abuf;
     sp_buf_reset(a);
-    if (sp_buf_putc(a, 'w') || sp_buf_append(a, h, sizeof *h) ||
+    if (sp_buf_putc(a, op->tag) || sp_buf_append(a, h, sizeof *h) ||
         sp_buf_append(a, s, 16 * (size_t)op->nagg) || wkey(&w->kbuf, key, klen, h->start)) {
         *err = "out of memory";
         return SP_ENOMEM;
@@ -571,7 +591,23 @@ static int save_stream(sp_ctx *ctx, sp_winop *op, widx *x) {
     return rc;
 }
 
-static int build_index(sp_ctx *ctx, sp_winop *op, widx *x) {
+static int64_t first_window(const sp_winop *op, int64_t p, int64_t stream);
+static int set_cursor(sp_winop *op, int32_t part, const char *key, size_t klen, int64_t c,
+                      widx *x);
+
+/* An accumulator of this shape: the aggregation's (its tag, size and, for
+ * fixed windows, its length); 0 for one kept under another layout (the
+ * aggregation's window sizes, emit mode or aggregates changed but its
+ * name did not), -1 for what is not an accumulator. */
+static int fits(const sp_winop *op, const char *v, size_t vl, const acc_hdr *h) {
+    if (vl < 1 || (v[0] != 'w' && v[0] != 'p')) return -1;
+    if (v[0] != op->tag || vl != acc_size(op)) return 0;
+    if (op->type == SP_WIN_TUMBLING || op->type == SP_WIN_HOPPING)
+        return h->end - h->start == (op->panes ? op->advance : op->size);
+    return 1;
+}
+
+static int build_index(sp_ctx *ctx, sp_winop *op, widx *x, const char **err) {
     const char *k, *v;
     size_t kl, vl;
     if (sp_store_get(ctx, op->store, x->partition, STREAM_KEY, 2, &v, &vl) == 1 &&
@@ -585,25 +621,57 @@ static int build_index(sp_ctx *ctx, sp_winop *op, widx *x) {
     double s[MAX_AGGS][2];
     const char *from = NULL;
     size_t flen = 0;
-    int strict = 0;
-    char *last = NULL;
+    int strict = 0, rc = SP_OK;
+    char *last = NULL, *prev = NULL;
+    size_t prevlen = 0;
     x->built = 1;
-    while (sp_store_next(ctx, op->store, x->partition, from, flen, strict, &k, &kl, &v,
-                         &vl) == 1) {
+    while (rc == SP_OK && sp_store_next(ctx, op->store, x->partition, from, flen, strict, &k,
+                                        &kl, &v, &vl) == 1) {
         char *copy = malloc(kl);
-        if (!copy) break;
+        if (!copy) {
+            rc = SP_ENOMEM;
+            break;
+        }
         memcpy(copy, k, kl);
-        free(last);
-        last = copy;
-        from = last;
+        from = copy;
         flen = kl;
         strict = 1;
-        if (kl < 10 || !acc_read(op, v, vl, &h, s)) continue;
-        size_t ulen = ((size_t)(unsigned char)k[0] << 8) | (unsigned char)k[1];
-        if (heap_push(x, close_at(op, &h), h.start, last + 2, ulen) != 0) break;
+        if (kl < 10) { /* the stream-time entry */
+            free(last);
+            last = copy;
+            continue;
+        }
+        if (vl >= 1 + sizeof h) memcpy(&h, v + 1, sizeof h);
+        int f = vl >= 1 + sizeof h ? fits(op, v, vl, &h) : -1;
+        if (f == 0) {
+            static char msg[512];
+            snprintf(msg, sizeof msg,
+                     "aggregate(%s): its store holds windows kept another way (the "
+                     "window's size, advance, emit mode or aggregates changed under the "
+                     "same name): keep them, or give the aggregation a new name",
+                     op->name);
+            *err = msg;
+            rc = SP_EINVAL;
+        } else if (f > 0 && acc_read(op, v, vl, &h, s)) {
+            size_t ulen = ((size_t)(unsigned char)k[0] << 8) | (unsigned char)k[1];
+            if (!op->panes) {
+                if (heap_push(x, close_at(op, &h), h.start, copy + 2, ulen) != 0) rc = SP_ENOMEM;
+            } else if (!prev || prevlen != kl || memcmp(prev, copy, kl - 8) != 0) {
+                /* a key's first pane: its cursor, at the first window
+                 * still open */
+                rc = set_cursor(op, x->partition, copy + 2, ulen,
+                                first_window(op, h.start, x->stream), x);
+                free(prev);
+                prev = malloc(kl);
+                if (prev) memcpy(prev, copy, kl), prevlen = kl;
+            }
+        }
+        free(last);
+        last = copy;
     }
     free(last);
-    return 0;
+    free(prev);
+    return rc;
 }
 
 /* --- distinct counts ---------------------------------------------------- */
@@ -800,6 +868,8 @@ static int distinct_recount(sp_ctx *ctx, sp_winop *op, int32_t part, const char 
 
 /* --- adding a record ---------------------------------------------------- */
 
+static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream);
+
 /* The window store's key of the record's window at start, in place in the
  * buffer that sp_window_add filled with the key (wkey): only the start
  * changes from one window to the next. */
@@ -810,7 +880,7 @@ static void wkey_start(sp_buf *b, int64_t start) {
 
 static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                   size_t klen, int64_t start, int64_t end, int64_t ts, const double *vals,
-                  const char *const *sv, const size_t *sl, const char **err) {
+                  const char *const *sv, const size_t *sl, int *made, const char **err) {
     sp_windows *w = ctx->windows;
     acc_hdr h;
     double s[MAX_AGGS][2];
@@ -832,7 +902,7 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
         rc = op->distinct >= 0 ? distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err)
                                : SP_OK;
         if (rc != SP_OK) return rc;
-        acc[0] = 'w';
+        acc[0] = op->tag;
         memcpy(acc + 1, &h, sizeof h);
         memcpy(acc + 1 + sizeof h, s, 16 * (size_t)op->nagg);
     } else if (created < 0) {
@@ -847,9 +917,127 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
         rc = acc_write(ctx, op, part, key, klen, &h, s, err);
         if (rc != SP_OK) return rc;
     }
-    if (!found && heap_push(x, close_at(op, &h), start, key, klen) != 0) return SP_ENOMEM;
+    if (made) *made = !found;
+    /* a window closes from the heap; panes through their key's cursor */
+    if (!found && !op->panes && heap_push(x, close_at(op, &h), start, key, klen) != 0)
+        return SP_ENOMEM;
     if (op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) return SP_ENOMEM;
     return SP_OK;
+}
+
+/* --- panes ---------------------------------------------------------------- */
+
+static int64_t get_be64(const char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
+/* The earliest window that holds pane p and is still open at stream time
+ * stream: its start is a multiple of advance, at least 0, above
+ * stream - size - grace (a window closes when stream time reaches its end
+ * plus grace). Above p when every window of the pane has closed. */
+static int64_t first_window(const sp_winop *op, int64_t p, int64_t stream) {
+    int64_t s = p - op->size + op->advance;
+    if (s < 0) s = 0;
+    if (stream >= 0) {
+        int64_t lim = stream - op->size - op->grace, q = lim / op->advance;
+        if (lim % op->advance != 0 && lim < 0) q--;
+        int64_t open = (q + 1) * op->advance; /* the smallest multiple above lim */
+        if (open > s) s = open;
+    }
+    return s;
+}
+
+/* A key's cursor (NULL: it has no panes), and its setting. */
+static int64_t *cursor_of(sp_winop *op, int32_t part, const char *key, size_t klen) {
+    sp_kv_part *p = sp_store_part(&op->cursors, part, 0);
+    sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
+    return n ? (int64_t *)(void *)n->val : NULL;
+}
+
+static int set_cursor(sp_winop *op, int32_t part, const char *key, size_t klen, int64_t c,
+                      widx *x) {
+    const char *err;
+    sp_kv_part *p = sp_store_part(&op->cursors, part, 1);
+    if (!p || sp_kv_put(&op->cursors, p, key, klen, (const char *)&c, sizeof c, 0, &err) != 0)
+        return SP_ENOMEM;
+    return heap_push(x, c + op->size + op->grace, c, key, klen) == 0 ? SP_OK : SP_ENOMEM;
+}
+
+/* A record goes to its pane if any window it belongs to is still open;
+ * *late counts those that are not. */
+static int add_pane(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
+                    size_t klen, int64_t ts, int64_t stream, const double *vals, int *late,
+                    const char **err) {
+    int64_t p = ts - ts % op->advance;
+    int64_t lo = p - op->size + op->advance;
+    if (lo < 0) lo = 0;
+    int64_t s = first_window(op, p, stream);
+    if (s > p) {
+        *late = (int)((p - lo) / op->advance + 1);
+        return SP_OK;
+    }
+    *late = (int)((s - lo) / op->advance);
+    int made = 0;
+    int rc = add_to(ctx, op, part, x, key, klen, p, p + op->advance, ts, vals, NULL, NULL,
+                    &made, err);
+    /* a new pane may hold the key's earliest open window (a record out of
+     * order): the cursor moves back to it */
+    if (rc == SP_OK && made) {
+        int64_t *cur = cursor_of(op, part, key, klen);
+        if (!cur || s < *cur) rc = set_cursor(op, part, key, klen, s, x);
+    }
+    return rc;
+}
+
+/* The key's window at cursor e closes: its panes merge into the result
+ * (when it has any: a window without records has none), those no later
+ * window holds leave, and the cursor moves to the next window with a
+ * pane. */
+static int close_panes(sp_ctx *ctx, sp_winop *op, widx *x, const hent *e) {
+    sp_windows *w = ctx->windows;
+    int64_t *cur = cursor_of(op, x->partition, e->key, e->klen);
+    if (!cur || *cur != e->start) return SP_OK; /* a cursor moved since */
+    int64_t c = e->start, end = c + op->size, next = -1;
+    acc_hdr h, ph;
+    double s[MAX_AGGS][2], ps[MAX_AGGS][2];
+    acc_init(op, &h, s, c, end);
+    int any = 0, strict = 0, rc = SP_OK;
+    const char *k, *v, *err;
+    size_t kl, vl;
+    sp_buf *from = &w->cbuf;
+    if (wkey(from, e->key, e->klen, 0) != 0) return SP_ENOMEM;
+    while (rc == SP_OK && sp_store_next(ctx, op->store, x->partition, from->data, from->len,
+                                        strict, &k, &kl, &v, &vl) == 1) {
+        if (kl != from->len || memcmp(k, from->data, kl - 8) != 0) break; /* another key */
+        int64_t pane = get_be64(k + kl - 8);
+        if (pane >= end) {
+            if (next < 0) next = pane;
+            break;
+        }
+        if (pane >= c && acc_read(op, v, vl, &ph, ps)) {
+            acc_merge(op, &h, s, &ph, ps);
+            any = 1;
+        }
+        if (pane >= c + op->advance && next < 0) next = pane;
+        memcpy(from->data, k, kl);
+        strict = 1;
+        if (pane < c + op->advance)
+            rc = sp_store_delete(ctx, op->store, x->partition, from->data, from->len, &err);
+    }
+    h.start = c;
+    h.end = end;
+    if (rc == SP_OK && any) rc = queue_result(ctx, op, x->partition, e->key, e->klen, &h, s, 0);
+    if (rc == SP_OK && next >= 0) {
+        int64_t ns = next - op->size + op->advance;
+        if (ns < c + op->advance) ns = c + op->advance;
+        rc = set_cursor(op, x->partition, e->key, e->klen, ns, x);
+    } else if (rc == SP_OK) {
+        sp_kv_part *p = sp_store_part(&op->cursors, x->partition, 0);
+        if (p) sp_kv_delete(&op->cursors, p, e->key, e->klen, &err);
+    }
+    return rc;
 }
 
 /* Sessions of key that the record at ts touches (at most the gap away)
@@ -1102,7 +1290,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     x->last_wall = ctx->wall_ms;
     x->last_event = x->stream;
     int64_t stream = x->stream;
-    if (!x->built) build_index(ctx, op, x);
+    if (!x->built && build_index(ctx, op, x, err) != SP_OK) return SP_EINVAL;
     int late = 0, rc = SP_OK;
     if (op->type == SP_WIN_SESSION || op->type == SP_WIN_SLIDING) {
         rc = op->type == SP_WIN_SESSION
@@ -1110,6 +1298,12 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
                  : add_sliding(ctx, op, part, x, key, klen, ts, stream, vals, err);
         late = rc == 1;
         rc = rc == 1 ? SP_OK : rc;
+    } else if (op->panes) {
+        /* windows the record is late for close before it joins a pane they
+         * share with windows it is not late for */
+        rc = close_due(ctx, op, x, stream);
+        if (rc == SP_OK && wkey(&w->rkey, key, klen, 0)) return SP_ENOMEM;
+        if (rc == SP_OK) rc = add_pane(ctx, op, part, x, key, klen, ts, stream, vals, &late, err);
     } else {
         /* every window [s, s + size) with s <= ts < s + size, s a multiple
          * of advance (Kafka Streams' windowsFor) */
@@ -1121,7 +1315,7 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
                 late++;
                 continue;
             }
-            rc = add_to(ctx, op, part, x, key, klen, s, e, ts, vals, sv, sl, err);
+            rc = add_to(ctx, op, part, x, key, klen, s, e, ts, vals, sv, sl, NULL, err);
         }
     }
     if (rc != SP_OK) return rc;
@@ -1143,7 +1337,9 @@ static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
         x->h[0] = x->h[--x->n];
         sift_down(x->h, x->n, 0);
         int rc = SP_OK;
-        if (wkey(&w->kbuf, e.key, e.klen, e.start) == 0 &&
+        if (op->panes) {
+            rc = close_panes(ctx, op, x, &e);
+        } else if (wkey(&w->kbuf, e.key, e.klen, e.start) == 0 &&
             sp_store_get(ctx, op->store, x->partition, w->kbuf.data, w->kbuf.len, &v, &vl) == 1 &&
             acc_read(op, v, vl, &h, s) && (w->close_all || close_at(op, &h) <= stream) &&
             close_at(op, &h) == e.close_at) {
@@ -1222,6 +1418,7 @@ void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition) {
                 op->idx[j] = op->idx[--op->nidx];
                 break;
             }
+        sp_store_drop_part(&op->cursors, partition);
     }
 }
 
@@ -1235,7 +1432,11 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
         if (w->close_all)
             for (int32_t k = 0; k < ctx->nptimes; k++) {
                 widx *x = index_of(op, sp_ctx_ptime_partition(ctx, k));
-                if (x && !x->built) build_index(ctx, op, x);
+                const char *err;
+                if (x && !x->built && build_index(ctx, op, x, &err) != SP_OK) {
+                    sp_error("%s", err);
+                    return -1;
+                }
             }
         for (int32_t j = 0; j < op->nidx; j++) {
             widx *x = &op->idx[j];

@@ -97,6 +97,106 @@ describe("hopping windows", function()
   end)
 end)
 
+describe("hopping windows against an oracle", function()
+  -- Kafka Streams' rules, record by record: stream time per partition
+  -- moves first, a record joins each window [s, s + size) holding it whose
+  -- end is above stream time - grace, and is late for the others.
+  local function oracle(recs, size, adv, grace)
+    local stream, acc, late = {}, {}, 0
+    for _, r in ipairs(recs) do
+      local p = r.partition or 0
+      stream[p] = math.max(stream[p] or -1, r.ts)
+      local s = r.ts - r.ts % adv
+      while s >= 0 and s > r.ts - size do
+        if s + size <= stream[p] - grace then
+          late = late + 1
+        else
+          local k = r.key .. "@" .. s
+          local a = acc[k] or { n = 0, total = 0, min = math.huge, max = -math.huge,
+                                first_t = math.huge, last_t = -math.huge }
+          acc[k] = a
+          local v = r.value.v
+          a.n, a.total = a.n + 1, a.total + v
+          a.min, a.max = math.min(a.min, v), math.max(a.max, v)
+          if r.ts < a.first_t then a.first, a.first_t = v, r.ts end
+          if r.ts >= a.last_t then a.last, a.last_t = v, r.ts end
+        end
+        s = s - adv
+      end
+    end
+    return acc, late
+  end
+
+  local function run(seed, size, adv, grace, rebalance)
+    math.randomseed(seed)
+    local d = testing.driver{ partitions = 2, build = function(sproc)
+      local v = function(r) return r.value.v end
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.hopping{ size = size, advance = adv, grace = grace })
+        :aggregate{ name = "hop", n = sproc.agg.count(), total = sproc.agg.sum(v),
+                    min = sproc.agg.min(v), max = sproc.agg.max(v), first = sproc.agg.first(v),
+                    last = sproc.agg.last(v) }
+        :to{ topic = "out" }
+    end }
+    local recs, t = {}, 100000
+    for i = 1, 3000 do
+      t = t + math.random(0, 400)
+      -- out of order by up to 1.5 s, and now and then far behind
+      local ts = math.max(0, t - math.random(0, 1500) - (math.random() < 0.02 and 20000 or 0))
+      local k = math.random(1, 6)   -- a key lives on one partition
+      recs[i] = rec("k" .. k, ts, math.random(-50, 50), k % 2)
+    end
+    for i = 1, #recs, 100 do
+      d:pipe("in", { unpack(recs, i, math.min(i + 99, #recs)) })
+      if rebalance and i == 1501 then d:revoke{ 0, 1 }; d:assign{ 0, 1 } end
+    end
+    d:close_windows()
+    local want, want_late = oracle(recs, size, adv, grace)
+    local got = {}
+    for _, r in ipairs(d:output("out", { json = true })) do
+      local k = r.key .. "@" .. r.value.window_start
+      assert.is_nil(got[k], "two results for " .. k)
+      assert.are.equal(r.value.window_start + size, r.value.window_end)
+      got[k] = r.value
+    end
+    for k, a in pairs(want) do
+      local g = got[k]
+      assert.is_truthy(g, "no result for " .. k)
+      assert.are.same({ a.n, a.min, a.max, a.first, a.last }, { g.n, g.min, g.max, g.first, g.last })
+      assert.is_true(math.abs(a.total - g.total) < 1e-9, k)
+    end
+    for k in pairs(got) do assert.is_truthy(want[k], "a result for no window: " .. k) end
+    assert.are.equal(want_late, d:stats().late)
+    return want_late
+  end
+
+  it("give Kafka Streams' results and late counts, records out of order", function()
+    for seed = 1, 4 do run(seed, 10000, 2000, 3000) end
+    assert.is_true(run(5, 10000, 1000, 500) > 0, "some records are late")
+  end)
+
+  it("go on after a rebalance restores their state", function()
+    run(6, 10000, 2000, 3000, true)
+  end)
+
+  it("refuse a store kept under another window layout", function()
+    local build = function(advance)
+      return function(sproc)
+        sproc.source{ topic = "in", value = "json" }
+          :window(sproc.window.hopping{ size = "10s", advance = advance, grace = "1m" })
+          :aggregate{ name = "hop", n = sproc.agg.count() }
+          :to{ topic = "out" }
+      end
+    end
+    local d = testing.driver(build("5s"))
+    d:pipe("in", rec("a", 1000, 1))
+    d:reload(build("2s"))
+    local ok, err = pcall(d.pipe, d, "in", rec("a", 2000, 1))
+    assert.is_false(ok)
+    assert.matches("its store holds windows kept another way", tostring(err))
+  end)
+end)
+
 describe("session windows", function()
   local session = function(sproc) return sproc.window.session{ gap = "5s", grace = 0 } end
 
