@@ -152,6 +152,43 @@ class Kafka:
         return {tp.partition: tp.offset for tp in res}
 
 
+class Probe:
+    """Cheap repeated looks at a running job: one set of clients kept open,
+    so a fault can be triggered within milliseconds of the progress it waits
+    for (a fresh client per look took long enough for a fast job to run
+    out of input in between)."""
+
+    def __init__(self, kafka, group, src, dst):
+        self.src, self.dst = kafka.topic(src), kafka.topic(dst)
+        conf = {"bootstrap.servers": kafka.bootstrap}
+        self.group = Consumer(dict(conf, **{"group.id": group}))
+        self.unc = Consumer(dict(conf, **{"group.id": "probe-" + uuid.uuid4().hex,
+                                          "isolation.level": "read_uncommitted"}))
+        self.com = Consumer(dict(conf, **{"group.id": "probe-" + uuid.uuid4().hex,
+                                          "isolation.level": "read_committed"}))
+        self.src_parts = [TopicPartition(self.src, p) for p in
+                          self.group.list_topics(self.src, timeout=10).topics[self.src].partitions]
+        self.dst_parts = list(self.unc.list_topics(self.dst, timeout=10).topics[self.dst].partitions)
+
+    def committed(self):
+        """Input offsets the group has committed, summed over partitions."""
+        res = self.group.committed(self.src_parts, timeout=10)
+        return sum(max(0, tp.offset) for tp in res)
+
+    def open_transaction_records(self):
+        """Output records past the last stable offset (of open transactions)."""
+        n = 0
+        for p in self.dst_parts:
+            tp = TopicPartition(self.dst, p)
+            n += max(0, self.unc.get_watermark_offsets(tp, timeout=5)[1] -
+                     self.com.get_watermark_offsets(tp, timeout=5)[1])
+        return n
+
+    def close(self):
+        for c in (self.group, self.unc, self.com):
+            c.close()
+
+
 def assert_committed_to_end(kafka, group, name):
     """Every partition with records has its end offset committed (an empty
     partition needs no commit)."""

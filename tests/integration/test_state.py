@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from conftest import (FAST, assert_committed_to_end, wait_committed_to_end, wait_until,
+from conftest import (FAST, Probe, assert_committed_to_end, wait_committed_to_end, wait_until,
                       write_script)
 
 KEYS = 500
@@ -87,39 +87,40 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee):
     rnd = random.Random(seed)
     marks = sorted(rnd.uniform(0.1, 0.75) for _ in range(5))
 
-    def progress():
-        # committed input: true progress (outputs also count aborted ones)
-        return sum(max(0, o) for o in kafka.committed(group, "in").values())
+    probe = Probe(kafka, group, "in", "out")
+    eos = guarantee == "exactly_once"
     logs = []
     seen = 0
     open_txns = 0
     for i, mark in enumerate(marks):
         p = sproc(args, name=f"run{i}")
-        # each run makes progress of its own before it is killed
+        # each run makes progress of its own (committed input: outputs also
+        # count aborted ones) before it is killed, and under exactly-once the
+        # kill lands while a transaction has outputs in Kafka
         goal = min(max(mark * n, seen + 0.03 * n), 0.85 * n)
-        wait_until(lambda: progress() >= goal, timeout=180,
-                   what=f"{goal:.0f} inputs committed before kill {i + 1}")
-        if guarantee == "exactly_once":
-            # the kill lands while a transaction has outputs in Kafka
-            wait_until(lambda: kafka.open_transaction_records("out") > 0, timeout=60,
-                       interval=0.02, what="an open transaction")
-        seen = progress()
+        wait_until(lambda: probe.committed() >= goal and
+                   (not eos or probe.open_transaction_records() > 0),
+                   timeout=180, interval=0.01,
+                   what=f"{goal:.0f} inputs committed"
+                        f"{' and an open transaction' if eos else ''} before kill {i + 1}")
         p.kill()
-        if guarantee == "exactly_once":
+        seen = probe.committed()
+        if eos:
             # what the killed process left in an open transaction
-            pending = kafka.open_transaction_records("out")
+            pending = probe.open_transaction_records()
             print(f"kill {i + 1} at {seen} inputs committed (mark {mark:.2f}): {pending} "
                   f"outputs of an open transaction")
             open_txns += pending > 0
         else:
             print(f"kill {i + 1} at {seen} inputs committed (mark {mark:.2f})")
         logs.append(p.stderr())
+    probe.close()
     last = sproc(args + ["--until-end"], name="last")
     assert last.wait(timeout=300) == 0, last.stderr()
     logs.append(last.stderr())
     log = "\n".join(logs)
     assert_committed_to_end(kafka, group, "in")
-    if guarantee == "exactly_once":
+    if eos:
         assert_exact_counts(kafka, truth, log)
         assert "exactly-once" in log
         assert open_txns == 5, f"only {open_txns} of 5 kills hit an open transaction"
