@@ -138,12 +138,13 @@ sproc.source{{ topic = "{kafka.topic('in')}", value = "json", time = function(r)
            ["--set", "group.instance.id=" + group + "-1"]
     p = sproc(args, name="first")
 
-    def progress():
-        return sum(max(0, o) for o in kafka.committed(group, "in").values())
-    from conftest import wait_until
-    wait_until(lambda: progress() >= 0.3 * n, timeout=180, what="30% committed")
-    assert progress() <= 0.8 * n, "too fast to catch mid-run"
+    from conftest import Probe, wait_until
+    probe = Probe(kafka, group, "in", "out")
+    wait_until(lambda: probe.committed() >= 0.3 * n, timeout=180, interval=0.01,
+               what="30% committed")
     p.kill()
+    assert probe.committed() <= 0.8 * n, "too fast to catch mid-run"
+    probe.close()
     last = sproc(args + ["--until-end"], name="last")
     assert last.wait(300) == 0, last.stderr()
     assert "restored store per-key" in last.stderr() or "restoring store per-key" in last.stderr()
