@@ -29,6 +29,11 @@ end
 -- SPROC_BENCH=name runs only the benchmarks whose name contains it
 -- (for profiling one).
 local only = os.getenv("SPROC_BENCH")
+-- SPROC_BENCH_JV=path logs LuaJIT's traces (jit.v) to path.1, path.2, ...,
+-- one file a benchmark, while its records run and not while its pipeline
+-- is built: what the record path compiles, and only that.
+local jv_path, jv_n = os.getenv("SPROC_BENCH_JV"), 0
+local jv = jv_path and require("jit.v")
 
 local function bench(name, build)
   if only and not name:find(only, 1, true) then return end
@@ -48,6 +53,10 @@ local function bench(name, build)
   -- five timed parts of N records each, reported as their median (the
   -- machine is shared: one long run would mix in whatever else ran)
   local rounds = math.max(1, math.floor(N / 5 / BATCH))
+  if jv then
+    jv_n = jv_n + 1
+    jv.on(jv_path .. "." .. jv_n)
+  end
   -- warm up (JIT)
   for _ = 1, 50 do runtime.run_batch(env); C.sp_out_clear(ctx) end
   local rates = {}
@@ -60,6 +69,7 @@ local function bench(name, build)
     end
     rates[part] = rounds * BATCH / (now() - t0)
   end
+  if jv then jv.off() end
   local rate = benchlib.median(rates)
   print(string.format("%-34s %9.0f records/s  %7.1f ns/record  rss %6.1f MiB  (parts %.0f-%.0f)",
                       name, rate, 1e9 / rate, rss_kb() / 1024,

@@ -3,8 +3,11 @@
  * the client settings sproc uses (core/sp_runner.c: make_consumer,
  * make_producer), and sproc's wake-up of a stalled prefetch (core/sp_prefetch.h:
  * without it librdkafka 2.0 idles for most of each second once its queue is
- * full). Runs until killed; the harness watches the output.
- *   rdk_pipe BROKERS GROUP IN OUT [producer.K=V|consumer.K=V ...]
+ * full). A record keeps its key, value, timestamp and headers, as S0's
+ * pass-through keeps them in sproc and in Kafka Streams; with --bare only
+ * its key and value (what librdkafka does with no per-record work at all).
+ * Runs until killed; the harness watches the output.
+ *   rdk_pipe BROKERS GROUP IN OUT [--bare] [producer.K=V|consumer.K=V ...]
  * (extra settings as sproc's --set takes them, for runs with other
  * settings than the defaults) */
 #include <librdkafka/rdkafka.h>
@@ -42,9 +45,12 @@ static void sets(rd_kafka_conf_t *c, const char *prefix, int argc, char **argv) 
 int main(int argc, char **argv) {
     char err[256];
     if (argc < 5) {
-        fprintf(stderr, "usage: rdk_pipe BROKERS GROUP IN OUT [producer.K=V|consumer.K=V ...]\n");
+        fprintf(stderr, "usage: rdk_pipe BROKERS GROUP IN OUT [--bare] "
+                        "[producer.K=V|consumer.K=V ...]\n");
         return 2;
     }
+    int bare = 0;
+    for (int i = 5; i < argc; i++) bare |= strcmp(argv[i], "--bare") == 0;
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
@@ -100,10 +106,24 @@ int main(int argc, char **argv) {
         for (ssize_t i = 0; i < n; i++) {
             rd_kafka_message_t *m = msgs[i];
             bytes += m->len;
-            while (!m->err &&
-                   rd_kafka_produce(out, RD_KAFKA_PARTITION_UA, RD_KAFKA_MSG_F_COPY,
-                                    m->payload, m->len, m->key, m->key_len, NULL) != 0)
-                rd_kafka_poll(prod, 1); /* queue full: let deliveries drain */
+            rd_kafka_headers_t *h = NULL;
+            if (!bare && !m->err && rd_kafka_message_headers(m, &h) == 0 &&
+                rd_kafka_header_cnt(h) > 0)
+                h = rd_kafka_headers_copy(h);
+            else
+                h = NULL;
+            rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR__QUEUE_FULL;
+            while (!m->err && e == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                e = rd_kafka_producev(prod, RD_KAFKA_V_RKT(out),
+                                      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                      RD_KAFKA_V_KEY(m->key, m->key_len),
+                                      RD_KAFKA_V_VALUE(m->payload, m->len),
+                                      RD_KAFKA_V_TIMESTAMP(bare ? 0 : rd_kafka_message_timestamp(m, NULL)),
+                                      RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+                if (e == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+                    rd_kafka_poll(prod, 1); /* let deliveries drain */
+            }
+            if (e && h) rd_kafka_headers_destroy(h); /* not taken over */
             rd_kafka_message_destroy(m);
         }
         sp_prefetch_consumed(pf, n > 0 ? (int)n : 0, bytes);
