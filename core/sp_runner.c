@@ -1192,6 +1192,13 @@ static void do_reload(runner *r) {
     int64_t saved = stat(r->o->script, &st) == 0
                         ? (int64_t)st.st_mtim.tv_sec * 1000 + st.st_mtim.tv_nsec / 1000000
                         : -1;
+    /* What is read now is what the watcher compares with from here on: a
+     * save seen half done (truncated, then written) would otherwise be
+     * seen changing again and the same text reloaded a second time. */
+    for (int i = 0; i < r->nwfiles; i++) {
+        struct stat now;
+        if (stat(r->wfiles[i], &now) == 0) r->wstats[i] = now;
+    }
     sp_lua *nl = sp_lua_create(r->ctx);
     if (!nl) {
         sp_error("reload: out of memory");

@@ -112,6 +112,10 @@ def test_twenty_reloads_under_load(kafka, sproc, tmp_path):
     log = p.stderr()
     assert "holds kv state and the new version declares it window" in log
     assert "unexpected symbol" in log or "expected" in log
+    # one reload a save, in place or by rename (a save seen half done must
+    # not be reloaded again once it is complete)
+    reloads = re.findall(r"version (\d+) runs", log)
+    assert [int(v) for v in reloads] == list(range(2, 22)), reloads
 
     outs = [json.loads(r["value"]) for r in kafka.read("out")]
     seen_i = sorted(o["i"] for o in outs)
