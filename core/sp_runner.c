@@ -480,7 +480,7 @@ static void commit(runner *r, int sync,
  * Returns 0 when everything was acknowledged in time. */
 static int make_safe(runner *r, int timeout_ms) {
     const char *err;
-    if (!r->exit_code && !r->eos) flush_state(r);
+    if (!r->eos) flush_state(r);
     if (sp_ctx_flush_sinks(r->ctx, 1, &err) != SP_OK)
         sp_error("flushing outputs: %s", err);
     rd_kafka_resp_err_t e = rd_kafka_flush(r->prod, timeout_ms);

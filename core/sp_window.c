@@ -283,6 +283,13 @@ static int wkey(sp_buf *b, const char *key, size_t klen, int64_t start) {
     return sp_buf_append(b, hdr, 2) || sp_buf_append(b, key, klen) || sp_buf_append(b, t, 8);
 }
 
+/* A window key's start (wkey's last 8 bytes, big-endian). */
+static int64_t get_be64(const char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | (unsigned char)p[i];
+    return (int64_t)v;
+}
+
 static size_t acc_size(const sp_winop *op) {
     return 1 + sizeof(acc_hdr) + 16 * (size_t)op->nagg;
 }
@@ -927,12 +934,6 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
 
 /* --- panes ---------------------------------------------------------------- */
 
-static int64_t get_be64(const char *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v = (v << 8) | (unsigned char)p[i];
-    return (int64_t)v;
-}
-
 /* The earliest window that holds pane p and is still open at stream time
  * stream: its start is a multiple of advance, at least 0, above
  * stream - size - grace (a window closes when stream time reaches its end
@@ -1141,8 +1142,7 @@ static int each_raw(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, si
     size_t kl, vl;
     while (sp_store_next(ctx, op->distinct, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
         if (kl != plen + 17 || memcmp(k, cur, plen) != 0) break;
-        int64_t t = 0;
-        for (size_t i = plen; i < plen + 8; i++) t = (t << 8) | (unsigned char)k[i];
+        int64_t t = get_be64(k + plen);
         if (t > to) break;
         memcpy(cur, k, kl);
         curlen = kl;

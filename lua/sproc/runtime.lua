@@ -545,21 +545,17 @@ function M.compile_aggregate(n, env)
     if raw_key and not rawget(r, KSET) then
       local rec = batch.recs[batch.cur]
       kp, kl = rec.key, rec.key_len
-      if kp == nil then
-        -- a null key has no group: dropped before the aggregation, counted
-        stats.filtered = stats.filtered + 1
-        return
-      end
-      if custom then k = ffi_string(kp, kl) end
+      if custom and kp ~= nil then k = ffi_string(kp, kl) end
     else
       k = r.key
-      if k == nil then
-        stats.filtered = stats.filtered + 1
-        return
-      end
       local tk = type(k)
-      if tk ~= "string" then k = tk == "table" and encode(k) or tostring(k) end
-      kp, kl = k, #k
+      if tk ~= "string" and k ~= nil then k = tk == "table" and encode(k) or tostring(k) end
+      kp, kl = k, k and #k
+    end
+    if kp == nil then
+      -- a null key has no group: dropped before the aggregation, counted
+      stats.filtered = stats.filtered + 1
+      return
     end
     for i = 1, na do
       local f = fns[i]

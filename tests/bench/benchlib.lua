@@ -52,7 +52,8 @@ end
 --- A pipeline that build(sproc) declares, compiled on a context of its
 --- own. Returns feed(topic, first, n, fill), which pushes records
 --- first..first+n-1 of topic (fill(i) returns key pointer, key length,
---- value and timestamp) and runs them as one batch, and the context.
+--- value and timestamp) and runs them as one batch, the context and the
+--- compiled pipeline (for runtime.run_batch).
 function M.pipeline(build)
   local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
   sproc._reset(nil)
@@ -74,7 +75,7 @@ function M.pipeline(build)
     if msg then error(msg) end
     C.sp_out_clear(ctx)
   end
-  return feed, ctx
+  return feed, ctx, env
 end
 
 return M

@@ -102,6 +102,20 @@ def s3_windows(n):
     return out
 
 
+def expected(n):
+    """Outputs per scenario for the first n records: S0 copies them and
+    the sentinels, S1 keeps two thirds, S2 has a window per record (each is
+    alone in its key's 10 s window: a key comes back 2,000 s later), S3 a
+    result per (country, window)."""
+    return {"s0": n + SENTINELS, "s1": sum(1 for i in range(n) if i % 3 != 0), "s2": n,
+            "s3": len(s3_windows(n))}
+
+
+def tool(name):
+    """A benchmark helper built beside sproc (rdk_pipe, rate_feed, lat_read)."""
+    return os.path.join(os.path.dirname(SPROC), name)
+
+
 def s2_truth(n):
     """S2's results straight from the data: every record of the first n is
     alone in its key's 10-second window (a key comes back every 1M
@@ -157,7 +171,7 @@ def latency(b, mk, base, rate, seconds, feed_pin=None):
         total = int(rate * seconds)
         # the load comes from a C producer (tests/bench/rate_feed.c) on the
         # broker's core: a Python one tops out below sproc's half load
-        feed = subprocess.run(list(feed_pin or []) + [os.path.join(os.path.dirname(SPROC), "rate_feed"),
+        feed = subprocess.run(list(feed_pin or []) + [tool("rate_feed"),
                                           b.bootstrap, inp, str(rate), str(seconds), "10"],
                               capture_output=True, text=True, check=True)
         achieved = float(feed.stdout.split()[-1])
@@ -172,7 +186,7 @@ def latency(b, mk, base, rate, seconds, feed_pin=None):
         except subprocess.TimeoutExpired:
             p.kill()
     # read back in C (tests/bench/lat_read.c): Python took longer than the run
-    got = subprocess.run([os.path.join(os.path.dirname(SPROC), "lat_read"), b.bootstrap, inp, out,
+    got = subprocess.run([tool("lat_read"), b.bootstrap, inp, out,
                           "10", str(total)], capture_output=True, text=True, check=True)
     n_out, p50, p99, p999 = (int(x) for x in got.stdout.split())
     return {"offered": rate, "achieved": achieved, "p50": p50, "p99": p99, "p999": p999,
@@ -367,16 +381,13 @@ def main():
     feed(src)
     sentinel_recs = [(json.loads(v)["user"], v, json.loads(v)["ts"])
                      for v in (sentinel(k, n) for k in range(SENTINELS))]
-    # S2: every regular record is alone in its (key, 10 s window): a key
-    # comes back 2,000 s later
-    windows3 = s3_windows(n)
-    expect = {"s0": n + SENTINELS, "s1": sum(1 for i in range(n) if i % 3 != 0), "s2": n,
-              "s3": len(windows3)}
-    counted = {"s0": n, "s1": n, "s2": n, "s3": n}
-    # Quix Streams' windowed runs read the input's first q records
+    expect = expected(n)
+    # Quix Streams reads the input's first q records
     q = min(n, a.quix_records or n)
+    expect_q = expected(q)
     quix_src = None
     quix = quix_python()
+    rdk = tool("rdk_pipe")
 
     # Kafka Streams, built once
     ks_dir = os.path.join(HERE, "kstreams")
@@ -418,7 +429,6 @@ def main():
                                                               a.brokers, app, s, inp, topic]
         out["Quix Streams"] = lambda topic, app, inp: pin + [quix, os.path.join(HERE, "quix_app.py"),
                                                              a.brokers, app, s, inp, topic]
-        rdk = os.path.join(os.path.dirname(SPROC), "rdk_pipe")
         if s == "s0" and os.path.exists(rdk):
             out[CEILING] = lambda topic, app, inp: pin + [rdk, a.brokers, app, inp, topic]
             out[BARE] = lambda topic, app, inp: pin + [rdk, a.brokers, app, inp, topic, "--bare"]
@@ -446,11 +456,10 @@ def main():
     scenarios = ("s0", "s1", "s2", "s3")
     results = {}
     outputs = {}
-    prefixed = set()   # scenarios Quix Streams ran on a prefix of the input
+    prefixed = q < n   # Quix Streams ran on a prefix of the input
     # passes over the input that do not count: the broker is warm for
     # whichever system runs first (its first two passes at full speed came
     # out 30-40% slow)
-    rdk = os.path.join(os.path.dirname(SPROC), "rdk_pipe")
     for k in range(2 if os.path.exists(rdk) and not a.smoke else 0):
         warm = f"{tag}-warm{k}"
         b.create(warm)
@@ -468,11 +477,8 @@ def main():
                 app = f"{tag}-{s}-{run}-{uuid.uuid4().hex[:4]}"
                 inp, started, poll = src, None, None
                 count, want = n, expect[s]
-                prefix = name == "Quix Streams" and q < n
-                if prefix:
-                    count = q
-                    want = {"s0": q + SENTINELS, "s1": sum(1 for i in range(q) if i % 3 != 0),
-                            "s2": q, "s3": len(s3_windows(q))}[s]
+                if name == "Quix Streams" and prefixed:
+                    count, want = q, expect_q[s]
                     if s != "s3":
                         if not quix_src:
                             quix_src = f"{tag}-in-{q}"
@@ -492,8 +498,6 @@ def main():
                                          timeout=240 if a.smoke else 900, started=started, poll=poll,
                                          log=f"{work}/{app}.log")
                 results.setdefault((s, name), []).append((rate, cpu / (count / 1e6), rss))
-                if prefix:
-                    prefixed.add(s)
                 if run == 0 and s != "s0":
                     outputs[(s, name)] = payloads(s, topic, want)
                 print(f"run {run + 1} {s} {name}: {rate:,.0f} records/s, {cpu:.1f} CPU s, "
@@ -503,7 +507,7 @@ def main():
         ref = got.get("sproc")
         for name, v in got.items() if ref is not None else ():
             want = ref
-            if name == "Quix Streams" and s in prefixed:
+            if name == "Quix Streams" and prefixed:
                 if s != "s1":
                     continue    # S2 and S3: against the data, below
                 want = [x for x in ref if x[0] < q]
@@ -573,7 +577,7 @@ def main():
                 continue
             rates = [r[0] for r in rs]
             med = statistics.median(rates)
-            star = "*" if name == "Quix Streams" and s in prefixed else ""
+            star = "*" if name == "Quix Streams" and prefixed else ""
             lines.append(f"| {s.upper()} | {name}{star} | {med:,.0f} | {min(rates):,.0f}–{max(rates):,.0f} | "
                          f"{statistics.median(r[1] for r in rs):.2f} | "
                          f"{statistics.median(r[2] for r in rs):.0f} | "

@@ -6,7 +6,6 @@
 --   luajit tests/bench/inproc.lua [records] [batch]    (SPROC_LIB, LUA_PATH as for busted)
 local ffi = require "ffi"
 local core = require "sproc.core"
-local sproc = require "sproc"
 local runtime = require "sproc.runtime"
 
 local C = core.C
@@ -37,10 +36,7 @@ local jv = jv_path and require("jit.v")
 
 local function bench(name, build)
   if only and not name:find(only, 1, true) then return end
-  local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
-  sproc._reset(nil)
-  build(sproc)
-  local env = runtime.compile(ctx, { default_id = "bench" })
+  local _, ctx, env = benchlib.pipeline(build)
   local errp = ffi.new("const char *[1]")
   local tid = C.sp_topic_id(ctx, "in")
   C.sp_batch_reset(ctx)

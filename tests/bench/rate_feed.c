@@ -10,20 +10,14 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "bench_conf.h"
+
 #define BASE_MS 1700000000000LL
 
 static double now_s(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
-
-static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
-    char err[256];
-    if (rd_kafka_conf_set(c, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "%s: %s\n", k, err);
-        exit(2);
-    }
 }
 
 int main(int argc, char **argv) {
@@ -35,10 +29,10 @@ int main(int argc, char **argv) {
     long long first = atoll(argv[5]), total = (long long)(rate * seconds);
     char err[256];
     rd_kafka_conf_t *c = rd_kafka_conf_new();
-    set(c, "bootstrap.servers", argv[1]);
-    set(c, "linger.ms", "1");
-    set(c, "partitioner", "murmur2_random");
-    set(c, "queue.buffering.max.messages", "1000000");
+    bench_set(c, "bootstrap.servers", argv[1]);
+    bench_set(c, "linger.ms", "1");
+    bench_set(c, "partitioner", "murmur2_random");
+    bench_set(c, "queue.buffering.max.messages", "1000000");
     rd_kafka_t *p = rd_kafka_new(RD_KAFKA_PRODUCER, c, err, sizeof err);
     if (!p) {
         fprintf(stderr, "rate_feed: %s\n", err);

@@ -16,18 +16,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench_conf.h"
 #include "sp_prefetch.h"
 
 static volatile sig_atomic_t stop;
 static void on_signal(int sig) { (void)sig; stop = 1; }
-
-static void set(rd_kafka_conf_t *c, const char *k, const char *v) {
-    char err[256];
-    if (rd_kafka_conf_set(c, k, v, err, sizeof err) != RD_KAFKA_CONF_OK) {
-        fprintf(stderr, "%s: %s\n", k, err);
-        exit(2);
-    }
-}
 
 /* The extra arguments with this prefix. */
 static void sets(rd_kafka_conf_t *c, const char *prefix, int argc, char **argv) {
@@ -38,7 +31,7 @@ static void sets(rd_kafka_conf_t *c, const char *prefix, int argc, char **argv) 
         char *eq = strchr(kv, '=');
         if (!eq || strncmp(kv, prefix, n) != 0) continue;
         *eq = '\0';
-        set(c, kv + n, eq + 1);
+        bench_set(c, kv + n, eq + 1);
     }
 }
 
@@ -54,23 +47,23 @@ int main(int argc, char **argv) {
     signal(SIGTERM, on_signal);
     signal(SIGINT, on_signal);
     rd_kafka_conf_t *pc = rd_kafka_conf_new();
-    set(pc, "bootstrap.servers", argv[1]);
-    set(pc, "partitioner", "murmur2_random");
-    set(pc, "enable.idempotence", "true");
-    set(pc, "linger.ms", "5");
-    set(pc, "queue.buffering.max.messages", "20000");
+    bench_set(pc, "bootstrap.servers", argv[1]);
+    bench_set(pc, "partitioner", "murmur2_random");
+    bench_set(pc, "enable.idempotence", "true");
+    bench_set(pc, "linger.ms", "5");
+    bench_set(pc, "queue.buffering.max.messages", "20000");
     sets(pc, "producer.", argc, argv);
     rd_kafka_t *prod = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
     rd_kafka_conf_t *cc = rd_kafka_conf_new();
-    set(cc, "bootstrap.servers", argv[1]);
-    set(cc, "group.id", argv[2]);
-    set(cc, "enable.auto.commit", "true");
-    set(cc, "auto.offset.reset", "earliest");
-    set(cc, "partition.assignment.strategy", "cooperative-sticky");
-    set(cc, "isolation.level", "read_committed");
-    set(cc, "queued.min.messages", "10000");
-    set(cc, "queued.max.messages.kbytes", "2048");
-    set(cc, "max.partition.fetch.bytes", "131072");
+    bench_set(cc, "bootstrap.servers", argv[1]);
+    bench_set(cc, "group.id", argv[2]);
+    bench_set(cc, "enable.auto.commit", "true");
+    bench_set(cc, "auto.offset.reset", "earliest");
+    bench_set(cc, "partition.assignment.strategy", "cooperative-sticky");
+    bench_set(cc, "isolation.level", "read_committed");
+    bench_set(cc, "queued.min.messages", "10000");
+    bench_set(cc, "queued.max.messages.kbytes", "2048");
+    bench_set(cc, "max.partition.fetch.bytes", "131072");
     sets(cc, "consumer.", argc, argv);
     rd_kafka_t *cons = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
     if (!prod || !cons) {
