@@ -148,27 +148,6 @@ int sp_restore_is_restoring(const sp_restore *rs, int32_t partition) {
 
 int sp_restore_pending(const sp_restore *rs) { return rs->njobs; }
 
-/* The changelog's offsets. A topic created a moment ago (by this process
- * or a peer) may have no leader yet: retry that for a while. */
-static rd_kafka_resp_err_t ends(sp_restore *rs, const char *topic,
-                                int32_t partition, int64_t *lo, int64_t *hi) {
-    double until = now_s() + 30;
-    for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
-            rs->rk, topic, partition, lo, hi, 10000);
-        int retry = e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
-                    e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
-                    e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-                    e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
-                    e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
-                    e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
-                    e == RD_KAFKA_RESP_ERR__TRANSPORT;
-        if (!retry || now_s() > until) return e;
-        struct timespec d = {0, 100 * 1000000L};
-        nanosleep(&d, NULL);
-    }
-}
-
 /* Loads the local checkpoint of store i's partition, if any: returns the
  * changelog offset to go on from (-1: none), -2 when it does not fit. */
 static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
@@ -217,7 +196,7 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
         int64_t lo, hi, keys;
-        rd_kafka_resp_err_t e = ends(rs, rs->topics[i], partition, &lo, &hi);
+        rd_kafka_resp_err_t e = sp_topics_watermarks(rs->rk, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));

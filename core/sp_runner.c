@@ -526,7 +526,7 @@ static int seal_internal(runner *r) {
         if (!s->internal) continue;
         for (int32_t p = 0; p < r->src_partitions; p++) {
             int64_t lo, hi;
-            if (rd_kafka_query_watermark_offsets(r->prod, s->name, p, &lo, &hi, 10000) != 0)
+            if (sp_topics_watermarks(r->prod, s->name, p, &lo, &hi) != 0)
                 continue;
             sp_tp *tp = sp_offsets_tp(&r->offs, s->name, p);
             if (!tp) continue;
@@ -1537,9 +1537,8 @@ static int wait_for_kafka(runner *r) {
             if (!r->o->until_end) continue;
             for (int p = 0; p < mt->partition_cnt; p++) {
                 int64_t lo, hi;
-                if (rd_kafka_query_watermark_offsets(r->prod, mt->topic,
-                                                     mt->partitions[p].id, &lo,
-                                                     &hi, 10000) != 0) {
+                if (sp_topics_watermarks(r->prod, mt->topic, mt->partitions[p].id, &lo,
+                                         &hi) != 0) {
                     sp_error("cannot read the end offset of %s [%d]", mt->topic,
                              mt->partitions[p].id);
                     rc = -1;

@@ -3,8 +3,70 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sp_log.h"
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* Asks a broker for this one topic's metadata, which replaces what
+ * librdkafka's cache holds for it (a stale "unknown topic" included).
+ * Returns 1 when the topic is there with a leader for every partition. */
+static int refresh(rd_kafka_t *rk, const char *name) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, name, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    int ready = 0;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 5000) && md->topic_cnt == 1 &&
+        !md->topics[0].err && md->topics[0].partition_cnt > 0) {
+        ready = 1;
+        for (int p = 0; p < md->topics[0].partition_cnt; p++)
+            if (md->topics[0].partitions[p].leader < 0 || md->topics[0].partitions[p].err)
+                ready = 0;
+    }
+    if (md) rd_kafka_metadata_destroy(md);
+    if (rkt) rd_kafka_topic_destroy(rkt);
+    return ready;
+}
+
+static void pause_ms(long ms) {
+    struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
+                                         int32_t partition, int64_t *lo, int64_t *hi) {
+    double until = now_s() + 30;
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partition, lo,
+                                                                 hi, 10000);
+        int retry = e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+                    e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+                    e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+                    e == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION ||
+                    e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
+                    e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+                    e == RD_KAFKA_RESP_ERR__TRANSPORT;
+        if (!retry || now_s() > until) return e;
+        if (!refresh(rk, topic)) pause_ms(100);
+    }
+}
+
+/* Kafka answers CreateTopics before every broker's metadata lists the new
+ * topic: waits for it, so the first reader does not cache it as unknown. */
+static void await_created(rd_kafka_t *rk, const char *name) {
+    double until = now_s() + 30;
+    while (!refresh(rk, name)) {
+        if (now_s() > until) {
+            sp_warn("topic %s is not in Kafka's metadata 30 s after it was created", name);
+            return;
+        }
+        pause_ms(50);
+    }
+}
 
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
                      int compact, int check_partitions, const char *what) {
@@ -60,15 +122,18 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
     rc = 0;
     for (size_t k = 0; k < cnt; k++) {
         rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[k]);
-        if (te == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) continue; /* a peer won */
-        if (te) {
-            sp_error("cannot create %s topic %s: %s", what, rd_kafka_topic_result_name(tr[k]),
+        const char *name = rd_kafka_topic_result_name(tr[k]);
+        /* "already exists": a peer won the race */
+        if (te && te != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            sp_error("cannot create %s topic %s: %s", what, name,
                      rd_kafka_topic_result_error_string(tr[k]));
             rc = -1;
-        } else {
-            sp_info("created %s topic %s (%" PRId32 " partitions%s)", what,
-                    rd_kafka_topic_result_name(tr[k]), partitions, compact ? ", compacted" : "");
+            continue;
         }
+        if (!te)
+            sp_info("created %s topic %s (%" PRId32 " partitions%s)", what, name, partitions,
+                    compact ? ", compacted" : "");
+        await_created(rk, name);
     }
 done:
     if (ev) rd_kafka_event_destroy(ev);
