@@ -150,12 +150,9 @@ def latency(b, mk, base, rate, seconds, feed_pin=None):
     while the system runs, and measures each output's LogAppendTime minus
     its input's. A warm-up record first, so start-up is not counted."""
     from confluent_kafka import Producer
-    from confluent_kafka.admin import NewTopic
     inp, out = f"{base}-in", f"{base}-out"
-    cfg = {"message.timestamp.type": "LogAppendTime", "retention.ms": "-1"}
     for t in (inp, out):
-        b.admin.create_topics([NewTopic(t, PARTS, 1, config=cfg)])[t].result(30)
-    time.sleep(1)
+        b.create(t, {"message.timestamp.type": "LogAppendTime"})
     p = subprocess.Popen(mk(out, f"{base}-app", inp), stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     prod = Producer({"bootstrap.servers": b.bootstrap, "linger.ms": 1,
@@ -209,16 +206,18 @@ class Broker:
         self.bootstrap = bootstrap
         self.admin = AdminClient({"bootstrap.servers": bootstrap})
 
-    def create(self, topic):
+    def create(self, topic, config=None):
         # records carry event times from 2023: no retention, or a broker's
         # default 7 days deletes segments as they roll
-        self.admin.create_topics([NewTopic(topic, PARTS, 1, config={"retention.ms": "-1"})])[topic].result(30)
+        cfg = {"retention.ms": "-1", **(config or {})}
+        self.admin.create_topics([NewTopic(topic, PARTS, 1, config=cfg)])[topic].result(30)
         deadline = time.time() + 30
         while time.time() < deadline:
             t = self.admin.list_topics(topic, timeout=10).topics.get(topic)
             if t and not t.error and all(p.leader >= 0 for p in t.partitions.values()):
                 return
             time.sleep(0.1)
+        raise RuntimeError(f"topic {topic} has no leader 30 s after it was created")
 
     def ends(self, topic):
         if not hasattr(self, "probe"):
