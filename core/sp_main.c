@@ -1,5 +1,8 @@
 /* The sproc command line. */
 #include <getopt.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,7 +106,18 @@ static int run_tests(int argc, char **argv) {
     return rc;
 }
 
+/* glibc gives each thread that mallocs an arena of its own, up to 8 a
+ * core: librdkafka's broker threads each leave a few partly used ones
+ * behind. Two arenas took 10% off a pass-through run's RSS (26 to 23.6
+ * MiB) at the same throughput. MALLOC_ARENA_MAX still overrides it. */
+static void limit_arenas(void) {
+#ifdef __GLIBC__
+    if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 2);
+#endif
+}
+
 int main(int argc, char **argv) {
+    limit_arenas();
     if (argc > 1 && strcmp(argv[1], "describe") == 0)
         return describe(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "test") == 0)
