@@ -4,10 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "sp_checkpoint.h"
+#include "sp_clock.h"
 #include "sp_lmdb.h"
 #include "sp_log.h"
 #include "sp_topics.h"
@@ -37,12 +37,6 @@ struct sp_restore {
     int npresent, present_cap;
     rd_kafka_message_t *msgs[2048];
 };
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
                               const char *state_dir, rd_kafka_conf_t *conf,
@@ -171,7 +165,7 @@ static int add_job(sp_restore *rs, int32_t partition, int32_t store, int64_t hi,
         rs->jobs = j;
         rs->cap = cap;
     }
-    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, now_s(), keys};
+    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, sp_clock_s(), keys};
     return 0;
 }
 
@@ -334,11 +328,11 @@ static int finish(sp_restore *rs, int i) {
         sp_info("restored store %s partition %" PRId32 ": %" PRId64 " keys from its "
                 "checkpoint and %" PRId64 " changelog records in %.2f s",
                 rs->ctx->stores[j.store]->name, j.partition, j.ckpt_keys, j.applied,
-                now_s() - j.t0);
+                sp_clock_s() - j.t0);
     else
         sp_info("restored store %s partition %" PRId32 ": %" PRId64
                 " changelog records in %.2f s",
-                rs->ctx->stores[j.store]->name, j.partition, j.applied, now_s() - j.t0);
+                rs->ctx->stores[j.store]->name, j.partition, j.applied, sp_clock_s() - j.t0);
     rs->jobs[i] = rs->jobs[--rs->njobs];
     return !sp_restore_is_restoring(rs, j.partition);
 }

@@ -5,13 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sp_clock.h"
 #include "sp_log.h"
-
-static double now_s(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
-}
 
 /* Asks a broker for this one topic's metadata, which replaces what
  * librdkafka's cache holds for it (a stale "unknown topic" included).
@@ -39,7 +34,7 @@ static void pause_ms(long ms) {
 
 rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
                                          int32_t partition, int64_t *lo, int64_t *hi) {
-    double until = now_s() + 30;
+    double until = sp_clock_s() + 30;
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(rk, topic, partition, lo,
                                                                  hi, 10000);
@@ -50,7 +45,7 @@ rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
                     e == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC ||
                     e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
                     e == RD_KAFKA_RESP_ERR__TRANSPORT;
-        if (!retry || now_s() > until) return e;
+        if (!retry || sp_clock_s() > until) return e;
         if (!refresh(rk, topic)) pause_ms(100);
     }
 }
@@ -58,9 +53,9 @@ rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
 /* Kafka answers CreateTopics before every broker's metadata lists the new
  * topic: waits for it, so the first reader does not cache it as unknown. */
 static void await_created(rd_kafka_t *rk, const char *name) {
-    double until = now_s() + 30;
+    double until = sp_clock_s() + 30;
     while (!refresh(rk, name)) {
-        if (now_s() > until) {
+        if (sp_clock_s() > until) {
             sp_warn("topic %s is not in Kafka's metadata 30 s after it was created", name);
             return;
         }

@@ -504,7 +504,9 @@ def main():
     for s in scenarios:
         got = {name: v for (sc, name), v in outputs.items() if sc == s}
         ref = got.get("sproc")
-        for name, v in got.items() if ref is not None else ():
+        if ref is None:
+            continue
+        for name, v in got.items():
             want = ref
             if name == "Quix Streams" and prefixed:
                 if s != "s1":
