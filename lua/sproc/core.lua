@@ -14,16 +14,13 @@ if host then
   lib = ffi.C
 else
   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  local candidates = { os.getenv("SPROC_LIB"),
-                       here .. "/../../build/libsproc.so",
-                       "libsproc.so" }
+  local candidates = { here .. "/../../build/libsproc.so", "libsproc.so" }
+  if os.getenv("SPROC_LIB") then table.insert(candidates, 1, os.getenv("SPROC_LIB")) end
   local errs = {}
   for _, p in ipairs(candidates) do
-    if p then
-      local ok, l = pcall(ffi.load, p)
-      if ok then lib, libpath = l, p break end
-      errs[#errs + 1] = tostring(l)
-    end
+    local ok, l = pcall(ffi.load, p)
+    if ok then lib, libpath = l, p break end
+    errs[#errs + 1] = tostring(l)
   end
   if not lib then
     error("sproc: cannot load libsproc (set SPROC_LIB):\n  " .. table.concat(errs, "\n  "), 0)

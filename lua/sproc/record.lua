@@ -19,26 +19,27 @@ local M = {}
 -- string.
 local VSET, KSET = "\0value set", "\0key set"
 M.VSET, M.KSET = VSET, KSET
--- The value VSET has while select()'s projection is the value: the JSON
--- text is in the core's buffer at proj, proj_len, and becomes a string only
--- when the script reads r.value.
-local PROJ = setmetatable({}, { __tostring = function() return "select() projection" end })
-M.PROJ = PROJ
+-- While select()'s projection is the value, VSET holds that select's
+-- projected view (M.projection): its JSON text is in the core's buffer at
+-- proj, proj_len, and the view reads the selected fields of the record's
+-- parsed value.
 M.proj, M.proj_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
 local proj, proj_len = M.proj, M.proj_len
 
 local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = 1, 2, 3
-local SP_JSON_NUMBER, SP_JSON_STRING = 4, 5
+local SP_JSON_NUMBER, SP_JSON_STRING, SP_JSON_OBJECT = 4, 5, 6
 
 -- A JSON value of the current record, read field by field through the
--- core's index: no table is built for the record.
-local function json_view(ctx, which, batch)
+-- core's index: no table is built for the record. With only (a set of
+-- names, and their list of n in names/lens), the view is a select()'s
+-- projection: other fields read as nil and it encodes as the projection.
+local function json_view(ctx, which, batch, only, names, lens, n)
   local fld = ffi.new("sp_field[1]")
   local outlen = ffi.new("size_t[1]")
   local proxy = {}
   local mt = {}
   mt.__index = function(_, name)
-    if type(name) ~= "string" then return nil end
+    if type(name) ~= "string" or (only and not only[name]) then return nil end
     C.sp_json_get(ctx, which, name, #name, fld)
     local f = fld[0]
     local t = f.type
@@ -61,17 +62,45 @@ local function json_view(ctx, which, batch)
   mt.__newindex = function()
     error("a record's JSON value is read-only: build a new table in map()", 2)
   end
-  -- The raw JSON text of the current record, for encoding it unchanged.
-  mt.__sproc_json = function()
-    local rec = batch.recs[batch.cur]
-    if which == 1 then return ffi_string(rec.val, rec.val_len) end
-    return ffi_string(rec.key, rec.key_len)
+  if only then
+    -- the projection's text, made again: a view kept by a script may be
+    -- encoded after another select() used the buffer
+    mt.__sproc_json = function()
+      C.sp_json_project(ctx, which, names, lens, n, proj, proj_len)
+      return ffi_string(proj[0], proj_len[0])
+    end
+  else
+    -- The raw JSON text of the current record, for encoding it unchanged.
+    mt.__sproc_json = function()
+      local rec = batch.recs[batch.cur]
+      if which == 1 then return ffi_string(rec.val, rec.val_len) end
+      return ffi_string(rec.key, rec.key_len)
+    end
+    mt.__sproc_raw = which
   end
   mt.__tostring = mt.__sproc_json
-  mt.__sproc_raw = which
   return setmetatable(proxy, mt)
 end
 M.json_view = json_view
+
+--- The value select{...} leaves: a view of the named fields of the
+--- record's parsed JSON value; project() writes its text into the core's
+--- buffer (proj, proj_len) and returns false when the value is no object.
+function M.projection(ctx, batch, fields)
+  local nf = #fields
+  local names = ffi.new("const char *[?]", nf)
+  local lens = ffi.new("size_t[?]", nf)
+  local only = {}
+  for i = 1, nf do
+    names[i - 1], lens[i - 1], only[fields[i]] = fields[i], #fields[i], true
+  end
+  local view = json_view(ctx, 1, batch, only, names, lens, nf)
+  local function project()
+    return C.sp_json_root(ctx, 1) == SP_JSON_OBJECT and
+           C.sp_json_project(ctx, 1, names, lens, nf, proj, proj_len) == 0
+  end
+  return view, project, { names, lens }
+end
 
 -- Views for the records of one source with the given serdes.
 function M.new_view(ctx, batch, src)
@@ -99,8 +128,8 @@ function M.new_view(ctx, batch, src)
     value = function(rec, t)
       local set = rawget(t, VSET)
       if set then   -- replaced by nil, or by a projection
-        if set == PROJ then return ffi_string(proj[0], proj_len[0]) end
-        return nil
+        if set == true then return nil end
+        return set
       end
       if value_json then return decoded(1, value_json) end
       if rec.val == nil then return nil end

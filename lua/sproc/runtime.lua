@@ -11,7 +11,7 @@ local store = require "sproc.store"
 local window = require "sproc.window"
 
 local C = core.C
-local VSET, KSET, PROJ = record.VSET, record.KSET, record.PROJ
+local VSET, KSET = record.VSET, record.KSET
 local proj, proj_len = record.proj, record.proj_len
 local ffi_string = ffi.string
 local type, tostring, error, xpcall = type, tostring, error, xpcall
@@ -79,7 +79,7 @@ local function value_bytes(r, enc_val, batch)
     local rec = batch.recs[batch.cur]
     return rec.val, rec.val_len
   end
-  if set == PROJ then return proj[0], proj_len[0] end
+  if set ~= true then return proj[0], proj_len[0] end   -- select()'s
   return enc_val(r.value)
 end
 
@@ -163,21 +163,14 @@ function compile_inner(n, env)
     end
   elseif kind == "select" then
     local nxt = compile_children(n, env)
-    local fields = n.fields
-    local nf = #fields
-    local names = ffi.new("const char *[?]", nf)
-    local lens = ffi.new("size_t[?]", nf)
-    for i = 1, nf do names[i - 1] = fields[i]; lens[i - 1] = #fields[i] end
+    local view, project = record.projection(ctx, batch, n.fields)
     return function(r)
-      if rawget(r, VSET) then
-        error("select() reads the record's own JSON value: put it before operators that replace the value", 0)
+      if not project() then
+        error(setmetatable({ msg = "select(): the value is not a JSON object" }, InputError))
       end
-      if C.sp_json_project(ctx, 1, names, lens, nf, proj, proj_len) ~= 0 then
-        error("select(): the record's value is not a parsed JSON object", 0)
-      end
-      -- the projection stays in the core's buffer (record.PROJ)
+      -- the projection stays in the core's buffer until a sink reads it
       local old = rawget(r, "value")
-      rawset(r, "value", nil); r[VSET] = PROJ
+      rawset(r, "value", nil); r[VSET] = view
       nxt(r)
       rawset(r, "value", old); r[VSET] = false
     end
@@ -239,10 +232,9 @@ function compile_inner(n, env)
       if kraw then kp, kl = rec.key, rec.key_len else kp, kl = enc_key(r.key) end
       if vraw then
         vp, vl = rec.val, rec.val_len
-      elseif rawget(r, VSET) == PROJ then
-        vp, vl = proj[0], proj_len[0]
       else
-        vp, vl = enc_val(r.value)
+        local set = rawget(r, VSET)
+        if set and set ~= true then vp, vl = proj[0], proj_len[0] else vp, vl = enc_val(r.value) end
       end
       if headers then
         for hk, hv in pairs(headers(r) or {}) do

@@ -65,9 +65,29 @@ function Stream:key_by(fn)
   return node(self, "key_by", { fn = fn })
 end
 
+-- The serde of the values reaching a node: an aggregation's results are
+-- JSON whatever its source reads.
+local function value_serde(n)
+  while n.parent do
+    n = n.parent
+    if n.kind == "aggregate" then return "json" end
+  end
+  return n.source.value
+end
+
+-- An operator before n (since the source or the last aggregation) that
+-- replaces the value.
+local function replaced_value(n)
+  while n.parent and n.kind ~= "aggregate" do
+    if n.kind == "map" or n.kind == "flat_map" or n.kind == "select" then return n.kind end
+    n = n.parent
+  end
+end
+
 --- Keeps only the named fields of a JSON value, in the given order,
 --- copied as they are (null where missing) without decoding the record:
---- the fastest projection. The value becomes JSON text.
+--- the fastest projection. Operators after it read the selected fields
+--- of r.value as before (others read nil); sinks write the projection.
 function Stream:select(fields)
   if type(fields) ~= "table" or #fields == 0 then
     error("select() expects a list of field names", 2)
@@ -75,8 +95,12 @@ function Stream:select(fields)
   for _, f in ipairs(fields) do
     if type(f) ~= "string" then error("select(): field names must be strings", 2) end
   end
-  if self.source.value ~= "json" then
+  if value_serde(self) ~= "json" then
     error("select() needs a source with value = \"json\"", 2)
+  end
+  if replaced_value(self) then
+    error("select() reads the record's own JSON value: put it before " .. replaced_value(self) ..
+          "() (or after an aggregate())", 2)
   end
   return node(self, "select", { fields = fields })
 end

@@ -291,6 +291,52 @@ describe("bad input", function()
   end)
 end)
 
+describe("select", function()
+  it("projects the named fields in order, null where missing, as JSON", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }:select{ "n", "id", "gone" }:to{ topic = "out" }
+    end)
+    d:pipe("in", rec("k", '{"id":1,"n":{"a":[1,2]},"x":3}'))
+    assert.are.same({ '{"n":{"a":[1,2]},"id":1,"gone":null}' }, d:values("out"))
+  end)
+
+  it("leaves a value whose selected fields read as before", function()
+    -- issue 14 #1: r.value.n read nil after select, so this filter dropped everything
+    local seen = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :select{ "id", "n" }
+        :filter(function(r) return r.value.n ~= nil end)
+        :each(function(r) seen[#seen + 1] = { r.value.id, r.value.n, r.value.x } end)
+        :map(function(r) return { id = r.value.id, twice = r.value.n * 2 } end)
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec(nil, '{"id":1,"n":2,"x":3}'), rec(nil, '{"id":2,"x":3}') })
+    assert.are.same({ { id = 1, twice = 4 } }, d:values("out", { json = true }))
+    assert.are.same({ { 1, 2, nil } }, seen)   -- x was not selected
+  end)
+
+  it("writes the projection, not the whole record, when a map returns the value", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :select{ "id" }
+        :map(function(r) return r.value end)
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", rec(nil, '{"id":"a","secret":1}'))
+    assert.are.same({ '{"id":"a"}' }, d:values("out"))
+  end)
+
+  it("is refused after an operator that replaces the value", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in", value = "json" }
+          :map(function(r) return { a = 1 } end):select{ "a" }:to{ topic = "out" }
+      end)
+    end, "select() reads the record's own JSON value: put it before map() (or after an aggregate())")
+  end)
+end)
+
 describe("json", function()
   it("encodes tables, arrays, nested values and escapes", function()
     assert.are.equal('[1,2,3]', json.encode({ 1, 2, 3 }))
