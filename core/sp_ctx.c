@@ -689,26 +689,26 @@ void sp_log_line(int level, const char *msg) {
     sp_log(level, "%s", msg);
 }
 
-int32_t sp_source_for(sp_ctx *ctx, int32_t topic) {
+int sp_source_matches(sp_ctx *ctx, int32_t source, int32_t topic) {
     const char *name = sp_topic_name(ctx, topic);
-    if (!name) return -1;
-    for (int32_t i = 0; i < ctx->nsources; i++) {
-        sp_source *s = &ctx->sources[i];
-        if (s->kind != 1) {
-            if (s->topic == topic) return i;
-            continue;
-        }
-        /* Kafka matches a subscription pattern against the whole name. */
-        if (!s->re_ok) {
-            size_t n = strlen(s->name) + 8;
-            char *anchored = malloc(n);
-            if (!anchored) return -1;
-            snprintf(anchored, n, "^(%s)$", s->name);
-            s->re_ok = regcomp(&s->re, anchored, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : -1;
-            free(anchored);
-        }
-        if (s->re_ok == 1 && regexec(&s->re, name, 0, NULL, 0) == 0) return i;
+    if (!name || source < 0 || source >= ctx->nsources) return 0;
+    sp_source *s = &ctx->sources[source];
+    if (s->kind != 1) return s->topic == topic;
+    /* Kafka matches a subscription pattern against the whole name. */
+    if (!s->re_ok) {
+        size_t n = strlen(s->name) + 8;
+        char *anchored = malloc(n);
+        if (!anchored) return 0;
+        snprintf(anchored, n, "^(%s)$", s->name);
+        s->re_ok = regcomp(&s->re, anchored, REG_EXTENDED | REG_NOSUB) == 0 ? 1 : -1;
+        free(anchored);
     }
+    return s->re_ok == 1 && regexec(&s->re, name, 0, NULL, 0) == 0;
+}
+
+int32_t sp_source_for(sp_ctx *ctx, int32_t topic) {
+    for (int32_t i = 0; i < ctx->nsources; i++)
+        if (sp_source_matches(ctx, i, topic)) return i;
     return -1;
 }
 

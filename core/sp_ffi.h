@@ -217,8 +217,11 @@ int sp_ctx_flush(sp_ctx *ctx, const char **err);
 void sp_log_line(int level, const char *msg);
 
 /* Index of the first source whose topic or pattern matches topic id
- * topic, or -1. */
+ * topic, or -1; sp_source_matches: 1 when source number source reads
+ * topic id topic (several sources may read one topic: each gets every
+ * record). */
 int32_t sp_source_for(sp_ctx *ctx, int32_t topic);
+int sp_source_matches(sp_ctx *ctx, int32_t source, int32_t topic);
 
 /* Java-compatible murmur2 partition of a key (what Kafka's default
  * partitioner picks for a non-null key). */

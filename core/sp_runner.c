@@ -1529,7 +1529,7 @@ static int wait_for_kafka(runner *r) {
             const rd_kafka_metadata_topic_t *mt = &md->topics[t];
             int match = s->kind == 0
                             ? strcmp(mt->topic, s->name) == 0
-                            : sp_source_for(r->ctx, sp_topic_id(r->ctx, mt->topic)) == i;
+                            : sp_source_matches(r->ctx, i, sp_topic_id(r->ctx, mt->topic));
             if (!match || mt->err) continue;
             found = 1;
             if (mt->partition_cnt > r->src_partitions)
@@ -1590,6 +1590,10 @@ static int open_files(runner *r) {
     for (int32_t i = 0; i < r->ctx->nsources; i++) {
         sp_source *s = &r->ctx->sources[i];
         if (s->kind != 2) continue;
+        /* several sources of one file: read once, each runs every line */
+        int seen = 0;
+        for (int j = 0; j < r->nfiles; j++) seen |= r->files[j].topic == s->topic;
+        if (seen) continue;
         file_src *f = realloc(r->files, (r->nfiles + 1) * sizeof *f);
         if (!f) return -1;
         r->files = f;
@@ -1732,7 +1736,10 @@ int sp_run(const sp_opts *o) {
         rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
         for (int32_t i = 0; i < r->ctx->nsources; i++) {
             sp_source *s = &r->ctx->sources[i];
-            if (s->kind >= 2) continue;
+            int dup = 0;
+            for (int32_t j = 0; j < i; j++)
+                dup |= r->ctx->sources[j].kind == s->kind && strcmp(r->ctx->sources[j].name, s->name) == 0;
+            if (s->kind >= 2 || dup) continue;
             if (s->kind == 1) {
                 char pat[1024];
                 snprintf(pat, sizeof pat, "^(%s)$", s->name);

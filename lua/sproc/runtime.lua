@@ -648,32 +648,68 @@ local function handler(e)
   return user_traceback(tostring(e))
 end
 
--- The batch loop. env.chains caches the entry function per topic id.
+-- The batch loop. env.chains caches the entry function per topic id. A
+-- topic that several sources read has an entry that runs each source's in
+-- turn: process.sub says which one runs, so that after a record failed in
+-- one, process.resume(i) goes on with the next source's on that record.
 local function make_process(env)
   local batch, chains, ctx = env.batch, env.chains, env.ctx
   local by_source, stats = env.by_source, env.stats
+  local state = { sub = 0, first = 1 }
+  local function several(entries)
+    local ne = #entries
+    return function(i)
+      local k = state.first
+      state.first = 1
+      while k <= ne do
+        state.sub = k
+        entries[k](i)
+        k = k + 1
+      end
+      state.sub = 0
+    end, ne
+  end
+  local counts = {}
   local function resolve(topic)
-    local s = C.sp_source_for(ctx, topic)
-    if s < 0 then
+    local entries = {}
+    for s = 0, C.sp_source_count(ctx) - 1 do
+      if C.sp_source_matches(ctx, s, topic) == 1 then entries[#entries + 1] = by_source[s + 1] end
+    end
+    if #entries == 0 then
       error("sproc: a record from a topic no source reads (id " .. topic .. ")", 0)
     end
-    local entry = by_source[s + 1]
+    local entry = entries[1]
+    counts[topic] = #entries
+    if #entries > 1 then entry = several(entries) end
     chains[topic] = entry
     return entry
   end
-  return function(from)
+  local function process(from)
     local recs, n = batch.recs, batch.n
     for i = from, n - 1 do
       batch.cur = i
       local rec = recs[i]
       -- the core's own records (timer firings, window results) have no
-      -- offset: they are not input
-      if rec.offset >= 0 then stats.records_in = stats.records_in + 1 end
+      -- offset: they are not input; a record resumed in its next source
+      -- was counted already
+      if rec.offset >= 0 and state.first == 1 then stats.records_in = stats.records_in + 1 end
       local t = rec.topic
       local entry = chains[t] or resolve(t)
       entry(i)
     end
   end
+  -- Where to go on after record i failed: (i, its next source) or i + 1.
+  local function resume(i)
+    local sub = state.sub
+    state.sub = 0
+    if sub > 0 and sub < (counts[batch.recs[i].topic] or 1) then
+      state.first = sub + 1
+      return i
+    end
+    state.first = 1
+    return i + 1
+  end
+  return process, resume
 end
 
 local function describe_record(env, i)
@@ -702,7 +738,7 @@ end
 function M.run_batch(env, from)
   local process = env.process
   if not process then
-    process = make_process(env)
+    process, env.resume = make_process(env)
     env.process = process
   end
   local batch, stats, ctx = env.batch, env.stats, env.ctx
@@ -743,7 +779,7 @@ function M.run_batch(env, from)
         return msg .. "\n  and the dead-letter topic failed: " .. ffi_string(errp[0])
       end
     end
-    from = i + 1
+    from = env.resume(i)
     ::continue::
   end
   batch.cur = -1

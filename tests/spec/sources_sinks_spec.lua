@@ -27,6 +27,54 @@ describe("sources", function()
     d:pipe("b", { value = "2" })
     assert.are.same({ "1", "2" }, d:values("out"))
   end)
+
+  -- issue 14 #2: the second pipeline ran the first one's operators
+  it("two sources of one topic each run their own pipeline on every record", function()
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "t" }:map(function(r) return "first:" .. r.value end):to{ topic = "a" }
+      sproc.source{ topic = "t", value = "json" }:map(function(r) return r.value.n * 10 end)
+        :to{ topic = "b" }
+      sproc.source{ pattern = "t|u" }:map(function(r) return "third:" .. r.value end):to{ topic = "c" }
+    end)
+    d:pipe("t", { { value = '{"n":1}' }, { value = '{"n":2}' } })
+    assert.are.same({ 'first:{"n":1}', 'first:{"n":2}' }, d:values("a"))
+    assert.are.same({ "10", "20" }, d:values("b"))
+    assert.are.same({ 'third:{"n":1}', 'third:{"n":2}' }, d:values("c"))
+    assert.are.equal(2, d:stats().records_in)
+  end)
+
+  it("a record that fails in one pipeline still goes through the others", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "skip" }
+      sproc.source{ topic = "t", value = "json" }:to{ topic = "json" }
+      sproc.source{ topic = "t" }:to{ topic = "text" }
+    end)
+    d:pipe("t", { { value = "not json" }, { value = "{}" } })
+    assert.are.same({ "{}" }, d:values("json"))
+    assert.are.same({ "not json", "{}" }, d:values("text"))
+    assert.are.equal(1, d:stats().skipped)
+  end)
+
+  it("two file sources of one file read it once, each into its own pipeline", function()
+    local dir = tmpdir()
+    local f = assert(io.open(dir .. "/same.jsonl", "w"))
+    f:write('{"n":1}\n{"n":2}\n')
+    f:close()
+    f = assert(io.open(dir .. "/two.lua", "w"))
+    f:write([[
+local sproc = require "sproc"
+sproc.source{ file = "same.jsonl", format = "json" }:map(function(r) return { a = r.value.n } end):print()
+sproc.source{ file = "same.jsonl", format = "json" }:map(function(r) return { b = r.value.n } end):print()
+]])
+    f:close()
+    local bin = os.getenv("SPROC_BIN") or "build/sproc"
+    local p = io.popen(bin .. " " .. dir .. "/two.lua --until-end --quiet 2>/dev/null")
+    local lines = {}
+    for l in p:lines() do lines[#lines + 1] = l end
+    p:close()
+    table.sort(lines)
+    assert.are.same({ '{"a":1}', '{"a":2}', '{"b":1}', '{"b":2}' }, lines)
+  end)
 end)
 
 describe("sinks", function()
