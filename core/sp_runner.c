@@ -514,20 +514,53 @@ static int has_internal(runner *r) {
     return 0;
 }
 
+/* A client that sees every record written (read_uncommitted): Kafka's
+ * end offsets for a read_committed one stop at the last stable offset,
+ * before any transaction whose commit markers are not written yet, and
+ * the markers are written after the commit returns. */
+static rd_kafka_t *uncommitted_client(runner *r) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    if (conf_set(r, conf, "bootstrap.servers", r->brokers) ||
+        conf_set(r, conf, "isolation.level", "read_uncommitted") ||
+        apply_sets(r, conf, 2)) {
+        rd_kafka_conf_destroy(conf);
+        return NULL;
+    }
+    rd_kafka_conf_set_log_cb(conf, log_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, r->errstr, sizeof r->errstr);
+    if (!rk) sp_error("cannot create a client: %s", r->errstr);
+    return rk;
+}
+
 /* Once the input of a bounded run is read, everything written to the
- * repartition topics is flushed and their ends become the end offsets to
- * read to. Returns 1 when nothing is left there. */
+ * repartition topics is made readable and their ends become the end
+ * offsets to read to. Returns 1 when nothing is left there. */
 static int seal_internal(runner *r) {
     int left = 0;
     r->sealed = 1;
+    /* under exactly-once what went to the repartition topics is in the
+     * open transaction, readable (read_committed) once it commits */
+    if (r->eos) commit_txn(r);
     rd_kafka_flush(r->prod, 60000);
+    rd_kafka_t *rk = uncommitted_client(r);
+    if (!rk) {
+        fatal(r, "bounded run: cannot read the ends of the repartition topics");
+        return 0;
+    }
     for (int32_t i = 0; i < r->ctx->nsources; i++) {
         sp_source *s = &r->ctx->sources[i];
         if (!s->internal) continue;
         for (int32_t p = 0; p < r->src_partitions; p++) {
             int64_t lo, hi;
-            if (sp_topics_watermarks(r->prod, s->name, p, &lo, &hi) != 0)
-                continue;
+            rd_kafka_resp_err_t e = sp_topics_watermarks(rk, s->name, p, &lo, &hi);
+            if (e) {
+                char buf[512];
+                snprintf(buf, sizeof buf, "bounded run: cannot read the end of %s [%d]: %s",
+                         s->name, (int)p, rd_kafka_err2str(e));
+                fatal(r, buf);
+                break;
+            }
             sp_tp *tp = sp_offsets_tp(&r->offs, s->name, p);
             if (!tp) continue;
             tp->end_offset = hi;
@@ -540,6 +573,7 @@ static int seal_internal(runner *r) {
         }
         sp_debug("bounded run: draining %s", s->name);
     }
+    rd_kafka_destroy(rk);
     return !left;
 }
 

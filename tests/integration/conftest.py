@@ -117,9 +117,12 @@ class Kafka:
 
     def read(self, name, isolation="read_committed", timeout=60):
         """Every record of a topic: list of dicts with key, value, partition,
-        offset, headers, timestamp."""
+        offset, headers, timestamp. Reads to the end of what was written:
+        a transaction's commit markers are written after its commit
+        returns, and until then the last stable offset (a read_committed
+        reader's end) stops before it."""
         t = self.topic(name)
-        ends = self.end_offsets(name)
+        ends = self.end_offsets(name, isolation="read_uncommitted")
         c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "reader-" + uuid.uuid4().hex,
                       "enable.auto.commit": False, "isolation.level": isolation,
                       "enable.partition.eof": True})
