@@ -19,6 +19,7 @@ sp_ctx *sp_ctx_create(void) {
     ctx->dlq_sink = -1;
     ctx->mem_partitions = 1;
     ctx->json_rec[0] = ctx->json_rec[1] = -1;
+    ctx->batch.task = -1;
     sp_json_index_init(&ctx->json[0]);
     sp_json_index_init(&ctx->json[1]);
     sp_buf_init(&ctx->scratch);
@@ -60,6 +61,8 @@ void sp_ctx_destroy(sp_ctx *ctx) {
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
     }
     free(ctx->sources);
+    for (int32_t i = 0; i < ctx->ntasks; i++) free(ctx->tasks[i]);
+    free(ctx->topic_tasks);
     for (int32_t i = 0; i < ctx->ntopics; i++) free(ctx->topics[i]);
     free(ctx->topics);
     free_owned(ctx);
@@ -133,11 +136,13 @@ static int add_source(sp_ctx *ctx, int kind, const char *name,
     s[ctx->nsources].topic = topic;
     s[ctx->nsources].re_ok = 0;
     s[ctx->nsources].internal = 0;
-    if (!s[ctx->nsources].name) {
+    s[ctx->nsources].task = sp_ctx_task(ctx, name);
+    if (!s[ctx->nsources].name || s[ctx->nsources].task == SP_ENOMEM) {
         *err = "out of memory";
         return SP_ENOMEM;
     }
     ctx->nsources++;
+    sp_ctx_forget_topic_tasks(ctx);
     return topic;
 }
 
@@ -173,6 +178,18 @@ int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err)
 }
 
 int32_t sp_source_count(sp_ctx *ctx) { return ctx->nsources; }
+
+int sp_source_set_task(sp_ctx *ctx, int32_t source, int32_t task, const char **err) {
+    if (source < 0 || source >= ctx->nsources || task < 0 || task >= ctx->ntasks) {
+        *err = task == SP_EINVAL ? "too many sources (63 at most)" : "no such source or task";
+        return SP_EINVAL;
+    }
+    ctx->sources[source].task = task;
+    sp_ctx_forget_topic_tasks(ctx);
+    return SP_OK;
+}
+
+void sp_ctx_forget_topic_tasks(sp_ctx *ctx) { ctx->ntopic_tasks = 0; }
 
 int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err) {
     int t = add_source(ctx, 0, topic, err);
@@ -281,6 +298,7 @@ void sp_ctx_reset_topology(sp_ctx *ctx) {
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
     }
     ctx->nsources = 0;
+    sp_ctx_forget_topic_tasks(ctx);
     sp_ctx_reset_timers(ctx);
     sp_ctx_destroy_windows(ctx);
 }

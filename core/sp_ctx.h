@@ -14,6 +14,11 @@
 #include "sp_offsets.h"
 #include "sp_store.h"
 
+/* Tasks are bits of a mask (sp_store.tasks); the last bit pattern means
+ * "not worked out yet" in caches. */
+#define SP_MAX_TASKS 63
+#define SP_TASKS_UNKNOWN UINT64_MAX
+
 /* An output on its way to a sink. hdrs, when set, is handed over. */
 typedef struct sp_msg {
     const char *key;
@@ -62,6 +67,7 @@ typedef struct sp_source {
                * results */
     char *name;
     int32_t topic; /* topic id records carry */
+    int32_t task;  /* whose stream time its records move (sp_ctx_task) */
     int internal;  /* a topic of sproc's own (repartition) */
     regex_t re;    /* patterns, compiled on first use */
     int re_ok;     /* 0 not compiled, 1 compiled, -1 invalid */
@@ -118,9 +124,16 @@ struct sp_ctx {
     sp_store **stores;
     int32_t nstores;
 
-    /* time: per partition stream time, timers, the wall clock */
+    /* time: stream time per task and partition, the partitions worked on,
+     * timers, the wall clock */
     struct sp_ptime *ptimes;
     int32_t nptimes;
+    struct sp_tclock *clocks;
+    int32_t nclocks;
+    char *tasks[SP_MAX_TASKS];
+    int32_t ntasks;
+    uint64_t *topic_tasks; /* per topic id: its records' tasks (a mask) */
+    int32_t ntopic_tasks;
     struct sp_timer *timers;
     int32_t ntimers;
     int64_t wall_ms;
@@ -183,8 +196,12 @@ int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k);
 /* Partitions this process works on (wall-clock timers fire for each). */
 void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition);
 void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);
-/* Stream time of a partition for TTLs: -1 when unknown. */
+/* Stream time of a partition (the latest of its tasks'), and of the tasks
+ * of a mask on it (0: of the partition): -1 when unknown. */
 int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition);
+int64_t sp_ctx_tasks_stream_time(sp_ctx *ctx, uint64_t tasks, int32_t partition);
+/* Sources changed: the cache of each topic's tasks is out of date. */
+void sp_ctx_forget_topic_tasks(sp_ctx *ctx);
 /* The context has wall-clock timers (the runner then ticks faster). */
 int64_t sp_ctx_wall_timer_min(sp_ctx *ctx);
 /* Where disk stores live (the executable sets it before the first

@@ -14,12 +14,22 @@
  * see lua/sproc/store.lua). */
 #define TAG_NUMBER 'n'
 
-/* Stream time for a store call about partition: the partition's, or the
- * current record's time when that is later (stream time moves at batch
- * ends, a record's own time counts at once). */
-static int64_t store_now(sp_ctx *ctx, int32_t partition) {
-    int64_t t = sp_ctx_part_stream_time(ctx, partition);
-    if (ctx->batch.cur >= 0 && ctx->batch.cur < ctx->batch.n) {
+/* The task of the record being processed, as a mask (0: none). */
+static uint64_t current_task(sp_ctx *ctx) {
+    int32_t t = ctx->batch.task;
+    if (ctx->batch.cur < 0 || ctx->batch.cur >= ctx->batch.n || t < 0 || t >= SP_MAX_TASKS)
+        return 0;
+    return (uint64_t)1 << t;
+}
+
+/* Stream time for a call about a store's partition: that of the tasks
+ * whose records wrote it, or the current record's time when that is
+ * later (stream time moves at batch ends, a record's own time counts at
+ * once). */
+static int64_t store_now(sp_ctx *ctx, const sp_store *s, int32_t partition) {
+    int64_t t = sp_ctx_tasks_stream_time(ctx, s->tasks, partition);
+    uint64_t cur = current_task(ctx);
+    if (cur && (!s->tasks || (s->tasks & cur))) {
         sp_rec *r = &ctx->batch.recs[ctx->batch.cur];
         if (r->partition == partition && r->ts > t) t = r->ts;
     }
@@ -153,6 +163,8 @@ static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
         if (create) *err = "out of memory";
         return NULL;
     }
+    /* a write: the store's TTL runs on the writer's stream time too */
+    if (create) s->tasks |= current_task(ctx);
     if (create && s->track && r && r->seg && r->partition == partition) {
         /* the first segment of each input topic-partition since the last
          * flush is held; later ones are behind it anyway */
@@ -222,7 +234,7 @@ static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
         *vlen = n->vlen;
         ts = n->ts;
     }
-    return s->ttl > 0 && ts <= store_now(ctx, part) - s->ttl ? 0 : 1;
+    return s->ttl > 0 && ts <= store_now(ctx, s, part) - s->ttl ? 0 : 1;
 }
 
 /* A disk store's changes are listed in the partition's tree until the
@@ -239,7 +251,7 @@ static int mark_changed(sp_ctx *ctx, sp_store *s, sp_kv_part *p,
 static int write_entry(sp_ctx *ctx, sp_store *s, sp_kv_part *p, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err) {
-    int64_t now = ts >= 0 ? ts : store_now(ctx, p->partition);
+    int64_t now = ts >= 0 ? ts : store_now(ctx, s, p->partition);
     if (s->disk) {
         sp_lmdb *l = disk(ctx, s, err);
         if (!l || sp_lmdb_put(l, p->partition, key, klen, val, vlen, now, err) != 0)
@@ -313,7 +325,7 @@ int sp_store_delete(sp_ctx *ctx, int store, int32_t partition,
         sp_lmdb *l = disk(ctx, s, err);
         int rc = l ? sp_lmdb_del(l, p->partition, key, klen, err) : -1;
         if (rc < 0) return SP_EIO;
-        return rc ? mark_changed(ctx, s, p, key, klen, store_now(ctx, p->partition), err)
+        return rc ? mark_changed(ctx, s, p, key, klen, store_now(ctx, s, p->partition), err)
                   : SP_OK;
     }
     return sp_kv_delete(s, p, key, klen, err) == 0 ? SP_OK : SP_ENOMEM;
@@ -360,7 +372,7 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
     if (!s) return SP_EINVAL;
     int32_t part = which_partition(ctx, partition, &err);
     if (part < 0) return 0;
-    int64_t now = store_now(ctx, part), ts;
+    int64_t now = store_now(ctx, s, part), ts;
     for (;;) {
         if (s->disk) {
             sp_lmdb *l = disk(ctx, s, &err);

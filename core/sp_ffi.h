@@ -61,6 +61,9 @@ typedef struct sp_batch {
     sp_rec *recs;
     int32_t n;
     int32_t cur;
+    int32_t task;  /* the task (sp_ctx_task) of the source whose operators
+                    * run on cur: stores it writes keep their TTL on its
+                    * stream time */
 } sp_batch;
 
 /* Counters of the whole pipeline, incremented from Lua and C. */
@@ -301,6 +304,13 @@ void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
 
 /* Sources registered so far (a new one's index is the count minus 1). */
 int32_t sp_source_count(sp_ctx *ctx);
+/* Stream time is kept per task: the partitions of one number of the
+ * topics of one source declaration. sp_ctx_task interns a task's name
+ * (the same name finds the same stream times after a reload; at most 63
+ * tasks); a source is its own task until sp_source_set_task says which
+ * one it belongs to. */
+int32_t sp_ctx_task(sp_ctx *ctx, const char *name);
+int sp_source_set_task(sp_ctx *ctx, int32_t source, int32_t task, const char **err);
 /* A topic of sproc's own that the pipeline reads back (a repartition
  * topic: the executable creates it and drains it in bounded runs). */
 int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err);

@@ -71,6 +71,7 @@ sp_kv_part *sp_store_part(sp_store *s, int32_t partition, int create) {
     memset(p, 0, sizeof *p);
     p->partition = partition;
     p->changelog_end = -1;
+    p->swept_ms = -1;
     RB_INIT(&p->tree);
     return p;
 }

@@ -48,6 +48,7 @@ typedef struct sp_kv_part {
                             * unknown */
     sp_kv_node *last;      /* the node found last: reads are often followed
                             * by a write of the same key */
+    int64_t swept_ms;      /* stream time of the last TTL sweep; -1 none */
 } sp_kv_part;
 
 struct sp_lmdb;
@@ -68,6 +69,8 @@ typedef struct sp_store {
     int64_t budget;       /* bytes; 0: none */
     int64_t ttl;          /* ms of stream time an entry lives after its
                            * last write; 0: forever */
+    uint64_t tasks;       /* tasks whose records wrote it: its TTL runs on
+                           * their stream time (0: none yet) */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */

@@ -1,9 +1,16 @@
-/* Time in the core: stream time per partition (the highest record time
- * seen), the wall clock (real in the executable, virtual in the test
- * driver), user timers on either, and the expiry of store entries past
- * their TTL. Timers fire between batches: a due timer appends one record
- * per partition to the batch, and Lua runs them through the timer's
- * operators in the same protected call as the input records. */
+/* Time in the core: stream time per task (the highest record time seen),
+ * the wall clock (real in the executable, virtual in the test driver),
+ * user timers on either, and the expiry of store entries past their TTL.
+ * Timers fire between batches: a due timer appends one record per
+ * partition to the batch, and Lua runs them through the timer's
+ * operators in the same protected call as the input records.
+ *
+ * A task is Kafka Streams' unit of stream time: the partitions with one
+ * number of the topics one source declaration reads (or of a repartition
+ * topic). A store's TTL runs on the stream time of the tasks whose
+ * records wrote it (two sources sharing a store are one sub-topology, as
+ * in Kafka Streams); stream timers on a partition's latest stream time
+ * over its tasks. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,14 +19,21 @@
 
 #define MAX_TIMERS 16
 
+/* A partition this process works on: wall timers fire for each, stream
+ * timers on its latest stream time. */
 typedef struct sp_ptime {
     int32_t partition;
-    int64_t stream_ms;       /* -1: no record yet */
-    int64_t last_wall;       /* wall clock at the last record; -1 none */
-    int64_t last_event;      /* stream time then */
-    int64_t swept_ms;        /* stream time of the last TTL sweep */
+    int64_t stream_ms;        /* the latest of its tasks'; -1: no record yet */
     int64_t next[MAX_TIMERS]; /* stream timers: next firing; -1 unset */
 } sp_ptime;
+
+/* Stream time of one task on one partition. */
+typedef struct sp_tclock {
+    int32_t task, partition;
+    int64_t stream_ms;  /* -1: no record yet */
+    int64_t last_wall;  /* wall clock at the last record; -1 none */
+    int64_t last_event; /* stream time then */
+} sp_tclock;
 
 typedef struct sp_timer {
     int32_t topic;
@@ -38,9 +52,11 @@ void sp_ctx_reset_timers(sp_ctx *ctx) {
 void sp_ctx_destroy_timers(sp_ctx *ctx) {
     free(ctx->ptimes);
     free(ctx->timers);
+    free(ctx->clocks);
     ctx->ptimes = NULL;
     ctx->timers = NULL;
-    ctx->nptimes = ctx->ntimers = 0;
+    ctx->clocks = NULL;
+    ctx->nptimes = ctx->ntimers = ctx->nclocks = 0;
 }
 
 static sp_ptime *ptime(sp_ctx *ctx, int32_t partition, int create) {
@@ -58,11 +74,28 @@ static sp_ptime *ptime(sp_ctx *ctx, int32_t partition, int create) {
     sp_ptime *p = &t[at];
     p->partition = partition;
     p->stream_ms = -1;
-    p->swept_ms = -1;
-    p->last_wall = -1;
-    p->last_event = -1;
     for (int i = 0; i < MAX_TIMERS; i++) p->next[i] = -1;
     return p;
+}
+
+static sp_tclock *tclock(sp_ctx *ctx, int32_t task, int32_t partition, int create) {
+    for (int32_t i = 0; i < ctx->nclocks; i++)
+        if (ctx->clocks[i].task == task && ctx->clocks[i].partition == partition)
+            return &ctx->clocks[i];
+    if (!create || !ptime(ctx, partition, 1)) return NULL;
+    sp_tclock *c = realloc(ctx->clocks, (size_t)(ctx->nclocks + 1) * sizeof *c);
+    if (!c) return NULL;
+    ctx->clocks = c;
+    c[ctx->nclocks] = (sp_tclock){task, partition, -1, -1, -1};
+    return &c[ctx->nclocks++];
+}
+
+/* Moves a task's stream time on, and its partition's with it. */
+static void advance(sp_ctx *ctx, sp_tclock *c, int64_t ms) {
+    if (ms <= c->stream_ms) return;
+    c->stream_ms = ms;
+    sp_ptime *p = ptime(ctx, c->partition, 1);
+    if (p && ms > p->stream_ms) p->stream_ms = ms;
 }
 
 void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition) { ptime(ctx, partition, 1); }
@@ -71,11 +104,56 @@ int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k) { return ctx->ptimes[k].p
 
 void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition) {
     sp_windows_drop_partition(ctx, partition);
+    for (int32_t i = 0; i < ctx->nclocks;)
+        if (ctx->clocks[i].partition == partition)
+            ctx->clocks[i] = ctx->clocks[--ctx->nclocks];
+        else
+            i++;
     sp_ptime *p = ptime(ctx, partition, 0);
     if (!p) return;
     int32_t at = (int32_t)(p - ctx->ptimes);
     memmove(p, p + 1, (size_t)(ctx->nptimes - at - 1) * sizeof *p);
     ctx->nptimes--;
+}
+
+int32_t sp_ctx_task(sp_ctx *ctx, const char *name) {
+    for (int32_t i = 0; i < ctx->ntasks; i++)
+        if (strcmp(ctx->tasks[i], name) == 0) return i;
+    if (ctx->ntasks == SP_MAX_TASKS) return SP_EINVAL;
+    if (!(ctx->tasks[ctx->ntasks] = strdup(name))) return SP_ENOMEM;
+    return ctx->ntasks++;
+}
+
+/* The tasks records of a topic belong to: one per source that reads it
+ * (cached per topic id; sources change only between batches). */
+static uint64_t topic_tasks(sp_ctx *ctx, int32_t topic) {
+    if (topic < 0) return 0;
+    if (topic >= ctx->ntopic_tasks) {
+        uint64_t *t = realloc(ctx->topic_tasks, (size_t)(topic + 1) * sizeof *t);
+        if (!t) return 0;
+        for (int32_t i = ctx->ntopic_tasks; i <= topic; i++) t[i] = SP_TASKS_UNKNOWN;
+        ctx->topic_tasks = t;
+        ctx->ntopic_tasks = topic + 1;
+    }
+    if (ctx->topic_tasks[topic] == SP_TASKS_UNKNOWN) {
+        uint64_t m = 0;
+        for (int32_t i = 0; i < ctx->nsources; i++)
+            if (ctx->sources[i].task >= 0 && sp_source_matches(ctx, i, topic))
+                m |= (uint64_t)1 << ctx->sources[i].task;
+        ctx->topic_tasks[topic] = m;
+    }
+    return ctx->topic_tasks[topic];
+}
+
+int64_t sp_ctx_tasks_stream_time(sp_ctx *ctx, uint64_t tasks, int32_t partition) {
+    if (!tasks) return sp_ctx_part_stream_time(ctx, partition);
+    int64_t t = -1;
+    for (int32_t i = 0; i < ctx->nclocks; i++) {
+        sp_tclock *c = &ctx->clocks[i];
+        if (c->partition == partition && (tasks >> c->task & 1) && c->stream_ms > t)
+            t = c->stream_ms;
+    }
+    return t;
 }
 
 int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition) {
@@ -87,7 +165,17 @@ int64_t sp_ctx_stream_time(sp_ctx *ctx, int32_t partition) {
     return sp_ctx_part_stream_time(ctx, partition);
 }
 
+/* The driver moves every task of the partition (and, before any record,
+ * every task of the topology) as a record with that time would. */
 void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms) {
+    for (int32_t i = 0; i < ctx->nsources; i++) {
+        sp_tclock *c = ctx->sources[i].task >= 0
+                           ? tclock(ctx, ctx->sources[i].task, partition, 1)
+                           : NULL;
+        if (c) advance(ctx, c, ms);
+    }
+    for (int32_t i = 0; i < ctx->nclocks; i++)
+        if (ctx->clocks[i].partition == partition) advance(ctx, &ctx->clocks[i], ms);
     sp_ptime *p = ptime(ctx, partition, 1);
     if (p && ms > p->stream_ms) p->stream_ms = ms;
 }
@@ -123,12 +211,6 @@ int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
     return SP_OK;
 }
 
-static int is_timer_topic(sp_ctx *ctx, int32_t topic) {
-    for (int32_t i = 0; i < ctx->ntimers; i++)
-        if (ctx->timers[i].topic == topic) return 1;
-    return 0;
-}
-
 static int append(sp_ctx *ctx, const sp_timer *t, int32_t partition, int64_t ts) {
     sp_rec *r = sp_ctx_batch_add(ctx);
     if (!r) return -1;
@@ -139,60 +221,73 @@ static int append(sp_ctx *ctx, const sp_timer *t, int32_t partition, int64_t ts)
     return 0;
 }
 
-/* Expires store entries of a partition once its stream time moved on by a
- * quarter of the shortest TTL (at least 100 ms) since the last sweep: a
- * full scan, so it is spread out rather than run per record. Entries past
+/* Expires a store's entries on a partition once its stream time moved on
+ * by a quarter of its TTL (at least 100 ms) since the last sweep: a full
+ * scan, so it is spread out rather than run per record. Entries past
  * their TTL are invisible before that already. */
-static void sweep(sp_ctx *ctx, sp_ptime *pt) {
-    int64_t step = 0;
-    for (int32_t i = 0; i < ctx->nstores; i++) {
-        int64_t ttl = ctx->stores[i]->ttl;
-        if (ttl <= 0) continue;
-        int64_t st = ttl / 4 > 100 ? ttl / 4 : 100;
-        if (step == 0 || st < step) step = st;
-    }
-    if (step == 0 || (pt->swept_ms >= 0 && pt->stream_ms - pt->swept_ms < step)) return;
+static void sweep(sp_ctx *ctx, int32_t partition) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
-        if (s->ttl > 0) sp_ctx_store_expire(ctx, s, pt->partition, pt->stream_ms - s->ttl);
+        if (s->ttl <= 0) continue;
+        int64_t now = sp_ctx_tasks_stream_time(ctx, s->tasks, partition);
+        int64_t step = s->ttl / 4 > 100 ? s->ttl / 4 : 100;
+        sp_kv_part *p = now >= 0 ? sp_store_part(s, partition, 0) : NULL;
+        if (!p || (p->swept_ms >= 0 && now - p->swept_ms < step)) continue;
+        sp_ctx_store_expire(ctx, s, partition, now - s->ttl);
+        p->swept_ms = now;
     }
-    pt->swept_ms = pt->stream_ms;
+}
+
+/* Stream time from the batch's input records not counted yet. */
+static int count_records(sp_ctx *ctx) {
+    int32_t last_topic = -1, last_part = -1;
+    uint64_t tasks = 0;
+    for (int32_t i = ctx->scanned; i < ctx->batch.n; i++) {
+        sp_rec *r = &ctx->batch.recs[i];
+        /* the core's own records (timers, window results) have no offset */
+        if (r->offset < 0) continue;
+        if (r->topic != last_topic || r->partition != last_part) {
+            tasks = topic_tasks(ctx, r->topic);
+            last_topic = r->topic;
+            last_part = r->partition;
+            sp_ptime *pt = ptime(ctx, r->partition, 1);
+            if (!pt) return -1;
+            if (pt->stream_ms < 0) {
+                /* the partition's first record starts its stream timers,
+                 * so a crossing later in the same batch fires */
+                for (int32_t t = 0; t < ctx->ntimers; t++)
+                    if (!ctx->timers[t].wall && pt->next[t] < 0)
+                        pt->next[t] = r->ts - r->ts % ctx->timers[t].every +
+                                      ctx->timers[t].every;
+            }
+        }
+        for (uint64_t m = tasks; m; m &= m - 1) {
+            sp_tclock *c = tclock(ctx, __builtin_ctzll(m), r->partition, 1);
+            if (!c) return -1;
+            advance(ctx, c, r->ts);
+            c->last_wall = ctx->wall_ms;
+            c->last_event = c->stream_ms;
+        }
+    }
+    return 0;
 }
 
 int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
     int32_t before = ctx->batch.n;
-    /* stream time: the input records not counted yet */
-    for (int32_t i = ctx->scanned; i < ctx->batch.n; i++) {
-        sp_rec *r = &ctx->batch.recs[i];
-        /* the core's own records (timers, window results) have no offset */
-        if (r->offset < 0 || is_timer_topic(ctx, r->topic)) continue;
-        sp_ptime *pt = ptime(ctx, r->partition, 1);
-        if (!pt) return -1;
-        if (pt->stream_ms < 0) {
-            /* the partition's first record starts its stream timers, so a
-             * crossing later in the same batch fires */
-            for (int32_t t = 0; t < ctx->ntimers; t++)
-                if (!ctx->timers[t].wall && pt->next[t] < 0)
-                    pt->next[t] = r->ts - r->ts % ctx->timers[t].every +
-                                  ctx->timers[t].every;
-        }
-        if (r->ts > pt->stream_ms) pt->stream_ms = r->ts;
-        pt->last_wall = ctx->wall_ms;
-        pt->last_event = pt->stream_ms;
-    }
-    /* An idle partition's stream time moves on with the wall clock from
-     * its last record's time (not to "now": replayed old data must not
-     * close every window at once), so its windows do not wait forever. */
-    for (int32_t k = 0; ctx->idle_ms > 0 && k < ctx->nptimes; k++) {
-        sp_ptime *pt = &ctx->ptimes[k];
-        int64_t idle = ctx->wall_ms - pt->last_wall;
-        if (pt->last_wall < 0 || idle < ctx->idle_ms) continue;
-        if (pt->last_event + idle > pt->stream_ms) pt->stream_ms = pt->last_event + idle;
+    if (count_records(ctx) != 0) return -1;
+    /* An idle task's stream time moves on with the wall clock from its
+     * last record's time (not to "now": replayed old data must not close
+     * every window at once), so its windows do not wait forever. */
+    for (int32_t k = 0; ctx->idle_ms > 0 && k < ctx->nclocks; k++) {
+        sp_tclock *c = &ctx->clocks[k];
+        int64_t idle = ctx->wall_ms - c->last_wall;
+        if (c->last_wall < 0 || idle < ctx->idle_ms) continue;
+        advance(ctx, c, c->last_event + idle);
     }
     /* windows close before the sweep could expire their accumulators */
     if (sp_windows_fire(ctx) < 0) return -1;
     for (int32_t k = 0; k < ctx->nptimes; k++)
-        if (ctx->ptimes[k].stream_ms >= 0) sweep(ctx, &ctx->ptimes[k]);
+        if (ctx->ptimes[k].stream_ms >= 0) sweep(ctx, ctx->ptimes[k].partition);
     for (int32_t t = 0; t < ctx->ntimers; t++) {
         sp_timer *tm = &ctx->timers[t];
         if (tm->wall) {

@@ -311,6 +311,10 @@ end
 -- then runs the operators.
 local function compile_source(src, env)
   local batch = env.batch
+  -- the task whose stream time the source's records move
+  local task = C.sp_ctx_task(env.ctx, table.concat(src.names, ","))
+  if task < 0 then error("sproc.source: too many sources (63 at most)", 0) end
+  src.task, env.task = task, task
   if src.schema then
     src.schema_id = C.sp_schema_define(env.ctx, src.schema.spec, errp)
     if src.schema_id < 0 then error(cerr("sproc.source: schema"), 0) end
@@ -320,6 +324,7 @@ local function compile_source(src, env)
   local first = compile_node(src.node, env)
   local time = src.time
   return function(i)
+    batch.task = task
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
     if time then
@@ -339,6 +344,7 @@ end
 -- appends to the batch with the operator's own topic. Lua aggregates'
 -- result functions turn their accumulators into values here.
 local function compile_results(n, env)
+  local batch, task = env.batch, env.task
   local serdes = { key = "string", value = "json" }
   local view, reset = record.new_view(env.ctx, env.batch, serdes)
   local saved = env.serdes
@@ -351,12 +357,14 @@ local function compile_results(n, env)
   end
   if #results == 0 then
     return function(i)
+      batch.task = task
       local bad = reset(i)
       if bad then error(setmetatable({ msg = bad }, InputError)) end
       nxt(view)
     end
   end
   return function(i)
+    batch.task = task
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
     local v = view.value
@@ -468,11 +476,13 @@ function M.compile_repartition(n, env)
   local index = C.sp_source_count(ctx)   -- before the aggregation adds its own
   local rsrc = { key = "string", value = src.value, kind = "topic", names = { topic } }
   local view, reset = record.new_view(ctx, batch, rsrc)
-  local saved = env.serdes
-  env.serdes = rsrc
+  local saved, saved_task = env.serdes, env.task
+  local task = C.sp_ctx_task(ctx, topic)
+  env.serdes, env.task = rsrc, task
   local nxt = compile_children(n, env)
-  env.serdes = saved
+  env.serdes, env.task = saved, saved_task
   env.by_source[index] = function(i)
+    batch.task = task
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
     nxt(view)
@@ -615,6 +625,9 @@ function M.compile(ctx, opts)
         id = C.sp_source_kafka(ctx, name, src.kind == "pattern" and 1 or 0, errp)
       end
       if id < 0 then error(cerr("sproc.source"), 0) end
+      if C.sp_source_set_task(ctx, C.sp_source_count(ctx) - 1, src.task, errp) ~= 0 then
+        error(cerr("sproc.source"), 0)
+      end
       -- indexed as the core numbers sources (aggregations add their own)
       by_source[C.sp_source_count(ctx)] = entry
     end

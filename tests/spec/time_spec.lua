@@ -128,6 +128,61 @@ describe("store TTL", function()
   end)
 end)
 
+-- issue 14 #5: stream time was kept per partition number across every
+-- source, so a store's TTL ran on another source's records
+describe("stream time per task", function()
+  local function two_sources()
+    return testing.driver(function(sproc)
+      local seen = sproc.store{ name = "seen", ttl = 1000 }
+      sproc.source{ topic = "clicks", value = "json", time = function(r) return r.value.t end }
+        :each(function(r) seen:incr(r.key) end)
+      sproc.source{ topic = "audit", value = "json", time = function(r) return r.value.t end }
+        :to{ topic = "audit-out" }
+    end)
+  end
+
+  it("a store's TTL does not run on another source's records", function()
+    local d = two_sources()
+    d:pipe("clicks", { key = "a", value = { t = 0 } })
+    d:pipe("audit", { key = "x", value = { t = 1e9 } })
+    assert.are.equal(1, d:store("seen"):get("a"))
+    d:pipe("clicks", { key = "b", value = { t = 999 } })
+    assert.are.equal(1, d:store("seen"):get("a"))
+    d:pipe("clicks", { key = "b", value = { t = 1000 } })
+    assert.is_nil(d:store("seen"):get("a"))
+    assert.are.equal(2, d:store("seen"):get("b"))
+  end)
+
+  it("entries written after another source moved ahead still expire on their own source's time", function()
+    local d = two_sources()
+    d:pipe("audit", { key = "x", value = { t = 1e9 } })
+    d:pipe("clicks", { key = "a", value = { t = 0 } })
+    d:pipe("clicks", { key = "b", value = { t = 5000 } })
+    assert.is_nil(d:store("seen"):get("a"))
+    assert.are.equal(1, d:store("seen"):get("b"))
+  end)
+
+  it("a store used by two sources follows the later of their times", function()
+    local d = testing.driver(function(sproc)
+      local seen = sproc.store{ name = "seen", ttl = 1000 }
+      for _, t in ipairs { "a", "b" } do
+        sproc.source{ topic = t, value = "json", time = function(r) return r.value.t end }
+          :each(function(r) seen:incr(r.key) end)
+      end
+    end)
+    d:pipe("a", { key = "k", value = { t = 0 } })
+    d:pipe("b", { key = "j", value = { t = 3000 } })
+    assert.is_nil(d:store("seen"):get("k"))
+  end)
+
+  it("the driver's stream time of a partition is the latest of its sources'", function()
+    local d = two_sources()
+    d:pipe("clicks", { key = "a", value = { t = 10 } })
+    d:pipe("audit", { key = "a", value = { t = 20 } })
+    assert.are.equal(20, d:stream_time(0))
+  end)
+end)
+
 describe("determinism", function()
   -- (values compared decoded: a Lua table's keys come out in the order of
   -- its hash part, which LuaJIT does not keep from one run to the next)
