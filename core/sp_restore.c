@@ -20,12 +20,21 @@ typedef struct job {
     int64_t applied;
     double t0;
     int64_t ckpt_keys; /* loaded from a local checkpoint; -1 none */
+    int waiting;       /* said that it waits for an open transaction */
 } job;
 
 struct sp_restore {
     sp_ctx *ctx;
     char *dir; /* local checkpoints; NULL none */
     rd_kafka_t *rk;
+    /* Ends of the changelogs are asked of a read_uncommitted client: for a
+     * read_committed one Kafka answers the last stable offset, which an
+     * abandoned transaction (a killed process's, until the broker aborts
+     * it, up to transaction.timeout.ms plus its cleanup interval later)
+     * holds back while transactions after it commit: a restore to there
+     * would miss committed state. */
+    rd_kafka_conf_t *ends_conf;
+    rd_kafka_t *ends_rk;
     rd_kafka_queue_t *q;
     char **topics; /* per store */
     int32_t ntopics;
@@ -48,6 +57,12 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
         return NULL;
     }
     rs->ctx = ctx;
+    rs->ends_conf = rd_kafka_conf_dup(conf);
+    if (rd_kafka_conf_set(rs->ends_conf, "isolation.level", "read_uncommitted", errbuf,
+                          errsize)) {
+        rd_kafka_conf_destroy(conf);
+        goto fail;
+    }
     if (state_dir && !(rs->dir = strdup(state_dir))) {
         rd_kafka_conf_destroy(conf);
         goto fail;
@@ -95,6 +110,8 @@ void sp_restore_destroy(sp_restore *rs) {
         rd_kafka_consumer_close(rs->rk);
         rd_kafka_destroy(rs->rk);
     }
+    if (rs->ends_rk) rd_kafka_destroy(rs->ends_rk);
+    if (rs->ends_conf) rd_kafka_conf_destroy(rs->ends_conf);
     for (int32_t i = 0; i < rs->ntopics; i++) free(rs->topics[i]);
     free(rs->topics);
     free(rs->jobs);
@@ -165,7 +182,7 @@ static int add_job(sp_restore *rs, int32_t partition, int32_t store, int64_t hi,
         rs->jobs = j;
         rs->cap = cap;
     }
-    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, sp_clock_s(), keys};
+    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, sp_clock_s(), keys, 0};
     return 0;
 }
 
@@ -175,9 +192,24 @@ static int is_present(const sp_restore *rs, int32_t partition) {
     return 0;
 }
 
+/* The client that reads the changelogs' ends, made on first use. */
+static rd_kafka_t *ends_client(sp_restore *rs) {
+    char errstr[256];
+    if (rs->ends_rk) return rs->ends_rk;
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(rs->ends_conf);
+    rs->ends_rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+    if (!rs->ends_rk) {
+        rd_kafka_conf_destroy(conf);
+        sp_error("cannot create the client that reads the changelogs' ends: %s", errstr);
+    }
+    return rs->ends_rk;
+}
+
 int sp_restore_start(sp_restore *rs, int32_t partition) {
     if (sp_restore_is_restoring(rs, partition)) return 1;
     if (is_present(rs, partition)) return 0;
+    rd_kafka_t *ends = ends_client(rs);
+    if (!ends) return -1;
     if (rs->npresent == rs->present_cap) {
         int cap = rs->present_cap ? rs->present_cap * 2 : 16;
         int32_t *p = realloc(rs->present, (size_t)cap * sizeof *p);
@@ -190,7 +222,7 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
         int64_t lo, hi, keys;
-        rd_kafka_resp_err_t e = sp_topics_watermarks(rs->rk, rs->topics[i], partition, &lo, &hi);
+        rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
@@ -373,6 +405,14 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
             if (rc == 0 && (m->err ? m->offset : m->offset + 1) >= j->target) {
                 int32_t part = j->partition;
                 if (finish(rs, i) && ndone < max) done[ndone++] = part;
+            } else if (rc == 0 && m->err && !j->waiting) {
+                /* read_committed stops before a transaction still open */
+                j->waiting = 1;
+                sp_info("restoring store %s partition %" PRId32 ": waiting at offset %" PRId64
+                        " of %s for an open transaction to end (one a stopped process left "
+                        "ends within transaction.timeout.ms)",
+                        rs->ctx->stores[j->store]->name, j->partition, m->offset,
+                        rs->topics[j->store]);
             }
         }
         rd_kafka_message_destroy(m);
