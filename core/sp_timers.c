@@ -207,7 +207,8 @@ int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
         return SP_ENOMEM;
     }
     ctx->timers = t;
-    t[ctx->ntimers++] = (sp_timer){topic, wall, every, -1};
+    /* a wall timer counts from when it is declared */
+    t[ctx->ntimers++] = (sp_timer){topic, wall, every, wall ? ctx->wall_ms + every : -1};
     return SP_OK;
 }
 
@@ -272,9 +273,18 @@ static int count_records(sp_ctx *ctx) {
     return 0;
 }
 
+/* Whether the topology reads any topic or file: without one, there is no
+ * partition to be given, and the process works on partition 0. */
+static int reads_input(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nsources; i++)
+        if (ctx->sources[i].kind <= 2) return 1;
+    return 0;
+}
+
 int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
     int32_t before = ctx->batch.n;
     if (count_records(ctx) != 0) return -1;
+    if (ctx->nptimes == 0 && ctx->ntimers > 0 && !reads_input(ctx) && !ptime(ctx, 0, 1)) return -1;
     /* An idle task's stream time moves on with the wall clock from its
      * last record's time (not to "now": replayed old data must not close
      * every window at once), so its windows do not wait forever. */

@@ -80,6 +80,33 @@ describe("wall-clock timers", function()
     assert.are.same({}, reports(d))
   end)
 
+  -- issue 14 #6: with no input source there was no partition to fire for
+  it("fire on partition 0 in a script that reads no topic or file", function()
+    local d = testing.driver(function(sproc)
+      sproc.timer{ every = 100, time = "wall" }:map(function(r) return "tick " .. r.partition end)
+        :to{ topic = "ticks" }
+    end)
+    d:advance_wall_clock(250)
+    d:advance_wall_clock(100)
+    assert.are.same({ "tick 0", "tick 0" }, d:values("ticks"))
+  end)
+
+  it("fire in the executable when the script has only timers", function()
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write([[
+local sproc = require "sproc"
+sproc.timer{ every = 50, time = "wall" }:map(function(r) return "tick " .. r.partition end):print()
+]])
+    f:close()
+    local bin = os.getenv("SPROC_BIN") or "build/sproc"
+    local p = io.popen("timeout -s INT 2 " .. bin .. " " .. path .. " --quiet 2>/dev/null")
+    local out = p:read("*a")
+    p:close()
+    os.remove(path)
+    assert.matches("^tick 0\ntick 0\n", out)
+  end)
+
   it("errors in a timer go through the error policy", function()
     local d = testing.driver(function(sproc)
       sproc.app{ errors = "skip" }
