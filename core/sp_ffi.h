@@ -347,13 +347,20 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
 int sp_window_add(sp_ctx *ctx, int op, const char *key, size_t klen, int64_t ts,
                   const double *vals, const char *const *sv, const size_t *sl,
                   const char **err);
-/* After sp_window_add: the windows the record joined (start and end), and
- * for sessions the starts of the sessions merged into the first one; the
- * Lua side updates its own aggregates (SP_AGG_CUSTOM) there. Their
+/* After sp_window_add: the windows the record joined (start, end, and
+ * made: 1 for a window it made) up to max, returning how many there are;
+ * for sessions, the starts of every session merged into the one it
+ * joined (Kafka Streams merges them into a fresh accumulator). The Lua
+ * side updates its own aggregates (SP_AGG_CUSTOM) there. Their
  * accumulators are entries of the companion store (id below): key = the
  * window's store key, then the byte 0x40 + the aggregate's index; value =
- * the accumulator as the Lua API stores a table. */
-int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t max);
+ * the accumulator as the Lua API stores a table. A sliding window's new
+ * window is built from the records' own accumulators, kept under the
+ * record's time's key and the byte 0x60 + the aggregate's index (a list,
+ * in arrival order). A new sliding window may not hold the record (its
+ * right window). */
+int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t *made,
+                         int32_t max);
 int32_t sp_window_merged(sp_ctx *ctx, int64_t *starts, int32_t max);
 int32_t sp_window_companion(sp_ctx *ctx, int op);
 /* Stream time to infinity: every window closes at the next firing (the

@@ -98,10 +98,13 @@ struct sp_windows {
     sp_buf json, kbuf, abuf, cbuf;
     sp_buf rkey; /* the record's window key (sp_window_add, add_to) */
     int close_all;
-    /* the last add: the windows the record joined (start, end) and, for
-     * sessions, the starts of those merged away (Lua aggregates follow) */
-    int64_t joined[64][2], merged[64];
-    int32_t njoined, nmerged;
+    /* the last add: the windows the record joined (start, end, made by
+     * it) and, for sessions, the starts of those merged into the one it
+     * joined (Lua aggregates follow) */
+    struct joined { int64_t start, end; int32_t made; } *joined;
+    int32_t njoined, joined_cap;
+    int64_t merged[64];
+    int32_t nmerged;
 };
 
 static sp_windows *wins(sp_ctx *ctx) {
@@ -150,6 +153,7 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
     sp_buf_destroy(&w->abuf);
     sp_buf_destroy(&w->cbuf);
     sp_buf_destroy(&w->rkey);
+    free(w->joined);
     free(w);
     ctx->windows = NULL;
 }
@@ -206,10 +210,10 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
         op->names[i] = strdup(names[i]);
         if (kinds[i] == SP_AGG_CUSTOM) op->custom = 1;
         if (type == SP_WIN_SLIDING && (kinds[i] == SP_AGG_DISTINCT ||
-                                       kinds[i] == SP_AGG_APPROX_DISTINCT ||
-                                       kinds[i] == SP_AGG_CUSTOM)) {
+                                       kinds[i] == SP_AGG_APPROX_DISTINCT)) {
             free(op);
-            *err = "sliding windows take count, sum, min, max, avg, first and last";
+            *err = "sliding windows take count, sum, min, max, avg, first, last and "
+                   "aggregates written in Lua";
             return SP_EINVAL;
         }
         if ((kinds[i] == SP_AGG_DISTINCT || kinds[i] == SP_AGG_APPROX_DISTINCT ||
@@ -249,14 +253,30 @@ oom:
     return SP_ENOMEM;
 }
 
-int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t max) {
+int32_t sp_window_joined(sp_ctx *ctx, int64_t *starts, int64_t *ends, int32_t *made,
+                         int32_t max) {
     sp_windows *w = ctx->windows;
     int32_t n = 0;
     for (; w && n < w->njoined && n < max; n++) {
-        starts[n] = w->joined[n][0];
-        ends[n] = w->joined[n][1];
+        starts[n] = w->joined[n].start;
+        ends[n] = w->joined[n].end;
+        made[n] = w->joined[n].made;
     }
-    return n;
+    return w ? w->njoined : 0;
+}
+
+/* Notes a window the record joined (or made, for a sliding window it is
+ * not in), for the Lua aggregates. */
+static int note_joined(sp_windows *w, int64_t start, int64_t end, int made) {
+    if (w->njoined == w->joined_cap) {
+        int32_t cap = w->joined_cap ? w->joined_cap * 2 : 16;
+        struct joined *j = realloc(w->joined, (size_t)cap * sizeof *j);
+        if (!j) return SP_ENOMEM;
+        w->joined = j;
+        w->joined_cap = cap;
+    }
+    w->joined[w->njoined++] = (struct joined){start, end, made};
+    return SP_OK;
 }
 
 int32_t sp_window_merged(sp_ctx *ctx, int64_t *starts, int32_t max) {
@@ -376,8 +396,9 @@ static int acc_write(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key,
 
 static int64_t close_at(const sp_winop *op, const acc_hdr *h) {
     /* tumbling and hopping: [start, end) closes at end + grace; a session
-     * [first, last] at last + gap + grace */
-    if (op->type == SP_WIN_SESSION) return h->end + op->size + op->grace;
+     * [first, last] once stream time passes last + gap + grace (Kafka
+     * Streams takes a record merging into it until then) */
+    if (op->type == SP_WIN_SESSION) return h->end + op->size + op->grace + 1;
     /* a sliding window's end is included: it closes a millisecond later */
     return op->type == SP_WIN_SLIDING ? h->end + 1 + op->grace : h->end + op->grace;
 }
@@ -894,10 +915,6 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
     const char *v;
     size_t vl;
     wkey_start(&w->rkey, start);
-    if (w->njoined < 64) {
-        w->joined[w->njoined][0] = start;
-        w->joined[w->njoined++][1] = end;
-    }
     /* in memory: the accumulator changes in place, one lookup */
     int created, found, rc;
     char *acc = sp_ctx_store_upsert(ctx, op->store, part, w->rkey.data, w->rkey.len,
@@ -925,6 +942,7 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
         if (rc != SP_OK) return rc;
     }
     if (made) *made = !found;
+    if (op->custom && note_joined(w, start, end, !found) != SP_OK) return SP_ENOMEM;
     /* a window closes from the heap; panes through their key's cursor */
     if (!found && !op->panes && heap_push(x, close_at(op, &h), start, key, klen) != 0)
         return SP_ENOMEM;
@@ -1042,7 +1060,11 @@ static int close_panes(sp_ctx *ctx, sp_winop *op, widx *x, const hent *e) {
 }
 
 /* Sessions of key that the record at ts touches (at most the gap away)
- * merge with it into one. */
+ * merge with it into one (Kafka Streams' findSessions). A session that
+ * stream time closed is not among them, whether or not the batch's end
+ * removed it yet, so that results do not depend on batching. A record
+ * whose merged session would end before stream time - gap - grace is
+ * late, and changes nothing. */
 static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                        size_t klen, int64_t ts, int64_t stream, const double *vals,
                        const char *const *sv, const size_t *sl, const char **err) {
@@ -1059,7 +1081,7 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     if (!from) return SP_ENOMEM;
     memcpy(from, w->kbuf.data, w->kbuf.len);
     size_t flen = w->kbuf.len;
-    int strict = 0;
+    int strict = 0, rc = SP_OK;
     const char *k, *v;
     size_t kl, vl;
     while (nmerged < 64 && sp_store_next(ctx, op->store, part, from, flen, strict, &k, &kl, &v,
@@ -1071,32 +1093,39 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
         strict = 1;
         if (!acc_read(op, v, vl, &oh, o)) continue;
         if (oh.start > ts + op->size) break; /* later sessions are further away */
-        if (oh.end < ts - op->size) continue;
+        if (oh.end < ts - op->size || close_at(op, &oh) <= stream) continue;
         acc_merge(op, &h, s, &oh, o);
         merged[nmerged++] = oh.start;
-        if (op->update && queue_result(ctx, op, part, key, klen, &oh, o, 1) != SP_OK) {
-            free(from);
-            return SP_ENOMEM;
-        }
+    }
+    /* late: the merged session closed already */
+    if (h.end < stream - op->grace - op->size) {
+        free(from);
+        return 1;
+    }
+    /* update: each merged session's result is withdrawn (a tombstone),
+     * as Kafka Streams removes and forwards it */
+    for (int i = 0; i < nmerged && op->update && rc == SP_OK; i++) {
+        if (wkey(&w->kbuf, key, klen, merged[i]) ||
+            sp_store_get(ctx, op->store, part, w->kbuf.data, w->kbuf.len, &v, &vl) != 1 ||
+            !acc_read(op, v, vl, &oh, o))
+            rc = SP_ENOMEM;
+        else
+            rc = queue_result(ctx, op, part, key, klen, &oh, o, 1);
     }
     free(from);
-    /* late: the merged session closed already */
-    if (h.end < stream - op->grace - op->size) return 1;
+    if (rc != SP_OK) return rc;
     move_arg m = {key, klen, &h};
-    w->joined[0][0] = h.start;
-    w->joined[0][1] = h.end;
-    w->njoined = 1;
-    for (int i = 0; i < nmerged; i++) {
-        if (merged[i] != h.start && w->nmerged < 64) w->merged[w->nmerged++] = merged[i];
-    }
+    w->njoined = 0;
+    if (op->custom && note_joined(w, h.start, h.end, 1) != SP_OK) return SP_ENOMEM;
+    for (int i = 0; i < nmerged && w->nmerged < 64; i++) w->merged[w->nmerged++] = merged[i];
     for (int i = 0; i < nmerged; i++) {
         if (wkey(&w->kbuf, key, klen, merged[i])) return SP_ENOMEM;
-        int rc = sp_store_delete(ctx, op->store, part, w->kbuf.data, w->kbuf.len, err);
+        rc = sp_store_delete(ctx, op->store, part, w->kbuf.data, w->kbuf.len, err);
         if (rc == SP_OK && merged[i] != h.start)
             rc = each_distinct(ctx, op, part, key, klen, merged[i], move_one, &m);
         if (rc != SP_OK) return rc;
     }
-    int rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
+    rc = distinct_add(ctx, op, part, key, klen, &h, s, sv, sl, err);
     if (rc == SP_OK && nmerged > 0 && op->distinct >= 0)
         rc = distinct_recount(ctx, op, part, key, klen, &h, s);
     if (rc != SP_OK) return rc;
@@ -1141,13 +1170,17 @@ static int each_raw(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, si
     const char *k, *v;
     size_t kl, vl;
     while (sp_store_next(ctx, op->distinct, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
-        if (kl != plen + 17 || memcmp(k, cur, plen) != 0) break;
+        /* the key's entries are in time order; Lua aggregates keep
+         * entries of their own among them (shorter) */
+        if (kl < plen + 9 || kl > plen + 17 || memcmp(k, cur, plen) != 0) break;
         int64_t t = get_be64(k + plen);
         if (t > to) break;
         memcpy(cur, k, kl);
         curlen = kl;
         strict = 1;
-        if ((unsigned char)k[plen + 8] != 0x20 || vl != 8 * (size_t)op->nagg) continue;
+        if (kl != plen + 17 || (unsigned char)k[plen + 8] != 0x20 ||
+            vl != 8 * (size_t)op->nagg)
+            continue;
         double vals[MAX_AGGS];
         memcpy(vals, v, vl);
         fn(arg, t, vals);
@@ -1187,7 +1220,8 @@ static int slide_compute(sp_ctx *ctx, sp_winop *op, int32_t part, const char *ke
     return each_raw(ctx, op, part, key, klen, start, end, slide_add, &a);
 }
 
-/* A window marker, made once: 1 when it is new. */
+/* A window marker, made once: 1 when it is new, 0 when it exists or
+ * closed already. */
 static int slide_window(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                         size_t klen, int64_t start, int64_t stream, const char **err) {
     sp_windows *w = ctx->windows;
@@ -1206,58 +1240,83 @@ static int slide_window(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const 
     return 1;
 }
 
+/* A record at t (Kafka Streams' KStreamSlidingWindowAggregate): dropped
+ * when even [t, t + size] is behind stream time - grace; otherwise kept,
+ * in every open window that holds it (its left window [t - size, t] only
+ * when that is still open: a record late for it counts as late), with its
+ * right window [t + 1, t + 1 + size] made when a record follows within
+ * size, and the right windows of the records before it within size. */
 static int add_sliding(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,
                        size_t klen, int64_t t, int64_t stream, const double *vals,
                        const char **err) {
     sp_windows *w = ctx->windows;
-    /* late: its left window (it is the last record of) closed */
-    if (t + 1 + op->grace <= stream) return 1;
+    if (t + op->size + op->grace < stream) return 1;
+    int late = t + op->grace < stream;
     if (raw_key(&w->kbuf, key, klen, t, ++slide_seq + (uint64_t)ctx->wall_ms * 1000000u))
         return SP_ENOMEM;
     int rc = sp_store_put_at(ctx, op->distinct, part, w->kbuf.data, w->kbuf.len,
                              (const char *)vals, 8 * (size_t)op->nagg, t, err);
     if (rc != SP_OK) return rc;
+    w->njoined = 0;
+    /* the windows that hold it and are new (for the Lua aggregates) */
+    int64_t made[257];
+    int nmade = 0;
     /* the left window; early records share [0, size] */
     int64_t left = t - op->size < 0 ? 0 : t - op->size;
     rc = slide_window(ctx, op, part, x, key, klen, left, stream, err);
-    /* its right window, when a record follows within size */
-    int after = 0;
+    if (rc > 0) made[nmade++] = left;
+    /* its right window, when a record follows within size: a window it
+     * is not in, new all the same */
+    int after = 0, right = 0;
     if (rc >= 0) rc = each_raw(ctx, op, part, key, klen, t + 1, t + op->size, slide_any, &after);
-    if (rc >= 0 && after) rc = slide_window(ctx, op, part, x, key, klen, t + 1, stream, err);
+    if (rc >= 0 && after) rc = right = slide_window(ctx, op, part, x, key, klen, t + 1, stream, err);
     /* the right windows of the records before it within size now hold a
      * record */
     int64_t times[256] = {0};
     if (rc >= 0) rc = each_raw(ctx, op, part, key, klen, t - op->size, t - 1, slide_times, times);
-    for (int64_t i = 1; rc >= 0 && i <= times[0]; i++)
+    for (int64_t i = 1; rc >= 0 && i <= times[0]; i++) {
         rc = slide_window(ctx, op, part, x, key, klen, times[i] + 1, stream, err);
-    if (rc < 0) return rc;
-    /* updates: every open window that holds it changed */
-    if (op->update) {
-        const char *k, *v;
-        size_t kl, vl;
-        char *cur;
-        if (wkey(&w->kbuf, key, klen, t - op->size < 0 ? 0 : t - op->size)) return SP_ENOMEM;
-        cur = malloc(w->kbuf.len);
-        if (!cur) return SP_ENOMEM;
-        memcpy(cur, w->kbuf.data, w->kbuf.len);
-        size_t curlen = w->kbuf.len;
-        int strict = 0;
-        while (sp_store_next(ctx, op->store, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
-            acc_hdr h;
-            double s[MAX_AGGS][2];
-            if (kl != curlen || memcmp(k, cur, 2 + klen) != 0 || !acc_read(op, v, vl, &h, s) ||
-                h.start > t)
-                break;
-            memcpy(cur, k, kl);
-            strict = 1;
-            if (h.end >= t && updated(ctx, op, part, key, klen, &h, s) != SP_OK) {
-                free(cur);
-                return SP_ENOMEM;
-            }
-        }
-        free(cur);
+        if (rc > 0) made[nmade++] = times[i] + 1;
     }
-    return 0;
+    if (rc < 0) return rc;
+    /* every open window that holds it changed (and the new right window
+     * is news): results in update mode, accumulators of Lua aggregates */
+    if (right > 0) {
+        acc_hdr h;
+        double s[MAX_AGGS][2];
+        acc_init(op, &h, s, t + 1, t + 1 + op->size);
+        if ((op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) ||
+            (op->custom && note_joined(w, t + 1, t + 1 + op->size, 1) != SP_OK))
+            return SP_ENOMEM;
+    }
+    if (!op->update && !op->custom) return late;
+    const char *k, *v;
+    size_t kl, vl;
+    if (wkey(&w->kbuf, key, klen, left)) return SP_ENOMEM;
+    char *cur = malloc(w->kbuf.len);
+    if (!cur) return SP_ENOMEM;
+    memcpy(cur, w->kbuf.data, w->kbuf.len);
+    size_t curlen = w->kbuf.len;
+    int strict = 0;
+    while (rc >= 0 &&
+           sp_store_next(ctx, op->store, part, cur, curlen, strict, &k, &kl, &v, &vl) == 1) {
+        acc_hdr h;
+        double s[MAX_AGGS][2];
+        if (kl != curlen || memcmp(k, cur, 2 + klen) != 0 || !acc_read(op, v, vl, &h, s) ||
+            h.start > t)
+            break;
+        memcpy(cur, k, kl);
+        strict = 1;
+        /* not the windows stream time closed (the batch's end removes them) */
+        if (h.end < t || close_at(op, &h) <= stream) continue;
+        int is_new = 0;
+        for (int i = 0; i < nmade; i++) is_new |= made[i] == h.start;
+        if ((op->update && updated(ctx, op, part, key, klen, &h, s) != SP_OK) ||
+            (op->custom && note_joined(w, h.start, h.end, is_new) != SP_OK))
+            rc = SP_ENOMEM;
+    }
+    free(cur);
+    return rc < 0 ? rc : late;
 }
 
 int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts,

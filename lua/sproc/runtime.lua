@@ -382,8 +382,11 @@ local function compile_results(n, env)
 end
 
 -- Lua aggregates: after the core placed the record in its windows, each
--- accumulator (a companion store entry) is read, merged with those of
--- sessions merged away, added to, and written back.
+-- accumulator (a companion store entry) is read, added to, and written
+-- back. As in Kafka Streams, sessions that merge go into a fresh init()
+-- (merge each, then add); a new sliding window is built by merging the
+-- accumulators of the records it holds (add(init(), r), kept per record),
+-- so Lua aggregates on sessions and sliding windows need merge().
 function M.custom_aggregates(n, env, op)
   local ctx = env.ctx
   local list = {}
@@ -391,39 +394,85 @@ function M.custom_aggregates(n, env, op)
     if a.agg == "custom" then list[#list + 1] = { index = i - 1, a = a } end
   end
   if #list == 0 then return nil end
+  local kind = n.parent.window.kind
   local st = C.sp_window_companion(ctx, op)
-  local starts, ends = ffi.new("int64_t[64]"), ffi.new("int64_t[64]")
+  local cap = 64
+  local starts, ends, made = ffi.new("int64_t[?]", cap), ffi.new("int64_t[?]", cap),
+                             ffi.new("int32_t[?]", cap)
   local mstarts = ffi.new("int64_t[64]")
   local valp, vlenp = ffi.new("const char *[1]"), ffi.new("size_t[1]")
-  local char = string.char
-  local function ckey(k, start, idx) return store.wkey(k, start) .. char(0x40 + idx) end
+  local keyp, klenp = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+  local char, byte = string.char, string.byte
+  local wkey = store.wkey
+  local where = "aggregate(" .. n.store_name .. ")"
   local function load(key)
     if C.sp_store_get(ctx, st, -1, key, #key, valp, vlenp) == 0 then return nil end
     return store.decode(valp[0], tonumber(vlenp[0]))
   end
+  local function save(key, v, ts, c)
+    local p, len = store.encode(v)
+    if not p then error(where .. ": " .. c.a.name .. ": " .. len, 0) end
+    if C.sp_store_put_at(ctx, st, -1, key, #key, p, len, ts, errp) ~= 0 then error(cerr(where), 0) end
+  end
+  -- the records' own accumulators of k from time from to time to, merged
+  -- into acc in time order
+  local function merge_records(c, k, from, to, acc)
+    local tag = 0x60 + c.index
+    local prefix = wkey(k, 0):sub(1, -9)
+    local cur, strict = wkey(k, from), 0
+    while C.sp_store_next(ctx, st, -1, cur, #cur, strict, keyp, klenp, valp, vlenp) == 1 do
+      local key = ffi_string(keyp[0], klenp[0])
+      if #key < #prefix + 9 or key:sub(1, #prefix) ~= prefix then break end
+      local t = 0
+      for i = #prefix + 1, #prefix + 8 do t = t * 256 + byte(key, i) end
+      if t > to then break end
+      if #key == #prefix + 9 and byte(key, -1) == tag then
+        for _, x in ipairs(store.decode(valp[0], tonumber(vlenp[0]))) do acc = c.a.merge(acc, x) end
+      end
+      cur, strict = key, 1
+    end
+    return acc
+  end
   return function(k, r)
-    local nj = C.sp_window_joined(ctx, starts, ends, 64)
-    local nm = C.sp_window_merged(ctx, mstarts, 64)
+    local nj = C.sp_window_joined(ctx, starts, ends, made, cap)
+    if nj > cap then
+      cap = nj
+      starts, ends, made = ffi.new("int64_t[?]", cap), ffi.new("int64_t[?]", cap), ffi.new("int32_t[?]", cap)
+      C.sp_window_joined(ctx, starts, ends, made, cap)
+    end
+    if kind == "sliding" and nj > 0 then
+      for _, c in ipairs(list) do
+        local key = wkey(k, r.ts) .. char(0x60 + c.index)
+        local own = load(key) or {}
+        own[#own + 1] = c.a.add(c.a.init(), r)
+        save(key, own, r.ts, c)
+      end
+    end
+    local nm = kind == "session" and C.sp_window_merged(ctx, mstarts, 64) or 0
     for j = 0, nj - 1 do
       local start, wend = tonumber(starts[j]), tonumber(ends[j])
       for _, c in ipairs(list) do
-        local key = ckey(k, start, c.index)
-        local acc = load(key)
-        if acc == nil then acc = c.a.init() end
-        for m = 0, nm - 1 do
-          local mkey = ckey(k, tonumber(mstarts[m]), c.index)
-          local other = load(mkey)
-          if other ~= nil then
-            acc = c.a.merge(acc, other)
-            C.sp_store_delete(ctx, st, -1, mkey, #mkey, errp)
+        local key = wkey(k, start) .. char(0x40 + c.index)
+        local acc
+        if kind == "session" then
+          acc = c.a.init()
+          for m = 0, nm - 1 do
+            local mkey = wkey(k, tonumber(mstarts[m])) .. char(0x40 + c.index)
+            local other = load(mkey)
+            if other ~= nil then
+              acc = c.a.merge(acc, other)
+              C.sp_store_delete(ctx, st, -1, mkey, #mkey, errp)
+            end
           end
+          acc = c.a.add(acc, r)
+        elseif kind == "sliding" and made[j] == 1 then
+          acc = merge_records(c, k, start, wend, c.a.init())
+        else
+          acc = load(key)
+          if acc == nil then acc = c.a.init() end
+          acc = c.a.add(acc, r)
         end
-        acc = c.a.add(acc, r)
-        local p, len = store.encode(acc)
-        if not p then error("aggregate(" .. n.store_name .. "): " .. c.a.name .. ": " .. len, 0) end
-        if C.sp_store_put_at(ctx, st, -1, key, #key, p, len, wend, errp) ~= 0 then
-          error(cerr("aggregate(" .. n.store_name .. ")"), 0)
-        end
+        save(key, acc, wend, c)
       end
     end
   end

@@ -267,8 +267,10 @@ function Stream:aggregate(spec)
     error("aggregate(): name must be letters, digits, '.', '_' and '-' (it names a store)", 2)
   end
   for _, a in ipairs(aggs) do
-    if a.agg == "custom" and self.window.kind == "session" and not a.merge then
-      error("aggregate(): " .. a.name .. " needs a merge function: sessions merge", 2)
+    local wk = self.window.kind
+    if a.agg == "custom" and (wk == "session" or wk == "sliding") and not a.merge then
+      error("aggregate(): " .. a.name .. " needs a merge function: " ..
+            (wk == "session" and "sessions merge" or "new sliding windows merge their records'"), 2)
     end
   end
   topo.naggregates = (topo.naggregates or 0) + 1

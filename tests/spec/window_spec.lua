@@ -489,3 +489,117 @@ describe("sliding windows", function()
     assert.are.same({ "k@1001-1101:1/1", "k@900-1000:1/1", "k@950-1050:2/2" }, got)
   end)
 end)
+
+-- issue 14 #7: window boundaries as Kafka Streams draws them
+describe("Kafka Streams' window boundaries", function()
+  local json = require "sproc.json"
+  local function sorted(t) table.sort(t); return t end
+
+  it("(a) a sliding record late for its own left window still updates the windows still open", function()
+    local d = pipeline(function(sproc) return sproc.window.sliding{ size = 10, grace = 0 } end)
+    d:pipe("in", { rec("k", 100, 1), rec("k", 92, 1) })
+    d:close_windows()
+    -- 92's left window [82, 92] closed (stream time 100); [90, 100] is open
+    -- and takes it; its right window [93, 103] holds 100
+    assert.are.same({ "k@90-100:2/2", "k@93-103:1/1" }, sorted(results(d)))
+    assert.are.equal(1, d:stats().late)
+  end)
+
+  it("(a) a sliding record is dropped only when t + size is behind stream time - grace", function()
+    local d = pipeline(function(sproc) return sproc.window.sliding{ size = 10, grace = 0 } end)
+    d:pipe("in", { rec("k", 100, 1), rec("k", 89, 1) })
+    d:close_windows()
+    assert.are.same({ "k@90-100:1/1" }, sorted(results(d)))
+    assert.are.equal(1, d:stats().late)
+  end)
+
+  it("(b) sliding windows in update mode emit the record's new right window", function()
+    local d = pipeline(function(sproc) return sproc.window.sliding{ size = 10, grace = 100 } end, "update")
+    d:pipe("in", rec("k", 110, 1))
+    d:pipe("in", rec("k", 105, 1))
+    assert.are.same({ "k@100-110:1/1", "k@100-110:2/2", "k@106-116:1/1", "k@95-105:1/1" },
+                    sorted(results(d)))
+  end)
+
+  local session = function(sproc) return sproc.window.session{ gap = 10, grace = 0 } end
+
+  it("(c) a session stays open while stream time is at last + gap + grace", function()
+    for _, batched in ipairs { true, false } do
+      local d = pipeline(session)
+      local input = { rec("a", 0, 1), rec("b", 10, 1), rec("a", 5, 1) }
+      if batched then d:pipe("in", input) else for _, r in ipairs(input) do d:pipe("in", r) end end
+      d:close_windows()
+      assert.are.same({ "a@0-5:2/2", "b@10-10:1/1" }, sorted(results(d)))
+    end
+  end)
+
+  it("(d) session results do not depend on how records are batched", function()
+    local want
+    for _, batched in ipairs { true, false } do
+      local d = pipeline(session)
+      local input = { rec("a", 0, 1), rec("b", 11, 1), rec("a", 5, 1) }
+      if batched then d:pipe("in", input) else for _, r in ipairs(input) do d:pipe("in", r) end end
+      d:close_windows()
+      local got = sorted(results(d))
+      want = want or got
+      assert.are.same(want, got)
+    end
+    -- [0, 0] closed at stream time 11: a@5 starts a session of its own
+    assert.are.same({ "a@0-0:1/1", "a@5-5:1/1", "b@11-11:1/1" }, want)
+  end)
+
+  it("(e) a late record gives no tombstone in update mode", function()
+    local d = pipeline(session, "update")
+    d:pipe("in", { rec("a", 0, 1), rec("b", 100, 1), rec("a", 1, 1) })
+    for _, r in ipairs(d:output("out")) do assert.is_not_nil(r.value) end
+    assert.are.equal(1, d:stats().late)
+  end)
+
+  it("(f) merging sessions starts from a fresh init(), as Kafka Streams' merger does", function()
+    local d = testing.driver(function(sproc)
+      local trail = sproc.agg.custom{
+        init = function() return { "i" } end,
+        add = function(acc, r) acc[#acc + 1] = r.ts; return acc end,
+        merge = function(a, b) for _, x in ipairs(b) do a[#a + 1] = x end; return a end,
+      }
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.session{ gap = 10, grace = 100 })
+        :aggregate{ trail = trail }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("k", 0, 1), rec("k", 20, 1), rec("k", 10, 1), rec("x", 500, 1) })
+    d:close_windows()
+    local out = d:output("out", { json = true })
+    local trail
+    for _, r in ipairs(out) do if r.key == "k" then trail = r.value.trail end end
+    -- Kafka Streams: agg = init(); for each session: agg = merge(agg, session); add(agg, r)
+    assert.are.same({ "i", "i", 0, "i", 20, 10 }, trail)
+  end)
+end)
+
+-- issue 14 #8
+describe("Lua aggregates on sliding windows", function()
+  it("give each window the records it holds", function()
+    local d = testing.driver(function(sproc)
+      local list = sproc.agg.custom{
+        init = function() return {} end,
+        add = function(acc, r) acc[#acc + 1] = r.value.v; return acc end,
+        merge = function(a, b) for _, x in ipairs(b) do a[#a + 1] = x end; return a end,
+        result = function(acc) table.sort(acc); return table.concat(acc, ",") end,
+      }
+      sproc.source{ topic = "in", value = "json" }
+        :window(sproc.window.sliding{ size = 10, grace = 100 })
+        :aggregate{ list = list, n = sproc.agg.count() }
+        :to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("k", 100, 1), rec("k", 105, 2), rec("k", 103, 3), rec("k", 130, 4) })
+    d:close_windows()
+    local got = {}
+    for _, r in ipairs(d:output("out", { json = true })) do
+      got[#got + 1] = r.value.window_start .. ":" .. r.value.list .. ":" .. r.value.n
+    end
+    table.sort(got)
+    -- the same windows a count gives, each with its own records
+    assert.are.same({ "101:2,3:2", "104:2:1", "120:4:1", "90:1:1", "93:1,3:2", "95:1,2,3:3" }, got)
+  end)
+end)
