@@ -1586,7 +1586,11 @@ static int wait_for_kafka(runner *r) {
         }
         if (!found && s->kind == 0 && !s->internal) {
             sp_error("source topic %s does not exist (and sproc does not create "
-                     "source topics)", s->name);
+                     "source topics)%s", s->name,
+                     r->mock ? "; the embedded dev cluster starts empty and has the topics "
+                               "the script writes to: feed it from the script (a file "
+                               "source, then to{}), or give --brokers"
+                             : "");
             rc = -1;
         }
     }
@@ -1742,10 +1746,10 @@ int sp_run(const sp_opts *o) {
         if (sproc_setting(o, "sproc.idle.timeout.ms"))
             sp_ctx_set_idle_timeout(r->ctx, setting_int(o, "sproc.idle.timeout.ms", 0));
     }
+    /* the dev cluster made the topics the script writes as their sinks
+     * opened; a source topic it does not write is missing there as it
+     * would be on a real broker */
     if (make_producer(r) != 0) goto done;
-    if (r->mock)
-        for (int32_t i = 0; i < r->ctx->nsources; i++)
-            if (r->ctx->sources[i].kind == 0) dev_topic(r, r->ctx->sources[i].name);
     if (open_files(r) != 0) goto done;
     sp_ctx_set_store_budget(r->ctx, setting_int(o, "sproc.state.max.bytes",
                                                 (int64_t)1 << 30));

@@ -135,7 +135,10 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     if (!m->err) {
         rd_kafka_timestamp_type_t tt;
         int64_t ts = rd_kafka_message_timestamp(m, &tt);
-        if (!changelog && ts > 0) {
+        /* the output's own timestamp (the record's): a topic that keeps
+         * the broker's append time instead (and the dev cluster, which
+         * says 1234) tells nothing about the record */
+        if (!changelog && ts > 0 && tt == RD_KAFKA_TIMESTAMP_CREATE_TIME) {
             int64_t now_ms = ko->now_ms;
             if (!now_ms) { /* inside a flush, which may wait long */
                 struct timespec now;

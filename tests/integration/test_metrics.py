@@ -3,13 +3,14 @@ the known input makes them (a filter, a flat_map with fan-out 0 to 3, a
 window with late records, a dead-letter topic), lag reaches 0; and the
 ready endpoint answers 503 while state restores, 200 after."""
 import json
+import os
 import re
 import subprocess
 import time
 import urllib.error
 import urllib.request
 
-from conftest import FAST, free_port, wait_committed_to_end, wait_until, write_script
+from conftest import FAST, ROOT, free_port, wait_committed_to_end, wait_until, write_script
 
 
 def get(port, path):
@@ -83,6 +84,39 @@ s:window(sproc.window.tumbling{{ size = 1000, grace = 0 }})
     status, text = get(port, "/health/live")
     assert status == 200
     assert get(port, "/nope")[0] == 404
+
+
+def latency_buckets(m):
+    return {k: v for k, v in m.items() if k.startswith("sproc_latency_ms_bucket")}
+
+
+# issue 14 #9: on the dev cluster every sample was in +Inf and the sum was
+# near epoch milliseconds (it reports a fixed append time, 1234)
+def test_latency_histogram_holds_real_latencies(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=1)
+    kafka.create("out", partitions=1)
+    kafka.produce("in", [(None, b"x")] * 100)
+    port = free_port()
+    script = write_script(tmp_path, "l.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{kafka.topic('in')}" }}:to{{ topic = "{kafka.topic('out')}" }}
+""")
+    group = kafka.topic("app")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--metrics", f"127.0.0.1:{port}"] + FAST)
+    wait_committed_to_end(kafka, group, "in", proc=p)
+    m = metrics(port)
+    assert m["sproc_latency_ms_count"] == 100
+    assert 0 < m["sproc_latency_ms_sum"] / 100 < 60_000
+    dev_port = free_port()
+    dev = sproc([os.path.join(ROOT, "examples", "wordcount.lua"), "--metrics", f"127.0.0.1:{dev_port}"],
+                env={"SPROC_BROKERS": ""}, name="dev")
+    wait_until(lambda: metrics(dev_port).get("sproc_records_out_total", 0) > 20, timeout=60,
+               what="the word count's outputs")
+    d = metrics(dev_port)
+    b = latency_buckets(d)
+    # no sample beyond the last finite bucket, and a sum that is a latency
+    assert b['sproc_latency_ms_bucket{le="+Inf"}'] == b['sproc_latency_ms_bucket{le="10000"}']
+    assert d["sproc_latency_ms_sum"] <= 10_000 * d["sproc_latency_ms_count"]
 
 
 def test_ready_is_503_while_restoring(kafka, sproc, tmp_path):

@@ -31,6 +31,20 @@ def test_missing_source_topic_exits_1_naming_it(kafka, tmp_path):
     assert f"source topic {kafka.topic('nope')} does not exist" in r.stderr
 
 
+# issue 14 #9: the dev cluster made the missing topic and the run read 0 records
+def test_missing_source_topic_on_the_dev_cluster_exits_1_too(tmp_path):
+    script = write_script(tmp_path, "t.lua", 'local sproc = require "sproc"\n'
+                          'sproc.source{ topic = "nope" }:print()\n'
+                          'sproc.source{ topic = "fed" }:print()\n'
+                          'sproc.source{ file = "in.txt" }:to{ topic = "fed" }\n')
+    (tmp_path / "in.txt").write_text("a\n")
+    r = subprocess.run([SPROC, script, "--until-end"], capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if k != "SPROC_BROKERS"})
+    assert r.returncode == 1, r.stderr
+    assert "source topic nope does not exist" in r.stderr
+    assert "source topic fed" not in r.stderr   # the script writes it: the dev cluster has it
+
+
 def test_broker_away_at_start_loses_nothing(sproc, tmp_path):
     """The broker (with its topics and data) is down when sproc starts: sproc
     waits, says so every few seconds, and processes everything once the
