@@ -17,6 +17,7 @@ sp_ctx *sp_ctx_create(void) {
     if (!ctx) return NULL;
     ctx->policy = SP_POLICY_FAIL;
     ctx->dlq_sink = -1;
+    ctx->out_rec = -1;
     ctx->mem_partitions = 1;
     ctx->json_rec[0] = ctx->json_rec[1] = -1;
     ctx->batch.task = -1;
@@ -173,6 +174,12 @@ static void free_ops(sp_ctx *ctx) {
     ctx->ops = NULL;
 }
 
+int sp_topic_internal(sp_ctx *ctx, int32_t topic) {
+    for (int32_t i = 0; i < ctx->nsources; i++)
+        if (ctx->sources[i].internal && ctx->sources[i].topic == topic) return 1;
+    return 0;
+}
+
 int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err) {
     return add_source(ctx, kind, name, err);
 }
@@ -194,6 +201,9 @@ void sp_ctx_forget_topic_tasks(sp_ctx *ctx) { ctx->ntopic_tasks = 0; }
 int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err) {
     int t = add_source(ctx, 0, topic, err);
     if (t >= 0) ctx->sources[ctx->nsources - 1].internal = 1;
+    /* what goes there is not an output either */
+    for (int32_t i = 0; t >= 0 && i < ctx->nsinks; i++)
+        if (strcmp(ctx->sinks[i]->name, topic) == 0) ctx->sinks[i]->internal = 1;
     return t;
 }
 
@@ -361,6 +371,18 @@ void sp_ctx_sinks_assigned(sp_ctx *ctx) {
             ctx->sinks[i]->ops->assigned(ctx->sinks[i]);
 }
 
+/* records_out counts records that gave output, once each however many
+ * outputs they gave, so that in = out + filtered + skipped +
+ * dead-lettered for records that reach a sink (a window's results are
+ * records of their own). */
+static void count_out(sp_ctx *ctx, const sp_msg *m) {
+    int32_t cur = ctx->batch.cur;
+    if (cur >= 0 && cur == ctx->out_rec) return;
+    ctx->out_rec = cur;
+    ctx->stats.records_out++;
+    if (m->in && m->in->slot) ((sp_slot *)m->in->slot)->counted = 1;
+}
+
 int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err) {
     sp_sink *s = sp_ctx_sink(ctx, sink);
     if (!s) {
@@ -369,8 +391,16 @@ int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err) {
         return SP_EINVAL;
     }
     int rc = s->ops->write(s, m, err);
-    if (rc == SP_OK) ctx->stats.records_out++;
+    if (rc == SP_OK && !s->internal) count_out(ctx, m);
     return rc;
+}
+
+void sp_ctx_record_failed(sp_ctx *ctx, int32_t rec) {
+    if (rec < 0 || rec != ctx->out_rec) return;
+    ctx->stats.records_out--;
+    ctx->out_rec = -1;
+    sp_slot *sl = rec < ctx->batch.n ? ctx->batch.recs[rec].slot : NULL;
+    if (sl) sl->counted = 0;
 }
 
 static sp_rec *current(sp_ctx *ctx) {
@@ -444,7 +474,7 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
                                               const char *why, size_t why_len,
                                               const char *topic,
                                               int32_t partition,
-                                              int64_t offset) {
+                                              int64_t offset, int64_t ts) {
     (void)ctx;
     rd_kafka_headers_t *h = in ? rd_kafka_headers_copy(in)
                                : rd_kafka_headers_new(4);
@@ -456,6 +486,10 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
     rd_kafka_header_add(h, "sproc.source.partition", -1, num, -1);
     snprintf(num, sizeof num, "%" PRId64, offset);
     rd_kafka_header_add(h, "sproc.source.offset", -1, num, -1);
+    /* also the record's own timestamp: a dead letter sent again (too large
+     * for its topic) has lost it */
+    snprintf(num, sizeof num, "%" PRId64, ts);
+    rd_kafka_header_add(h, "sproc.source.timestamp", -1, num, -1);
     return h;
 }
 
@@ -470,16 +504,25 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
         return SP_EINVAL;
     }
     sp_rec *r = &ctx->batch.recs[rec];
-    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1, NULL};
-    m.hdrs = sp_ctx_dead_letter_headers(ctx, rec_headers(r), why, why_len,
-                                        sp_topic_name(ctx, r->topic),
-                                        r->partition, r->offset);
-    int rc = sp_ctx_write(ctx, ctx->dlq_sink, &m, err);
-    if (rc == SP_OK) {
-        ctx->stats.records_out--; /* a dead letter is not an output */
-        ctx->stats.dead_lettered++;
+    sp_msg m = {r->key, r->val, r->key_len, r->val_len, r->ts, NULL, r->seg, -1, r};
+    sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
+    for (int pass = 0; pass < 2; pass++) {
+        m.hdrs = sp_ctx_dead_letter_headers(ctx, rec_headers(r), why, why_len,
+                                            sp_topic_name(ctx, r->topic), r->partition,
+                                            r->offset, r->ts);
+        /* a dead letter is not an output */
+        int rc = dlq->ops->write(dlq, &m, err);
+        if (rc == SP_OK) {
+            ctx->stats.dead_lettered++;
+            return SP_OK;
+        }
+        /* too large for the dead-letter topic too: the error and the
+         * coordinates without the value (it is still in its topic) */
+        if (!m.val_len) return rc;
+        m.val = NULL;
+        m.val_len = 0;
     }
-    return rc;
+    return SP_EIO;
 }
 
 int sp_rec_header(sp_ctx *ctx, int32_t rec, int32_t i, const char **name,
@@ -604,6 +647,7 @@ int sp_batch_reset(sp_ctx *ctx) {
     free_owned(ctx);
     ctx->batch.n = 0;
     ctx->batch.cur = -1;
+    ctx->out_rec = -1;
     ctx->scanned = 0;
     ctx->json_rec[0] = ctx->json_rec[1] = -1;
     return SP_OK;

@@ -33,6 +33,10 @@ typedef struct sp_msg {
                         * NULL: file sinks with a checkpoint track it */
 } sp_msg;
 
+/* The producer opaque of an output: its input's slot, or its segment's. */
+#define SP_MSG_SLOT(m) \
+    ((m)->in && (m)->in->slot ? (sp_slot *)(m)->in->slot : (m)->seg ? &(m)->seg->self : NULL)
+
 typedef struct sp_sink sp_sink;
 typedef struct sp_sink_ops {
     const char *kind;
@@ -52,6 +56,7 @@ struct sp_sink {
     char *name; /* topic, directory or "stdout" */
     void *impl;
     void *tag;  /* a changelog's sp_store, for its acknowledgements */
+    int internal; /* a topic of sproc's own (repartition): not an output */
 };
 
 /* Where Kafka sinks write. The default keeps outputs in memory; the
@@ -106,6 +111,7 @@ struct sp_ctx {
 
     int policy;
     int dlq_sink; /* -1 none */
+    int32_t out_rec; /* the batch record last counted as out; -1 none */
 
     rd_kafka_headers_t *pending_hdrs; /* for the next sp_emit */
 
@@ -173,7 +179,7 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
                                               const char *why, size_t why_len,
                                               const char *topic,
                                               int32_t partition,
-                                              int64_t offset);
+                                              int64_t offset, int64_t ts);
 
 void sp_ctx_destroy_stores(sp_ctx *ctx);
 void sp_ctx_destroy_timers(sp_ctx *ctx);

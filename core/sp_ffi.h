@@ -52,6 +52,8 @@ typedef struct sp_rec {
     void *owner;      /* what keeps the bytes alive */
     void *kmsg;       /* a consumed rd_kafka_message_t whose headers are
                        * not read yet (hdrs is set on first use), or NULL */
+    void *slot;       /* its place for its outputs' delivery reports
+                       * (sp_slot of sp_offsets.h), or NULL */
 } sp_rec;
 
 /* The batch Lua processes. cur is the record being processed: Lua sets it
@@ -160,9 +162,16 @@ int sp_emit(sp_ctx *ctx, int sink, const char *key, size_t key_len,
 int sp_emit_rec(sp_ctx *ctx, int sink, int has_ts, int64_t ts, int fwd_headers,
                 const char **err);
 /* The input record rec, as it came, to the dead-letter topic, with the
- * error in its headers. */
+ * error in its headers (without its value when it is too large for that
+ * topic). */
 int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
                    const char **err);
+/* Record rec failed (skipped or dead-lettered): it does not count as out
+ * for the outputs it gave before it failed. */
+void sp_ctx_record_failed(sp_ctx *ctx, int32_t rec);
+/* 1 when topic id topic is one of sproc's own (a repartition topic): its
+ * records are not input (sp_stats.records_in). */
+int sp_topic_internal(sp_ctx *ctx, int32_t topic);
 
 /* Headers of input record rec: the i-th (0-based) name and value; returns
  * 0, or 1 past the last one. */

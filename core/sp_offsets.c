@@ -46,10 +46,12 @@ sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition) {
     return tp;
 }
 
-sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp) {
-    sp_seg *s = calloc(1, sizeof *s);
+sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp, int32_t cap) {
+    sp_seg *s = calloc(1, sizeof *s + (size_t)(cap > 0 ? cap : 0) * sizeof(sp_slot));
     if (!s) return NULL;
     s->tp = tp;
+    s->cap = cap > 0 ? cap : 0;
+    s->self = (sp_slot){s, -1, 0, 0};
     s->pending = 1;
     s->end = -1;
     if (tp->tail)
@@ -59,6 +61,12 @@ sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp) {
     tp->tail = s;
     o->open_segments++;
     return s;
+}
+
+sp_slot *sp_seg_slot(sp_seg *s, int64_t offset) {
+    if (s->nslots == s->cap) return NULL;
+    s->slots[s->nslots] = (sp_slot){s, offset, 0, 0};
+    return &s->slots[s->nslots++];
 }
 
 void sp_seg_ref(sp_seg *s) { s->pending++; }

@@ -15,11 +15,25 @@
 typedef struct sp_seg sp_seg;
 typedef struct sp_tp sp_tp;
 
+/* An input record's place, for what its outputs must say about it when
+ * Kafka refuses one (a dead letter names the record, and holds it): the
+ * producer's per-message opaque points at one. A segment has one per
+ * record, and one (offset -1) for outputs of no record of its own. */
+typedef struct sp_slot {
+    sp_seg *seg;
+    int64_t offset; /* -1: the segment's, of no one record */
+    int16_t failed;  /* an output of it failed for good already */
+    int16_t counted; /* it counts as out (sp_stats.records_out) */
+} sp_slot;
+
 struct sp_seg {
     sp_seg *next;
     sp_tp *tp;
     int64_t end;     /* offset after the last record of the segment */
     int32_t pending; /* references still held */
+    int32_t nslots, cap;
+    sp_slot self;
+    sp_slot slots[]; /* cap of them */
 };
 
 struct sp_tp {
@@ -45,8 +59,11 @@ typedef struct sp_offsets {
 void sp_offsets_init(sp_offsets *o);
 void sp_offsets_destroy(sp_offsets *o);
 sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition);
-/* A new segment at the tail of tp, holding one reference (the batch's). */
-sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp);
+/* A new segment at the tail of tp, holding one reference (the batch's),
+ * with room for the slots of cap records. */
+sp_seg *sp_offsets_seg_open(sp_offsets *o, sp_tp *tp, int32_t cap);
+/* The slot of the segment's next record (NULL when it has no room). */
+sp_slot *sp_seg_slot(sp_seg *s, int64_t offset);
 void sp_seg_ref(sp_seg *s);
 void sp_seg_unref(sp_seg *s);
 /* Pops released segments; returns how many partitions have an offset to

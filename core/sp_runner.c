@@ -20,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "sp_clock.h"
 #include "sp_ctx.h"
 #include "sp_log.h"
 #include "sp_lua.h"
@@ -45,6 +46,7 @@ typedef struct runner {
     sp_offsets offs;
 
     rd_kafka_t *prod, *cons, *mock_rk;
+    rd_kafka_t *refetch; /* reads an input again for a dead letter; lazily */
     rd_kafka_mock_cluster_t *mock;
     rd_kafka_queue_t *cq, *pq;
     sp_prefetch *pf;
@@ -212,6 +214,58 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason,
         sp_debug("kafka: %s", reason);
     else
         sp_warn("kafka: %s", reason);
+}
+
+/* --- reading an input again --------------------------------------------- */
+
+/* An input whose output Kafka refused goes to the dead-letter topic as it
+ * came: it is read again from its topic (its offset is not committed, so
+ * it is there), with a client of its own made on the first such failure. */
+static rd_kafka_message_t *refetch(void *opaque, const char *topic, int32_t partition,
+                                   int64_t offset) {
+    runner *r = opaque;
+    if (!r->refetch) {
+        /* assign() only: librdkafka wants a group id all the same */
+        char group[512];
+        snprintf(group, sizeof group, "%s-refetch", sp_lua_app_id(r->lua));
+        rd_kafka_conf_t *conf = rd_kafka_conf_new();
+        if (conf_set(r, conf, "bootstrap.servers", r->brokers) ||
+            conf_set(r, conf, "group.id", group) ||
+            conf_set(r, conf, "enable.auto.commit", "false") ||
+            conf_set(r, conf, "enable.partition.eof", "true") || apply_sets(r, conf, 2)) {
+            rd_kafka_conf_destroy(conf);
+            return NULL;
+        }
+        rd_kafka_conf_set_log_cb(conf, log_cb);
+        r->refetch = rd_kafka_new(RD_KAFKA_CONSUMER, conf, r->errstr, sizeof r->errstr);
+        if (!r->refetch) {
+            sp_warn("cannot read the input of a dead letter again: %s", r->errstr);
+            return NULL;
+        }
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+    rd_kafka_message_t *got = NULL;
+    if (rd_kafka_assign(r->refetch, l) == 0) {
+        double until = sp_clock_s() + 10;
+        while (!got && sp_clock_s() < until) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(r->refetch, 200);
+            if (!m) continue;
+            if (!m->err && m->offset == offset && m->partition == partition &&
+                strcmp(rd_kafka_topic_name(m->rkt), topic) == 0) {
+                got = m;
+            } else {
+                int past = m->offset >= offset || m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+                rd_kafka_message_destroy(m);
+                if (past) break;
+            }
+        }
+        rd_kafka_assign(r->refetch, NULL);
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+    if (!got) sp_warn("could not read %s [%d] offset %lld again for its dead letter: it goes "
+                      "with its coordinates only", topic, (int)partition, (long long)offset);
+    return got;
 }
 
 /* --- the dev cluster ----------------------------------------------------- */
@@ -1036,7 +1090,11 @@ static void consume_some(runner *r) {
                 rd_kafka_seek(m->rkt, m->partition, m->offset, 0);
                 continue;
             }
-            tp->batch_seg = sp_offsets_seg_open(&r->offs, tp);
+            tp->batch_seg = sp_offsets_seg_open(&r->offs, tp, r->max_batch);
+            if (!tp->batch_seg) {
+                fatal(r, "out of memory");
+                break;
+            }
             segs[nsegs++] = tp->batch_seg;
         }
         sp_rec *rec = sp_ctx_batch_add(r->ctx);
@@ -1054,6 +1112,7 @@ static void consume_some(runner *r) {
         rec->topic = last_tid;
         rec->kmsg = m;
         rec->seg = tp->batch_seg;
+        rec->slot = sp_seg_slot(tp->batch_seg, m->offset);
         rec->owner = m;
         tp->batch_seg->end = m->offset + 1;
         tp->position = m->offset + 1;
@@ -1680,6 +1739,10 @@ static void shutdown_clients(runner *r) {
     }
     sp_restore_destroy(r->rs);
     r->rs = NULL;
+    if (r->refetch) {
+        rd_kafka_destroy(r->refetch);
+        r->refetch = NULL;
+    }
     if (r->prod) {
         rd_kafka_flush(r->prod, 10000);
         sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
@@ -1731,6 +1794,7 @@ int sp_run(const sp_opts *o) {
     }
     sp_kafka_out_init(&r->ko, r->ctx, NULL);
     r->ko.on_topic = dev_topic;
+    r->ko.fetch = refetch;
     r->ko.opaque = r;
     if (sp_lua_load(r->lua, o->script, o->app, def_id, &msg) != 0) {
         fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);

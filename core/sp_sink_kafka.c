@@ -24,7 +24,7 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
                 RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
                 RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
                 RD_KAFKA_V_TIMESTAMP(m->ts > 0 ? m->ts : 0),
-                RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(m->seg),
+                RD_KAFKA_V_HEADERS(m->hdrs), RD_KAFKA_V_OPAQUE(SP_MSG_SLOT(m)),
                 RD_KAFKA_V_END);
         else
             e = rd_kafka_producev(
@@ -35,7 +35,7 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
                 RD_KAFKA_V_KEY((void *)m->key, m->key ? m->key_len : 0),
                 RD_KAFKA_V_VALUE((void *)m->val, m->val ? m->val_len : 0),
                 RD_KAFKA_V_TIMESTAMP(m->ts > 0 ? m->ts : 0),
-                RD_KAFKA_V_OPAQUE(m->seg), RD_KAFKA_V_END);
+                RD_KAFKA_V_OPAQUE(SP_MSG_SLOT(m)), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Backpressure: wait for acknowledgements to make room. */
         rd_kafka_poll(ko->producer, 1);
@@ -121,15 +121,63 @@ int sp_kafka_out_poll(sp_kafka_out *ko, int timeout_ms) {
     return n;
 }
 
+/* A dead letter for an output that failed for good: the input record it
+ * came from as it came (read again from its topic, where it still is: its
+ * offset is not committed), with the error and its coordinates in the
+ * headers; the output itself when it came from no one record (a window's
+ * result). Returns 0, or -1 after setting ko->fatal. */
+static int dead_letter(sp_kafka_out *ko, const rd_kafka_message_t *m, const sp_slot *sl,
+                       const char *msg) {
+    sp_ctx *ctx = ko->ctx;
+    sp_seg *seg = sl ? sl->seg : NULL;
+    const char *src_topic = seg ? seg->tp->topic : NULL;
+    int32_t src_part = seg ? seg->tp->partition : -1;
+    int64_t offset = sl ? sl->offset : -1;
+    rd_kafka_message_t *input = NULL;
+    if (offset >= 0 && ko->fetch) input = ko->fetch(ko->opaque, src_topic, src_part, offset);
+    const rd_kafka_message_t *src = input ? input : m;
+    rd_kafka_headers_t *hdrs = NULL;
+    rd_kafka_message_headers(src, &hdrs);
+    sp_msg dl = {src->key, src->payload, src->key_len, src->len,
+                 input ? rd_kafka_message_timestamp(input, NULL) : 0, NULL, seg, -1, NULL};
+    if (offset >= 0 && !input) dl.key = dl.val = NULL, dl.key_len = dl.val_len = 0;
+    dl.hdrs = sp_ctx_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
+                                         offset, dl.ts);
+    const char *err;
+    sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
+    int rc = dlq->ops->write(dlq, &dl, &err);
+    if (rc != SP_OK && dl.val_len) {
+        /* too large for the dead-letter topic as well: keep the error and
+         * the coordinates, the input is still in its topic */
+        dl.val = NULL;
+        dl.val_len = 0;
+        dl.hdrs = sp_ctx_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
+                                             offset, dl.ts);
+        rc = dlq->ops->write(dlq, &dl, &err);
+    }
+    if (input) rd_kafka_message_destroy(input);
+    if (rc != SP_OK) {
+        if (!ko->fatal) {
+            char buf[1024];
+            snprintf(buf, sizeof buf, "%s; and the dead-letter topic failed: %s", msg, err);
+            ko->fatal = strdup(buf);
+        }
+        return -1;
+    }
+    return 0;
+}
+
 /* A produce that failed for good (the producer retried what can be
  * retried): the record goes to the error policy instead of blocking the
- * others. Its segment stays held under "fail", so its offset is never
- * committed. */
+ * others, once however many of its outputs failed, and counts as skipped
+ * or dead-lettered instead of out. Its segment stays held under "fail",
+ * so its offset is never committed. */
 void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
                             void *opaque) {
     (void)rk;
     sp_kafka_out *ko = opaque;
-    sp_seg *seg = m->_private;
+    sp_slot *sl = m->_private;
+    sp_seg *seg = sl ? sl->seg : NULL;
     sp_ctx *ctx = ko->ctx;
     sp_store *changelog = rd_kafka_topic_opaque(m->rkt);
     if (!m->err) {
@@ -163,60 +211,65 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     const char *topic = rd_kafka_topic_name(m->rkt);
     const char *why = rd_kafka_err2str(m->err);
     ko->delivery_errors++;
-    ctx->stats.errors++;
-    const char *src_topic = seg ? seg->tp->topic : NULL;
-    int32_t src_part = seg ? seg->tp->partition : -1;
+    int to_dlq = ctx->dlq_sink >= 0 && strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0;
+    if (to_dlq && m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && m->len > 0) {
+        /* a dead letter too large for its topic: again without the value
+         * (the headers say where the record is) */
+        rd_kafka_headers_t *h = NULL;
+        rd_kafka_message_headers(m, &h);
+        /* a failed message has lost its timestamp: the header has it */
+        const void *tv;
+        size_t tl;
+        char num[32] = "0";
+        if (h && rd_kafka_header_get_last(h, "sproc.source.timestamp", &tv, &tl) == 0 &&
+            tl < sizeof num)
+            memcpy(num, tv, tl), num[tl] = '\0';
+        sp_msg dl = {m->key, NULL, m->key_len, 0, strtoll(num, NULL, 10),
+                     h ? rd_kafka_headers_copy(h) : NULL, seg, -1, NULL};
+        const char *err;
+        sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
+        if (dlq->ops->write(dlq, &dl, &err) == SP_OK) {
+            if (seg) sp_seg_unref(seg);
+            return;
+        }
+    }
     /* a lost changelog write would lose state: never skipped */
-    if (ctx->policy == SP_POLICY_FAIL || ctx->dlq_sink < 0 ||
-        changelog ||
-        strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0) {
+    if (ctx->policy == SP_POLICY_FAIL || (ctx->policy == SP_POLICY_DLQ && ctx->dlq_sink < 0) ||
+        changelog || to_dlq) {
+        ctx->stats.errors++;
         if (!ko->fatal) {
             char buf[1024];
             snprintf(buf, sizeof buf,
                      "output to topic %s failed: %s\n  record from: topic %s, "
-                     "partition %" PRId32,
-                     topic, why, src_topic ? src_topic : "?", src_part);
+                     "partition %" PRId32 ", offset %lld",
+                     topic, why, seg ? seg->tp->topic : "?", seg ? seg->tp->partition : -1,
+                     sl ? (long long)sl->offset : -1LL);
             ko->fatal = strdup(buf);
         }
         return;
     }
-    if (ctx->policy == SP_POLICY_SKIP) {
-        ctx->stats.skipped++;
-        sp_warn("skipped an output to topic %s: %s", topic, why);
+    if (sl && sl->failed) {
+        /* another output of the same record failed: it is dealt with */
         sp_seg_unref(seg);
         return;
     }
-    /* Dead letter: the output that could not be written, with the error
-     * and where its input came from. */
+    ctx->stats.errors++;
+    if (sl) sl->failed = 1;
+    /* the record counts as skipped or dead-lettered, not as out */
+    if (sl && sl->counted) {
+        sl->counted = 0;
+        ctx->stats.records_out--;
+    }
     char msg[512];
     snprintf(msg, sizeof msg, "output to topic %s failed: %s", topic, why);
-    rd_kafka_headers_t *in = NULL;
-    rd_kafka_message_headers(m, &in);
-    sp_msg dl = {m->key, m->payload, m->key_len, m->len, 0, NULL, seg, -1, NULL};
-    dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg), src_topic,
-                                         src_part, -1);
-    const char *err;
-    sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
-    int rc = dlq->ops->write(dlq, &dl, &err);
-    if (rc != SP_OK && m->len) {
-        /* too large for the dead-letter topic as well: keep the error and
-         * the coordinates, the input is still in its topic */
-        dl.val = NULL;
-        dl.val_len = 0;
-        dl.hdrs = sp_ctx_dead_letter_headers(ctx, in, msg, strlen(msg),
-                                             src_topic, src_part, -1);
-        rc = dlq->ops->write(dlq, &dl, &err);
-    }
-    if (rc != SP_OK) {
-        if (!ko->fatal) {
-            char buf[1024];
-            snprintf(buf, sizeof buf, "%s; and the dead-letter topic failed: %s",
-                     msg, err);
-            ko->fatal = strdup(buf);
-        }
+    if (ctx->policy == SP_POLICY_SKIP) {
+        ctx->stats.skipped++;
+        sp_warn("skipped a record: %s", msg);
+    } else if (dead_letter(ko, m, sl, msg) == 0) {
+        ctx->stats.dead_lettered++;
+        sp_warn("dead-lettered a record: %s", msg);
+    } else {
         return;
     }
-    ctx->stats.dead_lettered++;
-    sp_warn("dead-lettered an output: %s", msg);
     if (seg) sp_seg_unref(seg);
 }

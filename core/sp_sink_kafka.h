@@ -11,6 +11,10 @@ typedef struct sp_kafka_out {
     /* Called for every topic a sink opens (the dev cluster creates it). */
     void (*on_topic)(void *opaque, const char *topic);
     void *opaque;
+    /* Reads a consumed record again (for a dead letter that must hold it):
+     * the message, or NULL. */
+    rd_kafka_message_t *(*fetch)(void *opaque, const char *topic, int32_t partition,
+                                 int64_t offset);
     sp_ctx *ctx;
     char *fatal;            /* set when a delivery failed under "fail" */
     int64_t delivery_errors;

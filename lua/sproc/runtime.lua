@@ -25,9 +25,15 @@ local function cerr(what)
   return what .. ": " .. ffi_string(errp[0])
 end
 
--- Errors about an input record (not the script) carry this metatable.
+-- Errors about an input record (not the script) carry this metatable, and
+-- outputs Kafka refused at once (too large, ...) the second.
 local InputError = {}
 InputError.__tostring = function(e) return e.msg end
+local OutputError = {}
+OutputError.__tostring = function(e) return e.msg end
+local function output_failed(what)
+  error(setmetatable({ msg = cerr(what) }, OutputError))
+end
 
 -- Turns a value into bytes for a sink: returns pointer-or-string, length.
 -- A record's JSON value that was not replaced is written as it came.
@@ -223,7 +229,7 @@ function compile_inner(n, env)
         -- pass-through: the core writes the record's own bytes
         local ts = rawget(r, "ts")
         if C.sp_emit_rec(ctx, sink, ts and 1 or 0, ts or 0, fwd, errp) ~= 0 then
-          error(cerr("output to topic " .. o.topic), 0)
+          output_failed("output to topic " .. o.topic)
         end
         return
       end
@@ -243,7 +249,7 @@ function compile_inner(n, env)
         end
       end
       if C.sp_emit(ctx, sink, kp, kl, vp, vl, r.ts, fwd, errp) ~= 0 then
-        error(cerr("output to topic " .. o.topic), 0)
+        output_failed("output to topic " .. o.topic)
       end
     end
   elseif kind == "print" then
@@ -548,7 +554,7 @@ function M.compile_repartition(n, env)
     local ts = r.ts
     if ts == 0 then ts = 1 end
     if C.sp_emit(ctx, sink, k, k and #k or 0, vp, vl, ts, 0, errp) ~= 0 then
-      error(cerr("repartition topic " .. topic), 0)
+      output_failed("repartition topic " .. topic)
     end
   end
 end
@@ -706,7 +712,7 @@ end
 
 local function handler(e)
   local mt = getmetatable(e)
-  if mt == InputError or mt == store.Fatal then return e end
+  if mt == InputError or mt == OutputError or mt == store.Fatal then return e end
   return user_traceback(tostring(e))
 end
 
@@ -731,7 +737,7 @@ local function make_process(env)
       state.sub = 0
     end, ne
   end
-  local counts = {}
+  local counts, internal = {}, {}
   local function resolve(topic)
     local entries = {}
     for s = 0, C.sp_source_count(ctx) - 1 do
@@ -742,6 +748,7 @@ local function make_process(env)
     end
     local entry = entries[1]
     counts[topic] = #entries
+    internal[topic] = C.sp_topic_internal(ctx, topic) == 1
     if #entries > 1 then entry = several(entries) end
     chains[topic] = entry
     return entry
@@ -752,11 +759,14 @@ local function make_process(env)
       batch.cur = i
       local rec = recs[i]
       -- the core's own records (timer firings, window results) have no
-      -- offset: they are not input; a record resumed in its next source
-      -- was counted already
-      if rec.offset >= 0 and state.first == 1 then stats.records_in = stats.records_in + 1 end
+      -- offset, and a repartition topic's were input when first read:
+      -- they are not input; a record resumed in its next source was
+      -- counted already
       local t = rec.topic
       local entry = chains[t] or resolve(t)
+      if rec.offset >= 0 and state.first == 1 and not internal[t] then
+        stats.records_in = stats.records_in + 1
+      end
       entry(i)
     end
   end
@@ -822,7 +832,8 @@ function M.run_batch(env, from)
     local i = batch.cur
     stats.errors = stats.errors + 1
     local mt = getmetatable(err)
-    local kind = mt == InputError and "bad input" or mt == store.Fatal and "state store" or "error in script"
+    local kind = mt == InputError and "bad input" or mt == OutputError and "output refused" or
+                 mt == store.Fatal and "state store" or "error in script"
     local msg = string.format("%s: %s\n  record: %s", kind, tostring(err), describe_record(env, i))
     if env.rollback and kind == "error in script" then
       -- a version just swapped in by --watch: the previous one takes over
@@ -841,6 +852,8 @@ function M.run_batch(env, from)
         return msg .. "\n  and the dead-letter topic failed: " .. ffi_string(errp[0])
       end
     end
+    -- what it output before it failed does not make it an output
+    C.sp_ctx_record_failed(ctx, i)
     from = env.resume(i)
     ::continue::
   end

@@ -9,9 +9,9 @@ static void in_order_release(void) {
     sp_tp *tp = sp_offsets_tp(&o, "t", 0);
     SP_CHECK(tp == sp_offsets_tp(&o, "t", 0));
     SP_CHECK(tp != sp_offsets_tp(&o, "t", 1));
-    sp_seg *a = sp_offsets_seg_open(&o, tp);
+    sp_seg *a = sp_offsets_seg_open(&o, tp, 0);
     a->end = 10;
-    sp_seg *b = sp_offsets_seg_open(&o, tp);
+    sp_seg *b = sp_offsets_seg_open(&o, tp, 0);
     b->end = 20;
     sp_seg_ref(a); /* an output of a is in flight */
     sp_seg_unref(a); /* the batch is done */
@@ -31,8 +31,8 @@ static void partitions_are_independent(void) {
     sp_offsets o;
     sp_offsets_init(&o);
     sp_tp *p0 = sp_offsets_tp(&o, "t", 0), *p1 = sp_offsets_tp(&o, "t", 1);
-    sp_seg *a = sp_offsets_seg_open(&o, p0);
-    sp_seg *b = sp_offsets_seg_open(&o, p1);
+    sp_seg *a = sp_offsets_seg_open(&o, p0, 0);
+    sp_seg *b = sp_offsets_seg_open(&o, p1, 0);
     a->end = 5;
     b->end = 7;
     sp_seg_unref(b);
@@ -49,7 +49,7 @@ static void held_segment_blocks_later_ones(void) {
     sp_offsets_init(&o);
     sp_tp *tp = sp_offsets_tp(&o, "t", 3);
     for (int i = 0; i < 5; i++) {
-        sp_seg *s = sp_offsets_seg_open(&o, tp);
+        sp_seg *s = sp_offsets_seg_open(&o, tp, 0);
         s->end = (i + 1) * 100;
         if (i != 2) sp_seg_unref(s);
     }

@@ -162,3 +162,87 @@ even:to{{ topic = "{ok}" }}
     # the inputs whose outputs failed are not committed
     committed = kafka.committed(kafka.topic("a2"), "in")[0]
     assert committed <= 1, committed
+
+
+# issue 14 #10: an output Kafka refuses (larger than the topic allows): the
+# dead letter held the re-encoded output with offset -1, the counters added
+# up to one more than the input, and under fail it was labelled "error in
+# script". The dead letter holds the input as it came, with its coordinates,
+# once however many of its outputs failed; in = out + filtered + skipped +
+# dead-lettered with outputs counted once per input.
+REFUSED = """
+local sproc = require "sproc"
+sproc.app{{ errors = "{policy}", dlq = "{dlq}" }}
+local s = sproc.source{{ topic = "{src}", value = "json" }}
+  :filter(function(r) return r.value.n ~= 7 end)
+s:map(function(r) return r.value.n % 10 == 3 and string.rep("y", 5000) or r.value end)
+  :to{{ topic = "{small}" }}
+s:flat_map(function(r, emit) emit(r.value.n); emit(-r.value.n) end):to{{ topic = "{wide}" }}
+"""
+
+
+def refused_run(kafka, sproc, tmp_path, policy, name, extra=()):
+    script = write_script(tmp_path, f"{name}.lua", REFUSED.format(
+        policy=policy, dlq=kafka.topic("dead"), src=kafka.topic("in"), small=kafka.topic("small"),
+        wide=kafka.topic("wide")))
+    # Kafka's limit is per record batch: batches of small outputs stay
+    # under it (librdkafka does not split a refused batch)
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic(name), "--until-end",
+               "--set", "message.timeout.ms=10000", "--set", "producer.batch.size=1500"] + FAST +
+              list(extra), name=name)
+    return p, p.wait(120)
+
+
+def done_counts(log):
+    m = re.search(r"done: (\d+) records in, (\d+) out, (\d+) filtered, (\d+) skipped, "
+                  r"(\d+) dead-lettered", log)
+    return [int(x) for x in m.groups()]
+
+
+def test_refused_outputs_dead_letter_their_inputs(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=2)
+    kafka.create("small", partitions=2, config={"max.message.bytes": "3000"})
+    kafka.create("wide", partitions=2)
+    kafka.create("dead", config={"max.message.bytes": "1700"})
+    recs = []
+    for i in range(100):
+        v = {"n": i, "pad": "p" * (1800 if i == 53 else 0)}
+        recs.append((f"k{i}".encode(), v, [("trace", f"t{i}".encode())]))
+    kafka.produce("in", recs)
+    sent = {r["key"]: r for r in kafka.read("in")}
+    # refused by the broker (after the produce), then by the producer itself
+    for name, extra in (("async", ()), ("sync", ("--set", "producer.message.max.bytes=4000"))):
+        p, rc = refused_run(kafka, sproc, tmp_path, "dlq", name, extra)
+        assert rc == 0, p.stderr()
+        dead = [r for r in kafka.read("dead")
+                if r["headers"].get("sproc.error", b"").find(b"small") >= 0 and
+                r["headers"].get("trace") is not None]
+        kafka.delete("dead")
+        kafka.create("dead", config={"max.message.bytes": "1700"})
+        keys = sorted(int(r["key"][1:]) for r in dead)
+        assert keys == [i for i in range(100) if i % 10 == 3], (name, keys)
+        for r in dead:
+            src = sent[r["key"]]
+            h = r["headers"]
+            assert h["trace"] == src["headers"]["trace"]
+            assert h["sproc.source.topic"] == kafka.topic("in").encode()
+            assert int(h["sproc.source.partition"]) == src["partition"]
+            assert int(h["sproc.source.offset"]) == src["offset"]
+            assert r["timestamp"] == src["timestamp"]
+            if r["key"] == b"k53":   # too large for the dead-letter topic as well
+                assert r["value"] is None
+            else:
+                assert r["value"] == src["value"]
+        n_in, out, filtered, skipped, dead_lettered = done_counts(p.stderr())
+        assert (n_in, filtered, skipped, dead_lettered) == (100, 1, 0, 10), p.stderr()
+        assert n_in == out + filtered + skipped + dead_lettered
+    # under fail: exit 1, named for what it is, with the record's coordinates
+    p, rc = refused_run(kafka, sproc, tmp_path, "fail", "failing")
+    assert rc == 1
+    err = p.stderr()
+    assert "output to topic " + kafka.topic("small") in err and "error in script" not in err, err
+    assert re.search(r"record from: topic \S+, partition \d, offset \d+", err), err
+    p, rc = refused_run(kafka, sproc, tmp_path, "fail", "failing2",
+                        ("--set", "producer.message.max.bytes=4000"))
+    assert rc == 1
+    assert "output refused: output to topic " + kafka.topic("small") in p.stderr(), p.stderr()
