@@ -36,18 +36,52 @@ static int fail(scan *s, const char *msg) {
     return -1;
 }
 
+size_t sp_utf8_len(const char *s, const char *end) {
+    const unsigned char *p = (const unsigned char *)s;
+    size_t left = (size_t)(end - s);
+    if (left == 0) return 0;
+    unsigned char c = p[0];
+    if (c < 0x80) return 1;
+    /* RFC 3629: no overlong forms, no surrogates, nothing past U+10FFFF */
+    if (c >= 0xC2 && c <= 0xDF)
+        return left >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
+    if (c >= 0xE0 && c <= 0xEF) {
+        unsigned char lo = c == 0xE0 ? 0xA0 : 0x80, hi = c == 0xED ? 0x9F : 0xBF;
+        return left >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
+    }
+    if (c >= 0xF0 && c <= 0xF4) {
+        unsigned char lo = c == 0xF0 ? 0x90 : 0x80, hi = c == 0xF4 ? 0x8F : 0xBF;
+        return left >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 &&
+                       (p[3] & 0xC0) == 0x80
+                   ? 4
+                   : 0;
+    }
+    return 0;
+}
+
+static uint32_t hex4(const char *p);
+
 /* At the opening quote; leaves p after the closing quote. */
 static int scan_string(scan *s) {
     const char *p = s->p + 1;
     s->escaped = 0;
     for (;;) {
-        /* the common case: plain bytes up to the next quote or backslash */
-        while (p < s->end && *p != '"' && *p != '\\' &&
-               (unsigned char)*p >= 0x20)
+        /* the common case: plain ASCII up to the next quote or backslash */
+        while (p < s->end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20 &&
+               (unsigned char)*p < 0x80)
             p++;
         if (p >= s->end) {
             s->p = p;
             return fail(s, "unterminated string");
+        }
+        if ((unsigned char)*p >= 0x80) {
+            size_t n = sp_utf8_len(p, s->end);
+            if (!n) {
+                s->p = p;
+                return fail(s, "invalid UTF-8 in string");
+            }
+            p += n;
+            continue;
         }
         if (*p == '"') {
             s->p = p + 1;
@@ -68,14 +102,30 @@ static int scan_string(scan *s) {
         case 'r': case 't':
             p += 2;
             break;
-        case 'u':
+        case 'u': {
             if (p + 6 > s->end || hexval(p[2]) < 0 || hexval(p[3]) < 0 ||
                 hexval(p[4]) < 0 || hexval(p[5]) < 0) {
                 s->p = p;
                 return fail(s, "invalid \\u escape");
             }
+            uint32_t cp = hex4(p + 2);
+            /* UTF-16 surrogates come in pairs: a high one, then a low one */
+            if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                s->p = p;
+                return fail(s, "lone surrogate in \\u escape");
+            }
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                if (p + 12 > s->end || p[6] != '\\' || p[7] != 'u' || hexval(p[8]) < 0 ||
+                    hexval(p[9]) < 0 || hexval(p[10]) < 0 || hexval(p[11]) < 0 ||
+                    hex4(p + 8) < 0xDC00 || hex4(p + 8) > 0xDFFF) {
+                    s->p = p;
+                    return fail(s, "lone surrogate in \\u escape");
+                }
+                p += 6;
+            }
             p += 6;
             break;
+        }
         default:
             s->p = p;
             return fail(s, "invalid escape");
@@ -99,15 +149,21 @@ static int scan_number(scan *s) {
         if (p >= s->end || *p < '0' || *p > '9') goto bad;
         while (p < s->end && *p >= '0' && *p <= '9') p++;
     }
+    int big = p - s->p > 300; /* digits enough to pass a double's range */
     if (p < s->end && (*p == 'e' || *p == 'E')) {
         p++;
         if (p < s->end && (*p == '+' || *p == '-')) p++;
         if (p >= s->end || *p < '0' || *p > '9') goto bad;
         while (p < s->end && *p >= '0' && *p <= '9') p++;
+        big = 1;
     }
     /* "01" and "1x" end here with a digit or letter that no value allows
      * after a number; the caller's delimiter check reports it. */
     if (p < s->end && ((*p >= '0' && *p <= '9') || *p == '.')) goto bad;
+    /* 1e999 would read as infinity (and be written as null) */
+    if (big && isinf(sp_json_number(s->p, (size_t)(p - s->p)))) {
+        return fail(s, "number out of range (beyond a double)");
+    }
     s->p = p;
     return 0;
 bad:
@@ -430,6 +486,14 @@ int sp_json_write_string(sp_buf *b, const char *s, size_t len) {
     *o++ = '"';
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
+        if (c >= 0x80) {
+            size_t n = sp_utf8_len(s + i, s + len);
+            if (!n) return SP_JSON_EUTF8; /* b->len unchanged */
+            memcpy(o, s + i, n);
+            o += n;
+            i += n - 1;
+            continue;
+        }
         if (c >= 0x20 && c != '"' && c != '\\') {
             *o++ = (char)c;
             continue;

@@ -43,7 +43,8 @@ void sp_json_index_init(sp_json_index *ix);
 void sp_json_index_destroy(sp_json_index *ix);
 
 /* Validates the whole text (strict RFC 8259, nesting depth <= 64, any
- * surrounding whitespace) and indexes the top-level fields when the root
+ * surrounding whitespace; strings UTF-8 with paired surrogate escapes,
+ * numbers within a double's range) and indexes the top-level fields when the root
  * is an object (n = 0 for any other root). Duplicate keys are kept in
  * order; lookups return the last, as most decoders do.
  * Returns 0, or -1 with *err set to a static message and *err_pos to the
@@ -70,9 +71,13 @@ extern const double sp_pow10[23];
 
 /* --- writer: appends to an sp_buf; returns 0 or -1 (out of memory) --- */
 
-/* Quoted, escaped JSON string (control characters as \u00XX; bytes >= 0x80
- * copied as they are). */
+/* Quoted, escaped JSON string (control characters as \u00XX; UTF-8 copied
+ * as it is); SP_JSON_EUTF8, with nothing written, when s is not UTF-8. */
+#define SP_JSON_EUTF8 (-2)
 int sp_json_write_string(sp_buf *b, const char *s, size_t len);
+/* The length of the UTF-8 sequence at s (RFC 3629), or 0 when it is not
+ * one. */
+size_t sp_utf8_len(const char *s, const char *end);
 /* Shortest text that reads back to the same double; integral values
  * within 2^53 without exponent or fraction; NaN and infinities as null
  * (JSON has no such numbers). */

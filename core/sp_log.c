@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
@@ -54,7 +55,22 @@ void sp_log(int level, const char *fmt, ...) {
     sp_buf_append(&b, "\",\"level\":\"", 11);
     sp_buf_append(&b, level_names[level], strlen(level_names[level]));
     sp_buf_append(&b, "\",\"msg\":", 8);
-    sp_json_write_string(&b, msg, strlen(msg));
+    if (sp_json_write_string(&b, msg, strlen(msg)) == SP_JSON_EUTF8) {
+        /* a message quoting bad input: its bytes that are not UTF-8 as '?' */
+        size_t n = strlen(msg);
+        char *clean = malloc(n + 1);
+        if (clean) {
+            const char *end = msg + n;
+            for (size_t i = 0; i < n;) {
+                size_t k = sp_utf8_len(msg + i, end);
+                if (k) memcpy(clean + i, msg + i, k); else clean[i] = '?', k = 1;
+                i += k;
+            }
+            clean[n] = '\0';
+            sp_json_write_string(&b, clean, n);
+            free(clean);
+        }
+    }
     sp_buf_append(&b, "}\n", 2);
     fwrite(b.data, 1, b.len, stderr);
     sp_buf_destroy(&b);

@@ -68,7 +68,8 @@ static int encode_table(lua_State *L, sp_buf *b, int idx, int depth) {
          * confuse lua_next: convert a copy. */
         lua_pushvalue(L, -2);
         const char *k = lua_tolstring(L, -1, &kl);
-        sp_json_write_string(b, k, kl);
+        if (sp_json_write_string(b, k, kl) == SP_JSON_EUTF8)
+            return luaL_error(L, "json: a key is not valid UTF-8");
         lua_pop(L, 1);
         sp_buf_putc(b, ':');
         encode(L, b, lua_gettop(L), depth + 1);
@@ -89,7 +90,9 @@ static int encode(lua_State *L, sp_buf *b, int idx, int depth) {
     case LUA_TSTRING: {
         size_t len;
         const char *s = lua_tolstring(L, idx, &len);
-        return sp_json_write_string(b, s, len);
+        int rc = sp_json_write_string(b, s, len);
+        if (rc == SP_JSON_EUTF8) return luaL_error(L, "json: a string is not valid UTF-8");
+        return rc;
     }
     case LUA_TTABLE:
         if (luaL_getmetafield(L, idx, "__sproc_json")) {

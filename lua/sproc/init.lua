@@ -74,7 +74,11 @@ end
 --- not convert falls under the error policy).
 function M.source(opts)
   check_table("source", opts)
-  local src = { key = opts.key or "string", value = opts.value, time = opts.time }
+  local src = { key = opts.key or "string", value = opts.value, time = opts.time,
+                tombstones = opts.tombstones or "pass" }
+  if src.tombstones ~= "pass" and src.tombstones ~= "skip" then
+    error('sproc.source: tombstones must be "pass" or "skip", got ' .. tostring(opts.tombstones), 2)
+  end
   if opts.schema ~= nil then
     if not schema.is_schema(opts.schema) then
       error("sproc.source: schema must be made by sproc.schema{...}", 2)

@@ -114,7 +114,8 @@ function M.new_view(ctx, batch, src)
 
   local function decoded(which, json_proxy)
     local root = C.sp_json_root(ctx, which)
-    if root == 6 then return json_proxy end       -- object: the field index
+    if root == SP_JSON_OBJECT then return json_proxy end   -- the field index
+    if root == SP_JSON_NULL then return nil end            -- JSON null, or a tombstone
     local rec = batch.recs[batch.cur]
     if which == 1 then
       if rec.val == nil then return nil end

@@ -171,6 +171,8 @@ function compile_inner(n, env)
     local nxt = compile_children(n, env)
     local view, project = record.projection(ctx, batch, n.fields)
     return function(r)
+      -- a tombstone goes on as one
+      if batch.recs[batch.cur].val == nil then return nxt(r) end
       if not project() then
         error(setmetatable({ msg = "select(): the value is not a JSON object" }, InputError))
       end
@@ -329,8 +331,11 @@ local function compile_source(src, env)
   env.serdes = { key = src.key, value = src.value }
   local first = compile_node(src.node, env)
   local time = src.time
+  local stats = env.stats
+  local skip_tombstones = src.tombstones == "skip"
   return function(i)
     batch.task = task
+    if skip_tombstones and batch.recs[i].val == nil then return count_filtered(stats) end
     local bad = reset(i)
     if bad then error(setmetatable({ msg = bad }, InputError)) end
     if time then

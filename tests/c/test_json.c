@@ -223,6 +223,29 @@ static void writer(void) {
     sp_buf_destroy(&b);
 }
 
+/* Strings are UTF-8 with paired surrogate escapes, numbers doubles. */
+static void unicode_and_range(void) {
+    SP_CHECK_INT(parse("{\"s\":\"\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 \\ud83d\\ude00\"}"), 0);
+    check_error("\"\xff\"", "invalid UTF-8 in string", 1);
+    check_error("\"a\xc0\xaf\"", "invalid UTF-8 in string", 2);       /* overlong */
+    check_error("\"\xed\xa0\x80\"", "invalid UTF-8 in string", 1);    /* a surrogate */
+    check_error("\"\xf4\x90\x80\x80\"", "invalid UTF-8 in string", 1); /* past U+10FFFF */
+    check_error("\"\xe2\x82\"", "invalid UTF-8 in string", 1);        /* cut short */
+    check_error("\"\\ud800\"", "lone surrogate in \\u escape", 1);
+    check_error("\"\\ud800\\u0041\"", "lone surrogate in \\u escape", 1);
+    check_error("\"x\\udc00\"", "lone surrogate in \\u escape", 2);
+    SP_CHECK_INT(parse("1e308"), 0);
+    check_error("1e999", "number out of range (beyond a double)", 0);
+    check_error("[-1E+400]", "number out of range (beyond a double)", 1);
+    SP_CHECK_INT(parse("1e-999"), 0); /* underflow reads as 0: in range */
+    sp_buf b;
+    sp_buf_init(&b);
+    SP_CHECK_INT(sp_json_write_string(&b, "\xc3\xa9", 2), 0);
+    SP_CHECK_INT(sp_json_write_string(&b, "a\xff", 2), SP_JSON_EUTF8);
+    SP_CHECK_MEM(b.data, b.len, "\"\xc3\xa9\"");
+    sp_buf_destroy(&b);
+}
+
 int main(void) {
     sp_json_index_init(&ix);
     fields_of_every_type();
@@ -233,6 +256,7 @@ int main(void) {
     depth();
     many_fields();
     writer();
+    unicode_and_range();
     sp_json_index_destroy(&ix);
     return sp_test_summary();
 }

@@ -337,6 +337,89 @@ describe("select", function()
   end)
 end)
 
+-- issue 14 #11
+describe("JSON edge cases", function()
+  local function dlq_pipeline(opts)
+    return testing.driver(function(sproc)
+      sproc.app{ errors = "dlq", dlq = "dead" }
+      local src = { topic = "in", value = "json" }
+      for k, v in pairs(opts or {}) do src[k] = v end
+      sproc.source(src):to{ topic = "out" }
+    end)
+  end
+
+  it("invalid UTF-8 and lone surrogates are bad input, not passed on", function()
+    local d = dlq_pipeline()
+    d:pipe("in", { rec("a", '{"s":"ok \\u00e9 \\ud83d\\ude00"}'), rec("b", '{"s":"\xff\xfe"}'),
+                   rec("c", '{"s":"\\ud800"}'), rec("d", '{"s":"\\udc00x"}'),
+                   rec("e", '{"s":"\xed\xa0\x80"}'), rec("f", '{"s":"\xc0\xaf"}') })
+    assert.are.same({ '{"s":"ok \\u00e9 \\ud83d\\ude00"}' }, d:values("out"))
+    local why = {}
+    for _, r in ipairs(d:output("dead")) do why[r.key] = r.headers["sproc.error"] end
+    assert.matches("UTF%-8", why.b)
+    assert.matches("surrogate", why.c)
+    assert.matches("surrogate", why.d)
+    assert.matches("UTF%-8", why.e)
+    assert.matches("UTF%-8", why.f)
+  end)
+
+  it("a number beyond a double's range is bad input", function()
+    local d = dlq_pipeline()
+    d:pipe("in", { rec("a", '{"n":1e308}'), rec("b", '{"n":1e999}'), rec("c", '{"n":-1e999}') })
+    assert.are.same({ '{"n":1e308}' }, d:values("out"))
+    assert.matches("out of range", d:output("dead")[1].headers["sproc.error"])
+    assert.are.equal(2, #d:output("dead"))
+  end)
+
+  it("a script's string that is not UTF-8 is refused when it is encoded as JSON", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "dlq", dlq = "dead" }
+      sproc.source{ topic = "in" }:map(function(r) return { s = r.value } end):to{ topic = "out" }
+    end)
+    d:pipe("in", { rec("a", "fine"), rec("b", "\xff") })
+    assert.are.same({ '{"s":"fine"}' }, d:values("out"))
+    assert.matches("UTF%-8", d:output("dead")[1].headers["sproc.error"])
+  end)
+
+  it("a top-level null value reads as nil", function()
+    local seen = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }:each(function(r) seen[#seen + 1] = type(r.value) end)
+    end)
+    d:pipe("in", { rec("a", "null"), rec("b", "3"), rec("c", "[1]") })
+    assert.are.same({ "nil", "number", "table" }, seen)
+  end)
+
+  it("tombstones pass with r.value == nil, or are skipped as filtered", function()
+    local seen = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :each(function(r) seen[#seen + 1] = r.value == nil end):to{ topic = "out" }
+      sproc.source{ topic = "in2", value = "json", tombstones = "skip" }
+        :map(function(r) return { x = r.value.x } end):to{ topic = "out2" }
+    end)
+    d:pipe("in", { rec("a", nil), rec("b", '{"x":1}') })
+    assert.are.same({ true, false }, seen)
+    local out = d:output("out")
+    assert.are.equal(2, #out)
+    assert.is_nil(out[1].value)            -- a tombstone goes on as one
+    d:pipe("in2", { rec("a", nil), rec("b", '{"x":1}') })
+    assert.are.same({ '{"x":1}' }, d:values("out2"))
+    assert.are.equal(1, d:stats().filtered)
+    assert.has_error(function()
+      testing.driver(function(sproc) sproc.source{ topic = "t", tombstones = "drop" } end)
+    end, 'sproc.source: tombstones must be "pass" or "skip", got drop')
+  end)
+
+  it("refuses nesting deeper than 64 levels", function()
+    local d = dlq_pipeline()
+    d:pipe("in", { rec("a", '{"a":' .. ("["):rep(63) .. ("]"):rep(63) .. '}'),
+                   rec("b", '{"a":' .. ("["):rep(64) .. ("]"):rep(64) .. '}') })
+    assert.are.equal(1, #d:values("out"))
+    assert.matches("nesting too deep", d:output("dead")[1].headers["sproc.error"])
+  end)
+end)
+
 describe("json", function()
   it("encodes tables, arrays, nested values and escapes", function()
     assert.are.equal('[1,2,3]', json.encode({ 1, 2, 3 }))
