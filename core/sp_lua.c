@@ -88,13 +88,34 @@ static char *pop_message(lua_State *L) {
     return out;
 }
 
+/* A message for the user: a traceback of the script's frames only (sproc's
+ * own modules are "[sproc]/..."), none when the message has one already
+ * (the script's error, traced where it was raised). */
 static int traceback(lua_State *L) {
     if (!lua_isstring(L, 1)) return 1;
+    if (strstr(lua_tostring(L, 1), "\nstack traceback:")) return 1;
     lua_getglobal(L, "debug");
     lua_getfield(L, -1, "traceback");
     lua_pushvalue(L, 1);
     lua_pushinteger(L, 2);
     lua_call(L, 2, 1);
+    const char *tb = lua_tostring(L, -1);
+    const char *head = strstr(tb, "\nstack traceback:");
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    luaL_addlstring(&b, tb, head ? (size_t)(head - tb) : strlen(tb));
+    int kept = 0;
+    for (const char *line = head ? head + 18 : NULL; line && *line;) {
+        const char *end = strchr(line + 1, '\n');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (!memmem(line, n, "[sproc]", 7) && !memmem(line, n, "[C]: in function 'error'", 24) &&
+            !memmem(line, n, "[C]: in function 'xpcall'", 25) && n > 1) {
+            if (!kept++) luaL_addstring(&b, "\nstack traceback:");
+            luaL_addlstring(&b, line, n);
+        }
+        line = end;
+    }
+    luaL_pushresult(&b);
     return 1;
 }
 

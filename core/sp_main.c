@@ -11,6 +11,7 @@
 #include "sp_log.h"
 #include "sp_lua.h"
 #include "sp_runner.h"
+#include "sp_settings.h"
 
 static void usage(FILE *f) {
     fputs(
@@ -224,6 +225,15 @@ int main(int argc, char **argv) {
     if (!o.brokers) {
         const char *env = getenv("SPROC_BROKERS");
         if (env && *env) o.brokers = env;
+    }
+    {
+        char *msg = NULL;
+        if (sp_settings_check(o.sets, o.nsets, &msg) != 0) {
+            fprintf(stderr, "sproc: %s\n", msg);
+            free(msg);
+            rc = 2;
+            goto out;
+        }
     }
     rc = sp_run(&o);
 out:

@@ -9,6 +9,7 @@
 -- the native core once the script has run.
 local stream = require "sproc.stream"
 local store = require "sproc.store"
+local options = require "sproc.options"
 
 local M = {}
 
@@ -49,6 +50,7 @@ end
 --- stream time follow the wall clock, so its windows close).
 function M.app(opts)
   check_table("app", opts)
+  options.check("sproc.app", opts, { "id", "errors", "dlq", "processing_guarantee", "idle" }, 2)
   if opts.id ~= nil and (type(opts.id) ~= "string" or opts.id == "") then
     error("sproc.app: id must be a non-empty string", 2)
   end
@@ -74,6 +76,8 @@ end
 --- not convert falls under the error policy).
 function M.source(opts)
   check_table("source", opts)
+  options.check("sproc.source", opts, { "topic", "topics", "pattern", "file", "format", "key",
+                                        "value", "time", "schema", "tombstones" }, 2)
   local src = { key = opts.key or "string", value = opts.value, time = opts.time,
                 tombstones = opts.tombstones or "pass" }
   if src.tombstones ~= "pass" and src.tombstones ~= "skip" then
@@ -142,6 +146,7 @@ end
 --- partition, and store handles used there see that partition's state.
 function M.timer(opts)
   check_table("timer", opts)
+  options.check("sproc.timer", opts, { "every", "time" }, 2)
   if type(opts.every) ~= "number" or opts.every <= 0 then
     error("sproc.timer: every must be a positive number of milliseconds", 2)
   end

@@ -702,11 +702,27 @@ end
 
 -- Drops the frames of sproc's own modules from a traceback, so that what
 -- is left points at the user's script.
+local stream_methods
 local function user_traceback(msg)
+  msg = tostring(msg)
+  -- a misspelled operator: say which one was meant
+  local m = msg:match("attempt to call method '([%w_]+)' %(a nil value%)")
+  if m then
+    if not stream_methods then
+      stream_methods = {}
+      for k, v in pairs(require("sproc.stream").Stream) do
+        if type(v) == "function" and not k:match("^_") then stream_methods[#stream_methods + 1] = k end
+      end
+      table.sort(stream_methods)
+    end
+    local near = require("sproc.options").nearest(m, stream_methods)
+    if near then msg = msg .. " (a stream has no method " .. m .. ": did you mean " .. near .. "?)" end
+  end
   local tb = debug.traceback("", 2)
   local keep = {}
   for line in tb:gmatch("[^\n]+") do
     if not line:match("sproc/%w+%.lua:") and not line:match("%[C%]: in function 'xpcall'")
+       and not line:match("%[C%]: in function 'error'")
        and not line:match("^stack traceback:") and not line:match("%[sproc%]") then
       keep[#keep + 1] = line
     end

@@ -33,6 +33,8 @@ function M.new(fields, level)
     if type(f) ~= "table" then
       error("sproc.schema: field " .. i .. " must be { \"name\", \"type\" }", level)
     end
+    require("sproc.options").check("sproc.schema: field " .. i, f,
+                                   { 1, 2, "name", "type", "nullable" }, level)
     local name, typ = f[1] or f.name, f[2] or f.type
     if type(name) ~= "string" or name == "" or name:find("[:,{}!]") then
       error("sproc.schema: field " .. i .. " needs a name without : , { } or !", level)

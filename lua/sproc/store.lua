@@ -325,6 +325,8 @@ local classes = { kv = Store, window = Window }
 --- much: make it at least the window's size plus its grace.
 function M.new(opts)
   if type(opts) ~= "table" then error("sproc.store expects a table of options", 3) end
+  require("sproc.options").check("sproc.store", opts,
+                                 { "name", "kind", "ttl", "retention", "backend" }, 3)
   if type(opts.name) ~= "string" or not opts.name:match("^[%w._-]+$") then
     error("sproc.store: name must be a non-empty string of letters, digits, '.', '_' and '-' " ..
           "(it names the changelog topic)", 3)

@@ -3,6 +3,7 @@
 -- closure that calls the next one, so a record runs through the whole
 -- pipeline as plain Lua calls that LuaJIT compiles into traces.
 local schema = require "sproc.schema"
+local options = require "sproc.options"
 
 local M = {}
 
@@ -147,6 +148,7 @@ function Stream:to(opts)
   if type(opts) ~= "table" or type(opts.topic) ~= "string" or opts.topic == "" then
     error("to() expects { topic = \"name\", ... }", 2)
   end
+  options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers" }, 2)
   check_serde("key", opts.key)
   check_serde("value", opts.value)
   if opts.headers ~= nil and type(opts.headers) ~= "function" then
@@ -176,6 +178,7 @@ end
 function Stream:print(opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("print() expects an optional table", 2) end
+  options.check("print()", opts, { "key" }, 2)
   local n = node(self, "print", { opts = opts })
   n.terminal = true
   return n
@@ -189,6 +192,8 @@ function Stream:to_files(opts)
   if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
     error("to_files() expects { dir = \"path\", ... }", 2)
   end
+  options.check("to_files()", opts, { "dir", "prefix", "suffix", "roll_bytes", "roll_seconds",
+                                      "checkpoint" }, 2)
   check_file_opts("to_files", opts, 3)
   local n = node(self, "to_files", { opts = opts })
   n.terminal = true
@@ -206,6 +211,9 @@ function Stream:to_parquet(opts)
   if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
     error("to_parquet() expects { dir = \"path\", schema = ..., ... }", 2)
   end
+  options.check("to_parquet()", opts, { "dir", "schema", "compression", "dictionary",
+                                        "row_group_bytes", "row_group_rows", "roll_bytes",
+                                        "roll_seconds", "prefix", "suffix", "checkpoint" }, 2)
   check_file_opts("to_parquet", opts, 3)
   local sch = opts.schema
   if sch == nil then sch = self.source and self.source.schema end
@@ -286,6 +294,7 @@ function Stream:emit(mode)
   if self.kind ~= "aggregate" then error("emit() follows aggregate()", 2) end
   local interval
   if type(mode) == "table" then
+    options.check("emit()", mode, { 1, "mode", "interval" }, 2)
     interval = mode.interval
     mode = mode[1] or mode.mode
   end

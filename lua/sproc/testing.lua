@@ -34,6 +34,7 @@ local hlen = ffi.new("size_t[1]")
 function M.driver(opts)
   if type(opts) == "function" then opts = { build = opts } end
   if type(opts) ~= "table" then error("driver() expects a table or a function", 2) end
+  require("sproc.options").check("driver()", opts, { "script", "build", "app", "partitions" }, 2)
   local ctx = ffi.gc(C.sp_ctx_create(), C.sp_ctx_destroy)
   C.sp_ctx_capture_stdout(ctx, 1)
   C.sp_ctx_set_partitions(ctx, opts.partitions or 1)

@@ -27,6 +27,9 @@ end
 
 local function spec(kind, opts, need)
   if type(opts) ~= "table" then error("sproc.window." .. kind .. " expects a table of options", 3) end
+  local allowed = { "grace" }
+  for _, k in ipairs(need) do allowed[#allowed + 1] = k end
+  require("sproc.options").check("sproc.window." .. kind, opts, allowed, 3)
   if opts.grace == nil then
     error("sproc.window." .. kind .. ": grace is required (how late a record may be; \"0s\" for none)", 3)
   end
@@ -79,6 +82,7 @@ end
 --- (optional) }. The accumulator is stored as the store keeps values
 --- (tables as JSON), so it survives reloads and restarts.
 function M.agg.custom(spec)
+  require("sproc.options").check("sproc.agg.custom", spec, { "init", "add", "merge", "result" }, 2)
   if type(spec) ~= "table" or type(spec.init) ~= "function" or type(spec.add) ~= "function" then
     error("sproc.agg.custom expects { init = function, add = function, merge = function, result = function }", 2)
   end
