@@ -206,6 +206,8 @@ void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);
  * of a mask on it (0: of the partition): -1 when unknown. */
 int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition);
 int64_t sp_ctx_tasks_stream_time(sp_ctx *ctx, uint64_t tasks, int32_t partition);
+/* Moves stream time over the batch's records up to the current one. */
+void sp_ctx_count_to_current(sp_ctx *ctx);
 /* Sources changed: the cache of each topic's tasks is out of date. */
 void sp_ctx_forget_topic_tasks(sp_ctx *ctx);
 /* The context has wall-clock timers (the runner then ticks faster). */

@@ -27,6 +27,7 @@ static uint64_t current_task(sp_ctx *ctx) {
  * later (stream time moves at batch ends, a record's own time counts at
  * once). */
 static int64_t store_now(sp_ctx *ctx, const sp_store *s, int32_t partition) {
+    sp_ctx_count_to_current(ctx);
     int64_t t = sp_ctx_tasks_stream_time(ctx, s->tasks, partition);
     uint64_t cur = current_task(ctx);
     if (cur && (!s->tasks || (s->tasks & cur))) {

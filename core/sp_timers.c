@@ -239,11 +239,12 @@ static void sweep(sp_ctx *ctx, int32_t partition) {
     }
 }
 
-/* Stream time from the batch's input records not counted yet. */
-static int count_records(sp_ctx *ctx) {
+/* Stream time from the batch's input records not counted yet, up to
+ * record end (excluded). */
+static int count_records(sp_ctx *ctx, int32_t end) {
     int32_t last_topic = -1, last_part = -1;
     uint64_t tasks = 0;
-    for (int32_t i = ctx->scanned; i < ctx->batch.n; i++) {
+    for (int32_t i = ctx->scanned; i < end; i++) {
         sp_rec *r = &ctx->batch.recs[i];
         /* the core's own records (timers, window results) have no offset */
         if (r->offset < 0) continue;
@@ -270,7 +271,16 @@ static int count_records(sp_ctx *ctx) {
             c->last_event = c->stream_ms;
         }
     }
+    ctx->scanned = end;
     return 0;
+}
+
+/* Stream time is a record's: a store call counts the records before the
+ * current one (and its own), so that what it sees does not depend on
+ * where batches begin (Kafka Streams moves stream time per record). */
+void sp_ctx_count_to_current(sp_ctx *ctx) {
+    int32_t cur = ctx->batch.cur;
+    if (cur >= ctx->scanned && cur < ctx->batch.n) count_records(ctx, cur + 1);
 }
 
 /* Whether the topology reads any topic or file: without one, there is no
@@ -283,7 +293,7 @@ static int reads_input(sp_ctx *ctx) {
 
 int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
     int32_t before = ctx->batch.n;
-    if (count_records(ctx) != 0) return -1;
+    if (count_records(ctx, ctx->batch.n) != 0) return -1;
     if (ctx->nptimes == 0 && ctx->ntimers > 0 && !reads_input(ctx) && !ptime(ctx, 0, 1)) return -1;
     /* An idle task's stream time moves on with the wall clock from its
      * last record's time (not to "now": replayed old data must not close

@@ -1344,13 +1344,24 @@ int sp_window_add(sp_ctx *ctx, int opi, const char *key, size_t klen, int64_t ts
     w->njoined = w->nmerged = 0;
     widx *x = index_of(op, part);
     if (!x) return SP_ENOMEM;
+    /* the store's windows (after a restart, reload or restore) are indexed
+     * at the stream time they were kept at: a pane's cursor is the first
+     * window open then, and this record's time must not pass them by */
+    if (!x->built && build_index(ctx, op, x, err) != SP_OK) return SP_EINVAL;
     /* stream time moves before the lateness check */
     if (ts > x->stream) x->stream = ts;
     x->last_wall = ctx->wall_ms;
     x->last_event = x->stream;
     int64_t stream = x->stream;
-    if (!x->built && build_index(ctx, op, x, err) != SP_OK) return SP_EINVAL;
     int late = 0, rc = SP_OK;
+    if (op->type == SP_WIN_SLIDING) {
+        /* a sliding window's result is computed from its records when it
+         * closes: the windows this record's time closed close before it
+         * is kept, so that it is not among their records whatever the
+         * batch */
+        rc = close_due(ctx, op, x, stream);
+        if (rc != SP_OK) return rc;
+    }
     if (op->type == SP_WIN_SESSION || op->type == SP_WIN_SLIDING) {
         rc = op->type == SP_WIN_SESSION
                  ? add_session(ctx, op, part, x, key, klen, ts, stream, vals, sv, sl, err)
@@ -1488,15 +1499,20 @@ int32_t sp_windows_fire(sp_ctx *ctx) {
     if (!w) return 0;
     for (int32_t i = 0; i < w->nops; i++) {
         sp_winop *op = w->ops[i];
-        if (w->close_all)
-            for (int32_t k = 0; k < ctx->nptimes; k++) {
-                widx *x = index_of(op, sp_ctx_ptime_partition(ctx, k));
+        if (w->close_all) {
+            /* every partition the store holds windows of (a partition
+             * restored or reloaded and not seen since has no index yet) */
+            int32_t parts[1024];
+            int32_t np = sp_store_partitions(ctx, op->store, parts, 1024);
+            for (int32_t k = 0; k < np && k < 1024; k++) {
+                widx *x = index_of(op, parts[k]);
                 const char *err;
                 if (x && !x->built && build_index(ctx, op, x, &err) != SP_OK) {
                     sp_error("%s", err);
                     return -1;
                 }
             }
+        }
         for (int32_t j = 0; j < op->nidx; j++) {
             widx *x = &op->idx[j];
             /* an idle partition's stream time follows the wall clock from
