@@ -1071,8 +1071,10 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     sp_windows *w = ctx->windows;
     acc_hdr h, oh;
     double s[MAX_AGGS][2], o[MAX_AGGS][2];
+    /* as Kafka Streams: a fresh accumulator, the sessions merged into it
+     * in time order, then the record (so that last() of equal times is
+     * the record's, first() the earlier one's) */
     acc_init(op, &h, s, ts, ts);
-    acc_add(op, &h, s, ts, vals);
     /* a key's sessions are adjacent in the store, in start order */
     int64_t merged[64];
     int nmerged = 0;
@@ -1097,6 +1099,7 @@ static int add_session(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
         acc_merge(op, &h, s, &oh, o);
         merged[nmerged++] = oh.start;
     }
+    acc_add(op, &h, s, ts, vals);
     /* late: the merged session closed already */
     if (h.end < stream - op->grace - op->size) {
         free(from);

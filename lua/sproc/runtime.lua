@@ -451,7 +451,10 @@ function M.custom_aggregates(n, env, op)
       starts, ends, made = ffi.new("int64_t[?]", cap), ffi.new("int64_t[?]", cap), ffi.new("int32_t[?]", cap)
       C.sp_window_joined(ctx, starts, ends, made, cap)
     end
-    if kind == "sliding" and nj > 0 then
+    -- a sliding record's own accumulator, for the windows that hold it
+    -- and are made later (even when it joined none now: late for its
+    -- own window, it may be in a later one)
+    if kind == "sliding" then
       for _, c in ipairs(list) do
         local key = wkey(k, r.ts) .. char(0x60 + c.index)
         local own = load(key) or {}

@@ -49,7 +49,9 @@ def write_case(case, d):
 
 def run_driver(path, mode, arg):
     p = subprocess.run(["luajit", os.path.join(HERE, "driver_run.lua"), path, mode, arg],
-                       capture_output=True, text=True, env=luajit_env(), timeout=120)
+                       capture_output=True, env=luajit_env(), timeout=120)
+    p.stdout = p.stdout.decode("utf-8", "surrogateescape")
+    p.stderr = p.stderr.decode("utf-8", "replace")
     outs, error = [], None
     for line in p.stdout.splitlines():
         o = json.loads(line)
@@ -325,14 +327,41 @@ describe("fuzz case {case['seed']}", function()
     return path
 
 
+def check_broker(case, tmp, bootstrap, variant, guarantee):
+    """Runs a case through the broker: [(run, differences)]."""
+    import broker
+    name = f"broker {variant} {guarantee}"
+    try:
+        expected = model.expected(case, close_at_end=variant != "continuous")
+    except (model.ScriptError, model.BadInput) as e:
+        return [(name, [f"the model stops ({e}): not a broker case"])]
+    run = broker.BrokerRun(case, bootstrap, tmp, guarantee, variant, case["seed"])
+    outs, error = run.run()
+    if error:
+        return [(name, [error])]
+    diffs = compare(case, expected, outs)
+    return [(name, diffs)] if diffs else []
+
+
+def broker_variant(seed):
+    """The broker run a seed gets: bounded or continuous, at-least-once or
+    exactly-once; exactly-once with kills and a second process."""
+    rnd = __import__("random").Random(seed * 7919)
+    v = rnd.choice(["bounded", "bounded", "continuous", "kills"])
+    g = "exactly_once" if v == "kills" else rnd.choice(["at_least_once", "exactly_once"])
+    return v, g
+
+
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("seeds", nargs="+")
+    r.add_argument("--broker", help="bootstrap servers: run the cases through Kafka instead")
     s = sub.add_parser("soak")
     s.add_argument("seconds", type=float)
     s.add_argument("--start", type=int, default=int(time.time()))
+    s.add_argument("--broker", help="also run every tenth case through Kafka")
     sk = sub.add_parser("shrink")
     sk.add_argument("seed", type=int)
     sk.add_argument("--spec-dir", help="where to write the regression spec (default: a temporary directory)")
@@ -373,6 +402,7 @@ def main():
             lo, _, hi = spec.partition("-")
             seeds.extend(range(int(lo), int(hi or lo) + 1))
     failed = 0
+    broker_cases = 0
     t0 = time.time()
     n = 0
     seed = a.start if a.cmd == "soak" else None
@@ -386,8 +416,15 @@ def main():
                 break
             sd = seed + n
         n += 1
-        case = gen.gen_case(sd)
-        fails = check(case, tmp)
+        through = a.broker and (a.cmd == "run" or sd % 10 == 0)
+        case = gen.gen_case(sd, broker=bool(through))
+        if through and case["policy"] == "fail":
+            case["policy"] = "skip"  # the model stops at a failure; a broker run would too
+        if through:
+            fails = check_broker(case, tmp, a.broker, *broker_variant(sd))
+            broker_cases += 1
+        else:
+            fails = check(case, tmp)
         if fails:
             failed += 1
             print(f"seed {sd}: FAIL")
@@ -395,7 +432,8 @@ def main():
                 for d in diffs:
                     print(f"  [{mode}] {d}")
     dt = time.time() - t0
-    print(f"{n} cases, {failed} failed, {dt:.0f} s ({n / dt * 3600:.0f} cases/hour)")
+    print(f"{n} cases ({broker_cases} through Kafka), {failed} failed, {dt:.0f} s "
+          f"({n / dt * 3600:.0f} cases/hour)")
     return 1 if failed else 0
 
 

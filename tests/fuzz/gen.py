@@ -49,6 +49,10 @@ def rand_key(rnd):
 # --- operators ---------------------------------------------------------------
 
 def rand_window(rnd, rekeyed, broker, parts):
+    """A window; against a broker only what the order in which partitions
+    interleave cannot change (a grace that covers every record, no Lua
+    aggregate on sessions or sliding windows, whose merges depend on it,
+    no first/last of a re-keyed stream, whose ties do)."""
     kind = rnd.choice(["tumbling", "hopping", "sliding", "session"])
     size = rnd.choice([10, 50, 100, 250])
     w = {"op": "window", "kind": kind, "grace": rnd.choice([0, 20, 100, 1000])}
@@ -71,6 +75,10 @@ def rand_window(rnd, rekeyed, broker, parts):
     aggs = {}
     for i in range(rnd.randrange(1, 4)):
         a = rnd.choice(AGGS + ["custom"])
+        if broker and a == "custom" and kind in ("session", "sliding"):
+            a = "sum"
+        if broker and rekeyed and a in ("first", "last"):
+            a = "max"
         aggs[f"a{i}"] = a
     w["aggs"] = aggs
     return w
@@ -96,7 +104,9 @@ def rand_ops(rnd, depth, ctx, replaced=False):
             ops.append({"op": "key_by", "key": rand_key(rnd)})
             ctx["keyed"] = True
         elif c < 0.70 and ctx["stores"]:
-            st = rnd.choice(ctx["stores"])
+            # against a broker a store belongs to one source: the order of
+            # two topics' records on a partition is not fixed
+            st = rnd.choice(ctx["stores"] if not ctx["broker"] else ctx["stores"][:1])
             action = rnd.choice(["incr", "incr", "get", "put", "delete"])
             ops.append({"op": "store", "store": st, "action": action, "key": rand_key(rnd),
                         "emit": rnd.random() < 0.7})
@@ -132,7 +142,9 @@ def gen_case(seed, broker=False):
     policy = rnd.choice(["fail", "skip", "dlq", "dlq"])
     stores = []
     for i in range(rnd.randrange(0, 3)):
-        st = {"name": f"st{i}", "ttl": rnd.choice([None, None, 50, 200, 1000]),
+        # against a broker without a TTL: what is expired depends on how
+        # two sources' records interleave
+        st = {"name": f"st{i}", "ttl": None if broker else rnd.choice([None, None, 50, 200, 1000]),
               "backend": rnd.choice(["memory", "memory", "lmdb"])}
         stores.append(st)
     nsrc = rnd.choice([1, 1, 2, 3])
@@ -141,7 +153,10 @@ def gen_case(seed, broker=False):
     topics = [f"in{i}" for i in range(rnd.randrange(1, nsrc + 1))]
     for i in range(nsrc):
         json_src = rnd.random() < 0.85
-        ctx = {"json": json_src, "stores": [s["name"] for s in stores], "policy": policy,
+        mine = [s["name"] for s in stores]
+        if broker:
+            mine = [s["name"] for j, s in enumerate(stores) if j % nsrc == i]
+        ctx = {"json": json_src, "stores": mine, "policy": policy,
                "windows": 1, "broker": broker, "wid": wid, "parts": parts}
         src = {"topic": topics[i % len(topics)], "json": json_src,
                "time": json_src and rnd.random() < 0.7,
@@ -169,8 +184,15 @@ def gen_inputs(rnd, topics, parts, policy, sources):
         else:
             key = f"k{rnd.randrange(20)}"
         c = rnd.random()
+        odd = None
         if c < 0.05 and policy != "fail":
             value = "{not json"
+        elif c < 0.07 and policy != "fail":
+            # bad input of other kinds: not UTF-8, half a surrogate pair,
+            # a number beyond a double, a top-level null
+            odd = rnd.choice(["utf8", "surrogate", "huge", "null"])
+            value = {"utf8": None, "surrogate": '{"n":1,"s":"\\ud800","t":%d}' % ts,
+                     "huge": '{"n":1e999,"s":"a","t":%d}' % ts, "null": "null"}[odd]
         elif c < 0.09 and policy != "fail":
             value = None  # a tombstone
         else:
@@ -180,8 +202,11 @@ def gen_inputs(rnd, topics, parts, policy, sources):
             if rnd.random() < 0.1:
                 v["x"] = [1, {"y": "z"}]
             value = json.dumps(v, separators=(",", ":"))
-        recs.append({"topic": topic, "partition": rnd.randrange(parts), "key": key,
-                     "value": value, "ts": ts})
+        rec = {"topic": topic, "partition": rnd.randrange(parts), "key": key,
+               "value": value, "ts": ts}
+        if odd == "utf8":
+            rec["value_hex"] = (b'{"n":1,"s":"\xff\xfe","t":' + str(ts).encode() + b"}").hex()
+        recs.append(rec)
     return recs
 
 
@@ -228,7 +253,7 @@ AGG_LUA = {
 }
 
 
-def render_ops(ops, ind):
+def render_ops(ops, ind, prefix=""):
     out = []
     for o in ops:
         k = o["op"]
@@ -276,43 +301,46 @@ def render_ops(ops, ind):
             out.append(f'{ind}:emit "{o["emit"]}"')
             # window results are JSON: later operators read them as values
         elif k == "to":
-            out.append(f'{ind}:to{{ topic = "{o["topic"]}" }}')
+            out.append(f'{ind}:to{{ topic = "{prefix}{o["topic"]}" }}')
         else:
             raise ValueError(k)
     return out, None
 
 
-def render_lua(case):
+def render_lua(case, prefix=""):
+    """The case as a sproc script; prefix goes before every topic name (a
+    run against a broker)."""
     lines = ['local sproc = require "sproc"']
     pol = case["policy"]
-    lines.append(f'sproc.app{{ id = "fz", errors = "{pol}"' + (', dlq = "dead"' if pol == "dlq" else "") + " }")
+    lines.append(f'sproc.app{{ id = "{prefix}fz", errors = "{pol}"' +
+                 (f', dlq = "{prefix}dead"' if pol == "dlq" else "") + " }")
     lines.append("local function N(r) local v = r.value; v = type(v) == 'table' and v.n or nil; "
                  "return type(v) == 'number' and v or 0 end")
     lines.append("local function S(r) local v = r.value; v = type(v) == 'table' and v.s or nil; "
                  "return type(v) == 'string' and v or '-' end")
     lines.append("local function NV(r) local v = r.value; v = type(v) == 'table' and v.n or nil; "
                  "return type(v) == 'number' and v or nil end")
-    lines.append("local LIST = sproc.agg.custom{ init = function() return 0 end, "
+    lines.append("local LIST = sproc.agg.custom{ init = function() return 100 end, "
                  "add = function(a, r) return a + N(r) + 1 end, merge = function(a, b) return a + b end }")
     for st in case["stores"]:
         ttl = f", ttl = {st['ttl']}" if st["ttl"] else ""
         lines.append(f'local {st["name"]} = sproc.store{{ name = "{st["name"]}", backend = "{st["backend"]}"{ttl} }}')
     for i, src in enumerate(case["sources"]):
-        opts = [f'topic = "{src["topic"]}"']
+        opts = [f'topic = "{prefix}{src["topic"]}"']
         if src["json"]:
             opts.append('value = "json"')
             opts.append(f'tombstones = "{src["tombstones"]}"')
         if src["time"]:
             opts.append("time = function(r) return r.value.t end")
         lines.append(f"local src{i} = sproc.source{{ {', '.join(opts)} }}")
-        body, br = render_ops(src["ops"], "  ")
+        body, br = render_ops(src["ops"], "  ", prefix)
         lines.append(f"local chain{i} = src{i}")
         lines.extend(body)
         if br:
             names = [f"b{i}_{j}" for j in range(len(br["preds"]))]
             lines[-len(body) - 1] = f"local {', '.join(names)} = src{i}"
             for j, sub in enumerate(br["branches"]):
-                sb, _ = render_ops(sub, "  ")
+                sb, _ = render_ops(sub, "  ", prefix)
                 lines.append(names[j])
                 lines.extend(sb)
     return "\n".join(lines) + "\n"

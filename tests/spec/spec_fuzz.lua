@@ -71,6 +71,7 @@ function M.run(d, inputs, mode, arg, script, partitions)
     sizes = { math.floor(n / 2), n - math.floor(n / 2) }
   end
   local function null(v) if v == cjson.null then return nil end return v end
+  local function unhex(h) return (h:gsub("..", function(x) return string.char(tonumber(x, 16)) end)) end
   local i = 1
   for b, size in ipairs(sizes) do
     local j = i
@@ -79,7 +80,8 @@ function M.run(d, inputs, mode, arg, script, partitions)
       local batch = {}
       while j < i + size and inputs[j].topic == topic do
         local r = inputs[j]
-        batch[#batch + 1] = { key = null(r.key), value = null(r.value), ts = r.ts, partition = r.partition }
+        local v = r.value_hex and unhex(r.value_hex) or null(r.value)
+        batch[#batch + 1] = { key = null(r.key), value = v, ts = r.ts, partition = r.partition }
         j = j + 1
       end
       d:pipe(topic, batch)
