@@ -343,6 +343,57 @@ def check_broker(case, tmp, bootstrap, variant, guarantee):
     return [(name, diffs)] if diffs else []
 
 
+def features(case):
+    """The API features a case uses (for the coverage table)."""
+    f = set()
+    f.add(f"policy {case['policy']}")
+    f.add(f"{case['partitions']} partition(s)")
+    tops = [s["topic"] for s in case["sources"]]
+    f.add(f"{len(case['sources'])} source(s)")
+    if len(set(tops)) < len(tops):
+        f.add("sources sharing a topic")
+    for st in case["stores"]:
+        f.add(f"store {st['backend']}")
+        if st["ttl"]:
+            f.add("store TTL")
+    for s in case["sources"]:
+        f.add("source json" if s["json"] else "source string")
+        if s["time"]:
+            f.add("event-time function")
+        if s["json"] and s["tombstones"] == "skip":
+            f.add("tombstones skip")
+
+        def walk(ops, keyed):
+            for o in ops:
+                k = o["op"]
+                if k == "store":
+                    f.add(f"store {o['action']}")
+                elif k == "window":
+                    f.add(f"window {o['kind']}")
+                    f.add(f"emit {o['emit']}")
+                    if keyed:
+                        f.add("window after key_by (repartition)")
+                    for a in o["aggs"].values():
+                        f.add(f"agg {a}")
+                elif k == "branch":
+                    f.add("branch")
+                    for b in o["branches"]:
+                        walk(b, keyed)
+                else:
+                    f.add(k)
+                keyed = keyed or k == "key_by"
+        walk(s["ops"], False)
+    for r in case["inputs"]:
+        if r["key"] is None:
+            f.add("input: null key")
+        if r["value"] is None and not r.get("value_hex"):
+            f.add("input: tombstone")
+        if r.get("value_hex") or (r["value"] or "").startswith("{not") or \
+                "1e999" in (r["value"] or "") or "ud800" in (r["value"] or "") or r["value"] == "null":
+            f.add("input: bad value")
+    return f
+
+
 def broker_variant(seed):
     """The broker run a seed gets: bounded or continuous, at-least-once or
     exactly-once; exactly-once with kills and a second process."""
@@ -362,6 +413,9 @@ def main():
     s.add_argument("seconds", type=float)
     s.add_argument("--start", type=int, default=int(time.time()))
     s.add_argument("--broker", help="also run every tenth case through Kafka")
+    cv = sub.add_parser("coverage")
+    cv.add_argument("seeds")
+    cv.add_argument("--broker-seeds", default="1-8")
     sk = sub.add_parser("shrink")
     sk.add_argument("seed", type=int)
     sk.add_argument("--spec-dir", help="where to write the regression spec (default: a temporary directory)")
@@ -369,6 +423,26 @@ def main():
     sh.add_argument("seed", type=int)
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="sproc-fuzz-")
+    if a.cmd == "coverage":
+        def rng(spec):
+            lo, _, hi = spec.partition("-")
+            return range(int(lo), int(hi or lo) + 1)
+        counts, n = {}, 0
+        for sd in rng(a.seeds):
+            n += 1
+            for ft in features(gen.gen_case(sd)):
+                counts[ft] = counts.get(ft, 0) + 1
+        bcounts, nb = {}, 0
+        for sd in rng(a.broker_seeds):
+            nb += 1
+            v, g = broker_variant(sd)
+            for ft in features(gen.gen_case(sd, broker=True)) | {f"run {v}", f"run {g}"}:
+                bcounts[ft] = bcounts.get(ft, 0) + 1
+        print(f"| feature | driver cases (of {n}, each run 5 ways) | broker cases (of {nb}) |")
+        print("|---|---:|---:|")
+        for ft in sorted(set(counts) | set(bcounts)):
+            print(f"| {ft} | {counts.get(ft, 0)} | {bcounts.get(ft, 0)} |")
+        return 0
     if a.cmd == "shrink":
         case = gen.gen_case(a.seed)
         fails = check(case, tmp)
@@ -427,10 +501,10 @@ def main():
             fails = check(case, tmp)
         if fails:
             failed += 1
-            print(f"seed {sd}: FAIL")
+            print(f"seed {sd}: FAIL", flush=True)
             for mode, diffs in fails:
                 for d in diffs:
-                    print(f"  [{mode}] {d}")
+                    print(f"  [{mode}] {d}", flush=True)
     dt = time.time() - t0
     print(f"{n} cases ({broker_cases} through Kafka), {failed} failed, {dt:.0f} s "
           f"({n / dt * 3600:.0f} cases/hour)")

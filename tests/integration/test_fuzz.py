@@ -8,7 +8,7 @@ import sys
 
 from conftest import ROOT, brokers
 
-SEEDS = os.environ.get("SPROC_FUZZ_BROKER_SEEDS", "1-8")
+SEEDS = os.environ.get("SPROC_FUZZ_BROKER_SEEDS", "1-16")
 
 
 def test_random_pipelines_through_kafka():
