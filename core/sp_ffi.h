@@ -286,12 +286,12 @@ int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err);
 int sp_store_set_disk(sp_ctx *ctx, int store, const char **err);
 /* Ends a batch for the stores (commits disk stores' writes); the runtime
  * calls it after each batch. */
-int sp_ctx_end_batch(sp_ctx *ctx, const char **err);
+int sp_store_end_batch(sp_ctx *ctx, const char **err);
 /* Memory: bytes of one store, of all stores, and the budget of all
  * (0: none); a put over the budget fails with a clear error. */
 int64_t sp_store_bytes(sp_ctx *ctx, int store);
-int64_t sp_ctx_store_bytes(sp_ctx *ctx);
-void sp_ctx_set_store_budget(sp_ctx *ctx, int64_t bytes);
+int64_t sp_store_total_bytes(sp_ctx *ctx);
+void sp_store_set_budget(sp_ctx *ctx, int64_t bytes);
 
 /* Time. A timer is a source: when it is due, one record per partition
  * (ts: the time it fired at) goes through its operators. Stream timers
@@ -394,11 +394,11 @@ void sp_ctx_reset_topology(sp_ctx *ctx);
 
 /* Rebalances as the test driver simulates them: every store change goes
  * to an in-memory changelog (<app>-<store>-changelog, written at each
- * batch's end by sp_ctx_flush_changelogs); a revoked partition's state is
+ * batch's end by sp_store_flush_changelogs); a revoked partition's state is
  * dropped; an assigned one is restored by applying its changelog records
  * in order (val NULL: a delete). */
 int sp_ctx_enable_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
-int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err);
+int sp_store_flush_changelogs(sp_ctx *ctx, const char **err);
 void sp_ctx_drop_partition(sp_ctx *ctx, int32_t partition);
 int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, size_t klen,
                    const char *val, size_t vlen, int64_t ts, const char **err);

@@ -28,7 +28,7 @@ static long long days_from_civil(int y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
-int sp_parse_iso8601(const char *s, long long *ms) {
+int sp_time_parse_ll(const char *s, long long *ms) {
     const char *p = s;
     int y, mo, d, h = 0, mi = 0, se = 0, frac = 0;
     if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
@@ -74,7 +74,7 @@ int sp_parse_iso8601(const char *s, long long *ms) {
 
 int sp_time_parse(const char *s, int64_t *ms) {
     long long v;
-    if (!s || sp_parse_iso8601(s, &v) != 0) return -1;
+    if (!s || sp_time_parse_ll(s, &v) != 0) return -1;
     *ms = v;
     return 0;
 }

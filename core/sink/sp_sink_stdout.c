@@ -2,6 +2,7 @@
  * given. Lines are buffered and flushed when the batch ends, before its
  * offsets may be committed. */
 #include "sp_ctx.h"
+#include "sp_sink.h"
 
 static int stdout_write(sp_sink *s, sp_msg *m, const char **err) {
     FILE *f = s->impl;

@@ -1,4 +1,4 @@
-#include "sp_sink_kafka.h"
+#include "sp_kafka_out.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "sp_log.h"
+#include "sp_store.h"
 
 typedef struct ksink {
     sp_kafka_out *ko;
@@ -202,7 +203,7 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
             ko->lat_sum_ms += ms;
         }
         if (changelog) {
-            sp_kv_part *p = sp_store_part(changelog, m->partition, 0);
+            sp_kv_part *p = sp_kv_part_of(changelog, m->partition, 0);
             if (p && m->offset + 1 > p->changelog_end) p->changelog_end = m->offset + 1;
         }
         if (seg) sp_seg_unref(seg);

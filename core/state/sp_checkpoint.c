@@ -100,7 +100,7 @@ int sp_checkpoint_load(const char *dir, sp_store *s, sp_kv_part *p,
 bad:
     sp_warn("ignoring checkpoint %s: %s", path, err);
     /* what was loaded of it goes: the changelog restores all */
-    sp_store_drop_part(s, p->partition);
+    sp_kv_drop_part(s, p->partition);
     unlink(path);
     rc = 0;
 done:

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "sp_ctx.h"
+#include "sp_store.h"
 #include "sp_log.h"
 #include "sp_window.h"
 
@@ -136,8 +137,8 @@ void sp_ctx_destroy_windows(sp_ctx *ctx) {
         sp_winop *op = w->ops[i];
         for (int32_t j = 0; j < op->nidx; j++) free_idx(&op->idx[j]);
         free(op->idx);
-        sp_store_destroy(&op->changed);
-        sp_store_destroy(&op->cursors);
+        sp_kv_destroy(&op->changed);
+        sp_kv_destroy(&op->cursors);
         for (int32_t j = 0; j < op->nagg; j++) free(op->names[j]);
         free(op->name);
         free(op);
@@ -193,12 +194,12 @@ int sp_window_create(sp_ctx *ctx, const char *name, int type, int64_t size,
     op->update = emit_update != 0;
     op->interval = emit_update > 1 ? emit_update : 0;
     op->last_emit = -1;
-    if (sp_store_init(&op->changed, "changed", 0, NULL, 0) != 0) {
+    if (sp_kv_init(&op->changed, "changed", 0, NULL, 0) != 0) {
         free(op);
         goto oom;
     }
-    if (sp_store_init(&op->cursors, "cursors", 0, NULL, 0) != 0) {
-        sp_store_destroy(&op->changed);
+    if (sp_kv_init(&op->cursors, "cursors", 0, NULL, 0) != 0) {
+        sp_kv_destroy(&op->changed);
         free(op);
         goto oom;
     }
@@ -495,7 +496,7 @@ static int queue_result(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key
     /* a result belongs to the input segments of its partition in this
      * batch, like the store's changelog writes */
     sp_store *st = ctx->stores[op->store];
-    sp_kv_part *kp = sp_store_part(st, part, 0);
+    sp_kv_part *kp = sp_kv_part_of(st, part, 0);
     p->seg = kp && kp->nsegs ? kp->segs[0] : NULL;
     w->npend++;
     return SP_OK;
@@ -508,7 +509,7 @@ static int updated(sp_ctx *ctx, sp_winop *op, int32_t part, const char *key, siz
     if (!op->deferred) return queue_result(ctx, op, part, key, klen, h, s, 0);
     sp_windows *w = ctx->windows;
     const char *err;
-    sp_kv_part *p = sp_store_part(&op->changed, part, 1);
+    sp_kv_part *p = sp_kv_part_of(&op->changed, part, 1);
     if (!p || wkey(&w->kbuf, key, klen, h->start) ||
         sp_kv_put(&op->changed, p, w->kbuf.data, w->kbuf.len, "", 0, 0, &err) != 0)
         return SP_ENOMEM;
@@ -917,7 +918,7 @@ static int add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *
     wkey_start(&w->rkey, start);
     /* in memory: the accumulator changes in place, one lookup */
     int created, found, rc;
-    char *acc = sp_ctx_store_upsert(ctx, op->store, part, w->rkey.data, w->rkey.len,
+    char *acc = sp_store_upsert(ctx, op->store, part, w->rkey.data, w->rkey.len,
                                     acc_size(op), end, &created, err);
     if (acc) {
         found = !created && acc_read(op, acc, acc_size(op), &h, s);
@@ -970,7 +971,7 @@ static int64_t first_window(const sp_winop *op, int64_t p, int64_t stream) {
 
 /* A key's cursor (NULL: it has no panes), and its setting. */
 static int64_t *cursor_of(sp_winop *op, int32_t part, const char *key, size_t klen) {
-    sp_kv_part *p = sp_store_part(&op->cursors, part, 0);
+    sp_kv_part *p = sp_kv_part_of(&op->cursors, part, 0);
     sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
     return n ? (int64_t *)(void *)n->val : NULL;
 }
@@ -978,7 +979,7 @@ static int64_t *cursor_of(sp_winop *op, int32_t part, const char *key, size_t kl
 static int set_cursor(sp_winop *op, int32_t part, const char *key, size_t klen, int64_t c,
                       widx *x) {
     const char *err;
-    sp_kv_part *p = sp_store_part(&op->cursors, part, 1);
+    sp_kv_part *p = sp_kv_part_of(&op->cursors, part, 1);
     if (!p || sp_kv_put(&op->cursors, p, key, klen, (const char *)&c, sizeof c, 0, &err) != 0)
         return SP_ENOMEM;
     return heap_push(x, c + op->size + op->grace, c, key, klen) == 0 ? SP_OK : SP_ENOMEM;
@@ -1053,7 +1054,7 @@ static int close_panes(sp_ctx *ctx, sp_winop *op, widx *x, const hent *e) {
         if (ns < c + op->advance) ns = c + op->advance;
         rc = set_cursor(op, x->partition, e->key, e->klen, ns, x);
     } else if (rc == SP_OK) {
-        sp_kv_part *p = sp_store_part(&op->cursors, x->partition, 0);
+        sp_kv_part *p = sp_kv_part_of(&op->cursors, x->partition, 0);
         if (p) sp_kv_delete(&op->cursors, p, e->key, e->klen, &err);
     }
     return rc;
@@ -1491,7 +1492,7 @@ void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition) {
                 op->idx[j] = op->idx[--op->nidx];
                 break;
             }
-        sp_store_drop_part(&op->cursors, partition);
+        sp_kv_drop_part(&op->cursors, partition);
     }
 }
 

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "sp_store.h"
+#include "sp_kv.h"
 
 /* 0, or -1 with *err. Writes a temporary file and renames it. */
 int sp_checkpoint_write(const char *dir, sp_store *s, sp_kv_part *p,

@@ -16,9 +16,10 @@
 #include <unistd.h>
 
 #include "sp_ctx.h"
+#include "sp_sink.h"
 #include "sp_fcommit.h"
 #include "sp_log.h"
-#include "sp_parquet.h"
+#include "sp_pq.h"
 
 typedef struct files {
     char *prefix, *suffix;

@@ -1,4 +1,4 @@
-#include "sp_store.h"
+#include "sp_kv.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,7 +32,7 @@ RB_GENERATE_STATIC(sp_kv_tree, sp_kv_node, rb, kv_cmp)
 
 #define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16)
 
-int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
+int sp_kv_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
                   int64_t budget) {
     memset(s, 0, sizeof *s);
     s->name = strdup(name);
@@ -48,7 +48,7 @@ void sp_kv_release_segs(sp_kv_part *p) {
     p->nsegs = 0;
 }
 
-void sp_store_destroy(sp_store *s) {
+void sp_kv_destroy(sp_store *s) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_clear(s, &s->parts[i]);
         sp_kv_release_segs(&s->parts[i]);
@@ -60,7 +60,7 @@ void sp_store_destroy(sp_store *s) {
     memset(s, 0, sizeof *s);
 }
 
-sp_kv_part *sp_store_part(sp_store *s, int32_t partition, int create) {
+sp_kv_part *sp_kv_part_of(sp_store *s, int32_t partition, int create) {
     for (int32_t i = 0; i < s->nparts; i++)
         if (s->parts[i].partition == partition) return &s->parts[i];
     if (!create) return NULL;
@@ -244,7 +244,7 @@ static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     free(n);
 }
 
-void sp_store_drop_part(sp_store *s, int32_t partition) {
+void sp_kv_drop_part(sp_store *s, int32_t partition) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_part *p = &s->parts[i];
         if (p->partition != partition) continue;

@@ -2,7 +2,6 @@
  * here and stays free of Kafka client state, so the same code runs under
  * the executable, the test driver and the in-process benchmarks. */
 #include "sp_ctx.h"
-#include "sp_window.h"
 
 #include <inttypes.h>
 #include <stdlib.h>
@@ -11,24 +10,6 @@
 #include "sp_log.h"
 
 const char *sp_version(void) { return SPROC_VERSION; }
-
-sp_ctx *sp_ctx_create(void) {
-    sp_ctx *ctx = calloc(1, sizeof *ctx);
-    if (!ctx) return NULL;
-    ctx->policy = SP_POLICY_FAIL;
-    ctx->dlq_sink = -1;
-    ctx->out_rec = -1;
-    ctx->mem_partitions = 1;
-    ctx->json_rec[0] = ctx->json_rec[1] = -1;
-    ctx->batch.task = -1;
-    sp_json_index_init(&ctx->json[0]);
-    sp_json_index_init(&ctx->json[1]);
-    sp_buf_init(&ctx->scratch);
-    sp_buf_init(&ctx->project);
-    sp_buf_init(&ctx->canon);
-    sp_buf_init(&ctx->out_mem);
-    return ctx;
-}
 
 static void free_owned(sp_ctx *ctx) {
     sp_owned *o = ctx->owned;
@@ -41,10 +22,26 @@ static void free_owned(sp_ctx *ctx) {
     ctx->owned = NULL;
 }
 
+/* The context's own fields; sp_ctx_create (engine/) composes it with the
+ * subsystems' state. */
+void sp_ctx_init(sp_ctx *ctx) {
+    ctx->policy = SP_POLICY_FAIL;
+    ctx->dlq_sink = -1;
+    ctx->out_rec = -1;
+    ctx->mem_partitions = 1;
+    ctx->json_rec[0] = ctx->json_rec[1] = -1;
+    ctx->batch.task = -1;
+    sp_json_index_init(&ctx->json[0]);
+    sp_json_index_init(&ctx->json[1]);
+    sp_buf_init(&ctx->scratch);
+    sp_buf_init(&ctx->project);
+    sp_buf_init(&ctx->canon);
+    sp_buf_init(&ctx->out_mem);
+}
+
 static void free_ops(sp_ctx *ctx);
 
-void sp_ctx_destroy(sp_ctx *ctx) {
-    if (!ctx) return;
+void sp_ctx_fini(sp_ctx *ctx) {
     for (int32_t i = 0; i < ctx->nsinks; i++) {
         sp_sink *s = ctx->sinks[i];
         if (s->ops && s->ops->destroy) s->ops->destroy(s);
@@ -52,15 +49,10 @@ void sp_ctx_destroy(sp_ctx *ctx) {
         free(s);
     }
     free(ctx->sinks);
-    sp_ctx_destroy_stores(ctx);
     sp_ctx_destroy_timers(ctx);
-    sp_ctx_destroy_windows(ctx);
     sp_ctx_destroy_schemas(ctx);
     free_ops(ctx);
-    for (int32_t i = 0; i < ctx->nsources; i++) {
-        free(ctx->sources[i].name);
-        if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
-    }
+    sp_ctx_clear_sources(ctx);
     free(ctx->sources);
     for (int32_t i = 0; i < ctx->ntasks; i++) free(ctx->tasks[i]);
     free(ctx->topic_tasks);
@@ -77,7 +69,16 @@ void sp_ctx_destroy(sp_ctx *ctx) {
     sp_buf_destroy(&ctx->project);
     sp_buf_destroy(&ctx->canon);
     sp_buf_destroy(&ctx->out_mem);
-    free(ctx);
+}
+
+/* A reload forgets the running script's sources (sp_ctx_reset_topology). */
+void sp_ctx_clear_sources(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->nsources; i++) {
+        free(ctx->sources[i].name);
+        if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
+    }
+    ctx->nsources = 0;
+    sp_ctx_forget_topic_tasks(ctx);
 }
 
 sp_batch *sp_ctx_batch(sp_ctx *ctx) { return &ctx->batch; }
@@ -86,25 +87,6 @@ void sp_ctx_capture_stdout(sp_ctx *ctx, int on) { ctx->capture_stdout = on; }
 
 void sp_ctx_set_partitions(sp_ctx *ctx, int32_t n) {
     ctx->mem_partitions = n > 0 ? n : 1;
-}
-
-int sp_ctx_set_policy(sp_ctx *ctx, int policy, const char *dlq_topic,
-                      const char **err) {
-    if (policy < SP_POLICY_FAIL || policy > SP_POLICY_DLQ) {
-        *err = "unknown error policy";
-        return SP_EINVAL;
-    }
-    ctx->policy = policy;
-    if (policy == SP_POLICY_DLQ) {
-        if (!dlq_topic || !*dlq_topic) {
-            *err = "the dlq policy needs a dead-letter topic";
-            return SP_EINVAL;
-        }
-        int id = sp_sink_kafka(ctx, dlq_topic, err);
-        if (id < 0) return id;
-        ctx->dlq_sink = id;
-    }
-    return SP_OK;
 }
 
 int32_t sp_topic_id(sp_ctx *ctx, const char *name) {
@@ -256,113 +238,6 @@ int sp_ctx_add_sink(sp_ctx *ctx, sp_sink *s, const char **err) {
     ctx->sinks = t;
     t[ctx->nsinks] = s;
     return ctx->nsinks++;
-}
-
-static sp_sink *new_sink(sp_ctx *ctx, const char *name) {
-    sp_sink *s = calloc(1, sizeof *s);
-    if (!s) return NULL;
-    s->ctx = ctx;
-    s->name = strdup(name);
-    if (!s->name) {
-        free(s);
-        return NULL;
-    }
-    return s;
-}
-
-/* Opens a sink with open(), registering it on success; one exit frees a
- * sink that failed to open. */
-static int open_sink(sp_ctx *ctx, const char *name, sp_sink **out,
-                     const char **err) {
-    sp_sink *s = new_sink(ctx, name);
-    if (!s) {
-        *err = "out of memory";
-        return SP_ENOMEM;
-    }
-    *out = s;
-    return SP_OK;
-}
-
-static int finish_sink(sp_ctx *ctx, sp_sink *s, int rc, const char **err) {
-    if (rc == SP_OK) rc = sp_ctx_add_sink(ctx, s, err);
-    if (rc < 0) {
-        if (s->ops && s->ops->destroy) s->ops->destroy(s);
-        free(s->name);
-        free(s);
-    }
-    return rc;
-}
-
-/* A reloaded script's sinks are the ones it had: same kind, same name. */
-static int find_sink(sp_ctx *ctx, const char *kind, const char *name) {
-    for (int32_t i = 0; i < ctx->nsinks; i++) {
-        sp_sink *s = ctx->sinks[i];
-        if (s->ops && strcmp(s->name, name) == 0 && strcmp(s->ops->kind, kind) == 0) return i;
-    }
-    return -1;
-}
-
-void sp_ctx_reset_topology(sp_ctx *ctx) {
-    for (int32_t i = 0; i < ctx->nsources; i++) {
-        free(ctx->sources[i].name);
-        if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
-    }
-    ctx->nsources = 0;
-    sp_ctx_forget_topic_tasks(ctx);
-    sp_ctx_reset_timers(ctx);
-    sp_ctx_destroy_windows(ctx);
-}
-
-int sp_sink_kafka(sp_ctx *ctx, const char *topic, const char **err) {
-    sp_sink *s;
-    if (!topic || !*topic) {
-        *err = "a Kafka sink needs a topic";
-        return SP_EINVAL;
-    }
-    /* One sink per topic: outputs to the same topic share its handle. */
-    for (int32_t i = 0; i < ctx->nsinks; i++)
-        if (ctx->sinks[i]->ops && strcmp(ctx->sinks[i]->ops->kind, "kafka") == 0 &&
-            strcmp(ctx->sinks[i]->name, topic) == 0)
-            return i;
-    int rc = open_sink(ctx, topic, &s, err);
-    if (rc < 0) return rc;
-    if (ctx->kafka.open)
-        rc = ctx->kafka.open(ctx->kafka.opaque, s, err);
-    else
-        rc = sp_sink_mem_open(s, err);
-    return finish_sink(ctx, s, rc, err);
-}
-
-int sp_sink_stdout(sp_ctx *ctx, const char **err) {
-    sp_sink *s;
-    for (int32_t i = 0; i < ctx->nsinks; i++)
-        if (strcmp(ctx->sinks[i]->name, "stdout") == 0 && ctx->sinks[i]->ops &&
-            strcmp(ctx->sinks[i]->ops->kind, "files") != 0)
-            return i;
-    int rc = open_sink(ctx, "stdout", &s, err);
-    if (rc < 0) return rc;
-    rc = ctx->capture_stdout ? sp_sink_mem_open(s, err)
-                             : sp_sink_stdout_open(s, stdout, err);
-    return finish_sink(ctx, s, rc, err);
-}
-
-int sp_sink_files(sp_ctx *ctx, const char *dir, const sp_file_opts *o,
-                  const char **err) {
-    sp_sink *s;
-    if (!dir || !*dir) {
-        *err = "a file sink needs a directory";
-        return SP_EINVAL;
-    }
-    int found = find_sink(ctx, "files", dir);
-    if (found >= 0) {
-        /* a reloaded script may declare the directory's files anew */
-        int rc = sp_sink_files_update(ctx->sinks[found], o, err);
-        return rc < 0 ? rc : found;
-    }
-    int rc = open_sink(ctx, dir, &s, err);
-    if (rc < 0) return rc;
-    rc = sp_sink_files_open(s, o, err);
-    return finish_sink(ctx, s, rc, err);
 }
 
 void sp_ctx_sinks_assigned(sp_ctx *ctx) {

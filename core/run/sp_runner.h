@@ -23,6 +23,6 @@ int sp_run(const sp_opts *o);
 /* Parses an ISO-8601 time ("2016-01-01T00:00:00Z", "2016-01-01 00:00:00",
  * "2016-01-01", with optional fraction and zone; no zone means UTC) into
  * epoch milliseconds. Returns 0, or -1 when it is not such a time. */
-int sp_parse_iso8601(const char *s, long long *ms);
+int sp_time_parse_ll(const char *s, long long *ms);
 
 #endif

@@ -15,7 +15,6 @@
 #include <string.h>
 
 #include "sp_ctx.h"
-#include "sp_window.h"
 
 #define MAX_TIMERS 16
 
@@ -102,20 +101,6 @@ void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition) { ptime(ctx, partition
 
 int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k) { return ctx->ptimes[k].partition; }
 
-void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition) {
-    sp_windows_drop_partition(ctx, partition);
-    for (int32_t i = 0; i < ctx->nclocks;)
-        if (ctx->clocks[i].partition == partition)
-            ctx->clocks[i] = ctx->clocks[--ctx->nclocks];
-        else
-            i++;
-    sp_ptime *p = ptime(ctx, partition, 0);
-    if (!p) return;
-    int32_t at = (int32_t)(p - ctx->ptimes);
-    memmove(p, p + 1, (size_t)(ctx->nptimes - at - 1) * sizeof *p);
-    ctx->nptimes--;
-}
-
 int32_t sp_ctx_task(sp_ctx *ctx, const char *name) {
     for (int32_t i = 0; i < ctx->ntasks; i++)
         if (strcmp(ctx->tasks[i], name) == 0) return i;
@@ -184,17 +169,6 @@ void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms) { ctx->wall_ms = ms; }
 void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms) { ctx->idle_ms = ms > 0 ? ms : 0; }
 int64_t sp_ctx_wall_clock(sp_ctx *ctx) { return ctx->wall_ms; }
 
-int64_t sp_ctx_wall_timer_min(sp_ctx *ctx) {
-    /* idle partitions are noticed on the wall clock too */
-    int64_t m = ctx->idle_ms > 0 && ctx->windows ? (ctx->idle_ms / 4 > 0 ? ctx->idle_ms / 4 : 1) : 0;
-    int64_t iv = sp_windows_interval_min(ctx);
-    if (iv > 0 && (m == 0 || iv < m)) m = iv;
-    for (int32_t i = 0; i < ctx->ntimers; i++)
-        if (ctx->timers[i].wall && (m == 0 || ctx->timers[i].every < m))
-            m = ctx->timers[i].every;
-    return m;
-}
-
 int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
                      const char **err) {
     if (ctx->ntimers == MAX_TIMERS) {
@@ -222,26 +196,9 @@ static int append(sp_ctx *ctx, const sp_timer *t, int32_t partition, int64_t ts)
     return 0;
 }
 
-/* Expires a store's entries on a partition once its stream time moved on
- * by a quarter of its TTL (at least 100 ms) since the last sweep: a full
- * scan, so it is spread out rather than run per record. Entries past
- * their TTL are invisible before that already. */
-static void sweep(sp_ctx *ctx, int32_t partition) {
-    for (int32_t i = 0; i < ctx->nstores; i++) {
-        sp_store *s = ctx->stores[i];
-        if (s->ttl <= 0) continue;
-        int64_t now = sp_ctx_tasks_stream_time(ctx, s->tasks, partition);
-        int64_t step = s->ttl / 4 > 100 ? s->ttl / 4 : 100;
-        sp_kv_part *p = now >= 0 ? sp_store_part(s, partition, 0) : NULL;
-        if (!p || (p->swept_ms >= 0 && now - p->swept_ms < step)) continue;
-        sp_ctx_store_expire(ctx, s, partition, now - s->ttl);
-        p->swept_ms = now;
-    }
-}
-
 /* Stream time from the batch's input records not counted yet, up to
  * record end (excluded). */
-static int count_records(sp_ctx *ctx, int32_t end) {
+int sp_ctx_count_records(sp_ctx *ctx, int32_t end) {
     int32_t last_topic = -1, last_part = -1;
     uint64_t tasks = 0;
     for (int32_t i = ctx->scanned; i < end; i++) {
@@ -280,8 +237,9 @@ static int count_records(sp_ctx *ctx, int32_t end) {
  * where batches begin (Kafka Streams moves stream time per record). */
 void sp_ctx_count_to_current(sp_ctx *ctx) {
     int32_t cur = ctx->batch.cur;
-    if (cur >= ctx->scanned && cur < ctx->batch.n) count_records(ctx, cur + 1);
+    if (cur >= ctx->scanned && cur < ctx->batch.n) sp_ctx_count_records(ctx, cur + 1);
 }
+
 
 /* Whether the topology reads any topic or file: without one, there is no
  * partition to be given, and the process works on partition 0. */
@@ -291,10 +249,8 @@ static int reads_input(sp_ctx *ctx) {
     return 0;
 }
 
-int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
-    int32_t before = ctx->batch.n;
-    if (count_records(ctx, ctx->batch.n) != 0) return -1;
-    if (ctx->nptimes == 0 && ctx->ntimers > 0 && !reads_input(ctx) && !ptime(ctx, 0, 1)) return -1;
+void sp_ctx_clocks_tick(sp_ctx *ctx) {
+    if (ctx->nptimes == 0 && ctx->ntimers > 0 && !reads_input(ctx)) ptime(ctx, 0, 1);
     /* An idle task's stream time moves on with the wall clock from its
      * last record's time (not to "now": replayed old data must not close
      * every window at once), so its windows do not wait forever. */
@@ -304,10 +260,32 @@ int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
         if (c->last_wall < 0 || idle < ctx->idle_ms) continue;
         advance(ctx, c, c->last_event + idle);
     }
-    /* windows close before the sweep could expire their accumulators */
-    if (sp_windows_fire(ctx) < 0) return -1;
-    for (int32_t k = 0; k < ctx->nptimes; k++)
-        if (ctx->ptimes[k].stream_ms >= 0) sweep(ctx, ctx->ptimes[k].partition);
+}
+
+void sp_ctx_partition_forget(sp_ctx *ctx, int32_t partition) {
+    for (int32_t i = 0; i < ctx->nclocks;)
+        if (ctx->clocks[i].partition == partition)
+            ctx->clocks[i] = ctx->clocks[--ctx->nclocks];
+        else
+            i++;
+    sp_ptime *p = ptime(ctx, partition, 0);
+    if (!p) return;
+    int32_t at = (int32_t)(p - ctx->ptimes);
+    memmove(p, p + 1, (size_t)(ctx->nptimes - at - 1) * sizeof *p);
+    ctx->nptimes--;
+}
+
+int64_t sp_ctx_timer_min(sp_ctx *ctx) {
+    int64_t m = 0;
+    for (int32_t i = 0; i < ctx->ntimers; i++)
+        if (ctx->timers[i].wall && (m == 0 || ctx->timers[i].every < m))
+            m = ctx->timers[i].every;
+    return m;
+}
+
+/* Appends the records of the timers that are due; returns how many, or -1. */
+int32_t sp_ctx_fire_due(sp_ctx *ctx) {
+    int32_t before = ctx->batch.n;
     for (int32_t t = 0; t < ctx->ntimers; t++) {
         sp_timer *tm = &ctx->timers[t];
         if (tm->wall) {
@@ -334,6 +312,5 @@ int32_t sp_ctx_fire_timers(sp_ctx *ctx) {
             pt->next[t] = boundary + tm->every;
         }
     }
-    ctx->scanned = ctx->batch.n;
     return ctx->batch.n - before;
 }

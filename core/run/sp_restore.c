@@ -10,6 +10,7 @@
 #include "sp_clock.h"
 #include "sp_lmdb.h"
 #include "sp_log.h"
+#include "sp_store.h"
 #include "sp_topics.h"
 
 /* One store partition being read back. */
@@ -164,7 +165,7 @@ int sp_restore_pending(const sp_restore *rs) { return rs->njobs; }
 static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
                                int64_t *keys) {
     sp_store *s = rs->ctx->stores[i];
-    sp_kv_part *p = sp_store_part(s, partition, 1);
+    sp_kv_part *p = sp_kv_part_of(s, partition, 1);
     int64_t at = -1;
     *keys = -1;
     if (!rs->dir || !p || p->count > 0 || s->disk) return -1;
@@ -232,7 +233,7 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
             /* the disk store is its own checkpoint when a clean hand-over
              * recorded its offset; otherwise (a crash) it starts over */
             const char *err;
-            sp_lmdb *l = sp_ctx_store_disk(rs->ctx, s, &err);
+            sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
             if (!l) {
                 sp_error("store %s: %s", s->name, err);
                 return -1;
@@ -251,7 +252,7 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
                 sp_error("store %s: %s", s->name, err);
                 return -1;
             }
-            sp_kv_part *p = sp_store_part(s, partition, 1);
+            sp_kv_part *p = sp_kv_part_of(s, partition, 1);
             if (!p) return -1;
             if (from >= 0) p->changelog_end = from;
             if (from < lo) from = lo;
@@ -284,12 +285,12 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
             sp_warn("store %s partition %" PRId32 ": checkpoint at offset %" PRId64
                     " is past the changelog's end %" PRId64 "; restoring from "
                     "the changelog alone", s->name, partition, from, hi);
-            sp_store_drop_part(s, partition);
+            sp_kv_drop_part(s, partition);
             sp_checkpoint_remove(rs->dir, s, partition);
             from = -1;
             keys = -1;
         }
-        sp_kv_part *p = sp_store_part(s, partition, 1);
+        sp_kv_part *p = sp_kv_part_of(s, partition, 1);
         if (!p) return -1;
         if (from >= 0) p->changelog_end = from;
         if (from < lo) from = lo;
@@ -320,12 +321,12 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
     int rc = 0;
     for (int32_t i = 0; i < rs->ctx->nstores; i++) {
         sp_store *s = rs->ctx->stores[i];
-        sp_kv_part *p = sp_store_part(s, partition, 0);
+        sp_kv_part *p = sp_kv_part_of(s, partition, 0);
         const char *err;
         /* only a state the changelog is known to hold up to an offset */
         if (!p || p->changelog_end < 0 || sp_restore_is_restoring(rs, partition)) continue;
         if (s->disk) {
-            sp_lmdb *l = sp_ctx_store_disk(rs->ctx, s, &err);
+            sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
             if (!l || sp_lmdb_set_offset(l, partition, p->changelog_end, &err) != 0 ||
                 sp_lmdb_commit(l, &err) != 0) {
                 sp_warn("store %s partition %" PRId32 ": cannot record its offset: %s",
@@ -385,9 +386,9 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
             job *j = &rs->jobs[i];
             if (!m->err) {
                 sp_store *s = rs->ctx->stores[j->store];
-                sp_kv_part *p = sp_store_part(s, j->partition, 1);
+                sp_kv_part *p = sp_kv_part_of(s, j->partition, 1);
                 int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                if (!p || sp_ctx_store_apply(rs->ctx, s, j->partition, m->key, m->key_len,
+                if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key, m->key_len,
                                              m->payload, m->len, ts, err) != 0) {
                     if (!p) *err = "out of memory";
                     rc = -1;
@@ -399,7 +400,7 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
             /* the changelog's end as seen when restoring began; an EOF
              * there or later ends it too (compaction leaves gaps) */
             if (rc == 0 && m->err) {
-                sp_kv_part *p = sp_store_part(rs->ctx->stores[j->store], j->partition, 0);
+                sp_kv_part *p = sp_kv_part_of(rs->ctx->stores[j->store], j->partition, 0);
                 if (p && m->offset > p->changelog_end) p->changelog_end = m->offset;
             }
             if (rc == 0 && (m->err ? m->offset : m->offset + 1) >= j->target) {
@@ -418,7 +419,7 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
         rd_kafka_message_destroy(m);
     }
     /* disk stores: what was restored is written */
-    if (rc == 0 && n > 0 && sp_ctx_end_batch(rs->ctx, err) != SP_OK) rc = -1;
+    if (rc == 0 && n > 0 && sp_store_end_batch(rs->ctx, err) != SP_OK) rc = -1;
     return rc ? rc : ndone;
 }
 
@@ -434,7 +435,7 @@ void sp_restore_drop(sp_restore *rs, int32_t partition) {
             rs->jobs[i] = rs->jobs[--rs->njobs];
         }
     for (int32_t i = 0; i < rs->ctx->nstores; i++)
-        sp_store_drop_part(rs->ctx->stores[i], partition);
+        sp_kv_drop_part(rs->ctx->stores[i], partition);
 }
 
 /* The changelog topics: compacted, one partition per input partition. */

@@ -22,13 +22,15 @@
 
 #include "sp_clock.h"
 #include "sp_ctx.h"
+#include "sp_engine.h"
+#include "sp_store.h"
 #include "sp_log.h"
 #include "sp_lua.h"
 #include "sp_offsets.h"
 #include "sp_prefetch.h"
 #include "sp_restore.h"
 #include "sp_metrics.h"
-#include "sp_sink_kafka.h"
+#include "sp_kafka_out.h"
 #include "sp_topics.h"
 #include "sp_window.h"
 
@@ -437,7 +439,7 @@ static void fatal(runner *r, const char *msg);
 static int flush_state(runner *r) {
     const char *err;
     if (r->exit_code) return -1;
-    if (sp_ctx_flush_changelogs(r->ctx, &err) == SP_OK) return 0;
+    if (sp_store_flush_changelogs(r->ctx, &err) == SP_OK) return 0;
     char buf[512];
     snprintf(buf, sizeof buf, "writing the state stores' changelogs: %s", err);
     fatal(r, buf);
@@ -784,7 +786,7 @@ static int setup_state(runner *r) {
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     char *dir = state_dir(r, app);
-    if (dir) sp_ctx_set_state_dir(r->ctx, dir);
+    if (dir) sp_store_set_dir(r->ctx, dir);
     r->rs = sp_restore_create(r->ctx, app, dir, conf, r->errstr, sizeof r->errstr);
     free(dir);
     if (!r->rs) {
@@ -1011,7 +1013,7 @@ static void run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
     /* in-memory stores' changes go to their changelogs when offsets are
      * committed (flush_state), so that a key changed many times between
      * two commits is written once; disk stores' after every batch */
-    if (!failed && sp_ctx_flush_disk_changelogs(r->ctx, &err) != SP_OK) {
+    if (!failed && sp_store_flush_disk_changelogs(r->ctx, &err) != SP_OK) {
         failed = 1;
         msg = strdup(err);
     }
@@ -1772,7 +1774,7 @@ int sp_run(const sp_opts *o) {
     if (o->start && strcmp(o->start, "earliest") != 0 &&
         strcmp(o->start, "latest") != 0) {
         long long ms;
-        if (sp_parse_iso8601(o->start, &ms) != 0) {
+        if (sp_time_parse_ll(o->start, &ms) != 0) {
             fprintf(stderr, "sproc: --start takes earliest, latest or an "
                             "ISO-8601 time, not '%s'\n", o->start);
             rc = 2;
@@ -1815,7 +1817,7 @@ int sp_run(const sp_opts *o) {
      * would be on a real broker */
     if (make_producer(r) != 0) goto done;
     if (open_files(r) != 0) goto done;
-    sp_ctx_set_store_budget(r->ctx, setting_int(o, "sproc.state.max.bytes",
+    sp_store_set_budget(r->ctx, setting_int(o, "sproc.state.max.bytes",
                                                 (int64_t)1 << 30));
 
     r->loop = ev_default_loop(EVFLAG_AUTO);

@@ -8,7 +8,7 @@
 #include <string.h>
 #include <zstd.h>
 
-#include "sp_parquet.h"
+#include "sp_pq.h"
 #include "sp_thrift.h"
 
 enum { PQ_BOOLEAN = 0, PQ_INT64 = 2, PQ_DOUBLE = 5, PQ_BYTE_ARRAY = 6 };

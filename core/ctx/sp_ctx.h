@@ -12,7 +12,10 @@
 #include "sp_ffi.h"
 #include "sp_json.h"
 #include "sp_offsets.h"
-#include "sp_store.h"
+
+/* The stores (state/sp_kv.h) and the windows (window/) are the layers
+ * above: the context only holds them. */
+typedef struct sp_store sp_store;
 
 /* Tasks are bits of a mask (sp_store.tasks); the last bit pattern means
  * "not worked out yet" in caches. */
@@ -161,7 +164,16 @@ struct sp_ctx {
                               const char *why);
 };
 
+/* The context's own fields, made and freed (sp_ctx_create and
+ * sp_ctx_destroy in sp_ctx_engine.c add the subsystems'). */
+void sp_ctx_init(sp_ctx *ctx);
+void sp_ctx_fini(sp_ctx *ctx);
+/* Forgets the sources (a reload declares its own). */
+void sp_ctx_clear_sources(sp_ctx *ctx);
+
 sp_sink *sp_ctx_sink(sp_ctx *ctx, int id);
+/* The sink of that kind and name, or -1. */
+int sp_sink_find(sp_ctx *ctx, const char *kind, const char *name);
 /* Tells the sinks that partitions were assigned. */
 void sp_ctx_sinks_assigned(sp_ctx *ctx);
 void sp_ctx_destroy_schemas(sp_ctx *ctx);
@@ -181,7 +193,6 @@ rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
                                               int32_t partition,
                                               int64_t offset, int64_t ts);
 
-void sp_ctx_destroy_stores(sp_ctx *ctx);
 void sp_ctx_destroy_timers(sp_ctx *ctx);
 void sp_ctx_reset_timers(sp_ctx *ctx);
 
@@ -201,52 +212,26 @@ int sp_ctx_add_source(sp_ctx *ctx, int kind, const char *name, const char **err)
 int32_t sp_ctx_ptime_partition(sp_ctx *ctx, int32_t k);
 /* Partitions this process works on (wall-clock timers fire for each). */
 void sp_ctx_partition_add(sp_ctx *ctx, int32_t partition);
-void sp_ctx_partition_remove(sp_ctx *ctx, int32_t partition);
 /* Stream time of a partition (the latest of its tasks'), and of the tasks
  * of a mask on it (0: of the partition): -1 when unknown. */
 int64_t sp_ctx_part_stream_time(sp_ctx *ctx, int32_t partition);
 int64_t sp_ctx_tasks_stream_time(sp_ctx *ctx, uint64_t tasks, int32_t partition);
-/* Moves stream time over the batch's records up to the current one. */
+/* Moves stream time over the batch's records up to the current one, or
+ * up to record end (excluded); 0, or -1 when out of memory. */
 void sp_ctx_count_to_current(sp_ctx *ctx);
+int sp_ctx_count_records(sp_ctx *ctx, int32_t end);
+/* Between batches: a timer-only script's partition 0, idle tasks' stream
+ * time moved on with the wall clock. */
+void sp_ctx_clocks_tick(sp_ctx *ctx);
+/* Appends the records of the timers that are due; how many, or -1. */
+int32_t sp_ctx_fire_due(sp_ctx *ctx);
+/* The shortest period of the wall-clock timers (0: none). */
+int64_t sp_ctx_timer_min(sp_ctx *ctx);
+/* A partition's clocks go (sp_ctx_partition_remove also drops its
+ * windows). */
+void sp_ctx_partition_forget(sp_ctx *ctx, int32_t partition);
 /* Sources changed: the cache of each topic's tasks is out of date. */
 void sp_ctx_forget_topic_tasks(sp_ctx *ctx);
-/* The context has wall-clock timers (the runner then ticks faster). */
-int64_t sp_ctx_wall_timer_min(sp_ctx *ctx);
-/* Where disk stores live (the executable sets it before the first
- * record). */
-int sp_ctx_set_state_dir(sp_ctx *ctx, const char *dir);
-/* Backend-neutral store operations for the core's own callers: expiry
- * (timers), restored changelog records, and a disk store's LMDB. */
-int64_t sp_ctx_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts);
-int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
-                       size_t klen, const char *val, size_t vlen, int64_t ts,
-                       const char **err);
-struct sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err);
-/* The value bytes of key in an in-memory store for a change in place
- * (sp_kv_upsert): vlen bytes, zeroed and *created 1 for a new entry. NULL
- * with *created 0 when the store takes the general path (on disk, with a
- * TTL), -1 on error (*err). */
-char *sp_ctx_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
-                          size_t klen, size_t vlen, int64_t ts, int *created,
-                          const char **err);
-/* Opens the changelog topic <app>-<store>-changelog of every store that
- * has none yet (the executable, after loading a script); from then on
- * stores keep dirty lists and sp_ctx_flush_changelogs writes them. */
-int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err);
-/* sp_ctx_flush_changelogs (sp_ffi.h) writes the store changes since the
- * last flush to the changelogs (one write per changed key: a key changed
- * a thousand times in between goes once), each holding the input segments
- * of its partition until Kafka acknowledges it. The executable flushes
- * when it commits; disk stores, whose lists of changed keys take memory,
- * after every batch (this one). */
-int sp_ctx_flush_disk_changelogs(sp_ctx *ctx, const char **err);
 
-/* The sinks sp_ctx makes itself. */
-int sp_sink_stdout_open(sp_sink *s, FILE *f, const char **err);
-int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err);
-/* Takes new options for an open file sink (a reload): when its format,
- * schema or Parquet settings change, the open file is published first. */
-int sp_sink_files_update(sp_sink *s, const sp_file_opts *o, const char **err);
-int sp_sink_mem_open(sp_sink *s, const char **err);
 
 #endif

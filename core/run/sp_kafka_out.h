@@ -1,8 +1,8 @@
 /* The Kafka sink of the executable: outputs go to librdkafka's producer;
  * each holds a reference on its input segment until Kafka acknowledges it
- * (sp_sink_kafka_delivered, from the delivery report callback). */
-#ifndef SP_SINK_KAFKA_H
-#define SP_SINK_KAFKA_H
+ * (sp_kafka_out_delivered, from the delivery report callback). */
+#ifndef SP_KAFKA_OUT_H
+#define SP_KAFKA_OUT_H
 
 #include "sp_ctx.h"
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include "sp_ctx.h"
+#include "sp_store.h"
 #include "sp_lmdb.h"
 #include "sp_log.h"
 
@@ -75,7 +76,7 @@ int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err) {
     ctx->stores = ss;
     sp_store *s = calloc(1, sizeof *s);
     if (!s) goto oom;
-    if (sp_store_init(s, name, kind, &ctx->store_bytes, ctx->store_budget) != 0) {
+    if (sp_kv_init(s, name, kind, &ctx->store_bytes, ctx->store_budget) != 0) {
         free(s);
         goto oom;
     }
@@ -102,14 +103,14 @@ static void remove_temp_state(sp_ctx *ctx) {
     rmdir(ctx->state_dir);
 }
 
-void sp_ctx_destroy_stores(sp_ctx *ctx) {
+void sp_store_destroy_all(sp_ctx *ctx) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_lmdb_close(ctx->stores[i]->lmdb);
         ctx->stores[i]->lmdb = NULL;
     }
     if (ctx->state_dir && ctx->state_dir_temp) remove_temp_state(ctx);
     for (int32_t i = 0; i < ctx->nstores; i++) {
-        sp_store_destroy(ctx->stores[i]);
+        sp_kv_destroy(ctx->stores[i]);
         free(ctx->stores[i]);
     }
     free(ctx->stores);
@@ -119,7 +120,7 @@ void sp_ctx_destroy_stores(sp_ctx *ctx) {
     ctx->nstores = 0;
 }
 
-int sp_ctx_set_state_dir(sp_ctx *ctx, const char *dir) {
+int sp_store_set_dir(sp_ctx *ctx, const char *dir) {
     char *d = strdup(dir);
     if (!d) return SP_ENOMEM;
     free(ctx->state_dir);
@@ -128,13 +129,13 @@ int sp_ctx_set_state_dir(sp_ctx *ctx, const char *dir) {
     return SP_OK;
 }
 
-void sp_ctx_set_store_budget(sp_ctx *ctx, int64_t bytes) {
+void sp_store_set_budget(sp_ctx *ctx, int64_t bytes) {
     ctx->store_budget = bytes > 0 ? bytes : 0;
     for (int32_t i = 0; i < ctx->nstores; i++)
         ctx->stores[i]->budget = ctx->store_budget;
 }
 
-int64_t sp_ctx_store_bytes(sp_ctx *ctx) { return ctx->store_bytes; }
+int64_t sp_store_total_bytes(sp_ctx *ctx) { return ctx->store_bytes; }
 
 int64_t sp_store_bytes(sp_ctx *ctx, int store) {
     sp_store *s = get_store(ctx, store);
@@ -159,7 +160,7 @@ static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
         r = &ctx->batch.recs[ctx->batch.cur];
     partition = which_partition(ctx, partition, err);
     if (partition < 0) return NULL;
-    sp_kv_part *p = sp_store_part(s, partition, create);
+    sp_kv_part *p = sp_kv_part_of(s, partition, create);
     if (!p) {
         if (create) *err = "out of memory";
         return NULL;
@@ -228,7 +229,7 @@ static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
         if (rc < 0) return SP_EIO;
         if (rc == 0) return 0;
     } else {
-        sp_kv_part *p = sp_store_part(s, part, 0);
+        sp_kv_part *p = sp_kv_part_of(s, part, 0);
         sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
         if (!n) return 0;
         *val = n->val;
@@ -292,7 +293,7 @@ int sp_store_put_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
     return write_entry(ctx, s, p, key, klen, val, vlen, ts, err);
 }
 
-char *sp_ctx_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
+char *sp_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
                           size_t klen, size_t vlen, int64_t ts, int *created,
                           const char **err) {
     sp_store *s = get_store(ctx, store);
@@ -381,7 +382,7 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
                                    &ts, &err) != 1)
                 return 0;
         } else {
-            sp_kv_part *p = sp_store_part(s, part, 0);
+            sp_kv_part *p = sp_kv_part_of(s, part, 0);
             sp_kv_node *n = p ? sp_kv_seek(p, from, flen, strict) : NULL;
             if (!n) return 0;
             *key = n->key;
@@ -455,7 +456,7 @@ int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max) {
     return s->nparts;
 }
 
-int sp_ctx_end_batch(sp_ctx *ctx, const char **err) {
+int sp_store_end_batch(sp_ctx *ctx, const char **err) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
         if (s->lmdb && sp_lmdb_commit(s->lmdb, err) != 0) return SP_EIO;
@@ -469,8 +470,8 @@ static void expired_key(void *arg, const char *key, size_t klen) {
     mark_changed(a[0], a[1], a[2], key, klen, 0, &err);
 }
 
-int64_t sp_ctx_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts) {
-    sp_kv_part *p = sp_store_part(s, partition, s->disk);
+int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts) {
+    sp_kv_part *p = sp_kv_part_of(s, partition, s->disk);
     if (!p) return 0;
     if (!s->disk) return sp_kv_expire(s, p, ts);
     const char *err;
@@ -479,7 +480,7 @@ int64_t sp_ctx_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t
     return l ? sp_lmdb_expire(l, partition, ts, expired_key, arg) : 0;
 }
 
-int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
+int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err) {
     if (s->disk) {
@@ -488,7 +489,7 @@ int sp_ctx_store_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *
         if (!val) return sp_lmdb_del(l, partition, key, klen, err) < 0 ? -1 : 0;
         return sp_lmdb_put(l, partition, key, klen, val, vlen, ts, err);
     }
-    sp_kv_part *p = sp_store_part(s, partition, 1);
+    sp_kv_part *p = sp_kv_part_of(s, partition, 1);
     if (!p) {
         *err = "out of memory";
         return -1;
@@ -503,43 +504,23 @@ int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, s
         *err = s ? "a store key must not be nil" : "no such store";
         return SP_EINVAL;
     }
-    if (sp_ctx_store_apply(ctx, s, partition, key, klen, val, vlen, ts, err) != 0) return SP_EIO;
-    sp_kv_part *p = sp_store_part(s, partition, 1);
+    if (sp_store_restore_apply(ctx, s, partition, key, klen, val, vlen, ts, err) != 0) return SP_EIO;
+    sp_kv_part *p = sp_kv_part_of(s, partition, 1);
     return p ? SP_OK : SP_ENOMEM;
 }
 
-void sp_ctx_drop_partition(sp_ctx *ctx, int32_t partition) {
+void sp_store_drop_partition(sp_ctx *ctx, int32_t partition) {
     const char *err;
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
         if (s->disk && disk(ctx, s, &err)) sp_lmdb_drop(s->lmdb, partition, &err);
-        sp_store_drop_part(s, partition);
+        sp_kv_drop_part(s, partition);
     }
-    sp_ctx_partition_remove(ctx, partition);
-    sp_ctx_end_batch(ctx, &err);
+    sp_store_end_batch(ctx, &err);
 }
 
-int sp_ctx_enable_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
-    return sp_ctx_open_changelogs(ctx, app_id, err);
-}
-
-sp_lmdb *sp_ctx_store_disk(sp_ctx *ctx, sp_store *s, const char **err) {
+sp_lmdb *sp_store_disk(sp_ctx *ctx, sp_store *s, const char **err) {
     return s->disk ? disk(ctx, s, err) : NULL;
-}
-
-int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
-    for (int32_t i = 0; i < ctx->nstores; i++) {
-        sp_store *s = ctx->stores[i];
-        if (s->sink >= 0) continue;
-        char topic[512];
-        snprintf(topic, sizeof topic, "%s-%s-changelog", app_id, s->name);
-        int rc = sp_sink_kafka(ctx, topic, err);
-        if (rc < 0) return rc;
-        s->sink = rc;
-        s->track = 1;
-        sp_ctx_sink(ctx, rc)->tag = s;
-    }
-    return SP_OK;
 }
 
 /* The changes since the last flush to the changelogs (disk_only: of disk
@@ -591,11 +572,11 @@ static int flush_changelogs(sp_ctx *ctx, int disk_only, const char **err) {
     return SP_OK;
 }
 
-int sp_ctx_flush_changelogs(sp_ctx *ctx, const char **err) {
+int sp_store_flush_changelogs(sp_ctx *ctx, const char **err) {
     int rc = flush_changelogs(ctx, 0, err);
-    return rc != SP_OK ? rc : sp_ctx_end_batch(ctx, err);
+    return rc != SP_OK ? rc : sp_store_end_batch(ctx, err);
 }
 
-int sp_ctx_flush_disk_changelogs(sp_ctx *ctx, const char **err) {
+int sp_store_flush_disk_changelogs(sp_ctx *ctx, const char **err) {
     return flush_changelogs(ctx, 1, err);
 }

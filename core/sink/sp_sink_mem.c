@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "sp_ctx.h"
+#include "sp_sink.h"
 
 static int mem_write(sp_sink *s, sp_msg *m, const char **err) {
     sp_ctx *ctx = s->ctx;

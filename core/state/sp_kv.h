@@ -4,8 +4,8 @@
  * range and prefix scans; values are bytes the Lua API tags with their type.
  * Every change marks its entry dirty, so a batch's changes can go to the
  * store's changelog once per key. */
-#ifndef SP_STORE_H
-#define SP_STORE_H
+#ifndef SP_KV_H
+#define SP_KV_H
 
 /* the BSD macros mark generated functions __unused, which glibc lacks */
 #ifndef __unused
@@ -76,12 +76,12 @@ typedef struct sp_store {
 /* Put failed because the memory budget is exhausted. */
 #define SP_STORE_EFULL (-2)
 
-int sp_store_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
+int sp_kv_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
                   int64_t budget);
-void sp_store_destroy(sp_store *s);
-sp_kv_part *sp_store_part(sp_store *s, int32_t partition, int create);
+void sp_kv_destroy(sp_store *s);
+sp_kv_part *sp_kv_part_of(sp_store *s, int32_t partition, int create);
 /* Forgets a partition's state (its partition went to another process). */
-void sp_store_drop_part(sp_store *s, int32_t partition);
+void sp_kv_drop_part(sp_store *s, int32_t partition);
 
 /* Returns the node of key, or NULL (deleted keys are NULL too). */
 sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen);

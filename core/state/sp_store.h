@@ -1,0 +1,39 @@
+/* The stores of a context, for the layers above (the FFI functions that
+ * scripts call are in sp_ffi.h): their making and unmaking, where disk
+ * stores live, and the operations that the engine, windows and restores
+ * use. */
+#ifndef SP_STORE_H
+#define SP_STORE_H
+
+#include "sp_ctx.h"
+#include "sp_kv.h"
+
+void sp_store_destroy_all(sp_ctx *ctx);
+/* A partition's state in every store goes (disk stores' too). */
+void sp_store_drop_partition(sp_ctx *ctx, int32_t partition);
+/* Where disk stores live (the executable sets it before the first
+ * record). */
+int sp_store_set_dir(sp_ctx *ctx, const char *dir);
+/* Backend-neutral store operations for the core's own callers: expiry
+ * (timers), restored changelog records, and a disk store's LMDB. */
+int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts);
+int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
+                       size_t klen, const char *val, size_t vlen, int64_t ts,
+                       const char **err);
+struct sp_lmdb *sp_store_disk(sp_ctx *ctx, sp_store *s, const char **err);
+/* The value bytes of key in an in-memory store for a change in place
+ * (sp_kv_upsert): vlen bytes, zeroed and *created 1 for a new entry. NULL
+ * with *created 0 when the store takes the general path (on disk, with a
+ * TTL), -1 on error (*err). */
+char *sp_store_upsert(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                          size_t klen, size_t vlen, int64_t ts, int *created,
+                          const char **err);
+/* sp_store_flush_changelogs (sp_ffi.h) writes the store changes since the
+ * last flush to the changelogs (one write per changed key: a key changed
+ * a thousand times in between goes once), each holding the input segments
+ * of its partition until Kafka acknowledges it. The executable flushes
+ * when it commits; disk stores, whose lists of changed keys take memory,
+ * after every batch (this one). */
+int sp_store_flush_disk_changelogs(sp_ctx *ctx, const char **err);
+
+#endif
