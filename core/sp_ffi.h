@@ -34,6 +34,26 @@ enum { SP_SERDE_BYTES = 0, SP_SERDE_STRING = 1, SP_SERDE_JSON = 2 };
 /* Error policies for records that fail. */
 enum { SP_POLICY_FAIL = 0, SP_POLICY_SKIP = 1, SP_POLICY_DLQ = 2 };
 
+/* Types of JSON values in the field index (base/sp_json.h). */
+enum {
+    SP_JSON_MISSING = 0, /* field not present (lookup result only) */
+    SP_JSON_NULL = 1,
+    SP_JSON_FALSE = 2,
+    SP_JSON_TRUE = 3,
+    SP_JSON_NUMBER = 4,
+    SP_JSON_STRING = 5,
+    SP_JSON_OBJECT = 6,
+    SP_JSON_ARRAY = 7
+};
+
+/* Parquet compression (Parquet's own codec ids). */
+enum { SP_CODEC_NONE = 0, SP_CODEC_SNAPPY = 1, SP_CODEC_ZSTD = 6 };
+
+/* A store value's first byte says what follows: a double (8 bytes, host
+ * order), a string, JSON text, or nothing (booleans). */
+enum { SP_VAL_NUMBER = 'n', SP_VAL_STRING = 's', SP_VAL_JSON = 'j',
+       SP_VAL_TRUE = 't', SP_VAL_FALSE = 'f' };
+
 typedef struct sp_ctx sp_ctx;
 
 /* One input record. Views point into memory the core owns until the batch
@@ -102,6 +122,9 @@ typedef struct sp_out {
 } sp_out;
 
 const char *sp_version(void);
+/* The text of this header libsproc was built from: the Lua modules refuse
+ * to run on a library whose contract differs from the one they declare. */
+const char *sp_embed_contract(void);
 
 /* Context: the state Lua talks to. A context made by sp_ctx_create keeps
  * Kafka outputs in memory (the test driver and benchmarks read them back);
@@ -141,7 +164,7 @@ typedef struct sp_file_opts {
     int64_t roll_ms;         /* 0: no age limit */
     const char *checkpoint;  /* NULL: at-least-once */
     const char *schema;      /* a schema spec: Parquet; NULL: JSON lines */
-    int32_t codec;           /* Parquet: 0 none, 1 snappy, 6 zstd */
+    int32_t codec;           /* Parquet: SP_CODEC_* */
     int32_t dictionary;      /* Parquet: dictionary-encode where it fits */
     int64_t row_group_bytes; /* Parquet: buffered bytes per row group */
     int64_t row_group_rows;  /* Parquet: rows per row group (0: no limit) */
@@ -168,7 +191,7 @@ int sp_dead_letter(sp_ctx *ctx, int32_t rec, const char *why, size_t why_len,
                    const char **err);
 /* Record rec failed (skipped or dead-lettered): it does not count as out
  * for the outputs it gave before it failed. */
-void sp_ctx_record_failed(sp_ctx *ctx, int32_t rec);
+void sp_emit_forget(sp_ctx *ctx, int32_t rec);
 /* 1 when topic id topic is one of sproc's own (a repartition topic): its
  * records are not input (sp_stats.records_in). */
 int sp_topic_internal(sp_ctx *ctx, int32_t topic);

@@ -9,17 +9,7 @@
 #include <stdint.h>
 
 #include "sp_buf.h"
-
-enum {
-    SP_JSON_MISSING = 0, /* field not present (lookup result only) */
-    SP_JSON_NULL = 1,
-    SP_JSON_FALSE = 2,
-    SP_JSON_TRUE = 3,
-    SP_JSON_NUMBER = 4,
-    SP_JSON_STRING = 5,
-    SP_JSON_OBJECT = 6,
-    SP_JSON_ARRAY = 7
-};
+#include "sp_ffi.h" /* SP_JSON_* */
 
 typedef struct sp_json_field {
     const char *key;   /* key bytes between the quotes, still escaped */

@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "sp_ffi.h"
-#include "sp_runner.h"
 
 static int digits(const char **p, int n, int *out) {
     int v = 0;
@@ -28,7 +27,8 @@ static long long days_from_civil(int y, int m, int d) {
     return era * 146097 + doe - 719468;
 }
 
-int sp_time_parse_ll(const char *s, long long *ms) {
+int sp_time_parse(const char *s, int64_t *ms) {
+    if (!s) return -1;
     const char *p = s;
     int y, mo, d, h = 0, mi = 0, se = 0, frac = 0;
     if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
@@ -69,12 +69,5 @@ int sp_time_parse_ll(const char *s, long long *ms) {
     long long secs = days_from_civil(y, mo, d) * 86400LL + h * 3600LL +
                      mi * 60LL + se - off;
     *ms = secs * 1000 + frac;
-    return 0;
-}
-
-int sp_time_parse(const char *s, int64_t *ms) {
-    long long v;
-    if (!s || sp_time_parse_ll(s, &v) != 0) return -1;
-    *ms = v;
     return 0;
 }

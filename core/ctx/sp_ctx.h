@@ -178,15 +178,18 @@ int sp_sink_find(sp_ctx *ctx, const char *kind, const char *name);
 void sp_ctx_sinks_assigned(sp_ctx *ctx);
 void sp_ctx_destroy_schemas(sp_ctx *ctx);
 /* A zeroed record at the end of the batch, or NULL when out of memory. */
-sp_rec *sp_ctx_batch_add(sp_ctx *ctx);
+sp_rec *sp_batch_add(sp_ctx *ctx);
+/* A record's headers, parsed when first needed (NULL: none). */
+rd_kafka_headers_t *sp_batch_headers(sp_rec *r);
+void sp_batch_free_owned(sp_ctx *ctx);
 /* Registers a sink made by a backend; returns its id or a negative code. */
 int sp_ctx_add_sink(sp_ctx *ctx, sp_sink *s, const char **err);
 /* Writes an output to sink id, taking care of segment references. */
-int sp_ctx_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err);
+int sp_emit_write(sp_ctx *ctx, int sink, sp_msg *m, const char **err);
 /* Flushes every sink (see sp_sink_ops.flush). */
 int sp_ctx_flush_sinks(sp_ctx *ctx, int force, const char **err);
 /* Headers for a dead letter: the input's, plus the error and its origin. */
-rd_kafka_headers_t *sp_ctx_dead_letter_headers(sp_ctx *ctx,
+rd_kafka_headers_t *sp_emit_dead_letter_headers(sp_ctx *ctx,
                                               const rd_kafka_headers_t *in,
                                               const char *why, size_t why_len,
                                               const char *topic,

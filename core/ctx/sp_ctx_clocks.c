@@ -187,7 +187,7 @@ int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
 }
 
 static int append(sp_ctx *ctx, const sp_timer *t, int32_t partition, int64_t ts) {
-    sp_rec *r = sp_ctx_batch_add(ctx);
+    sp_rec *r = sp_batch_add(ctx);
     if (!r) return -1;
     r->topic = t->topic;
     r->partition = partition;

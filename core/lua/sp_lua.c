@@ -17,6 +17,7 @@ struct sp_lua {
     int run_ref;  /* runtime.run_batch */
     char *app_id;
     int exactly_once;
+    char *err;    /* the last error's message, valid until the next call */
 };
 
 /* package.preload loader: upvalue 1 is the sp_embedded entry. */
@@ -78,14 +79,17 @@ void sp_lua_destroy(sp_lua *l) {
     if (!l) return;
     if (l->L) lua_close(l->L);
     free(l->app_id);
+    free(l->err);
     free(l);
 }
 
-static char *pop_message(lua_State *L) {
-    const char *m = lua_tostring(L, -1);
-    char *out = strdup(m ? m : "(error object is not a string)");
-    lua_pop(L, 1);
-    return out;
+/* Keeps the error message on the stack top (popped) as l's last error. */
+static const char *pop_message(sp_lua *l) {
+    const char *m = lua_tostring(l->L, -1);
+    free(l->err);
+    l->err = strdup(m ? m : "(error object is not a string)");
+    lua_pop(l->L, 1);
+    return l->err ? l->err : "out of memory";
 }
 
 /* A message for the user: a traceback of the script's frames only (sproc's
@@ -155,12 +159,12 @@ static void push_ids(lua_State *L, const char *app_id, const char *default_id) {
 }
 
 int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
-                const char *default_id, char **msg) {
+                const char *default_id, const char **err) {
     lua_State *L = l->L;
     lua_pushstring(L, script);
     push_ids(L, app_id, default_id);
     if (call_runtime(L, "host_load", 2, 1) != 0) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     adopt_env(l);
@@ -189,40 +193,40 @@ static void adopt_env(sp_lua *l) {
     }
 }
 
-int sp_lua_prepare(sp_lua *l, const char *script, char **msg) {
+int sp_lua_prepare(sp_lua *l, const char *script, const char **err) {
     lua_State *L = l->L;
     /* no traceback of sproc's frames: the message has the script's own */
     lua_getglobal(L, "require");
     lua_pushstring(L, "sproc.runtime");
     if (lua_pcall(L, 1, 1, 0) != 0) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     lua_getfield(L, -1, "host_prepare");
     lua_remove(L, -2);
     lua_pushstring(L, script);
     if (lua_pcall(L, 1, 0, 0) != 0) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     return 0;
 }
 
 int sp_lua_compile(sp_lua *l, const char *app_id, const char *default_id, int rollback,
-                   char **msg) {
+                   const char **err) {
     lua_State *L = l->L;
     push_ids(L, app_id, default_id);
     lua_pushboolean(L, rollback);
     lua_setfield(L, -2, "rollback");
     if (call_runtime(L, "host_compile", 1, 1) != 0) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     adopt_env(l);
     return 0;
 }
 
-int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, char **msg) {
+int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, const char **err) {
     lua_State *L = l->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_createtable(L, n, 0);
@@ -231,7 +235,7 @@ int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, char **msg) {
         lua_rawseti(L, -2, i + 1);
     }
     if (call_runtime(L, "on_reload", 2, 1) != 0 || !lua_isnil(L, -1)) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     lua_pop(L, 1);
@@ -273,38 +277,39 @@ char *sp_lua_describe_text(sp_lua *l) {
 const char *sp_lua_app_id(sp_lua *l) { return l->app_id; }
 int sp_lua_exactly_once(sp_lua *l) { return l->exactly_once; }
 
-int sp_lua_run_batch(sp_lua *l, char **msg) { return sp_lua_run_batch_from(l, 0, msg); }
+int sp_lua_run_batch(sp_lua *l, const char **err) { return sp_lua_run_batch_from(l, 0, err); }
 
-int sp_lua_run_batch_from(sp_lua *l, int32_t from, char **msg) {
+int sp_lua_run_batch_from(sp_lua *l, int32_t from, const char **err) {
     lua_State *L = l->L;
     lua_pushcfunction(L, traceback);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->run_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_pushinteger(L, from);
-    if (lua_pcall(L, 2, 1, -4) != 0) {
+    if (lua_pcall(L, 2, 2, -4) != 0) {
         /* only sproc's own code can get here: user errors are handled by
          * the policy inside run_batch */
-        *msg = pop_message(L);
+        *err = pop_message(l);
         lua_pop(L, 1);
-        return -1;
+        return SP_LUA_FAILED;
     }
-    int rc = 0;
-    if (!lua_isnil(L, -1)) {
-        *msg = pop_message(L);
-        rc = -1;
-    } else {
+    int rc = SP_OK;
+    if (!lua_isnil(L, -2)) {
+        rc = lua_toboolean(L, -1) ? SP_LUA_ROLLBACK : SP_LUA_FAILED;
         lua_pop(L, 1);
+        *err = pop_message(l);
+    } else {
+        lua_pop(L, 2);
     }
     lua_pop(L, 1);
     return rc;
 }
 
-int sp_lua_describe(sp_lua *l, int dot, char **msg) {
+int sp_lua_describe(sp_lua *l, int dot, const char **err) {
     lua_State *L = l->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_pushboolean(L, dot);
     if (call_runtime(L, "describe", 2, 1) != 0) {
-        *msg = pop_message(L);
+        *err = pop_message(l);
         return -1;
     }
     fputs(lua_tostring(L, -1), stdout);

@@ -122,6 +122,35 @@ int sp_kafka_out_poll(sp_kafka_out *ko, int timeout_ms) {
     return n;
 }
 
+/* An output Kafka has: its latency, and how far its changelog holds a
+ * store partition's state. */
+static void acknowledged(sp_kafka_out *ko, const rd_kafka_message_t *m, sp_store *changelog) {
+    rd_kafka_timestamp_type_t tt;
+    int64_t ts = rd_kafka_message_timestamp(m, &tt);
+    /* the output's own timestamp (the record's): a topic that keeps
+     * the broker's append time instead (and the dev cluster, which
+     * says 1234) tells nothing about the record */
+    if (!changelog && ts > 0 && tt == RD_KAFKA_TIMESTAMP_CREATE_TIME) {
+        int64_t now_ms = ko->now_ms;
+        if (!now_ms) { /* inside a flush, which may wait long */
+            struct timespec now;
+            clock_gettime(CLOCK_REALTIME, &now);
+            now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        }
+        double ms = (double)(now_ms - ts);
+        static const double bounds[] = SP_LATENCY_BOUNDS;
+        int b = 0;
+        while (b < SP_LATENCY_NBOUNDS && ms > bounds[b]) b++;
+        ko->lat_buckets[b]++;
+        ko->lat_count++;
+        ko->lat_sum_ms += ms;
+    }
+    if (changelog) {
+        sp_kv_part *p = sp_kv_part_of(changelog, m->partition, 0);
+        if (p && m->offset + 1 > p->changelog_end) p->changelog_end = m->offset + 1;
+    }
+}
+
 /* A dead letter for an output that failed for good: the input record it
  * came from as it came (read again from its topic, where it still is: its
  * offset is not committed), with the error and its coordinates in the
@@ -142,7 +171,7 @@ static int dead_letter(sp_kafka_out *ko, const rd_kafka_message_t *m, const sp_s
     sp_msg dl = {src->key, src->payload, src->key_len, src->len,
                  input ? rd_kafka_message_timestamp(input, NULL) : 0, NULL, seg, -1, NULL};
     if (offset >= 0 && !input) dl.key = dl.val = NULL, dl.key_len = dl.val_len = 0;
-    dl.hdrs = sp_ctx_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
+    dl.hdrs = sp_emit_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
                                          offset, dl.ts);
     const char *err;
     sp_sink *dlq = sp_ctx_sink(ctx, ctx->dlq_sink);
@@ -152,7 +181,7 @@ static int dead_letter(sp_kafka_out *ko, const rd_kafka_message_t *m, const sp_s
          * the coordinates, the input is still in its topic */
         dl.val = NULL;
         dl.val_len = 0;
-        dl.hdrs = sp_ctx_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
+        dl.hdrs = sp_emit_dead_letter_headers(ctx, hdrs, msg, strlen(msg), src_topic, src_part,
                                              offset, dl.ts);
         rc = dlq->ops->write(dlq, &dl, &err);
     }
@@ -182,30 +211,7 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
     sp_ctx *ctx = ko->ctx;
     sp_store *changelog = rd_kafka_topic_opaque(m->rkt);
     if (!m->err) {
-        rd_kafka_timestamp_type_t tt;
-        int64_t ts = rd_kafka_message_timestamp(m, &tt);
-        /* the output's own timestamp (the record's): a topic that keeps
-         * the broker's append time instead (and the dev cluster, which
-         * says 1234) tells nothing about the record */
-        if (!changelog && ts > 0 && tt == RD_KAFKA_TIMESTAMP_CREATE_TIME) {
-            int64_t now_ms = ko->now_ms;
-            if (!now_ms) { /* inside a flush, which may wait long */
-                struct timespec now;
-                clock_gettime(CLOCK_REALTIME, &now);
-                now_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-            }
-            double ms = (double)(now_ms - ts);
-            static const double bounds[] = SP_LATENCY_BOUNDS;
-            int b = 0;
-            while (b < SP_LATENCY_NBOUNDS && ms > bounds[b]) b++;
-            ko->lat_buckets[b]++;
-            ko->lat_count++;
-            ko->lat_sum_ms += ms;
-        }
-        if (changelog) {
-            sp_kv_part *p = sp_kv_part_of(changelog, m->partition, 0);
-            if (p && m->offset + 1 > p->changelog_end) p->changelog_end = m->offset + 1;
-        }
+        acknowledged(ko, m, changelog);
         if (seg) sp_seg_unref(seg);
         return;
     }

@@ -10,7 +10,7 @@
 #include "sp_ctx.h"
 #include "sp_log.h"
 #include "sp_lua.h"
-#include "sp_runner.h"
+#include "sp_run.h"
 #include "sp_settings.h"
 
 static void usage(FILE *f) {
@@ -67,7 +67,7 @@ static int describe(int argc, char **argv) {
     }
     sp_ctx *ctx = sp_ctx_create();
     sp_lua *l = ctx ? sp_lua_create(ctx) : NULL;
-    char *msg = NULL;
+    const char *msg = NULL;
     int rc = 2;
     if (!l) goto done;
     /* The context keeps Kafka outputs in memory: describing touches no
@@ -84,7 +84,6 @@ static int describe(int argc, char **argv) {
     rc = sp_lua_describe(l, dot, &msg) == 0 ? 0 : 1;
     if (rc) fprintf(stderr, "sproc: %s\n", msg);
 done:
-    free(msg);
     sp_lua_destroy(l);
     sp_ctx_destroy(ctx);
     return rc;
@@ -117,13 +116,63 @@ static void limit_arenas(void) {
 #endif
 }
 
-int main(int argc, char **argv) {
-    limit_arenas();
-    if (argc > 1 && strcmp(argv[1], "describe") == 0)
-        return describe(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "test") == 0)
-        return run_tests(argc - 1, argv + 1);
+/* One option of the command line into o; -1 to go on, or the exit code. */
+static int take_option(int c, sp_opts *o, const char **sets, char **argv) {
+    switch (c) {
+    case 'b': o->brokers = optarg; return -1;
+    case 'a': o->app = optarg; return -1;
+    case 's': o->start = optarg; return -1;
+    case 'u': o->until_end = 1; return -1;
+    case 'w': o->watch = 1; return -1;
+    case 'm': o->metrics = optarg; return -1;
+    case 'S':
+        if (!strchr(optarg, '=') || optarg[0] == '=') {
+            fprintf(stderr, "sproc: --set takes KEY=VALUE, not '%s'\n", optarg);
+            return 2;
+        }
+        sets[o->nsets++] = optarg;
+        return -1;
+    case 'c': {
+        char *end;
+        o->connect_timeout = strtod(optarg, &end);
+        if (*end || o->connect_timeout <= 0) {
+            fprintf(stderr, "sproc: --connect-timeout takes a positive number of seconds\n");
+            return 2;
+        }
+        return -1;
+    }
+    case 'l': {
+        static const char *const levels[] = {"error", "warn", "info", "debug"};
+        for (int l = 0; l < 4; l++)
+            if (strcmp(optarg, levels[l]) == 0) {
+                sp_log_set_level(SP_LOG_ERROR + l);
+                return -1;
+            }
+        fprintf(stderr, "sproc: unknown log level '%s'\n", optarg);
+        return 2;
+    }
+    case 'f':
+        if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+            fprintf(stderr, "sproc: --log-format takes text or json\n");
+            return 2;
+        }
+        sp_log_set_json(strcmp(optarg, "json") == 0);
+        return -1;
+    case 'q': sp_log_set_level(SP_LOG_WARN); o->quiet = 1; return -1;
+    case 'V': printf("sproc %s\n", sp_version()); return 0;
+    case 'h': usage(stdout); return 0;
+    default:
+        if (optopt)
+            fprintf(stderr, "sproc: option -%c is unknown or lacks its value\n", optopt);
+        else
+            fprintf(stderr, "sproc: unknown option '%s'\n", argv[optind - 1]);
+        usage(stderr);
+        return 2;
+    }
+}
 
+/* The command line of a run into o; -1 to run, or the exit code. */
+static int parse_options(int argc, char **argv, sp_opts *o, const char **sets) {
     static const struct option longopts[] = {
         {"brokers", required_argument, NULL, 'b'},
         {"app", required_argument, NULL, 'a'},
@@ -139,104 +188,46 @@ int main(int argc, char **argv) {
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
-    sp_opts o;
-    memset(&o, 0, sizeof o);
-    const char **sets = calloc((size_t)argc, sizeof *sets);
-    if (!sets) return 1;
-    o.sets = sets;
     int c, rc;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'b': o.brokers = optarg; break;
-        case 'a': o.app = optarg; break;
-        case 's': o.start = optarg; break;
-        case 'u': o.until_end = 1; break;
-        case 'w': o.watch = 1; break;
-        case 'm': o.metrics = optarg; break;
-        case 'S':
-            if (!strchr(optarg, '=') || optarg[0] == '=') {
-                fprintf(stderr, "sproc: --set takes KEY=VALUE, not '%s'\n", optarg);
-                rc = 2;
-                goto out;
-            }
-            sets[o.nsets++] = optarg;
-            break;
-        case 'c': {
-            char *end;
-            o.connect_timeout = strtod(optarg, &end);
-            if (*end || o.connect_timeout <= 0) {
-                fprintf(stderr, "sproc: --connect-timeout takes a positive number of seconds\n");
-                rc = 2;
-                goto out;
-            }
-            break;
-        }
-        case 'l':
-            if (strcmp(optarg, "error") == 0) sp_log_set_level(SP_LOG_ERROR);
-            else if (strcmp(optarg, "warn") == 0) sp_log_set_level(SP_LOG_WARN);
-            else if (strcmp(optarg, "info") == 0) sp_log_set_level(SP_LOG_INFO);
-            else if (strcmp(optarg, "debug") == 0) sp_log_set_level(SP_LOG_DEBUG);
-            else {
-                fprintf(stderr, "sproc: unknown log level '%s'\n", optarg);
-                rc = 2;
-                goto out;
-            }
-            break;
-        case 'f':
-            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
-                fprintf(stderr, "sproc: --log-format takes text or json\n");
-                rc = 2;
-                goto out;
-            }
-            sp_log_set_json(strcmp(optarg, "json") == 0);
-            break;
-        case 'q': sp_log_set_level(SP_LOG_WARN); o.quiet = 1; break;
-        case 'V':
-            printf("sproc %s\n", sp_version());
-            rc = 0;
-            goto out;
-        case 'h':
-            usage(stdout);
-            rc = 0;
-            goto out;
-        default:
-            if (optopt)
-                fprintf(stderr, "sproc: option -%c is unknown or lacks its value\n", optopt);
-            else
-                fprintf(stderr, "sproc: unknown option '%s'\n", argv[optind - 1]);
-            usage(stderr);
-            rc = 2;
-            goto out;
-        }
-    }
+    o->sets = sets;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1)
+        if ((rc = take_option(c, o, sets, argv)) >= 0) return rc;
     /* the script may come before or after the options */
-    if (optind < argc) o.script = argv[optind++];
-    while (optind < argc && !o.script) o.script = argv[optind++];
-    if (!o.script || optind < argc) {
+    if (optind < argc) o->script = argv[optind++];
+    if (!o->script || optind < argc) {
         if (optind < argc)
             fprintf(stderr, "sproc: unexpected argument '%s'\n", argv[optind]);
         else
             fprintf(stderr, "sproc: no script given\n");
         usage(stderr);
-        rc = 2;
-        goto out;
+        return 2;
     }
-    if (!o.brokers) {
+    if (!o->brokers) {
         const char *env = getenv("SPROC_BROKERS");
-        if (env && *env) o.brokers = env;
+        if (env && *env) o->brokers = env;
     }
-    {
-        char *msg = NULL;
-        if (sp_settings_check(o.sets, o.nsets, &msg) != 0) {
-            fprintf(stderr, "sproc: %s\n", msg);
-            free(msg);
-            rc = 2;
-            goto out;
-        }
+    char *msg = NULL;
+    if (sp_settings_check(o->sets, o->nsets, &msg) != 0) {
+        fprintf(stderr, "sproc: %s\n", msg);
+        free(msg);
+        return 2;
     }
-    rc = sp_run(&o);
-out:
+    return -1;
+}
+
+int main(int argc, char **argv) {
+    limit_arenas();
+    if (argc > 1 && strcmp(argv[1], "describe") == 0)
+        return describe(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "test") == 0)
+        return run_tests(argc - 1, argv + 1);
+    sp_opts o;
+    memset(&o, 0, sizeof o);
+    const char **sets = calloc((size_t)argc, sizeof *sets);
+    if (!sets) return 1;
+    int rc = parse_options(argc, argv, &o, sets);
+    if (rc < 0) rc = sp_run(&o);
     free(sets);
     return rc;
 }

@@ -206,6 +206,102 @@ static rd_kafka_t *ends_client(sp_restore *rs) {
     return rs->ends_rk;
 }
 
+/* A disk store's partition: its LMDB is its own checkpoint when a clean
+ * hand-over recorded its offset (the changelog's tail is read after it);
+ * otherwise (a crash) it starts over. 1 when restoring started, 0 when
+ * nothing is to read, -1 on error. */
+static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, int64_t hi) {
+    sp_store *s = rs->ctx->stores[i];
+    int64_t keys;
+    const char *err;
+    sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
+    if (!l) {
+        sp_error("store %s: %s", s->name, err);
+        return -1;
+    }
+    int64_t off = sp_lmdb_offset(l, partition);
+    keys = -1;
+    int64_t from = -1;
+    if (off >= 0 && off <= hi) {
+        from = off;
+        keys = sp_lmdb_count(l, partition);
+    } else if (sp_lmdb_drop(l, partition, &err) != 0) {
+        sp_error("store %s: %s", s->name, err);
+        return -1;
+    }
+    if (sp_lmdb_set_offset(l, partition, -1, &err) != 0 || sp_lmdb_commit(l, &err) != 0) {
+        sp_error("store %s: %s", s->name, err);
+        return -1;
+    }
+    sp_kv_part *p = sp_kv_part_of(s, partition, 1);
+    if (!p) return -1;
+    if (from >= 0) p->changelog_end = from;
+    if (from < lo) from = lo;
+    if (hi <= from) return 0;
+    if (add_job(rs, partition, i, hi, keys) != 0) return -1;
+    assign_one(rs, i, partition, from, 1);
+    sp_info("restoring store %s partition %" PRId32 " (on disk%s) from %s "
+            "offset %" PRId64 " (%" PRId64 " records at most)",
+            s->name, partition, keys >= 0 ? ", kept" : "", rs->topics[i], from,
+            hi - from);
+    return 1;
+}
+
+/* An in-memory store's partition: from its local checkpoint when there is
+ * one, then the changelog. 1 when restoring started, 0 when nothing is to
+ * read, -1 on error. */
+static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, int64_t hi) {
+    sp_store *s = rs->ctx->stores[i];
+    int64_t keys;
+    if (rs->dir) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.%" PRId32 ".ckpt", rs->dir, s->name, partition);
+        if (access(path, R_OK) == 0)
+            sp_info("restoring store %s partition %" PRId32 ": loading its "
+                    "checkpoint", s->name, partition);
+    }
+    int64_t from = load_checkpoint(rs, i, partition, &keys);
+    if (from == -2) {
+        sp_error("store %s partition %" PRId32 ": its checkpoint does not fit "
+                 "the memory budget", s->name, partition);
+        return -1;
+    }
+    if (from > hi) {
+        /* the changelog is not the one the checkpoint was made from
+         * (the topic was recreated): start over from the changelog */
+        sp_warn("store %s partition %" PRId32 ": checkpoint at offset %" PRId64
+                " is past the changelog's end %" PRId64 "; restoring from "
+                "the changelog alone", s->name, partition, from, hi);
+        sp_kv_drop_part(s, partition);
+        sp_checkpoint_remove(rs->dir, s, partition);
+        from = -1;
+        keys = -1;
+    }
+    sp_kv_part *p = sp_kv_part_of(s, partition, 1);
+    if (!p) return -1;
+    if (from >= 0) p->changelog_end = from;
+    if (from < lo) from = lo;
+    if (hi <= from) {
+        if (keys >= 0)
+            sp_info("restored store %s partition %" PRId32 " from its "
+                    "checkpoint: %" PRId64 " keys, nothing in the changelog after",
+                    s->name, partition, keys);
+        return 0;
+    }
+    if (add_job(rs, partition, i, hi, keys) != 0) return -1;
+    assign_one(rs, i, partition, from, 1);
+    if (keys >= 0)
+        sp_info("restoring store %s partition %" PRId32 " from its checkpoint "
+                "(%" PRId64 " keys) and %s from offset %" PRId64 " (%" PRId64
+                " records at most)",
+                s->name, partition, keys, rs->topics[i], from, hi - from);
+    else
+        sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
+                " records at most)",
+                s->name, partition, rs->topics[i], hi - from);
+    return 1;
+}
+
 int sp_restore_start(sp_restore *rs, int32_t partition) {
     if (sp_restore_is_restoring(rs, partition)) return 1;
     if (is_present(rs, partition)) return 0;
@@ -222,97 +318,17 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
     int started = 0;
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
-        int64_t lo, hi, keys;
+        int64_t lo, hi;
         rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
         }
-        if (s->disk) {
-            /* the disk store is its own checkpoint when a clean hand-over
-             * recorded its offset; otherwise (a crash) it starts over */
-            const char *err;
-            sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
-            if (!l) {
-                sp_error("store %s: %s", s->name, err);
-                return -1;
-            }
-            int64_t off = sp_lmdb_offset(l, partition);
-            keys = -1;
-            int64_t from = -1;
-            if (off >= 0 && off <= hi) {
-                from = off;
-                keys = sp_lmdb_count(l, partition);
-            } else if (sp_lmdb_drop(l, partition, &err) != 0) {
-                sp_error("store %s: %s", s->name, err);
-                return -1;
-            }
-            if (sp_lmdb_set_offset(l, partition, -1, &err) != 0 || sp_lmdb_commit(l, &err) != 0) {
-                sp_error("store %s: %s", s->name, err);
-                return -1;
-            }
-            sp_kv_part *p = sp_kv_part_of(s, partition, 1);
-            if (!p) return -1;
-            if (from >= 0) p->changelog_end = from;
-            if (from < lo) from = lo;
-            if (hi <= from) continue;
-            if (add_job(rs, partition, i, hi, keys) != 0) return -1;
-            assign_one(rs, i, partition, from, 1);
-            sp_info("restoring store %s partition %" PRId32 " (on disk%s) from %s "
-                    "offset %" PRId64 " (%" PRId64 " records at most)",
-                    s->name, partition, keys >= 0 ? ", kept" : "", rs->topics[i], from,
-                    hi - from);
-            started = 1;
-            continue;
-        }
-        if (rs->dir) {
-            char path[4096];
-            snprintf(path, sizeof path, "%s/%s.%" PRId32 ".ckpt", rs->dir, s->name, partition);
-            if (access(path, R_OK) == 0)
-                sp_info("restoring store %s partition %" PRId32 ": loading its "
-                        "checkpoint", s->name, partition);
-        }
-        int64_t from = load_checkpoint(rs, i, partition, &keys);
-        if (from == -2) {
-            sp_error("store %s partition %" PRId32 ": its checkpoint does not fit "
-                     "the memory budget", s->name, partition);
-            return -1;
-        }
-        if (from > hi) {
-            /* the changelog is not the one the checkpoint was made from
-             * (the topic was recreated): start over from the changelog */
-            sp_warn("store %s partition %" PRId32 ": checkpoint at offset %" PRId64
-                    " is past the changelog's end %" PRId64 "; restoring from "
-                    "the changelog alone", s->name, partition, from, hi);
-            sp_kv_drop_part(s, partition);
-            sp_checkpoint_remove(rs->dir, s, partition);
-            from = -1;
-            keys = -1;
-        }
-        sp_kv_part *p = sp_kv_part_of(s, partition, 1);
-        if (!p) return -1;
-        if (from >= 0) p->changelog_end = from;
-        if (from < lo) from = lo;
-        if (hi <= from) {
-            if (keys >= 0)
-                sp_info("restored store %s partition %" PRId32 " from its "
-                        "checkpoint: %" PRId64 " keys, nothing in the changelog after",
-                        s->name, partition, keys);
-            continue;
-        }
-        if (add_job(rs, partition, i, hi, keys) != 0) return -1;
-        assign_one(rs, i, partition, from, 1);
-        if (keys >= 0)
-            sp_info("restoring store %s partition %" PRId32 " from its checkpoint "
-                    "(%" PRId64 " keys) and %s from offset %" PRId64 " (%" PRId64
-                    " records at most)",
-                    s->name, partition, keys, rs->topics[i], from, hi - from);
-        else
-            sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
-                    " records at most)",
-                    s->name, partition, rs->topics[i], hi - from);
-        started = 1;
+        int rc = s->disk ? start_disk(rs, i, partition, lo, hi)
+                         : start_memory(rs, i, partition, lo, hi);
+        if (rc < 0) return -1;
+        started |= rc;
     }
     return started;
 }

@@ -167,7 +167,7 @@ sp_pq_writer *sp_pq_create(const sp_schema *s, const sp_pq_opts *o, FILE *f,
         sp_buf_init(&w->cols[c].defs);
         sp_buf_init(&w->cols[c].vals);
     }
-    if (o->codec == SP_PQ_ZSTD && !(w->zstd = ZSTD_createCCtx())) goto oom;
+    if (o->codec == SP_CODEC_ZSTD && !(w->zstd = ZSTD_createCCtx())) goto oom;
     if (fwrite("PAR1", 1, 4, f) != 4) {
         *err = "cannot write the Parquet file";
         sp_pq_destroy(w);
@@ -229,14 +229,14 @@ static int write_page(sp_pq_writer *w, int type, int32_t num_values,
     const char *body = w->page.data;
     size_t blen = w->page.len;
     sp_buf_reset(&w->comp);
-    if (w->o.codec == SP_PQ_SNAPPY) {
+    if (w->o.codec == SP_CODEC_SNAPPY) {
         size_t cap = snappy_max_compressed_length(blen);
         if (sp_buf_reserve(&w->comp, cap) != 0 ||
             snappy_compress(body, blen, w->comp.data, &cap) != SNAPPY_OK)
             return -1;
         body = w->comp.data;
         blen = cap;
-    } else if (w->o.codec == SP_PQ_ZSTD) {
+    } else if (w->o.codec == SP_CODEC_ZSTD) {
         size_t cap = ZSTD_compressBound(blen);
         if (sp_buf_reserve(&w->comp, cap) != 0) return -1;
         size_t n = ZSTD_compressCCtx(w->zstd, w->comp.data, cap, body, blen, 1);

@@ -11,13 +11,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "sp_ffi.h" /* SP_CODEC_* */
 #include "sp_schema.h"
 
-/* Parquet's codec ids. */
-enum { SP_PQ_UNCOMPRESSED = 0, SP_PQ_SNAPPY = 1, SP_PQ_ZSTD = 6 };
-
 typedef struct sp_pq_opts {
-    int codec;
+    int codec;               /* SP_CODEC_* */
     int dictionary;          /* 1: dictionary-encode where it fits */
     int64_t row_group_bytes; /* buffered bytes that make a row group */
     int64_t row_group_rows;  /* 0: no row limit */

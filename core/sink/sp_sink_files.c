@@ -285,8 +285,8 @@ int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err) {
     if (o->schema && (!(fs->schema = sp_schema_create(o->schema, err)) ||
                       !(fs->spec = strdup(o->schema))))
         return fs->schema ? SP_ENOMEM : SP_EINVAL;
-    if (o->codec != SP_PQ_UNCOMPRESSED && o->codec != SP_PQ_SNAPPY &&
-        o->codec != SP_PQ_ZSTD) {
+    if (o->codec != SP_CODEC_NONE && o->codec != SP_CODEC_SNAPPY &&
+        o->codec != SP_CODEC_ZSTD) {
         *err = "unknown Parquet compression (none, snappy or zstd)";
         return SP_EINVAL;
     }

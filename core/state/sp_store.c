@@ -10,10 +10,9 @@
 #include "sp_lmdb.h"
 #include "sp_log.h"
 
-/* Numbers are stored as a tag and the 8 bytes of a double, so that incr
- * needs no parsing (the Lua API tags its other value types the same way;
- * see lua/sproc/store.lua). */
-#define TAG_NUMBER 'n'
+/* Numbers are stored as SP_VAL_NUMBER and the 8 bytes of a double, so
+ * that incr needs no parsing (the Lua API tags its other value types the
+ * same way; see lua/sproc/store.lua). */
 
 /* The task of the record being processed, as a mask (0: none). */
 static uint64_t current_task(sp_ctx *ctx) {
@@ -351,7 +350,7 @@ int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
     int rc = lookup(ctx, s, p->partition, key, klen, &cur, &curlen, err);
     if (rc < 0) return rc;
     if (rc > 0) {
-        if (curlen != 1 + sizeof v || cur[0] != TAG_NUMBER) {
+        if (curlen != 1 + sizeof v || cur[0] != SP_VAL_NUMBER) {
             *err = "incr on a value that is not a number";
             return SP_EINVAL;
         }
@@ -359,7 +358,7 @@ int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
     }
     v += by;
     char buf[1 + sizeof v];
-    buf[0] = TAG_NUMBER;
+    buf[0] = SP_VAL_NUMBER;
     memcpy(buf + 1, &v, sizeof v);
     rc = write_entry(ctx, s, p, key, klen, buf, sizeof buf, ts, err);
     if (rc == SP_OK) *out = v;

@@ -1,6 +1,8 @@
 -- The C declarations Lua uses, taken from core/sp_ffi.h, the one contract
 -- between C and Lua. Inside the sproc executable the header text is
 -- embedded (module "sproc.ffi_h"); from a source tree it is read from disk.
+local M = {}
+
 local text
 local ok, embedded = pcall(require, "sproc.ffi_h")
 if ok then
@@ -11,10 +13,17 @@ else
   local f = assert(io.open(path, "rb"), "sproc: cannot find sp_ffi.h at " .. path)
   text = f:read("*a")
   f:close()
+  M.path = path
 end
 
-local body = text:match("/%* SP_FFI_BEGIN %*/(.-)/%* SP_FFI_END %*/")
-assert(body, "sproc: sp_ffi.h has no SP_FFI_BEGIN/SP_FFI_END markers")
--- ffi.cdef has no preprocessor; the region has none by contract, but
--- comments are fine.
-return body
+--- The declarations of a header's text: between its markers. ffi.cdef
+--- has no preprocessor; the region has none by contract, but comments
+--- are fine.
+function M.region(s)
+  return s:match("/%* SP_FFI_BEGIN %*/(.-)/%* SP_FFI_END %*/")
+end
+
+M.body = M.region(text)
+assert(M.body, "sproc: sp_ffi.h has no SP_FFI_BEGIN/SP_FFI_END markers")
+
+return M

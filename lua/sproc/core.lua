@@ -6,7 +6,8 @@ local ffi = require "ffi"
 
 local M = {}
 
-ffi.cdef(require "sproc.cdef")
+local cdef = require "sproc.cdef"
+ffi.cdef(cdef.body)
 
 local host = package.loaded["sproc.host"]
 local lib, libpath
@@ -27,6 +28,17 @@ else
   end
 end
 M.C = lib
+
+-- The library must have been built from the contract these modules
+-- declare: a function whose arguments changed would be called wrongly.
+do
+  local ok, built = pcall(function() return cdef.region(ffi.string(lib.sp_embed_contract())) end)
+  if not ok or built ~= cdef.body then
+    error("sproc: libsproc" .. (libpath and (" (" .. libpath .. ")") or "") ..
+          " was built from another sp_ffi.h than " .. (cdef.path or "the embedded one") ..
+          ": rebuild it (cmake --build build) or point SPROC_LIB at the matching build", 0)
+  end
+end
 
 -- Classic Lua C functions of libsproc.
 local native

@@ -26,8 +26,9 @@ M.VSET, M.KSET = VSET, KSET
 M.proj, M.proj_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
 local proj, proj_len = M.proj, M.proj_len
 
-local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = 1, 2, 3
-local SP_JSON_NUMBER, SP_JSON_STRING, SP_JSON_OBJECT = 4, 5, 6
+local SP_JSON_NULL, SP_JSON_FALSE, SP_JSON_TRUE = C.SP_JSON_NULL, C.SP_JSON_FALSE, C.SP_JSON_TRUE
+local SP_JSON_NUMBER, SP_JSON_STRING, SP_JSON_OBJECT = C.SP_JSON_NUMBER, C.SP_JSON_STRING,
+                                                       C.SP_JSON_OBJECT
 
 -- A JSON value of the current record, read field by field through the
 -- core's index: no table is built for the record. With only (a set of
@@ -102,11 +103,9 @@ function M.projection(ctx, batch, fields)
   return view, project, { names, lens }
 end
 
--- Views for the records of one source with the given serdes.
-function M.new_view(ctx, batch, src)
-  local key_serde, value_serde = src.key, src.value
-  local value_json = value_serde == "json" and json_view(ctx, 1, batch)
-  local key_json = key_serde == "json" and json_view(ctx, 0, batch)
+-- The fields of a record a view reads on first use, each from the record
+-- (rec) or from what the operators before set on the view (t).
+local function field_getters(ctx, batch, value_json, key_json)
   local hdr_name = ffi.new("const char *[1]")
   local hdr_val = ffi.new("const char *[1]")
   local hdr_len = ffi.new("size_t[1]")
@@ -125,7 +124,7 @@ function M.new_view(ctx, batch, src)
     return (cjson.decode(ffi_string(rec.key, rec.key_len)))
   end
 
-  local getters = {
+  return {
     value = function(rec, t)
       local set = rawget(t, VSET)
       if set then   -- replaced by nil, or by a projection
@@ -163,6 +162,34 @@ function M.new_view(ctx, batch, src)
       return h
     end,
   }
+end
+
+-- Parses record i's JSON (and checks its schema) as the source's serdes
+-- say; returns an error message when it does not parse. nil: nothing to
+-- parse.
+local function parser(ctx, batch, schema_id, value_json, key_json)
+  if not (value_json or key_json) then return nil end
+  return function(i)
+    if value_json and C.sp_rec_json(ctx, i, 1, M.errpos, M.errp) ~= 0 then
+      return "malformed JSON value: " .. ffi_string(M.errp[0]) ..
+             " at byte " .. tonumber(M.errpos[0])
+    end
+    if schema_id and C.sp_schema_apply(ctx, schema_id, M.errp) ~= 0 then
+      return "value does not fit the schema: " .. ffi_string(M.errp[0])
+    end
+    if key_json and batch.recs[i].key ~= nil and
+       C.sp_rec_json(ctx, i, 0, M.errpos, M.errp) ~= 0 then
+      return "malformed JSON key: " .. ffi_string(M.errp[0]) ..
+             " at byte " .. tonumber(M.errpos[0])
+    end
+  end
+end
+
+-- Views for the records of one source with the given serdes.
+function M.new_view(ctx, batch, src)
+  local value_json = src.value == "json" and json_view(ctx, 1, batch)
+  local key_json = src.key == "json" and json_view(ctx, 0, batch)
+  local getters = field_getters(ctx, batch, value_json, key_json)
 
   -- The view's table has these keys from the start and never gets other
   -- ones (a script's own fields go to `extra`), so that clearing and
@@ -185,21 +212,7 @@ function M.new_view(ctx, batch, src)
     end,
   })
 
-  local schema_id = src.schema_id
-  local parse = (value_json or key_json) and function(i)
-    if value_json and C.sp_rec_json(ctx, i, 1, M.errpos, M.errp) ~= 0 then
-      return "malformed JSON value: " .. ffi_string(M.errp[0]) ..
-             " at byte " .. tonumber(M.errpos[0])
-    end
-    if schema_id and C.sp_schema_apply(ctx, schema_id, M.errp) ~= 0 then
-      return "value does not fit the schema: " .. ffi_string(M.errp[0])
-    end
-    if key_json and batch.recs[i].key ~= nil and
-       C.sp_rec_json(ctx, i, 0, M.errpos, M.errp) ~= 0 then
-      return "malformed JSON key: " .. ffi_string(M.errp[0]) ..
-             " at byte " .. tonumber(M.errpos[0])
-    end
-  end
+  local parse = parser(ctx, batch, src.schema_id, value_json, key_json)
 
   -- Forgets the previous record's fields; returns an error message when
   -- the record's JSON does not parse.

@@ -28,10 +28,13 @@ local nump = ffi.new("double[1]")
 local numbuf = ffi.new("char[9]")
 
 -- A fatal error: the pipeline stops whatever the error policy, because
--- going on would lose state. The runtime knows this metatable.
-M.Fatal = { __tostring = function(e) return e.msg end }
+-- going on would lose state.
+M.Fatal, M.fatal = require("sproc.errors").Fatal, require("sproc.errors").fatal
 
-local B_NUM, B_STR, B_JSON, B_TRUE, B_FALSE = byte("n"), byte("s"), byte("j"), byte("t"), byte("f")
+local B_NUM, B_STR, B_JSON = C.SP_VAL_NUMBER, C.SP_VAL_STRING, C.SP_VAL_JSON
+local B_TRUE, B_FALSE = C.SP_VAL_TRUE, C.SP_VAL_FALSE
+local T_STR, T_JSON, T_TRUE, T_FALSE = string.char(B_STR), string.char(B_JSON), string.char(B_TRUE),
+                                       string.char(B_FALSE)
 
 local function encode(v)
   local tv = type(v)
@@ -41,12 +44,12 @@ local function encode(v)
     ffi_copy(numbuf + 1, nump, 8)
     return numbuf, 9
   elseif tv == "string" then
-    local s = "s" .. v
+    local s = T_STR .. v
     return s, #s
   elseif tv == "boolean" then
-    return v and "t" or "f", 1
+    return v and T_TRUE or T_FALSE, 1
   elseif tv == "table" then
-    local s = "j" .. json.encode(v)
+    local s = T_JSON .. json.encode(v)
     return s, #s
   end
   return nil, "a store value must be a number, string, boolean or table, got " .. tv
@@ -79,7 +82,7 @@ end
 
 local function failed(rc)
   local msg = ffi_string(errp[0])
-  if rc == -2 then error(setmetatable({ msg = msg }, M.Fatal), 0) end
+  if rc == C.SP_ENOMEM then M.fatal(msg) end
   return nil, msg
 end
 
@@ -316,7 +319,7 @@ end
 
 M.encode, M.wkey = encode, wkey
 
-local kinds = { kv = 0, window = 1 }
+local kinds = { kv = C.SP_STORE_KV, window = C.SP_STORE_WINDOW }
 local classes = { kv = Store, window = Window }
 
 --- A new, unbound handle (sproc.store calls this while the script builds

@@ -200,7 +200,7 @@ function Stream:to_files(opts)
   return n
 end
 
-local codecs = { none = 0, snappy = 1, zstd = 6 }
+local codecs = { none = true, snappy = true, zstd = true }
 
 --- Writes values to rolling Parquet files: to_parquet{ dir = "out",
 --- schema = s (default: the source's), compression = "snappy" | "zstd" |
@@ -231,7 +231,7 @@ function Stream:to_parquet(opts)
   end
   local o = {}
   for k, v in pairs(opts) do o[k] = v end
-  o.schema, o.codec = sch, codecs[c]
+  o.schema, o.compression = sch, c
   o.dictionary = opts.dictionary ~= false
   local n = node(self, "to_parquet", { opts = o })
   n.terminal = true

@@ -67,7 +67,7 @@ function Driver:_changelogs()
 end
 
 function Driver:_end_batch(level)
-  if C.sp_ctx_flush_changelogs(self.ctx, errp) ~= 0 then
+  if C.sp_store_flush_changelogs(self.ctx, errp) ~= 0 then
     error("changelogs: " .. ffi_string(errp[0]), level + 1)
   end
 end
@@ -126,7 +126,7 @@ function Driver:assign(parts)
       end
     end
   end
-  C.sp_ctx_end_batch(self.ctx, errp)
+  C.sp_store_end_batch(self.ctx, errp)
   return self
 end
 

@@ -94,9 +94,4 @@ function M.agg.custom(spec)
   return { agg = "custom", init = spec.init, add = spec.add, merge = spec.merge, result = spec.result }
 end
 
-M.kinds = { tumbling = 0, hopping = 1, sliding = 2, session = 3 }
-M.agg_kinds = { count = 0, sum = 1, min = 2, max = 3, avg = 4, first = 5, last = 6,
-                count_distinct = 7, approx_count_distinct = 8, custom = 9 }
-M.distinct = { count_distinct = true, approx_count_distinct = true }
-
 return M

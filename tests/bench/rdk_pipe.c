@@ -1,7 +1,7 @@
 /* The client's ceiling for the benchmarks: consume a topic and produce
  * every record to another with librdkafka alone, nothing in between, with
- * the client settings sproc uses (core/run/sp_runner.c: make_consumer,
- * make_producer), and sproc's wake-up of a stalled prefetch (core/run/sp_prefetch.h:
+ * the client settings sproc uses (core/run/sp_run_clients.c: sp_run_make_consumer,
+ * sp_run_make_producer), and sproc's wake-up of a stalled prefetch (core/run/sp_prefetch.h:
  * without it librdkafka 2.0 idles for most of each second once its queue is
  * full). A record keeps its key, value, timestamp and headers, as S0's
  * pass-through keeps them in sproc and in Kafka Streams; with --bare only

@@ -21,7 +21,7 @@ for _, keys in ipairs(sizes) do
     sproc.source{ topic = "in" }:each(function(r) counts:incr(r.key) end)
     sproc.source{ topic = "read" }:each(function(r) got = got + (counts:get(r.key) or 0) end)
   end)
-  C.sp_ctx_set_store_budget(ctx, 0)   -- 10M keys are over the default 1 GiB
+  C.sp_store_set_budget(ctx, 0)   -- 10M keys are over the default 1 GiB
   local function fill(i) return benchlib.key("user-", i, 9) end
   local function run(topic)
     local t0 = benchlib.now()

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "sp_fcommit.h"
-#include "sp_parquet.h"
+#include "sp_pq.h"
 #include "sp_test.h"
 #include "sp_thrift.h"
 
@@ -173,7 +173,7 @@ static void test_file_frame(void) {
     char path[] = "/tmp/sp_test_pq_XXXXXX";
     int fd = mkstemp(path);
     FILE *f = fdopen(fd, "w+");
-    sp_pq_opts o = {SP_PQ_ZSTD, 1, 1 << 20, 1000, 0};
+    sp_pq_opts o = {SP_CODEC_ZSTD, 1, 1 << 20, 1000, 0};
     sp_pq_writer *w = sp_pq_create(s, &o, f, &err);
     SP_CHECK(w != NULL);
     char json[256];

@@ -1,7 +1,7 @@
 /* The key-value store under the Lua API: byte order for scans, dirty lists
  * for the changelog (one entry per key per batch, deletes as tombstones),
  * restore without dirt, and memory accounting against the budget. */
-#include "sp_store.h"
+#include "sp_kv.h"
 #include "sp_test.h"
 
 #define S(lit) lit, sizeof lit - 1
@@ -10,8 +10,8 @@ static void ordered_scans(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_store_init(&s, "t", 0, &used, 0);
-    sp_kv_part *p = sp_store_part(&s, 3, 1);
+    sp_kv_init(&s, "t", 0, &used, 0);
+    sp_kv_part *p = sp_kv_part_of(&s, 3, 1);
     const char *keys[] = {"b", "a", "ab", "", "c", "b\x01"};
     for (int i = 0; i < 6; i++)
         SP_CHECK_INT(sp_kv_put(&s, p, keys[i], strlen(keys[i]), S("v"), 0, &err), 0);
@@ -25,8 +25,8 @@ static void ordered_scans(void) {
     SP_CHECK(n == NULL);
     n = sp_kv_seek(p, S("aa"), 0);
     SP_CHECK(n && n->klen == 2 && memcmp(n->key, "ab", 2) == 0);
-    SP_CHECK(sp_store_part(&s, 4, 0) == NULL);
-    sp_store_destroy(&s);
+    SP_CHECK(sp_kv_part_of(&s, 4, 0) == NULL);
+    sp_kv_destroy(&s);
     SP_CHECK_INT(used, 0);
 }
 
@@ -34,9 +34,9 @@ static void dirty_lists_and_tombstones(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_store_init(&s, "t", 0, &used, 0);
+    sp_kv_init(&s, "t", 0, &used, 0);
     s.track = 1;
-    sp_kv_part *p = sp_store_part(&s, 0, 1);
+    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
     sp_kv_put(&s, p, S("k"), S("1"), 0, &err);
     sp_kv_put(&s, p, S("k"), S("2"), 0, &err);
     sp_kv_put(&s, p, S("j"), S("1"), 0, &err);
@@ -57,20 +57,20 @@ static void dirty_lists_and_tombstones(void) {
     SP_CHECK_INT(sp_kv_apply(&s, p, S("j"), NULL, 0, 0, &err), 0);
     SP_CHECK_INT(p->ndirty, 0);
     SP_CHECK_INT(p->count, 1);
-    sp_store_drop_part(&s, 0);
+    sp_kv_drop_part(&s, 0);
     SP_CHECK_INT(s.nparts, 0);
     SP_CHECK_INT(s.bytes, 0);
     SP_CHECK_INT(used, 0);
-    sp_store_destroy(&s);
+    sp_kv_destroy(&s);
 }
 
 static void memory_budget(void) {
     int64_t used = 0;
     sp_store a, b;
     const char *err = NULL;
-    sp_store_init(&a, "a", 0, &used, 2000);
-    sp_store_init(&b, "b", 0, &used, 2000);
-    sp_kv_part *pa = sp_store_part(&a, 0, 1), *pb = sp_store_part(&b, 0, 1);
+    sp_kv_init(&a, "a", 0, &used, 2000);
+    sp_kv_init(&b, "b", 0, &used, 2000);
+    sp_kv_part *pa = sp_kv_part_of(&a, 0, 1), *pb = sp_kv_part_of(&b, 0, 1);
     char key[16];
     int i, rc = 0;
     for (i = 0; i < 1000 && rc == 0; i++) {
@@ -86,9 +86,9 @@ static void memory_budget(void) {
     int64_t before = used;
     SP_CHECK_INT(sp_kv_delete(&a, pa, S("k1"), &err), 0);
     SP_CHECK(used < before);
-    sp_store_destroy(&a);
+    sp_kv_destroy(&a);
     SP_CHECK_INT(used, b.bytes);
-    sp_store_destroy(&b);
+    sp_kv_destroy(&b);
     SP_CHECK_INT(used, 0);
 }
 
@@ -96,9 +96,9 @@ static void expiry(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_store_init(&s, "t", 0, &used, 0);
+    sp_kv_init(&s, "t", 0, &used, 0);
     s.track = 1;
-    sp_kv_part *p = sp_store_part(&s, 0, 1);
+    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
     sp_kv_put(&s, p, S("old"), S("1"), 100, &err);
     sp_kv_put(&s, p, S("new"), S("2"), 200, &err);
     sp_kv_clean(&s, p);
@@ -107,7 +107,7 @@ static void expiry(void) {
     SP_CHECK(sp_kv_get(p, S("new")) != NULL);
     SP_CHECK_INT(p->ndirty, 1); /* the expiry goes to the changelog */
     SP_CHECK_INT(sp_kv_expire(&s, p, 150), 0);
-    sp_store_destroy(&s);
+    sp_kv_destroy(&s);
     SP_CHECK_INT(used, 0);
 }
 

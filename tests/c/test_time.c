@@ -1,10 +1,10 @@
 /* ISO-8601 times (--start). */
-#include "sp_runner.h"
+#include "sp_ffi.h"
 #include "sp_test.h"
 
 static long long ms(const char *s) {
-    long long v = -42;
-    return sp_parse_iso8601(s, &v) == 0 ? v : -42;
+    int64_t v = -42;
+    return sp_time_parse(s, &v) == 0 ? v : -42;
 }
 
 int main(void) {

@@ -157,14 +157,14 @@ describe("key-value store", function()
     local ffi = require "ffi"
     local C = require("sproc.core").C
     local d = counting{ errors = "skip" }
-    C.sp_ctx_set_store_budget(d.ctx, 4096)
+    C.sp_store_set_budget(d.ctx, 4096)
     local recs = {}
     for i = 1, 200 do recs[i] = { key = "key-" .. i } end
     local ok, err = pcall(d.pipe, d, "in", recs)
     assert.is_false(ok)
     assert.matches("memory budget", err)
     assert.matches("sproc.state.max.bytes", err)
-    assert.is_true(tonumber(C.sp_ctx_store_bytes(d.ctx)) <= 4096)
+    assert.is_true(tonumber(C.sp_store_total_bytes(d.ctx)) <= 4096)
     assert.is_true(ffi ~= nil)
   end)
 end)
@@ -235,7 +235,7 @@ describe("a disk store", function()
       sproc.source{ topic = "in" }:each(function(r) assert(st:put(r.key, r.value)) end)
     end)
     -- 10 MB of values against a 1 MiB budget (the batch's changed keys count)
-    C.sp_ctx_set_store_budget(d.ctx, 1024 * 1024)
+    C.sp_store_set_budget(d.ctx, 1024 * 1024)
     local pad = string.rep("v", 1000)
     for b = 0, 9 do
       local recs = {}

@@ -1,0 +1,392 @@
+/* sp_run: starts everything a script needs, runs the loop, and stops cleanly. */
+#include "sp_run.h"
+
+volatile sig_atomic_t sp_run_got_signal;
+
+/* --- start-up checks ----------------------------------------------------- */
+
+/* Waits until a broker answers, then checks the source topics and, for a
+ * bounded run, notes where each partition ends now. */
+int sp_run_wait_for_kafka(runner *r) {
+    const rd_kafka_metadata_t *md = NULL;
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        rd_kafka_resp_err_t e = rd_kafka_metadata(r->prod, 1, NULL, &md, 3000);
+        if (!e) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        double waited = (double)(now.tv_sec - t0.tv_sec);
+        if (r->o->connect_timeout > 0 && waited >= r->o->connect_timeout) {
+            sp_error("no Kafka broker answered at %s within %.0f s (%s)",
+                     r->brokers, r->o->connect_timeout, rd_kafka_err2str(e));
+            return -1;
+        }
+        if (sp_run_got_signal) return -1;
+        sp_warn("waiting for Kafka at %s: no broker answers yet (%.0f s; %s)",
+                r->brokers, waited + 3, rd_kafka_err2str(e));
+    }
+    int rc = 0;
+    for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (s->kind >= 2 || s->internal) continue; /* files, timers, our own */
+        int found = 0;
+        for (int t = 0; t < md->topic_cnt; t++) {
+            const rd_kafka_metadata_topic_t *mt = &md->topics[t];
+            int match = s->kind == 0
+                            ? strcmp(mt->topic, s->name) == 0
+                            : sp_source_matches(r->ctx, i, sp_topic_id(r->ctx, mt->topic));
+            if (!match || mt->err) continue;
+            found = 1;
+            if (mt->partition_cnt > r->src_partitions)
+                r->src_partitions = mt->partition_cnt;
+            if (!r->o->until_end) continue;
+            for (int p = 0; p < mt->partition_cnt; p++) {
+                int64_t lo, hi;
+                if (sp_topics_watermarks(r->prod, mt->topic, mt->partitions[p].id, &lo,
+                                         &hi) != 0) {
+                    sp_error("cannot read the end offset of %s [%d]", mt->topic,
+                             mt->partitions[p].id);
+                    rc = -1;
+                    break;
+                }
+                sp_tp *tp = sp_offsets_tp(&r->offs, mt->topic, mt->partitions[p].id);
+                if (!tp) continue;
+                tp->end_offset = hi;
+                if (hi <= lo) tp->done = 1; /* empty: nothing to read */
+            }
+        }
+        if (!found && s->kind == 0 && !s->internal) {
+            sp_error("source topic %s does not exist (and sproc does not create "
+                     "source topics)%s", s->name,
+                     r->mock ? "; the embedded dev cluster starts empty and has the topics "
+                               "the script writes to: feed it from the script (a file "
+                               "source, then to{}), or give --brokers"
+                             : "");
+            rc = -1;
+        }
+    }
+    rd_kafka_metadata_destroy(md);
+    return rc;
+}
+
+/* Repartition topics: created where missing, with one partition per
+ * input partition (the dev cluster makes them as their sinks open). */
+int sp_run_ensure_internal(runner *r) {
+    if (r->mock || !sp_run_has_internal(r)) return 0;
+    char **names = calloc((size_t)r->ctx->nsources, sizeof *names);
+    int n = 0;
+    if (!names) return -1;
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        if (r->ctx->sources[i].internal) names[n++] = r->ctx->sources[i].name;
+    int rc = sp_topics_ensure(r->prod, names, n, r->src_partitions > 0 ? r->src_partitions : 1,
+                              0, 0, "repartition");
+    free(names);
+    return rc;
+}
+
+int sp_run_open_files(runner *r) {
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        if (s->kind != 2) continue;
+        /* several sources of one file: read once, each runs every line */
+        int seen = 0;
+        for (int j = 0; j < r->nfiles; j++) seen |= r->files[j].topic == s->topic;
+        if (seen) continue;
+        file_src *f = realloc(r->files, (r->nfiles + 1) * sizeof *f);
+        if (!f) return -1;
+        r->files = f;
+        f[r->nfiles].f = fopen(s->name, "r");
+        f[r->nfiles].topic = s->topic;
+        f[r->nfiles].line = 0;
+        if (!f[r->nfiles].f) {
+            sp_error("cannot open source file %s: %s", s->name, strerror(errno));
+            return -1;
+        }
+        r->nfiles++;
+        r->files_open++;
+    }
+    return 0;
+}
+
+int sp_run_has_kafka_sources(runner *r) {
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        if (r->ctx->sources[i].kind <= 1) return 1;
+    return 0;
+}
+
+char *sp_run_default_app_id(const char *script) {
+    const char *base = strrchr(script, '/');
+    base = base ? base + 1 : script;
+    char *id = strdup(base);
+    if (!id) return NULL;
+    size_t n = strlen(id);
+    if (n > 4 && strcmp(id + n - 4, ".lua") == 0) id[n - 4] = '\0';
+    return id;
+}
+
+void sp_run_shutdown_clients(runner *r) {
+    /* queues are references into their clients: release them first */
+    sp_prefetch_destroy(r->pf);
+    r->pf = NULL;
+    if (r->cq) rd_kafka_queue_destroy(r->cq);
+    if (r->pq) rd_kafka_queue_destroy(r->pq);
+    r->cq = r->pq = NULL;
+    if (r->cons) {
+        /* closing revokes the assignment, which makes effects safe and
+         * commits through on_revoke */
+        rd_kafka_consumer_close(r->cons);
+        rd_kafka_destroy(r->cons);
+        r->cons = NULL;
+    }
+    sp_restore_destroy(r->rs);
+    r->rs = NULL;
+    if (r->refetch) {
+        rd_kafka_destroy(r->refetch);
+        r->refetch = NULL;
+    }
+    if (r->prod) {
+        rd_kafka_flush(r->prod, 10000);
+        sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
+        r->ctx = NULL;
+        rd_kafka_destroy(r->prod);
+        r->prod = NULL;
+    }
+    if (r->mock) rd_kafka_mock_cluster_destroy(r->mock);
+    if (r->mock_rk) rd_kafka_destroy(r->mock_rk);
+}
+
+/* Options and the script: the context, the Lua state, the dev cluster when
+ * no broker is given, the script loaded. 0, 1 or 2 (the exit code). */
+static int start_script(runner *r, char *def_id) {
+    const sp_opts *o = r->o;
+    const char *msg = NULL;
+    if (o->start && strcmp(o->start, "earliest") != 0 && strcmp(o->start, "latest") != 0) {
+        int64_t ms;
+        if (sp_time_parse(o->start, &ms) != 0) {
+            fprintf(stderr, "sproc: --start takes earliest, latest or an "
+                            "ISO-8601 time, not '%s'\n", o->start);
+            return 2;
+        }
+        r->start_ms = ms;
+    }
+    r->msgs = calloc((size_t)r->max_batch, sizeof *r->msgs);
+    r->ctx = sp_ctx_create();
+    r->lua = r->ctx ? sp_lua_create(r->ctx) : NULL;
+    if (!r->msgs || !r->lua) {
+        sp_error("out of memory");
+        return 1;
+    }
+    if (o->brokers)
+        r->brokers = strdup(o->brokers);
+    else if (sp_run_start_dev_cluster(r) != 0)
+        return 1;
+    sp_kafka_out_init(&r->ko, r->ctx, NULL);
+    r->ko.on_topic = sp_run_dev_topic;
+    r->ko.fetch = sp_run_refetch;
+    r->ko.opaque = r;
+    if (sp_lua_load(r->lua, o->script, o->app, def_id, &msg) != 0) {
+        fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);
+        return 2;
+    }
+    const char *g = sp_run_sproc_setting(o, "sproc.processing.guarantee");
+    r->eos = g ? strcmp(g, "exactly_once") == 0 : sp_lua_exactly_once(r->lua);
+    /* transactions stay short, as in Kafka Streams under exactly-once:
+     * downstream read_committed consumers see outputs when they commit */
+    if (r->eos) r->commit_interval_ms = sp_run_setting_int(o, "sproc.commit.interval.ms", 100);
+    if (sp_run_sproc_setting(o, "sproc.idle.timeout.ms"))
+        sp_ctx_set_idle_timeout(r->ctx, sp_run_setting_int(o, "sproc.idle.timeout.ms", 0));
+    return 0;
+}
+
+/* The topics and patterns of the script's sources, each once. */
+static rd_kafka_topic_partition_list_t *subscriptions(runner *r) {
+    rd_kafka_topic_partition_list_t *subs = rd_kafka_topic_partition_list_new(4);
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        sp_source *s = &r->ctx->sources[i];
+        int dup = 0;
+        for (int32_t j = 0; j < i; j++)
+            dup |= r->ctx->sources[j].kind == s->kind && strcmp(r->ctx->sources[j].name, s->name) == 0;
+        if (s->kind >= 2 || dup) continue;
+        if (s->kind == 1) {
+            char pat[1024];
+            snprintf(pat, sizeof pat, "^(%s)$", s->name);
+            rd_kafka_topic_partition_list_add(subs, pat, RD_KAFKA_PARTITION_UA);
+        } else {
+            rd_kafka_topic_partition_list_add(subs, s->name, RD_KAFKA_PARTITION_UA);
+        }
+    }
+    return subs;
+}
+
+/* A script with Kafka sources: the broker, internal topics, transactions,
+ * state, and the consumer subscribed and plugged into the loop. */
+static int start_consuming(runner *r) {
+    if (sp_run_wait_for_kafka(r) != 0 || sp_run_ensure_internal(r) != 0) return -1;
+    if (r->eos) {
+        rd_kafka_error_t *e = rd_kafka_init_transactions(r->prod, 60000);
+        if (e) {
+            sp_error("exactly-once: cannot initialize transactions: %s", rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+            return -1;
+        }
+        sp_info("exactly-once: outputs, changelogs and offsets commit in transactions");
+    }
+    if (r->ctx->nstores > 0 && sp_run_setup_state(r) != 0) return -1;
+    if (sp_run_make_consumer(r) != 0) return -1;
+    rd_kafka_topic_partition_list_t *subs = subscriptions(r);
+    rd_kafka_resp_err_t e = rd_kafka_subscribe(r->cons, subs);
+    rd_kafka_topic_partition_list_destroy(subs);
+    if (e) {
+        sp_error("subscribe failed: %s", rd_kafka_err2str(e));
+        return -1;
+    }
+    r->cq = rd_kafka_queue_get_consumer(r->cons);
+    r->pf = sp_run_make_prefetch(r);
+    if (!r->pf || sp_run_open_io_event(r, r->cq, r->cons_fd) != 0) return -1;
+    ev_io_init(&r->cons_w, sp_run_on_consumer, r->cons_fd[0], EV_READ);
+    r->cons_w.data = r;
+    ev_io_start(r->loop, &r->cons_w);
+    return 0;
+}
+
+/* The loop's watchers: the producer's queue, a first pass, commits, the
+ * tick, signals, hot reload. */
+static int start_loop(runner *r) {
+    r->pq = rd_kafka_queue_get_main(r->prod);
+    if (sp_run_open_io_event(r, r->pq, r->prod_fd) != 0) return -1;
+    ev_io_init(&r->prod_w, sp_run_on_producer, r->prod_fd[0], EV_READ);
+    r->prod_w.data = r;
+    ev_io_start(r->loop, &r->prod_w);
+    ev_idle_init(&r->more_w, sp_run_on_more);
+    r->more_w.data = r;
+    /* a first pass: file sources, and anything already queued */
+    ev_idle_start(r->loop, &r->more_w);
+    double every = r->commit_interval_ms / 1000.0;
+    ev_timer_init(&r->commit_w, sp_run_on_commit, every, every);
+    r->commit_w.data = r;
+    ev_timer_start(r->loop, &r->commit_w);
+    /* wall-clock timers fire from the tick: tick at least as often */
+    double tick = 1.0;
+    int64_t wall = sp_ctx_wall_timer_min(r->ctx);
+    if (wall > 0 && wall < 1000) tick = (double)wall / 1000.0;
+    ev_timer_init(&r->tick_w, sp_run_on_tick, tick, tick);
+    r->tick_w.data = r;
+    ev_timer_start(r->loop, &r->tick_w);
+    ev_signal_init(&r->int_w, sp_run_on_signal, SIGINT);
+    r->int_w.data = r;
+    ev_signal_start(r->loop, &r->int_w);
+    ev_signal_init(&r->term_w, sp_run_on_signal, SIGTERM);
+    r->term_w.data = r;
+    ev_signal_start(r->loop, &r->term_w);
+    /* a live line on a terminal, every second of the tick */
+    r->progress = !r->o->quiet && isatty(2);
+    /* hot reload: SIGHUP always, the script's file under --watch */
+    r->version = 1;
+    ev_timer_init(&r->reload_w, sp_run_on_reload_due, 0.1, 0.0);
+    r->reload_w.data = r;
+    ev_signal_init(&r->hup_w, sp_run_on_hup, SIGHUP);
+    r->hup_w.data = r;
+    ev_signal_start(r->loop, &r->hup_w);
+    if (r->o->watch) {
+        sp_run_watch_files(r);
+        ev_timer_init(&r->watch_w, sp_run_on_watch, 0.1, 0.1);
+        r->watch_w.data = r;
+        ev_timer_start(r->loop, &r->watch_w);
+        sp_info("watching %s: saving it reloads the pipeline", r->o->script);
+    }
+    return 0;
+}
+
+static int start_metrics(runner *r) {
+    if (!r->o->metrics) return 0;
+    sp_metrics_source src = {r, sp_run_render_metrics, sp_run_is_ready};
+    r->metrics = sp_metrics_create(r->loop, r->o->metrics, &src, r->errstr, sizeof r->errstr);
+    if (!r->metrics) {
+        sp_error("%s", r->errstr);
+        return -1;
+    }
+    sp_info("metrics on port %d: /metrics, /health/live, /health/ready (--metrics %s)",
+            sp_metrics_port(r->metrics), r->o->metrics);
+    return 0;
+}
+
+/* Stop: the batch is finished; make outputs safe and commit. After a
+ * failure, what is safe is still committed, never the failed batch. */
+static int stop(runner *r) {
+    if (sp_run_make_safe(r, r->exit_code ? 5000 : 60000) != 0 && r->exit_code == 0 &&
+        r->o->until_end)
+        r->exit_code = 1;
+    /* the last acknowledgements may carry a failure for good */
+    if (r->ko.fatal && r->exit_code == 0) {
+        sp_error("%s", r->ko.fatal);
+        r->exit_code = 1;
+    }
+    sp_run_commit(r, 1, NULL);
+    sp_stats *st = sp_ctx_stats(r->ctx);
+    sp_info("done: %" PRId64 " records in, %" PRId64 " out, %" PRId64 " filtered, %" PRId64
+            " skipped, %" PRId64 " dead-lettered%s",
+            st->records_in, st->records_out, st->filtered, st->skipped, st->dead_lettered,
+            r->eos ? " (exactly-once)" : "");
+    if (r->eos) sp_info("%" PRId64 " transactions committed", r->txns);
+    if (r->pf) sp_info("prefetch woken %" PRId64 " times", sp_prefetch_kicks(r->pf));
+    sp_windows_log(r->ctx);
+    return r->exit_code;
+}
+
+static void free_runner(runner *r) {
+    if (r->progress) sp_log_progress("");
+    sp_metrics_destroy(r->metrics);
+    r->metrics = NULL;
+    sp_run_shutdown_clients(r);
+    if (r->ctx) sp_ctx_destroy(r->ctx);
+    sp_lua_destroy(r->lua);
+    sp_lua_destroy(r->prev);
+    sp_run_free_watched(r);
+    sp_kafka_out_destroy(&r->ko);
+    sp_offsets_destroy(&r->offs);
+    for (int i = 0; i < 2; i++) {
+        if (r->cons_fd[i] >= 0) close(r->cons_fd[i]);
+        if (r->prod_fd[i] >= 0) close(r->prod_fd[i]);
+    }
+    for (int i = 0; i < r->nfiles; i++)
+        if (r->files[i].f) fclose(r->files[i].f);
+    free(r->files);
+    free(r->rkt_keys);
+    free(r->rkt_ids);
+    free(r->msgs);
+    free(r->brokers);
+}
+
+int sp_run(const sp_opts *o) {
+    runner R;
+    runner *r = &R;
+    memset(r, 0, sizeof *r);
+    r->o = o;
+    r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
+    r->max_batch = (int)sp_run_setting_int(o, "sproc.batch.size", 1000);
+    r->commit_interval_ms = sp_run_setting_int(o, "sproc.commit.interval.ms", 1000);
+    r->dev_partitions = (int32_t)sp_run_setting_int(o, "sproc.dev.partitions", 4);
+    r->start_ms = -1;
+    sp_offsets_init(&r->offs);
+    char *def_id = sp_run_default_app_id(o->script);
+    r->def_id = def_id;
+    int rc = start_script(r, def_id);
+    /* the dev cluster made the topics the script writes as their sinks
+     * opened; a source topic it does not write is missing there as it
+     * would be on a real broker */
+    if (rc == 0 && (sp_run_make_producer(r) != 0 || sp_run_open_files(r) != 0)) rc = 1;
+    if (rc == 0) {
+        sp_store_set_budget(r->ctx, sp_run_setting_int(o, "sproc.state.max.bytes", (int64_t)1 << 30));
+        r->loop = ev_default_loop(EVFLAG_AUTO);
+        if (sp_run_has_kafka_sources(r) && start_consuming(r) != 0) rc = 1;
+    }
+    if (rc == 0 && start_loop(r) != 0) rc = 1;
+    if (rc == 0 && start_metrics(r) != 0) rc = 2;
+    if (rc == 0) {
+        if (!(o->until_end && sp_run_all_done(r))) ev_run(r->loop, 0);
+        rc = stop(r);
+    }
+    free_runner(r);
+    free(def_id);
+    return rc;
+}

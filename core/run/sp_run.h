@@ -1,0 +1,219 @@
+/* sp_run: runs a pipeline against Kafka: the libev loop, the consumer and
+ * producer, rebalances, commits, bounded runs and shutdown. sp_run
+ * (sp_run.c) is the entry; the runner's parts (run/sp_run_*.c) share the
+ * rest of this header: the runner's state and the functions one part
+ * calls in another. */
+#ifndef SP_RUN_H
+#define SP_RUN_H
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <ev.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "sp_clock.h"
+#include "sp_ctx.h"
+#include "sp_engine.h"
+#include "sp_store.h"
+#include "sp_log.h"
+#include "sp_lua.h"
+#include "sp_offsets.h"
+#include "sp_prefetch.h"
+#include "sp_restore.h"
+#include "sp_metrics.h"
+#include "sp_kafka_out.h"
+#include "sp_topics.h"
+#include "sp_window.h"
+
+typedef struct sp_opts {
+    const char *script;
+    const char *brokers;   /* NULL: the embedded dev cluster */
+    const char *app;       /* NULL: the script's, else its file name */
+    const char *start;     /* earliest, latest or an ISO-8601 time */
+    int until_end;
+    int watch;
+    const char *metrics;    /* HOST:PORT of the metrics endpoint, or NULL */
+    int quiet;              /* no progress line */
+    double connect_timeout; /* seconds; <= 0 waits forever */
+    const char **sets;      /* key=value */
+    int nsets;
+} sp_opts;
+
+/* Returns the process exit code: 0, 1 (runtime failure) or 2 (script). */
+int sp_run(const sp_opts *o);
+
+typedef struct file_src {
+    FILE *f;
+    int32_t topic;
+    int64_t line;
+} file_src;
+
+typedef struct runner {
+    const sp_opts *o;
+    sp_ctx *ctx;
+    sp_lua *lua;
+    sp_kafka_out ko;
+    sp_offsets offs;
+
+    rd_kafka_t *prod, *cons, *mock_rk;
+    rd_kafka_t *refetch; /* reads an input again for a dead letter; lazily */
+    rd_kafka_mock_cluster_t *mock;
+    rd_kafka_queue_t *cq, *pq;
+    sp_prefetch *pf;
+    char *brokers;
+    char errstr[512];
+
+    struct ev_loop *loop;
+    ev_io cons_w, prod_w;
+    ev_idle more_w;
+    ev_timer commit_w, tick_w;
+    ev_signal int_w, term_w;
+    int cons_fd[2], prod_fd[2];
+
+    rd_kafka_message_t **msgs;
+    int max_batch;
+    int64_t commit_interval_ms;
+    int32_t dev_partitions;
+    int64_t start_ms; /* --start as a time, or -1 */
+
+    file_src *files;
+    int nfiles, files_open;
+
+    /* rd_kafka_topic_t pointer -> topic id, for the batch builder */
+    const void **rkt_keys;
+    int32_t *rkt_ids;
+    int nrkt;
+
+    sp_restore *rs;        /* stores: restore from changelogs; NULL none */
+    ev_timer restore_w;
+    int32_t src_partitions; /* most partitions of a source topic */
+
+    int eos;        /* exactly-once: transactions */
+    int in_txn;     /* a transaction is open */
+    int64_t txns;   /* transactions committed */
+
+    /* hot reload */
+    ev_timer watch_w;
+    char **wfiles;        /* the script and its modules */
+    struct stat *wstats;  /* as last seen */
+    int nwfiles;
+    ev_timer reload_w;
+    ev_signal hup_w;
+    sp_lua *prev;       /* the version before, for a rollback under --watch */
+    int version;
+    const char *def_id;
+
+    /* observability */
+    sp_metrics *metrics;
+    int64_t rebalances[3]; /* assigned, revoked, lost */
+    int64_t reloads, reload_failures;
+    int64_t lua_batches;
+    double lua_seconds;
+    int64_t lua_buckets[8]; /* Lua time per batch, by LUA_BOUNDS */
+    int64_t last_in;        /* records in at the last progress line */
+    int progress;           /* a progress line on the terminal */
+
+    int windows_closed; /* a bounded run closed every window */
+    int sealed;         /* a bounded run: repartition topics' ends are set */
+    int stopping;   /* no more consuming */
+    int exit_code;
+    int assigned_once;
+} runner;
+
+/* The signal that stopped the run (0: none). */
+extern volatile sig_atomic_t sp_run_got_signal;
+
+#define LUA_BOUNDS {0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1}
+
+int sp_run_conf_set(runner *r, rd_kafka_conf_t *conf, const char *k,
+                    const char *v);
+int sp_run_one_of(const char *k, const char *const *list);
+int sp_run_apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer);
+const char *sp_run_sproc_setting(const sp_opts *o, const char *key);
+int64_t sp_run_setting_int(const sp_opts *o, const char *key, int64_t def);
+void sp_run_log_cb(const rd_kafka_t *rk, int level, const char *fac,
+                   const char *buf);
+void sp_run_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                     void *opaque);
+rd_kafka_message_t *sp_run_refetch(void *opaque, const char *topic, int32_t partition,
+                                   int64_t offset);
+void sp_run_dev_topic(void *opaque, const char *topic);
+int sp_run_start_dev_cluster(runner *r);
+int sp_run_make_transactional(runner *r, rd_kafka_conf_t *conf);
+int sp_run_make_producer(runner *r);
+int sp_run_make_consumer(runner *r);
+sp_prefetch *sp_run_make_prefetch(runner *r);
+void sp_run_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque);
+int sp_run_flush_state(runner *r);
+void sp_run_commit_txn(runner *r);
+int sp_run_begin_txn(runner *r);
+void sp_run_commit(runner *r, int sync,
+                   const rd_kafka_topic_partition_list_t *only);
+int sp_run_make_safe(runner *r, int timeout_ms);
+void sp_run_mark_done(runner *r, sp_tp *tp);
+int sp_run_has_internal(runner *r);
+rd_kafka_t *sp_run_uncommitted_client(runner *r);
+int sp_run_seal_internal(runner *r);
+int sp_run_all_done(runner *r);
+void sp_run_check_finished(runner *r);
+int sp_run_partition_assigned(runner *r, int32_t partition);
+void sp_run_resume_restored(runner *r, int32_t partition);
+void sp_run_on_restore(struct ev_loop *loop, ev_timer *w, int revents);
+void sp_run_restore_assigned(runner *r, rd_kafka_topic_partition_list_t *parts);
+int sp_run_mkdir_p(char *path);
+char *sp_run_state_dir(runner *r, const char *app);
+int sp_run_setup_state(runner *r);
+void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts);
+void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
+                      int lost);
+void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque);
+int32_t sp_run_topic_id_of(runner *r, const rd_kafka_topic_t *rkt);
+void sp_run_fatal(runner *r, const char *msg);
+int64_t sp_run_now_ms(void);
+int sp_run_rollback(runner *r, const char **msg);
+void sp_run_run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers);
+void sp_run_run_batch(runner *r, sp_seg **segs, int nsegs);
+void sp_run_consume_some(runner *r);
+void sp_run_read_files(runner *r);
+void sp_run_drain_fd(int fd);
+void sp_run_on_consumer(struct ev_loop *loop, ev_io *w, int revents);
+void sp_run_on_producer(struct ev_loop *loop, ev_io *w, int revents);
+void sp_run_on_more(struct ev_loop *loop, ev_idle *w, int revents);
+void sp_run_on_commit(struct ev_loop *loop, ev_timer *w, int revents);
+void sp_run_on_tick(struct ev_loop *loop, ev_timer *w, int revents);
+void sp_run_on_signal(struct ev_loop *loop, ev_signal *w, int revents);
+void sp_run_log_changes(const char *before, const char *after);
+void sp_run_do_reload(runner *r);
+void sp_run_on_reload_due(struct ev_loop *loop, ev_timer *w, int revents);
+int sp_run_same_file(const struct stat *a, const struct stat *b);
+void sp_run_on_watch(struct ev_loop *loop, ev_timer *w, int revents);
+void sp_run_free_watched(runner *r);
+void sp_run_watch_files(runner *r);
+void sp_run_on_hup(struct ev_loop *loop, ev_signal *w, int revents);
+int sp_run_metric(sp_buf *b, const char *fmt, ...);
+int64_t sp_run_lag_of(runner *r, sp_tp *tp);
+int sp_run_render_metrics(void *opaque, sp_buf *b);
+int sp_run_is_ready(void *opaque);
+void sp_run_show_progress(runner *r);
+int sp_run_wait_for_kafka(runner *r);
+int sp_run_ensure_internal(runner *r);
+int sp_run_open_io_event(runner *r, rd_kafka_queue_t *q, int fds[2]);
+int sp_run_open_files(runner *r);
+int sp_run_has_kafka_sources(runner *r);
+char *sp_run_default_app_id(const char *script);
+void sp_run_shutdown_clients(runner *r);
+
+#endif

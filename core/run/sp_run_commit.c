@@ -1,0 +1,142 @@
+/* Commits: offsets after their effects are safe, or Kafka transactions under exactly-once; the changelogs go first. */
+#include "sp_run.h"
+
+/* --- commits ------------------------------------------------------------- */
+
+void sp_run_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+    (void)rk;
+    (void)opaque;
+    if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
+        sp_warn("offset commit failed: %s (%d partitions); it is retried "
+                "with the next commit",
+                rd_kafka_err2str(err), offsets ? offsets->cnt : 0);
+}
+
+/* The stores' changes since the last flush to their changelogs: before
+ * offsets are committed (the writes hold their inputs' offsets back until
+ * Kafka has them). Not after a failure: the failed batch's changes must
+ * not reach the changelog, and the offsets since the last flush stay
+ * uncommitted, so a restart replays their records onto the state the
+ * changelog has. */
+int sp_run_flush_state(runner *r) {
+    const char *err;
+    if (r->exit_code) return -1;
+    if (sp_store_flush_changelogs(r->ctx, &err) == SP_OK) return 0;
+    char buf[512];
+    snprintf(buf, sizeof buf, "writing the state stores' changelogs: %s", err);
+    sp_run_fatal(r, buf);
+    return -1;
+}
+
+/* Exactly-once: the open transaction takes the positions of the processed
+ * records and commits with the outputs and changelog writes in it. Any
+ * failure is fatal: the state in memory may hold aborted changes, and a
+ * restart restores it from the committed changelog. */
+void sp_run_commit_txn(runner *r) {
+    if (!r->in_txn || r->exit_code) return;
+    if (sp_run_flush_state(r) != 0) return;
+    rd_kafka_error_t *e = NULL;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned && tp->position > tp->committed)
+            rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
+                tp->position;
+    if (l->cnt > 0) {
+        rd_kafka_consumer_group_metadata_t *md =
+            rd_kafka_consumer_group_metadata(r->cons);
+        e = rd_kafka_send_offsets_to_transaction(r->prod, l, md, 30000);
+        rd_kafka_consumer_group_metadata_destroy(md);
+    }
+    if (!e) e = rd_kafka_commit_transaction(r->prod, 60000);
+    if (e) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "transaction failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        sp_run_fatal(r, buf);
+    } else {
+        r->in_txn = 0;
+        r->txns++;
+        for (int i = 0; i < l->cnt; i++) {
+            sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic, l->elems[i].partition);
+            if (tp) tp->committed = l->elems[i].offset;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+int sp_run_begin_txn(runner *r) {
+    if (!r->eos || r->in_txn) return 0;
+    rd_kafka_error_t *e = rd_kafka_begin_transaction(r->prod);
+    if (e) {
+        char buf[512];
+        snprintf(buf, sizeof buf, "cannot begin a transaction: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        sp_run_fatal(r, buf);
+        return -1;
+    }
+    r->in_txn = 1;
+    return 0;
+}
+
+/* Commits what is safe. only: commit only these partitions (NULL all). */
+void sp_run_commit(runner *r, int sync,
+                   const rd_kafka_topic_partition_list_t *only) {
+    if (!r->cons) return;
+    if (r->eos) {
+        /* a transaction covers every partition: commit it all */
+        sp_run_commit_txn(r);
+        return;
+    }
+    sp_run_flush_state(r);
+    sp_kafka_out_poll(&r->ko, 0);
+    if (sp_offsets_advance(&r->offs) == 0) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (tp->committable <= tp->committed || !tp->assigned) continue;
+        if (only && !rd_kafka_topic_partition_list_find(only, tp->topic,
+                                                          tp->partition))
+            continue;
+        rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
+            tp->committable;
+    }
+    if (l->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_commit(r->cons, l, !sync);
+        if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET) {
+            sp_warn("offset commit failed: %s", rd_kafka_err2str(e));
+        } else {
+            for (int i = 0; i < l->cnt; i++) {
+                sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic,
+                                          l->elems[i].partition);
+                if (tp) tp->committed = l->elems[i].offset;
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Makes every effect so far safe: files published, outputs acknowledged.
+ * Returns 0 when everything was acknowledged in time. */
+int sp_run_make_safe(runner *r, int timeout_ms) {
+    const char *err;
+    if (!r->eos) sp_run_flush_state(r);
+    if (sp_ctx_flush_sinks(r->ctx, 1, &err) != SP_OK)
+        sp_error("flushing outputs: %s", err);
+    rd_kafka_resp_err_t e = rd_kafka_flush(r->prod, timeout_ms);
+    if (e) {
+        sp_warn("%d outputs not acknowledged after %d ms: their inputs are "
+                "not committed and will be read again",
+                rd_kafka_outq_len(r->prod), timeout_ms);
+        return -1;
+    }
+    return 0;
+}
+
+void sp_run_fatal(runner *r, const char *msg) {
+    if (r->exit_code == 0) {
+        sp_error("%s", msg);
+        r->exit_code = 1;
+    }
+    r->stopping = 1;
+    ev_break(r->loop, EVBREAK_ALL);
+}
