@@ -333,6 +333,15 @@ int64_t sp_ctx_wall_clock(sp_ctx *ctx);
  * forward. */
 int64_t sp_ctx_stream_time(sp_ctx *ctx, int32_t partition);
 void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
+/* A topic partition's stream time: that of the tasks reading the topic, in
+ * that partition (-1: none). It goes with the partition's committed offset
+ * (as Kafka Streams commits partition time), so that a process that takes
+ * the partition over, or a restart, goes on with it rather than from the
+ * first record it reads; sp_ctx_resume_time sets it back (never earlier). */
+int64_t sp_ctx_topic_time(sp_ctx *ctx, int32_t topic, int32_t partition);
+void sp_ctx_resume_time(sp_ctx *ctx, int32_t topic, int32_t partition, int64_t ms);
+/* The number of topic ids given so far (0 .. count - 1). */
+int32_t sp_topic_count(sp_ctx *ctx);
 
 /* Sources registered so far (a new one's index is the count minus 1). */
 int32_t sp_source_count(sp_ctx *ctx);

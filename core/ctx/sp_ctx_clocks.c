@@ -165,6 +165,19 @@ void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms) {
     if (p && ms > p->stream_ms) p->stream_ms = ms;
 }
 
+int64_t sp_ctx_topic_time(sp_ctx *ctx, int32_t topic, int32_t partition) {
+    uint64_t tasks = topic_tasks(ctx, topic);
+    return tasks ? sp_ctx_tasks_stream_time(ctx, tasks, partition) : -1;
+}
+
+void sp_ctx_resume_time(sp_ctx *ctx, int32_t topic, int32_t partition, int64_t ms) {
+    uint64_t tasks = topic_tasks(ctx, topic);
+    for (int32_t t = 0; t < SP_MAX_TASKS && ms >= 0; t++) {
+        sp_tclock *c = tasks >> t & 1 ? tclock(ctx, t, partition, 1) : NULL;
+        if (c) advance(ctx, c, ms);
+    }
+}
+
 void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms) { ctx->wall_ms = ms; }
 void sp_ctx_set_idle_timeout(sp_ctx *ctx, int64_t ms) { ctx->idle_ms = ms > 0 ? ms : 0; }
 int64_t sp_ctx_wall_clock(sp_ctx *ctx) { return ctx->wall_ms; }

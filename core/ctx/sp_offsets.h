@@ -49,6 +49,8 @@ struct sp_tp {
     int64_t position;    /* after the last record processed; -1 none
                           * (exactly-once commits this in a transaction) */
     sp_seg *batch_seg;   /* segment of the batch being built, if any */
+    int64_t resume_ms;   /* stream time committed with the offset, until the
+                          * partition's state is here; -1 none */
 };
 
 typedef struct sp_offsets {

@@ -20,6 +20,8 @@ int32_t sp_topic_id(sp_ctx *ctx, const char *name) {
     return ctx->ntopics++;
 }
 
+int32_t sp_topic_count(sp_ctx *ctx) { return ctx->ntopics; }
+
 const char *sp_topic_name(sp_ctx *ctx, int32_t id) {
     if (id < 0 || id >= ctx->ntopics) return NULL;
     return ctx->topics[id];

@@ -182,6 +182,14 @@ void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque);
 int32_t sp_run_topic_id_of(runner *r, const rd_kafka_topic_t *rkt);
 void sp_run_fatal(runner *r, const char *msg);
+/* Committed offsets carry the partition's stream time as metadata
+ * "sproc-t=<ms>"; an assignment reads it (c: the committed offsets), and
+ * the clocks go on from it once the partition's state is here
+ * (sp_run_partition_ready, which also starts the partition's wall-clock
+ * timers). */
+#define SP_RUN_TIME_TAG "sproc-t="
+void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c);
+void sp_run_partition_ready(runner *r, int32_t partition);
 int64_t sp_run_now_ms(void);
 int sp_run_rollback(runner *r, const char **msg);
 void sp_run_run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers);

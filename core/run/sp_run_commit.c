@@ -29,6 +29,41 @@ int sp_run_flush_state(runner *r) {
     return -1;
 }
 
+/* The stream time that goes with a partition's committed offset (read
+ * back by sp_run_resume_times). */
+static void add_time(runner *r, rd_kafka_topic_partition_t *elem) {
+    int64_t ms = sp_ctx_topic_time(r->ctx, sp_topic_id(r->ctx, elem->topic), elem->partition);
+    char buf[48];
+    int n = snprintf(buf, sizeof buf, SP_RUN_TIME_TAG "%" PRId64, ms);
+    if (ms < 0 || !(elem->metadata = malloc((size_t)n))) return;
+    memcpy(elem->metadata, buf, (size_t)n);
+    elem->metadata_size = (size_t)n;
+}
+
+void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c) {
+    size_t tl = strlen(SP_RUN_TIME_TAG);
+    for (int i = 0; i < c->cnt; i++) {
+        const rd_kafka_topic_partition_t *e = &c->elems[i];
+        sp_tp *tp = sp_offsets_tp(&r->offs, e->topic, e->partition);
+        char buf[48];
+        if (!tp || e->err || !e->metadata || e->metadata_size <= tl ||
+            e->metadata_size >= sizeof buf || memcmp(e->metadata, SP_RUN_TIME_TAG, tl) != 0)
+            continue;
+        memcpy(buf, e->metadata, e->metadata_size);
+        buf[e->metadata_size] = '\0';
+        tp->resume_ms = strtoll(buf + tl, NULL, 10);
+    }
+}
+
+void sp_run_partition_ready(runner *r, int32_t partition) {
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (tp->partition != partition || tp->resume_ms < 0) continue;
+        sp_ctx_resume_time(r->ctx, sp_topic_id(r->ctx, tp->topic), partition, tp->resume_ms);
+        tp->resume_ms = -1;
+    }
+    sp_ctx_partition_add(r->ctx, partition);
+}
+
 /* Exactly-once: the open transaction takes the positions of the processed
  * records and commits with the outputs and changelog writes in it. Any
  * failure is fatal: the state in memory may hold aborted changes, and a
@@ -39,9 +74,11 @@ void sp_run_commit_txn(runner *r) {
     rd_kafka_error_t *e = NULL;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
-        if (tp->assigned && tp->position > tp->committed)
-            rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
-                tp->position;
+        if (tp->assigned && tp->position > tp->committed) {
+            rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+            e->offset = tp->position;
+            add_time(r, e);
+        }
     if (l->cnt > 0) {
         rd_kafka_consumer_group_metadata_t *md =
             rd_kafka_consumer_group_metadata(r->cons);
@@ -97,8 +134,9 @@ void sp_run_commit(runner *r, int sync,
         if (only && !rd_kafka_topic_partition_list_find(only, tp->topic,
                                                           tp->partition))
             continue;
-        rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition)->offset =
-            tp->committable;
+        rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+        e->offset = tp->committable;
+        add_time(r, e);
     }
     if (l->cnt > 0) {
         rd_kafka_resp_err_t e = rd_kafka_commit(r->cons, l, !sync);

@@ -36,7 +36,7 @@ void sp_run_on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
             return;
         }
         for (int i = 0; i < n; i++) {
-            sp_ctx_partition_add(r->ctx, done[i]);
+            sp_run_partition_ready(r, done[i]);
             sp_run_resume_restored(r, done[i]);
         }
     }
@@ -139,43 +139,42 @@ int sp_run_setup_state(runner *r) {
 
 /* --- rebalances ---------------------------------------------------------- */
 
-void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
-    /* Where to start where the group has no offset yet: --start time. */
-    if (r->start_ms >= 0 || r->o->until_end) {
-        rd_kafka_topic_partition_list_t *c =
-            rd_kafka_topic_partition_list_copy(parts);
-        if (rd_kafka_committed(r->cons, c, 10000) == 0) {
-            rd_kafka_topic_partition_list_t *times =
-                rd_kafka_topic_partition_list_new(c->cnt);
-            for (int i = 0; i < c->cnt; i++) {
-                sp_tp *tp = sp_offsets_tp(&r->offs, c->elems[i].topic,
-                                          c->elems[i].partition);
-                int64_t at = c->elems[i].offset;
-                if (at >= 0 && tp && tp->end_offset >= 0 && at >= tp->end_offset)
-                    sp_run_mark_done(r, tp);
-                if (at < 0 && r->start_ms >= 0)
-                    rd_kafka_topic_partition_list_add(times, c->elems[i].topic,
-                                                      c->elems[i].partition)
-                        ->offset = r->start_ms;
-            }
-            if (times->cnt > 0 &&
-                rd_kafka_offsets_for_times(r->cons, times, 10000) == 0) {
-                for (int i = 0; i < times->cnt; i++) {
-                    rd_kafka_topic_partition_t *p =
-                        rd_kafka_topic_partition_list_find(
-                            parts, times->elems[i].topic,
-                            times->elems[i].partition);
-                    /* -1: no record at or after the time: start at the end */
-                    if (p)
-                        p->offset = times->elems[i].offset >= 0
-                                        ? times->elems[i].offset
-                                        : RD_KAFKA_OFFSET_END;
-                }
-            }
-            rd_kafka_topic_partition_list_destroy(times);
-        }
-        rd_kafka_topic_partition_list_destroy(c);
+/* Where to start where the group has no offset yet (c: the committed
+ * offsets): at the --start time; and which partitions a bounded run has
+ * done already. */
+static void start_positions(runner *r, rd_kafka_topic_partition_list_t *parts,
+                            const rd_kafka_topic_partition_list_t *c) {
+    rd_kafka_topic_partition_list_t *times = rd_kafka_topic_partition_list_new(c->cnt);
+    for (int i = 0; i < c->cnt; i++) {
+        sp_tp *tp = sp_offsets_tp(&r->offs, c->elems[i].topic, c->elems[i].partition);
+        int64_t at = c->elems[i].offset;
+        if (at >= 0 && tp && tp->end_offset >= 0 && at >= tp->end_offset) sp_run_mark_done(r, tp);
+        if (at < 0 && r->start_ms >= 0)
+            rd_kafka_topic_partition_list_add(times, c->elems[i].topic, c->elems[i].partition)
+                ->offset = r->start_ms;
     }
+    if (times->cnt > 0 && rd_kafka_offsets_for_times(r->cons, times, 10000) == 0) {
+        for (int i = 0; i < times->cnt; i++) {
+            rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+                parts, times->elems[i].topic, times->elems[i].partition);
+            /* -1: no record at or after the time: start at the end */
+            if (p)
+                p->offset = times->elems[i].offset >= 0 ? times->elems[i].offset
+                                                        : RD_KAFKA_OFFSET_END;
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(times);
+}
+
+void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
+    rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
+    if (rd_kafka_committed(r->cons, c, 10000) == 0) {
+        sp_run_resume_times(r, c);
+        if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
+    } else {
+        sp_warn("cannot read the committed offsets of the assigned partitions");
+    }
+    rd_kafka_topic_partition_list_destroy(c);
     for (int i = 0; i < parts->cnt; i++) {
         sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
                                   parts->elems[i].partition);
@@ -207,7 +206,7 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
     /* wall-clock timers fire for a partition once its state is here */
     for (int i = 0; i < parts->cnt; i++)
         if (!r->rs || !sp_restore_is_restoring(r->rs, parts->elems[i].partition))
-            sp_ctx_partition_add(r->ctx, parts->elems[i].partition);
+            sp_run_partition_ready(r, parts->elems[i].partition);
     r->assigned_once = 1;
     sp_info("assigned %d partitions", parts->cnt);
     sp_run_check_finished(r);

@@ -9,6 +9,7 @@ local core = require "sproc.core"
 local record = require "sproc.record"
 local json = require "sproc.json"
 local encode = require "sproc.encode"
+local store = require "sproc.store"
 local errors = require "sproc.errors"
 local lua_aggregates = require "sproc.lua_aggregates"
 
@@ -94,6 +95,26 @@ local function compile_results(n, env, c)
   end
 end
 
+-- A record's value as a repartition topic of a source that is not JSON
+-- holds it: a store value (its type in the first byte), the record's own
+-- bytes as a string when nothing replaced them.
+local function tagged_value(batch)
+  local T_STR = string.char(C.SP_VAL_STRING)
+  return function(r)
+    if not rawget(r, VSET) then
+      local rec = batch.recs[batch.cur]
+      if rec.val == nil then return nil, 0 end
+      local s = T_STR .. ffi_string(rec.val, rec.val_len)
+      return s, #s
+    end
+    local v = r.value
+    if v == nil then return nil, 0 end
+    local p, len = store.encode(v)
+    if not p then error(len, 0) end
+    return p, len
+  end
+end
+
 -- Re-keyed records reach their aggregation through a repartition topic
 -- keyed by the new key, so that each key has one partition (and one
 -- process) whatever partition it came from. The test driver, which has no
@@ -119,17 +140,22 @@ local function compile_repartition(n, env, c)
   if sink < 0 then error(cerr("repartition topic " .. topic), 0) end
   if C.sp_source_internal(ctx, topic, errp) < 0 then error(cerr("repartition topic " .. topic), 0) end
   local index = C.sp_source_count(ctx)   -- before the aggregation adds its own
-  local rsrc = { key = "string", value = src.value, kind = "topic", names = { topic } }
+  -- JSON stays JSON; other values go tagged with their Lua type, so that a
+  -- table a map made of a string comes out of the topic a table again
+  local tagged = src.value ~= "json"
+  local rsrc = { key = "string", value = tagged and "tagged" or "json", kind = "topic",
+                 names = { topic } }
   local saved, saved_task = env.serdes, env.task
   local task = C.sp_ctx_task(ctx, topic)
   env.serdes, env.task = rsrc, task
   local nxt = c.children(n, env)
   env.serdes, env.task = saved, saved_task
   env.by_source[index] = internal_entry(env, rsrc, task, nxt)
-  local enc_val = encode.encoder(src.value == "json" and "json" or "auto", batch, "value")
+  local enc_val = tagged and tagged_value(batch) or encode.encoder("json", batch, "value")
   return function(r)
     local k = key_string(r.key)
-    local vp, vl = value_bytes(r, enc_val, batch)
+    local vp, vl
+    if tagged then vp, vl = enc_val(r) else vp, vl = value_bytes(r, enc_val, batch) end
     -- the event time travels as the record's timestamp (Kafka's producer
     -- reads 0 as "now": epoch 0 goes as 1 ms, in the same windows unless a
     -- window is 1 ms long)

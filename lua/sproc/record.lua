@@ -8,6 +8,7 @@ local core = require "sproc.core"
 local cjson = require "cjson.safe"
 
 local C = core.C
+local store_decode = require("sproc.store").decode
 local ffi_string = ffi.string
 local tonumber, rawset, rawget = tonumber, rawset, rawget
 
@@ -105,7 +106,7 @@ end
 
 -- The fields of a record a view reads on first use, each from the record
 -- (rec) or from what the operators before set on the view (t).
-local function field_getters(ctx, batch, value_json, key_json)
+local function field_getters(ctx, batch, value_json, key_json, value_tagged)
   local hdr_name = ffi.new("const char *[1]")
   local hdr_val = ffi.new("const char *[1]")
   local hdr_len = ffi.new("size_t[1]")
@@ -133,6 +134,7 @@ local function field_getters(ctx, batch, value_json, key_json)
       end
       if value_json then return decoded(1, value_json) end
       if rec.val == nil then return nil end
+      if value_tagged then return store_decode(rec.val, rec.val_len) end
       return ffi_string(rec.val, rec.val_len)
     end,
     key = function(rec, t)
@@ -189,7 +191,8 @@ end
 function M.new_view(ctx, batch, src)
   local value_json = src.value == "json" and json_view(ctx, 1, batch)
   local key_json = src.key == "json" and json_view(ctx, 0, batch)
-  local getters = field_getters(ctx, batch, value_json, key_json)
+  -- "tagged": a repartition topic's values, typed as the store keeps them
+  local getters = field_getters(ctx, batch, value_json, key_json, src.value == "tagged")
 
   -- The view's table has these keys from the start and never gets other
   -- ones (a script's own fields go to `extra`), so that clearing and

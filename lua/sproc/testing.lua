@@ -103,13 +103,21 @@ local function part_list(parts)
 end
 
 --- Takes partitions away, as a rebalance does: their state is dropped
---- (it lives on in the changelog).
+--- (it lives on in the changelog) and their stream time goes with the
+--- committed offsets (kept here until assign).
 function Driver:revoke(parts)
-  for _, p in ipairs(part_list(parts)) do C.sp_ctx_drop_partition(self.ctx, p) end
+  self.committed_times = self.committed_times or {}
+  for _, p in ipairs(part_list(parts)) do
+    local times = {}
+    for t = 0, C.sp_topic_count(self.ctx) - 1 do times[t] = C.sp_ctx_topic_time(self.ctx, t, p) end
+    self.committed_times[p] = times
+    C.sp_ctx_drop_partition(self.ctx, p)
+  end
   return self
 end
 
---- Gives partitions back: their state is restored from the changelog.
+--- Gives partitions back: their state is restored from the changelog and
+--- their stream time from the committed offsets.
 function Driver:assign(parts)
   local want = {}
   for _, p in ipairs(part_list(parts)) do want[p] = true end
@@ -124,6 +132,11 @@ function Driver:assign(parts)
                                       o.val_len, o.ts, errp) ~= 0 then
         error("assign(): " .. ffi_string(errp[0]), 2)
       end
+    end
+  end
+  for p in pairs(want) do
+    for t, ms in pairs(self.committed_times and self.committed_times[p] or {}) do
+      C.sp_ctx_resume_time(self.ctx, t, p, ms)
     end
   end
   C.sp_store_end_batch(self.ctx, errp)

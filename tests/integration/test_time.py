@@ -4,6 +4,8 @@ expired entry leaves the store with a tombstone in its changelog."""
 import json
 import signal
 
+import pytest
+
 from conftest import FAST, wait_until, write_script
 
 
@@ -58,3 +60,34 @@ sproc.timer{{ every = 200, time = "wall" }}
     assert p.alive(), p.stderr()
     p.signal(signal.SIGTERM)
     assert p.wait(60) == 0, p.stderr()
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_stream_time_goes_on_after_a_restart(kafka, sproc, tmp_path, guarantee):
+    """Stream time goes with the committed offsets (as Kafka Streams
+    commits partition time): a restarted process goes on from it, so a
+    store's TTL counts from where the partition was, not from the first
+    record the new process reads."""
+    src = kafka.create("in", partitions=1)
+    dst = kafka.create("out", partitions=1)
+    app = kafka.topic("app")
+    script = write_script(tmp_path, "ttl.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "{guarantee}" }}
+local seen = sproc.store{{ name = "seen", ttl = 1000 }}
+sproc.source{{ topic = "{src}", value = "json", time = function(r) return r.value.t end }}
+  :map(function(r) return {{ t = r.value.t, n = assert(seen:incr(r.key, 1)) }} end)
+  :to{{ topic = "{dst}" }}
+""")
+    args = [script, "--brokers", kafka.bootstrap, "--app", app, "--until-end"] + FAST
+
+    def run(records):
+        kafka.produce("in", records, partition=0)
+        p = sproc(args)
+        assert p.wait(timeout=120) == 0, p.stderr()
+
+    run([(b"x", {"t": 5000})])   # stream time 5000, committed with the offset
+    run([(b"k", {"t": 4000})])   # k's entry is written at stream time 5000
+    run([(b"k", {"t": 5900})])   # 5900 - 5000 < ttl: k is still there
+    got = [json.loads(r["value"]) for r in kafka.read("out")]
+    assert [(r["t"], r["n"]) for r in got] == [(5000, 1), (4000, 1), (5900, 2)], got
