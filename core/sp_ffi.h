@@ -276,6 +276,17 @@ int sp_store_open(sp_ctx *ctx, const char *name, int kind, const char **err);
 int32_t sp_store_find(sp_ctx *ctx, const char *name);
 int sp_store_kind(sp_ctx *ctx, int store);
 /* 1 and the value (valid until the next change), or 0 when missing. */
+/* sp_store_get, with the entry's time (a table's: its record's). */
+int sp_store_get_ts(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                    size_t klen, const char **val, size_t *vlen, int64_t *ts);
+/* Makes store a table's: the latest value per key of topic, stored with
+ * the SP_VAL_* tag in front of the record's value. The topic is its
+ * changelog (no changelog topic of its own): a partition's state is read
+ * back from the topic up to the group's committed offset. global: every
+ * partition of the topic lives in the store's partition 0 on every
+ * process, read from the start when the process starts. */
+int sp_store_set_source(sp_ctx *ctx, int store, const char *topic, int tag, int global,
+                        const char **err);
 int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
                  size_t klen, const char **val, size_t *vlen);
 int sp_store_put(sp_ctx *ctx, int store, int32_t partition, const char *key,
@@ -355,6 +366,12 @@ int sp_source_set_task(sp_ctx *ctx, int32_t source, int32_t task, const char **e
 /* A topic of sproc's own that the pipeline reads back (a repartition
  * topic: the executable creates it and drains it in bounded runs). */
 int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err);
+/* A global table's topic: read whole by every process, outside the
+ * consumer group, to its end before processing starts. */
+int sp_source_set_global(sp_ctx *ctx, int32_t source, const char **err);
+/* Topics (comma-separated) joined by key: the executable stops at start
+ * when they do not have the same number of partitions. */
+int sp_source_copartition(sp_ctx *ctx, const char *topics, const char **err);
 /* 1 when Kafka sinks go to a real producer (the executable), 0 when they
  * stay in memory (the test driver). */
 int sp_ctx_kafka_backed(sp_ctx *ctx);

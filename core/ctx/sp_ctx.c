@@ -67,6 +67,10 @@ void sp_ctx_clear_sources(sp_ctx *ctx) {
         if (ctx->sources[i].re_ok == 1) regfree(&ctx->sources[i].re);
     }
     ctx->nsources = 0;
+    for (int32_t i = 0; i < ctx->ncopart; i++) free(ctx->copart[i]);
+    free(ctx->copart);
+    ctx->copart = NULL;
+    ctx->ncopart = 0;
     sp_ctx_forget_topic_tasks(ctx);
 }
 

@@ -77,6 +77,7 @@ typedef struct sp_source {
     int32_t topic; /* topic id records carry */
     int32_t task;  /* whose stream time its records move (sp_ctx_task) */
     int internal;  /* a topic of sproc's own (repartition) */
+    int global;    /* a global table's: every partition, outside the group */
     regex_t re;    /* patterns, compiled on first use */
     int re_ok;     /* 0 not compiled, 1 compiled, -1 invalid */
 } sp_source;
@@ -108,6 +109,8 @@ struct sp_ctx {
 
     sp_source *sources;
     int32_t nsources;
+    char **copart;   /* topics joined by key, comma-separated, per group */
+    int32_t ncopart;
 
     sp_sink **sinks;
     int32_t nsinks;

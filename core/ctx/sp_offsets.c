@@ -42,6 +42,7 @@ sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition) {
     tp->end_offset = -1;
     tp->position = -1;
     tp->resume_ms = -1;
+    tp->group_offset = -1;
     tp->next = o->tps;
     o->tps = tp;
     return tp;

@@ -51,6 +51,7 @@ struct sp_tp {
     sp_seg *batch_seg;   /* segment of the batch being built, if any */
     int64_t resume_ms;   /* stream time committed with the offset, until the
                           * partition's state is here; -1 none */
+    int64_t group_offset; /* the group's committed offset when assigned; -1 */
 };
 
 typedef struct sp_offsets {

@@ -81,6 +81,26 @@ int sp_source_internal(sp_ctx *ctx, const char *topic, const char **err) {
     return t;
 }
 
+int sp_source_set_global(sp_ctx *ctx, int32_t source, const char **err) {
+    if (source < 0 || source >= ctx->nsources || ctx->sources[source].kind != 0) {
+        *err = "a global table reads one topic";
+        return SP_EINVAL;
+    }
+    ctx->sources[source].global = 1;
+    return SP_OK;
+}
+
+int sp_source_copartition(sp_ctx *ctx, const char *topics, const char **err) {
+    char **c = realloc(ctx->copart, (size_t)(ctx->ncopart + 1) * sizeof *c);
+    if (c) ctx->copart = c;
+    if (!c || !(c[ctx->ncopart] = strdup(topics))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    ctx->ncopart++;
+    return SP_OK;
+}
+
 int sp_source_kafka(sp_ctx *ctx, const char *topic, int is_pattern,
                     const char **err) {
     if (!topic || !*topic) {

@@ -114,7 +114,8 @@ int sp_ctx_enable_changelogs(sp_ctx *ctx, const char *app_id, const char **err) 
 int sp_ctx_open_changelogs(sp_ctx *ctx, const char *app_id, const char **err) {
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
-        if (s->sink >= 0) continue;
+        /* a table's topic is its changelog */
+        if (s->sink >= 0 || s->source) continue;
         char topic[512];
         snprintf(topic, sizeof topic, "%s-%s-changelog", app_id, s->name);
         int rc = sp_sink_kafka(ctx, topic, err);

@@ -45,8 +45,26 @@ struct sp_restore {
      * of another topic with the same number must not start over */
     int32_t *present;
     int npresent, present_cap;
+    sp_restore_committed_fn committed;
+    void *committed_opaque;
+    sp_buf tagged; /* a table record's value as its store keeps it */
     rd_kafka_message_t *msgs[2048];
 };
+
+/* Store i's changelog: <app>-<store>-changelog, or a table's topic. */
+static char *changelog_of(sp_ctx *ctx, const char *app_id, int32_t i) {
+    sp_store *s = ctx->stores[i];
+    if (s->source) return strdup(s->source);
+    size_t n = strlen(app_id) + strlen(s->name) + 16;
+    char *t = malloc(n);
+    if (t) snprintf(t, n, "%s-%s-changelog", app_id, s->name);
+    return t;
+}
+
+void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn, void *opaque) {
+    rs->committed = fn;
+    rs->committed_opaque = opaque;
+}
 
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
                               const char *state_dir, rd_kafka_conf_t *conf,
@@ -92,11 +110,9 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
     rs->ntopics = ctx->nstores;
     rs->topics = calloc((size_t)ctx->nstores + 1, sizeof *rs->topics);
     if (!rs->topics) goto fail;
-    for (int32_t i = 0; i < ctx->nstores; i++) {
-        size_t n = strlen(app_id) + strlen(ctx->stores[i]->name) + 16;
-        if (!(rs->topics[i] = malloc(n))) goto fail;
-        snprintf(rs->topics[i], n, "%s-%s-changelog", app_id, ctx->stores[i]->name);
-    }
+    for (int32_t i = 0; i < ctx->nstores; i++)
+        if (!(rs->topics[i] = changelog_of(ctx, app_id, i))) goto fail;
+    sp_buf_init(&rs->tagged);
     return rs;
 fail:
     if (!errbuf[0]) snprintf(errbuf, errsize, "out of memory");
@@ -118,6 +134,7 @@ void sp_restore_destroy(sp_restore *rs) {
     free(rs->jobs);
     free(rs->present);
     free(rs->dir);
+    sp_buf_destroy(&rs->tagged);
     free(rs);
 }
 
@@ -127,9 +144,7 @@ int sp_restore_refresh(sp_restore *rs, const char *app_id) {
     if (!t) return -1;
     rs->topics = t;
     for (int32_t i = rs->ntopics; i < rs->ctx->nstores; i++) {
-        size_t n = strlen(app_id) + strlen(rs->ctx->stores[i]->name) + 16;
-        if (!(t[i] = malloc(n))) return -1;
-        snprintf(t[i], n, "%s-%s-changelog", app_id, rs->ctx->stores[i]->name);
+        if (!(t[i] = changelog_of(rs->ctx, app_id, i))) return -1;
         rs->ntopics = i + 1;
     }
     return 0;
@@ -168,7 +183,7 @@ static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
     sp_kv_part *p = sp_kv_part_of(s, partition, 1);
     int64_t at = -1;
     *keys = -1;
-    if (!rs->dir || !p || p->count > 0 || s->disk) return -1;
+    if (!rs->dir || !p || p->count > 0 || s->disk || s->source) return -1;
     int rc = sp_checkpoint_load(rs->dir, s, p, &at, keys);
     if (rc < 0) return -2;
     return rc == 1 ? at : -1;
@@ -219,7 +234,8 @@ static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, 
         sp_error("store %s: %s", s->name, err);
         return -1;
     }
-    int64_t off = sp_lmdb_offset(l, partition);
+    /* a table's LMDB holds no offset of its own: it starts over */
+    int64_t off = s->source ? -1 : sp_lmdb_offset(l, partition);
     keys = -1;
     int64_t from = -1;
     if (off >= 0 && off <= hi) {
@@ -319,11 +335,20 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
         int64_t lo, hi;
+        if (s->global) continue; /* read whole at start-up */
         rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
+        }
+        if (s->source) {
+            /* a table's topic: what the group processed is its state; the
+             * consumer goes on from there */
+            int64_t c = rs->committed ? rs->committed(rs->committed_opaque, s->source, partition)
+                                      : -1;
+            hi = c > hi ? hi : c;
+            if (hi < lo) hi = lo;
         }
         int rc = s->disk ? start_disk(rs, i, partition, lo, hi)
                          : start_memory(rs, i, partition, lo, hi);
@@ -340,7 +365,8 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
         sp_kv_part *p = sp_kv_part_of(s, partition, 0);
         const char *err;
         /* only a state the changelog is known to hold up to an offset */
-        if (!p || p->changelog_end < 0 || sp_restore_is_restoring(rs, partition)) continue;
+        if (!p || p->changelog_end < 0 || s->source || sp_restore_is_restoring(rs, partition))
+            continue;
         if (s->disk) {
             sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
             if (!l || sp_lmdb_set_offset(l, partition, p->changelog_end, &err) != 0 ||
@@ -404,8 +430,21 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                 sp_store *s = rs->ctx->stores[j->store];
                 sp_kv_part *p = sp_kv_part_of(s, j->partition, 1);
                 int64_t ts = rd_kafka_message_timestamp(m, NULL);
-                if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key, m->key_len,
-                                             m->payload, m->len, ts, err) != 0) {
+                const char *val = m->payload;
+                size_t vlen = m->len;
+                if (s->source && val) {
+                    sp_buf_reset(&rs->tagged);
+                    char tag = (char)s->source_tag;
+                    if (sp_buf_append(&rs->tagged, &tag, 1) != 0 ||
+                        sp_buf_append(&rs->tagged, val, vlen) != 0)
+                        p = NULL;
+                    val = rs->tagged.data;
+                    vlen = rs->tagged.len;
+                }
+                if (s->source && !m->key) {
+                    /* a table skips records without a key */
+                } else if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key,
+                                                        m->key_len, val, vlen, ts, err) != 0) {
                     if (!p) *err = "out of memory";
                     rc = -1;
                 } else {
@@ -456,5 +495,12 @@ void sp_restore_drop(sp_restore *rs, int32_t partition) {
 
 /* The changelog topics: compacted, one partition per input partition. */
 int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
-    return sp_topics_ensure(rs->rk, rs->topics, rs->ntopics, partitions, 1, 1, "changelog");
+    char **own = calloc((size_t)rs->ntopics + 1, sizeof *own);
+    int n = 0;
+    if (!own) return -1;
+    for (int32_t i = 0; i < rs->ntopics; i++)
+        if (!rs->ctx->stores[i]->source) own[n++] = rs->topics[i];
+    int rc = n ? sp_topics_ensure(rs->rk, own, n, partitions, 1, 1, "changelog") : 0;
+    free(own);
+    return rc;
 }

@@ -27,8 +27,12 @@ int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions);
  * 0, or -1 when out of memory. */
 int sp_restore_refresh(sp_restore *rs, const char *app_id);
 
-/* The changelog topic of store i of the context. */
+/* The changelog topic of store i of the context (a table's: its topic). */
 const char *sp_restore_topic(sp_restore *rs, int32_t store);
+/* Where a table's partition is restored to: the group's committed offset
+ * of its topic (-1: none, nothing to restore); the runner answers. */
+typedef int64_t (*sp_restore_committed_fn)(void *opaque, const char *topic, int32_t partition);
+void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn, void *opaque);
 
 /* Starts restoring every store's partition (a no-op for a partition being
  * restored or already here). Returns 1 when restoring started, 0 when

@@ -5,6 +5,33 @@ volatile sig_atomic_t sp_run_got_signal;
 
 /* --- start-up checks ----------------------------------------------------- */
 
+/* Topics joined by key must have as many partitions as each other: a
+ * key's records are then in partitions of one number. */
+static int check_copartitioned(runner *r, const rd_kafka_metadata_t *md) {
+    for (int32_t g = 0; g < r->ctx->ncopart; g++) {
+        char list[2048] = "", *save = NULL;
+        char *names = strdup(r->ctx->copart[g]);
+        int first = -1, differ = 0;
+        for (char *t = names ? strtok_r(names, ",", &save) : NULL; t; t = strtok_r(NULL, ",", &save)) {
+            for (int i = 0; i < md->topic_cnt; i++) {
+                if (strcmp(md->topics[i].topic, t) != 0 || md->topics[i].err) continue;
+                int n = md->topics[i].partition_cnt;
+                if (first < 0) first = n;
+                differ |= n != first;
+                size_t at = strlen(list);
+                snprintf(list + at, sizeof list - at, "%s%s (%d partitions)", at ? ", " : "", t, n);
+            }
+        }
+        free(names);
+        if (differ) {
+            sp_error("topics joined by key must have the same number of partitions "
+                     "(co-partitioned): %s", list);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* Waits until a broker answers, then checks the source topics and, for a
  * bounded run, notes where each partition ends now. */
 int sp_run_wait_for_kafka(runner *r) {
@@ -37,6 +64,7 @@ int sp_run_wait_for_kafka(runner *r) {
                             : sp_source_matches(r->ctx, i, sp_topic_id(r->ctx, mt->topic));
             if (!match || mt->err) continue;
             found = 1;
+            if (s->global) continue; /* read whole, outside the group */
             if (mt->partition_cnt > r->src_partitions)
                 r->src_partitions = mt->partition_cnt;
             if (!r->o->until_end) continue;
@@ -65,6 +93,7 @@ int sp_run_wait_for_kafka(runner *r) {
             rc = -1;
         }
     }
+    if (rc == 0) rc = check_copartitioned(r, md);
     rd_kafka_metadata_destroy(md);
     return rc;
 }
@@ -125,6 +154,7 @@ char *sp_run_default_app_id(const char *script) {
 }
 
 void sp_run_shutdown_clients(runner *r) {
+    sp_run_stop_global(r);
     /* queues are references into their clients: release them first */
     sp_prefetch_destroy(r->pf);
     r->pf = NULL;
@@ -206,7 +236,7 @@ static rd_kafka_topic_partition_list_t *subscriptions(runner *r) {
         int dup = 0;
         for (int32_t j = 0; j < i; j++)
             dup |= r->ctx->sources[j].kind == s->kind && strcmp(r->ctx->sources[j].name, s->name) == 0;
-        if (s->kind >= 2 || dup) continue;
+        if (s->kind >= 2 || s->global || dup) continue;
         if (s->kind == 1) {
             char pat[1024];
             snprintf(pat, sizeof pat, "^(%s)$", s->name);
@@ -232,6 +262,7 @@ static int start_consuming(runner *r) {
         sp_info("exactly-once: outputs, changelogs and offsets commit in transactions");
     }
     if (r->ctx->nstores > 0 && sp_run_setup_state(r) != 0) return -1;
+    if (sp_run_start_global(r) != 0) return -1;
     if (sp_run_make_consumer(r) != 0) return -1;
     rd_kafka_topic_partition_list_t *subs = subscriptions(r);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(r->cons, subs);

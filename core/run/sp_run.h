@@ -68,6 +68,8 @@ typedef struct runner {
 
     rd_kafka_t *prod, *cons, *mock_rk;
     rd_kafka_t *refetch; /* reads an input again for a dead letter; lazily */
+    rd_kafka_t *gcons;   /* global tables' consumer (sp_run_global.c) */
+    rd_kafka_queue_t *gq;
     rd_kafka_mock_cluster_t *mock;
     rd_kafka_queue_t *cq, *pq;
     sp_prefetch *pf;
@@ -182,6 +184,11 @@ void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque);
 int32_t sp_run_topic_id_of(runner *r, const rd_kafka_topic_t *rkt);
 void sp_run_fatal(runner *r, const char *msg);
+/* Global tables (sp_run_global.c): read to their end at start (0, or -1
+ * after logging why), followed between batches, closed at the end. */
+int sp_run_start_global(runner *r);
+void sp_run_poll_global(runner *r);
+void sp_run_stop_global(runner *r);
 /* Committed offsets carry the partition's stream time as metadata
  * "sproc-t=<ms>"; an assignment reads it (c: the committed offsets), and
  * the clocks go on from it once the partition's state is here
@@ -189,6 +196,9 @@ void sp_run_fatal(runner *r, const char *msg);
  * timers). */
 #define SP_RUN_TIME_TAG "sproc-t="
 void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c);
+/* The group's committed offset of a topic partition when it was assigned
+ * (-1: none): where a table's state is restored to (sp_restore). */
+int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition);
 void sp_run_partition_ready(runner *r, int32_t partition);
 int64_t sp_run_now_ms(void);
 int sp_run_rollback(runner *r, const char **msg);

@@ -165,6 +165,7 @@ static int add_record(runner *r, building *b, rd_kafka_message_t *m) {
 
 void sp_run_consume_some(runner *r) {
     if (r->stopping) return;
+    sp_run_poll_global(r);
     int n = (int)rd_kafka_consume_batch_queue(r->cq, 0, r->msgs, r->max_batch);
     if (n < 0) {
         sp_error("consume failed: %s", rd_kafka_err2str(rd_kafka_last_error()));
@@ -283,6 +284,7 @@ void sp_run_on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)revents;
     runner *r = w->data;
     const char *err;
+    sp_run_poll_global(r);
     if (!r->stopping && sp_ctx_wall_timer_min(r->ctx) > 0) {
         sp_batch_reset(r->ctx);
         sp_run_run_batch_timed(r, NULL, 0, 1);

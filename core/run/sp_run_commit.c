@@ -46,6 +46,7 @@ void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c) {
         const rd_kafka_topic_partition_t *e = &c->elems[i];
         sp_tp *tp = sp_offsets_tp(&r->offs, e->topic, e->partition);
         char buf[48];
+        if (tp) tp->group_offset = e->err || e->offset < 0 ? -1 : e->offset;
         if (!tp || e->err || !e->metadata || e->metadata_size <= tl ||
             e->metadata_size >= sizeof buf || memcmp(e->metadata, SP_RUN_TIME_TAG, tl) != 0)
             continue;
@@ -53,6 +54,13 @@ void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c) {
         buf[e->metadata_size] = '\0';
         tp->resume_ms = strtoll(buf + tl, NULL, 10);
     }
+}
+
+int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition) {
+    runner *r = opaque;
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->partition == partition && strcmp(tp->topic, topic) == 0) return tp->group_offset;
+    return -1;
 }
 
 void sp_run_partition_ready(runner *r, int32_t partition) {

@@ -126,6 +126,7 @@ int sp_run_setup_state(runner *r) {
         sp_error("cannot create the restore consumer: %s", r->errstr);
         return -1;
     }
+    sp_restore_set_committed(r->rs, sp_run_group_offset, r);
     /* the dev cluster makes topics as sinks open them */
     if (!r->mock && sp_restore_ensure_topics(r->rs, r->src_partitions) != 0) return -1;
     if (sp_ctx_open_changelogs(r->ctx, app, &err) != SP_OK) {
@@ -166,11 +167,23 @@ static void start_positions(runner *r, rd_kafka_topic_partition_list_t *parts,
     rd_kafka_topic_partition_list_destroy(times);
 }
 
+/* A table's topic: read whole, from its start, wherever --start says
+ * streams start. */
+static int is_table_topic(runner *r, const char *topic) {
+    for (int32_t i = 0; i < r->ctx->nstores; i++)
+        if (r->ctx->stores[i]->source && strcmp(r->ctx->stores[i]->source, topic) == 0) return 1;
+    return 0;
+}
+
 void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     if (rd_kafka_committed(r->cons, c, 10000) == 0) {
         sp_run_resume_times(r, c);
         if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
+        for (int i = 0; i < c->cnt; i++)
+            if (c->elems[i].offset < 0 && is_table_topic(r, c->elems[i].topic))
+                rd_kafka_topic_partition_list_find(parts, c->elems[i].topic, c->elems[i].partition)
+                    ->offset = RD_KAFKA_OFFSET_BEGINNING;
     } else {
         sp_warn("cannot read the committed offsets of the assigned partitions");
     }

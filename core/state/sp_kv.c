@@ -57,6 +57,7 @@ void sp_kv_destroy(sp_store *s) {
     if (s->budget_used) *s->budget_used -= s->bytes;
     free(s->parts);
     free(s->name);
+    free(s->source);
     memset(s, 0, sizeof *s);
 }
 

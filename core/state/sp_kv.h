@@ -71,6 +71,11 @@ typedef struct sp_store {
                            * last write; 0: forever */
     uint64_t tasks;       /* tasks whose records wrote it: its TTL runs on
                            * their stream time (0: none yet) */
+    char *source;         /* a table's: the topic it holds the latest value
+                           * per key of, which is its changelog; NULL none */
+    int source_tag;       /* the SP_VAL_* its values are stored with */
+    int global;           /* every partition of source in partition 0, on
+                           * every process: never dropped nor restored */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */

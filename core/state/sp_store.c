@@ -157,7 +157,7 @@ static sp_kv_part *part_for(sp_ctx *ctx, sp_store *s, int32_t partition,
     sp_rec *r = NULL;
     if (ctx->batch.cur >= 0 && ctx->batch.cur < ctx->batch.n)
         r = &ctx->batch.recs[ctx->batch.cur];
-    partition = which_partition(ctx, partition, err);
+    partition = s->global ? 0 : which_partition(ctx, partition, err);
     if (partition < 0) return NULL;
     sp_kv_part *p = sp_kv_part_of(s, partition, create);
     if (!p) {
@@ -219,12 +219,13 @@ static sp_lmdb *disk(sp_ctx *ctx, sp_store *s, const char **err) {
 /* Entry of key, across backends: 1 and the value, 0 missing or expired,
  * negative on error. */
 static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
-                  size_t klen, const char **val, size_t *vlen, const char **err) {
+                  size_t klen, const char **val, size_t *vlen, int64_t *tsp, const char **err) {
     int64_t ts;
+    if (!tsp) tsp = &ts;
     if (s->disk) {
         sp_lmdb *l = disk(ctx, s, err);
         if (!l) return SP_EIO;
-        int rc = sp_lmdb_get(l, part, key, klen, val, vlen, &ts, err);
+        int rc = sp_lmdb_get(l, part, key, klen, val, vlen, tsp, err);
         if (rc < 0) return SP_EIO;
         if (rc == 0) return 0;
     } else {
@@ -233,9 +234,9 @@ static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
         if (!n) return 0;
         *val = n->val;
         *vlen = n->vlen;
-        ts = n->ts;
+        *tsp = n->ts;
     }
-    return s->ttl > 0 && ts <= store_now(ctx, s, part) - s->ttl ? 0 : 1;
+    return s->ttl > 0 && *tsp <= store_now(ctx, s, part) - s->ttl ? 0 : 1;
 }
 
 /* A disk store's changes are listed in the partition's tree until the
@@ -272,14 +273,43 @@ static int check_args(sp_store *s, const char *key, const char **err) {
 
 int sp_store_get(sp_ctx *ctx, int store, int32_t partition, const char *key,
                  size_t klen, const char **val, size_t *vlen) {
+    return sp_store_get_ts(ctx, store, partition, key, klen, val, vlen, NULL);
+}
+
+int sp_store_get_ts(sp_ctx *ctx, int store, int32_t partition, const char *key,
+                    size_t klen, const char **val, size_t *vlen, int64_t *ts) {
     const char *err;
     sp_store *s = get_store(ctx, store);
     if (!s || !key) return SP_EINVAL;
-    int32_t part = which_partition(ctx, partition, &err);
+    int32_t part = s->global ? 0 : which_partition(ctx, partition, &err);
     if (part < 0) return 0;
-    int rc = lookup(ctx, s, part, key, klen, val, vlen, &err);
+    int rc = lookup(ctx, s, part, key, klen, val, vlen, ts, &err);
     if (rc < 0) sp_warn("store %s: %s", s->name, err);
     return rc > 0 ? 1 : 0;
+}
+
+int sp_store_set_source(sp_ctx *ctx, int store, const char *topic, int tag, int global,
+                        const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s || !topic) {
+        *err = s ? "a table needs a topic" : "no such store";
+        return SP_EINVAL;
+    }
+    if (s->source && (strcmp(s->source, topic) != 0 || s->global != global)) {
+        *err = "the store holds another table's state";
+        return SP_EINVAL;
+    }
+    if (s->sink >= 0 && !s->source) {
+        *err = "the store has a changelog of its own already";
+        return SP_EINVAL;
+    }
+    if (!s->source && !(s->source = strdup(topic))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    s->source_tag = tag;
+    s->global = global != 0;
+    return SP_OK;
 }
 
 int sp_store_put_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
@@ -347,7 +377,7 @@ int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
     double v = 0;
     const char *cur;
     size_t curlen;
-    int rc = lookup(ctx, s, p->partition, key, klen, &cur, &curlen, err);
+    int rc = lookup(ctx, s, p->partition, key, klen, &cur, &curlen, NULL, err);
     if (rc < 0) return rc;
     if (rc > 0) {
         if (curlen != 1 + sizeof v || cur[0] != SP_VAL_NUMBER) {
@@ -371,7 +401,7 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
     const char *err;
     sp_store *s = get_store(ctx, store);
     if (!s) return SP_EINVAL;
-    int32_t part = which_partition(ctx, partition, &err);
+    int32_t part = s->global ? 0 : which_partition(ctx, partition, &err);
     if (part < 0) return 0;
     int64_t now = store_now(ctx, s, part), ts;
     for (;;) {
@@ -512,6 +542,7 @@ void sp_store_drop_partition(sp_ctx *ctx, int32_t partition) {
     const char *err;
     for (int32_t i = 0; i < ctx->nstores; i++) {
         sp_store *s = ctx->stores[i];
+        if (s->global) continue;
         if (s->disk && disk(ctx, s, &err)) sp_lmdb_drop(s->lmdb, partition, &err);
         sp_kv_drop_part(s, partition);
     }

@@ -17,7 +17,7 @@ local M = {}
 
 -- operator kind -> compiler
 local compilers = {}
-for _, mod in ipairs { "sproc.ops", "sproc.sinks", "sproc.aggregate" } do
+for _, mod in ipairs { "sproc.ops", "sproc.sinks", "sproc.aggregate", "sproc.joins" } do
   for kind, f in pairs(require(mod).compilers) do
     assert(not compilers[kind], kind)
     compilers[kind] = f
@@ -70,12 +70,58 @@ function c.children(n, env)
   end
 end
 
+-- The source a node's records come from (a join's: its left side's).
+local function root(n)
+  while n.parent or n.left do n = n.parent or n.left.parent end
+  return n.source
+end
+
+-- Sources joined by key make one task (as Kafka Streams makes one
+-- sub-topology of them): one stream time, one partition's worth of each.
+-- Returns the task name of each source, and the groups of topics that
+-- must have as many partitions as each other.
+local function task_names(topo)
+  local up = {}
+  local function find(s)
+    while up[s] and up[s] ~= s do s = up[s] end
+    return s
+  end
+  local function union(a, b)
+    a, b = find(a), find(b)
+    if a ~= b then up[a] = b end
+  end
+  for _, n in ipairs(topo.nodes) do
+    if n.kind == "join_table" and not n.table.global then
+      union(root(n), root(n.table))
+    elseif n.kind == "stream_join" or n.kind == "table_join" then
+      union(root(n.left.parent), root(n.right.parent))
+    end
+  end
+  local groups = {}
+  for _, src in ipairs(topo.sources) do
+    local g = find(src)
+    groups[g] = groups[g] or {}
+    for _, name in ipairs(src.names) do groups[g][#groups[g] + 1] = name end
+  end
+  local names, copart = {}, {}
+  for _, src in ipairs(topo.sources) do
+    local g = groups[find(src)]
+    table.sort(g)
+    names[src] = table.concat(g, ",")
+    if #g > 1 and not copart[g] and src.kind ~= "file" then
+      copart[g] = true
+      copart[#copart + 1] = g
+    end
+  end
+  return names, copart
+end
+
 -- A source's entry: resets the view, checks the input, sets event time,
 -- then runs the operators.
 local function compile_source(src, env)
   local batch = env.batch
   -- the task whose stream time the source's records move
-  local task = C.sp_ctx_task(env.ctx, table.concat(src.names, ","))
+  local task = C.sp_ctx_task(env.ctx, env.task_names[src])
   if task < 0 then error("sproc.source: too many sources (63 at most)", 0) end
   src.task, env.task = task, task
   if src.schema then
@@ -119,7 +165,9 @@ local function add_source(ctx, src, name)
     id = C.sp_source_kafka(ctx, name, src.kind == "pattern" and 1 or 0, errp)
   end
   if id < 0 then error(cerr("sproc.source"), 0) end
-  if C.sp_source_set_task(ctx, C.sp_source_count(ctx) - 1, src.task, errp) ~= 0 then
+  local index = C.sp_source_count(ctx) - 1
+  if C.sp_source_set_task(ctx, index, src.task, errp) ~= 0 or
+     (src.kind == "global_table" and C.sp_source_set_global(ctx, index, errp) ~= 0) then
     error(cerr("sproc.source"), 0)
   end
 end
@@ -148,6 +196,8 @@ function M.compile(ctx, opts)
     guarantee = app.processing_guarantee or "at_least_once",
     by_source = {}, chains = {}, stores = {},
   }
+  for _, h in ipairs(topo.stores) do env.stores[#env.stores + 1] = store.bind(h, ctx) end
+  env.task_names, env.copartitioned = task_names(topo)
   for i, src in ipairs(topo.sources) do
     local entry = compile_source(src, env)
     for _, name in ipairs(src.names) do
@@ -157,7 +207,9 @@ function M.compile(ctx, opts)
     end
     src.index = i
   end
-  for _, h in ipairs(topo.stores) do env.stores[#env.stores + 1] = store.bind(h, ctx) end
+  for _, g in ipairs(env.copartitioned) do
+    if C.sp_source_copartition(ctx, table.concat(g, ","), errp) ~= 0 then error(cerr("join"), 0) end
+  end
   return env
 end
 

@@ -202,4 +202,8 @@ local window = require "sproc.window"
 M.window = window.window
 M.agg = window.agg
 
+local tables = require "sproc.tables"
+M.table = tables.table
+M.global_table = tables.global_table
+
 return M

@@ -14,7 +14,9 @@ local topo
 
 function M._set_topology(t) topo = t end
 
-local function node(parent, kind, props)
+-- A node of the topology under parent (nil: a source's or a join's),
+-- with methods mt (Stream by default).
+local function node(parent, kind, props, mt)
   local n = props or {}
   n.kind, n.children, n.parent = kind, {}, parent
   n.source = parent and parent.source or n.source
@@ -26,8 +28,10 @@ local function node(parent, kind, props)
     end
     parent.children[#parent.children + 1] = n
   end
-  return setmetatable(n, Stream)
+  return setmetatable(n, mt or Stream)
 end
+M.node = node
+function M.topology() return topo end
 
 function M.new_source(src)
   topo.nodes = topo.nodes or {}

@@ -56,7 +56,8 @@ class Kafka:
         self.admin.delete_topics([t])[t].result(30)
 
     def produce(self, name, records, partition=None):
-        """records: iterable of (key, value[, headers]); values may be dicts."""
+        """records: iterable of (key, value[, headers[, timestamp ms]]); values may
+        be dicts."""
         p = Producer({"bootstrap.servers": self.bootstrap, "linger.ms": 20,
                       "partitioner": "murmur2_random", "enable.idempotence": True})
         t = self.topic(name)
@@ -67,6 +68,8 @@ class Kafka:
             if isinstance(value, (dict, list)):
                 value = json.dumps(value, separators=(",", ":"))
             kw = {"headers": headers} if headers else {}
+            if len(rec) > 3 and rec[3] is not None:
+                kw["timestamp"] = rec[3]
             if partition is not None:
                 kw["partition"] = partition
             while True:

@@ -1,0 +1,241 @@
+-- Windowed stream-stream joins, after Kafka Streams' KStreamKStreamJoin
+-- (3.x, with its fix of spurious left/outer results). Each side keeps its
+-- records in a store of its own for before + after + grace; a record
+-- joins the other side's records of its key from ts - before to ts +
+-- after (for the right side: ts - after to ts + before). A left (outer)
+-- join's record that found no partner waits in the join's "outer" store
+-- until its window has closed in the join's stream time, and goes out
+-- with nil for the other side then, unless a partner came first. The
+-- join's stream time (the latest record time either side brought) and
+-- each side's latest record time live in the stores too, so a restore
+-- brings them back.
+local ffi = require "ffi"
+local core = require "sproc.core"
+local store = require "sproc.store"
+local encode = require "sproc.encode"
+local errors = require "sproc.errors"
+local joins = require "sproc.joins"
+local KSET = require("sproc.record").KSET
+
+local C = core.C
+local ffi_string = ffi.string
+local errp, cerr = errors.errp, errors.cerr
+local key_string = encode.key_string
+local tonumber, error, char, byte = tonumber, error, string.char, string.byte
+local rawget, rawset = rawget, rawset
+local wkey, decode, encode_value = store.wkey, store.decode, store.encode
+local with_value = joins.with_value
+
+local M = {}
+
+-- Keys of the stores' own entries: longer than 2 bytes, shorter than any
+-- record's (a window key is at least 10), after every time.
+local OBSERVED, TIME, SEQ = "\255\255\255o", "\255\255\255t", "\255\255\255s"
+
+local function be8(t)
+  local b = {}
+  for i = 8, 1, -1 do b[i] = t % 256; t = (t - b[i]) / 256 end
+  return char(b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8])
+end
+
+local function be4(n)
+  return char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+              math.floor(n / 256) % 256, n % 256)
+end
+
+local function unbe(s, i, n)
+  local v = 0
+  for k = i, i + n - 1 do v = v * 256 + byte(s, k) end
+  return v
+end
+
+-- A join's stores: left, right and outer (the last for left and outer
+-- joins), bound once for both sides.
+local function stores(j, env)
+  env.join_stores = env.join_stores or {}
+  local s = env.join_stores[j]
+  if s then return s end
+  local ctx = env.ctx
+  local w = j.window
+  local retention = w.before + w.after + w.grace
+  s = { retention = retention }
+  for _, part in ipairs { "left", "right", "outer" } do
+    local name = j.name .. "." .. part
+    local id = C.sp_store_open(ctx, name, C.SP_STORE_KV, errp)
+    if id < 0 or (j.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0) then
+      error(cerr("join " .. j.name), 0)
+    end
+    -- what the join can no longer see goes after a while (a key never
+    -- seen again leaves nothing behind)
+    if part ~= "outer" and C.sp_store_set_ttl(ctx, id, math.max(2 * retention, retention + 3600000),
+                                              errp) ~= 0 then
+      error(cerr("join " .. j.name), 0)
+    end
+    s[part] = id
+  end
+  env.join_stores[j] = s
+  return s
+end
+
+-- One partition's view of a store: get/put/delete and a scan, on the
+-- partition of the record being processed.
+local function access(ctx, id)
+  local valp, vlenp = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+  local keyp, klenp = ffi.new("const char *[1]"), ffi.new("size_t[1]")
+  local a = {}
+  function a.get(k)
+    if C.sp_store_get(ctx, id, -1, k, #k, valp, vlenp) == 0 then return nil end
+    return decode(valp[0], tonumber(vlenp[0]))
+  end
+  function a.put(k, v, ts)
+    local p, len = encode_value(v)
+    if not p then error("join: " .. len, 0) end
+    if C.sp_store_put_at(ctx, id, -1, k, #k, p, len, ts or -1, errp) ~= 0 then error(cerr("join"), 0) end
+  end
+  function a.delete(k)
+    if C.sp_store_delete(ctx, id, -1, k, #k, errp) ~= 0 then error(cerr("join"), 0) end
+  end
+  -- calls f(key, value) for keys from `from` on while f returns true
+  function a.scan(from, f)
+    local cur, strict = from, 0
+    while C.sp_store_next(ctx, id, -1, cur, #cur, strict, keyp, klenp, valp, vlenp) == 1 do
+      local k = ffi_string(keyp[0], klenp[0])
+      if not f(k, valp[0], tonumber(vlenp[0])) then return end
+      cur, strict = k, 1
+    end
+  end
+  return a
+end
+
+-- The next sequence number of a store partition (duplicates of one key
+-- and time keep their order).
+local function next_seq(a)
+  local n = (a.get(SEQ) or 0) + 1
+  a.put(SEQ, n)
+  return n
+end
+
+-- An outer-store key: time, side, key, sequence: scanned in time order.
+local function outer_key(ts, side, k, seq)
+  return be8(ts) .. (side == "left" and "\0" or "\1") .. char(math.floor(#k / 256), #k % 256) .. k ..
+         (seq and be4(seq) or "")
+end
+
+function M.side(n, env, c)
+  local j, side = n.join, n.side
+  local ctx, stats = env.ctx, env.stats
+  local nxt = joins.downstream(j, env, c)
+  local s = stores(j, env)
+  local this = access(ctx, s[side])
+  local other = access(ctx, s[side == "left" and "right" or "left"])
+  local outer = access(ctx, s.outer)
+  local w, fn, how = j.window, j.fn, j.how
+  local is_left = side == "left"
+  -- this side looks from ts - before to ts + after (the right side the
+  -- other way round)
+  local before, after = w.before, w.after
+  if not is_left then before, after = w.after, w.before end
+  local this_outer = how == "outer" or (how == "left" and is_left)
+  local uses_outer = how ~= "inner"
+  local retention = s.retention
+  local function join(v, ov, key)
+    if is_left then return fn(v, ov, key) end
+    return fn(ov, v, key)
+  end
+
+  -- Records waiting in the outer store whose window closed: out with nil
+  -- for the other side, in time order.
+  local function emit_closed(r, now)
+    local done = {}
+    local open = { [0] = false, [1] = false }
+    outer.scan("", function(k, vp, vl)
+      if #k < 11 or byte(k, 1) == 255 then return false end
+      local ts, sd = unbe(k, 1, 8), byte(k, 9)
+      if open[0] and open[1] then return false end
+      -- a left record's window ends after ts + after, a right one's after ts + before
+      local reach = sd == 0 and w.after or w.before
+      if ts + reach + w.grace >= now then
+        open[sd] = true
+        return true
+      end
+      if not open[sd] then
+        local klen = unbe(k, 10, 2)
+        local key = k:sub(12, 11 + klen)
+        local val = decode(vp, vl)
+        local out = sd == 0 and fn(val, nil, key) or fn(nil, val, key)
+        done[#done + 1] = k
+        local oldkey, oldset = rawget(r, "key"), rawget(r, KSET)
+        rawset(r, "key", key); r[KSET] = true
+        with_value(nxt, r, out, ts)
+        rawset(r, "key", oldkey); r[KSET] = oldset
+      end
+      return true
+    end)
+    for i = 1, #done do outer.delete(done[i]) end
+  end
+
+  return function(r)
+    local ts = r.ts
+    local now = outer.get(TIME) or -1
+    if ts > now then
+      now = ts
+      outer.put(TIME, now)
+    end
+    local v, key = r.value, r.key
+    if this_outer and key == nil and v ~= nil then
+      return with_value(nxt, r, join(v, nil, key))
+    end
+    if key == nil or v == nil then
+      stats.filtered = stats.filtered + 1
+      return
+    end
+    local k = key_string(key)
+    if uses_outer and ts == now then emit_closed(r, now) end
+    -- the other side's records of the key within the window, and still
+    -- within its store's retention
+    local lo = math.max(0, ts - before)
+    local hi = math.max(0, ts + after)
+    local oobs = other.get(OBSERVED)
+    if oobs and oobs - retention + 1 > lo then lo = oobs - retention + 1 end
+    local found = false
+    if hi >= lo then
+      local prefix = wkey(k, 0):sub(1, -9)
+      other.scan(wkey(k, lo), function(ok, vp, vl)
+        if #ok ~= #prefix + 12 or ok:sub(1, #prefix) ~= prefix then return false end
+        local ots = unbe(ok, #prefix + 1, 8)
+        if ots > hi then return false end
+        found = true
+        if uses_outer then
+          -- the partner is no longer waiting for one
+          local ob = outer_key(ots, is_left and "right" or "left", k)
+          local gone = {}
+          outer.scan(ob, function(ck)
+            if ck:sub(1, #ob) ~= ob then return false end
+            gone[#gone + 1] = ck
+            return true
+          end)
+          for i = 1, #gone do outer.delete(gone[i]) end
+        end
+        with_value(nxt, r, join(v, decode(vp, vl), key), math.max(ts, ots))
+        return true
+      end)
+    end
+    if not found and this_outer then
+      if not uses_outer or hi < now then
+        with_value(nxt, r, join(v, nil, key))
+      else
+        outer.put(outer_key(ts, side, k, next_seq(outer)), v)
+      end
+    end
+    -- then this record joins this side's store, unless the store's
+    -- retention is past it
+    local obs = this.get(OBSERVED) or -1
+    if ts > obs then
+      obs = ts
+      this.put(OBSERVED, obs)
+    end
+    if ts > obs - retention then this.put(wkey(k, ts) .. be4(next_seq(this)), v, ts) end
+  end
+end
+
+return M

@@ -1,0 +1,111 @@
+"""Tables and joins against the real broker: a table's state is restored
+from its own topic up to the group's committed offset, a global table is
+read whole before anything else, co-partitioning is checked at start, and
+a stream-stream join runs bounded."""
+import json
+
+from conftest import FAST, write_script
+
+
+def canon(pairs):
+    return sorted(pairs, key=lambda kv: (str(kv[0]), json.dumps(kv[1], sort_keys=True)))
+
+
+def values(kafka, name):
+    return canon((r["key"].decode() if r["key"] else None,
+                  json.loads(r["value"]) if r["value"] is not None else None)
+                 for r in kafka.read(name))
+
+
+def test_stream_table_join_restores_the_table_from_its_topic(kafka, sproc, tmp_path):
+    kafka.create("vendors", partitions=3)
+    kafka.create("trips", partitions=3)
+    kafka.create("out", partitions=3)
+    kafka.produce("vendors", [(f"v{i}".encode(), {"name": f"vendor {i}"}) for i in range(20)])
+    kafka.produce("vendors", [(b"v3", None)])   # deleted
+    script = write_script(tmp_path, "enrich.lua", f"""
+local sproc = require "sproc"
+local vendors = sproc.table{{ topic = "{kafka.topic('vendors')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :left_join(vendors, function(trip, vendor)
+    return {{ trip = trip.id, vendor = vendor and vendor.name or false }}
+  end)
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    args = [script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST
+    # first run: the table only (its offsets are committed)
+    p = sproc(args)
+    assert p.wait(120) == 0, p.stderr()
+    assert kafka.count("out") == 0
+    # second run, a new process with a memory store: the trips find the
+    # vendors restored from the vendors topic itself
+    kafka.produce("trips", [(f"v{i % 25}".encode(), {"id": i}) for i in range(100)])
+    p = sproc(args)
+    assert p.wait(120) == 0, p.stderr()
+    assert "restored store" in p.stderr(), p.stderr()
+    want = canon((f"v{i % 25}", {"trip": i, "vendor": f"vendor {i % 25}"
+                                 if i % 25 < 20 and i % 25 != 3 else False}) for i in range(100))
+    assert values(kafka, "out") == want
+    assert not any(t.endswith("changelog") for t in kafka.admin.list_topics().topics
+                   if t.startswith(kafka.prefix)), "a table's topic is its changelog"
+
+
+def test_global_table_is_read_whole_before_the_stream(kafka, sproc, tmp_path):
+    kafka.create("zones", partitions=2)
+    kafka.create("trips", partitions=3)
+    kafka.create("out", partitions=1)
+    kafka.produce("zones", [(f"z{i}".encode(), {"name": f"zone {i}"}) for i in range(50)])
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i, "zone": f"z{i % 60}"}) for i in range(300)])
+    script = write_script(tmp_path, "zones.lua", f"""
+local sproc = require "sproc"
+local zones = sproc.global_table{{ topic = "{kafka.topic('zones')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(zones, function(trip, zone) return {{ id = trip.id, zone = zone.name }} end,
+        {{ key = function(r) return r.value.zone end }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    assert "global tables: read 2 partitions to their end" in p.stderr()
+    want = canon((f"t{i}", {"id": i, "zone": f"zone {i % 60}"}) for i in range(300) if i % 60 < 50)
+    assert values(kafka, "out") == want
+
+
+def test_copartitioning_is_checked_at_start(kafka, sproc, tmp_path):
+    kafka.create("a", partitions=2)
+    kafka.create("b", partitions=3)
+    script = write_script(tmp_path, "copart.lua", f"""
+local sproc = require "sproc"
+local b = sproc.table{{ topic = "{kafka.topic('b')}" }}
+sproc.source{{ topic = "{kafka.topic('a')}" }}
+  :join(b, function(x, y) return x .. y end)
+  :print()
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app")] + FAST)
+    assert p.wait(60) == 1, p.stderr()
+    err = p.stderr()
+    assert "co-partitioned" in err, err
+    assert f"{kafka.topic('a')} (2 partitions)" in err and f"{kafka.topic('b')} (3 partitions)" in err
+
+
+def test_stream_stream_join_bounded(kafka, sproc, tmp_path):
+    kafka.create("trips", partitions=2)
+    kafka.create("payments", partitions=2)
+    kafka.create("out", partitions=2)
+    base = 1_700_000_000_000
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i}, None, base + i * 1000) for i in range(40)])
+    # a payment within 5 s of its trip for even trips, 60 s late for odd ones
+    kafka.produce("payments", [(f"t{i}".encode(), {"amount": i},
+                                None, base + i * 1000 + (2000 if i % 2 == 0 else 60000))
+                               for i in range(40)])
+    script = write_script(tmp_path, "pay.lua", f"""
+local sproc = require "sproc"
+local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(payments, function(t, p) return {{ id = t.id, amount = p.amount }} end,
+        {{ within = "5s", grace = "1h" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    assert values(kafka, "out") == canon((f"t{i}", {"id": i, "amount": i}) for i in range(0, 40, 2))
