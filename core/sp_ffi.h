@@ -351,6 +351,10 @@ void sp_ctx_set_stream_time(sp_ctx *ctx, int32_t partition, int64_t ms);
  * first record it reads; sp_ctx_resume_time sets it back (never earlier). */
 int64_t sp_ctx_topic_time(sp_ctx *ctx, int32_t topic, int32_t partition);
 void sp_ctx_resume_time(sp_ctx *ctx, int32_t topic, int32_t partition, int64_t ms);
+/* Counts the current record's time (and those before it) into the
+ * stream times of its partition now, before an operator moves it to
+ * another partition (the test driver's in-place repartition). */
+void sp_ctx_count_to_current(sp_ctx *ctx);
 /* The number of topic ids given so far (0 .. count - 1). */
 int32_t sp_topic_count(sp_ctx *ctx);
 

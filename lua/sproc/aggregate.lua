@@ -129,6 +129,8 @@ local function compile_repartition(n, env, c)
       if k == nil then return nxt(r) end
       local rec = batch.recs[batch.cur]
       local old = rec.partition
+      -- its time counts where it was read, as on the broker
+      C.sp_ctx_count_to_current(ctx)
       rec.partition = C.sp_partition_for(k, #k, nparts)
       nxt(r)
       rec.partition = old

@@ -109,8 +109,13 @@ def window_modes(case):
     return modes
 
 
-def compare(case, expected, outs):
-    """A list of differences (empty when the run is right)."""
+def compare(case, expected, outs, deleted_is_absent=False):
+    """A list of differences (empty when the run is right). deleted_is_absent:
+    in update mode a window deleted (its last result a tombstone) counts as
+    one that never was: through a repartition topic, records of several
+    input partitions arrive in an order the model cannot know, and which
+    sessions existed on the way (and were deleted when they merged) depends
+    on it; the sessions that remain do not."""
     modes = window_modes(case)
     got_plain, got_win = {}, {}
     for o in outs:
@@ -132,8 +137,10 @@ def compare(case, expected, outs):
             diffs.append(f"topic {t}: {len(want)} expected, {len(got)} got; missing {missing[:4]}, "
                          f"unexpected {extra[:4]}")
     for t in sorted(set(got_win) | set(expected.windows)):
-        want = {k: norm(v) for k, v in expected.windows.get(t, {}).items()}
-        got = {k: norm(v) for k, v in got_win.get(t, {}).items()}
+        want = {k: norm(v) for k, v in expected.windows.get(t, {}).items()
+                if v is not None or not deleted_is_absent}
+        got = {k: norm(v) for k, v in got_win.get(t, {}).items()
+               if v is not None or not deleted_is_absent}
         if want != got:
             keys = sorted(set(want) | set(got), key=repr)
             bad = [(k, want.get(k, "absent"), got.get(k, "absent")) for k in keys
@@ -339,7 +346,7 @@ def check_broker(case, tmp, bootstrap, variant, guarantee):
     outs, error = run.run()
     if error:
         return [(name, [error])]
-    diffs = compare(case, expected, outs)
+    diffs = compare(case, expected, outs, deleted_is_absent=True)
     return [(name, diffs)] if diffs else []
 
 
