@@ -19,6 +19,7 @@ void sp_offsets_destroy(sp_offsets *o) {
             s = sn;
         }
         free(tp->topic);
+        free(tp->held); /* the runner destroyed what it held */
         free(tp);
         tp = next;
     }
@@ -43,6 +44,7 @@ sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition) {
     tp->position = -1;
     tp->resume_ms = -1;
     tp->group_offset = -1;
+    tp->sync_group = -2;
     tp->next = o->tps;
     o->tps = tp;
     return tp;

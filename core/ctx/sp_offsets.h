@@ -52,6 +52,16 @@ struct sp_tp {
     int64_t resume_ms;   /* stream time committed with the offset, until the
                           * partition's state is here; -1 none */
     int64_t group_offset; /* the group's committed offset when assigned; -1 */
+    /* Partitions of topics joined by key are processed in timestamp order
+     * (run/sp_run_sync.c): their consumed records wait here, in offset
+     * order, until they are the earliest of their partition number. */
+    void **held;         /* consumed messages, a ring */
+    int32_t nheld, held_head, held_cap;
+    int32_t sync_group;  /* index of its group of joined topics; -1 none,
+                          * -2 not looked up yet */
+    int at_end;          /* the consumer said it reached the end since the
+                          * last record */
+    int64_t at_end_ms;   /* wall clock then */
 };
 
 typedef struct sp_offsets {

@@ -336,6 +336,9 @@ int sp_restore_start(sp_restore *rs, int32_t partition) {
         sp_store *s = rs->ctx->stores[i];
         int64_t lo, hi;
         if (s->global) continue; /* read whole at start-up */
+        /* a table's topic may have fewer partitions than a topic read
+         * with it (one re-keyed to join it): nothing of it here */
+        if (s->source && partition >= sp_topics_partitions(ends, rs->topics[i])) continue;
         rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo, &hi);
         if (e) {
             sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",

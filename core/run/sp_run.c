@@ -5,10 +5,37 @@ volatile sig_atomic_t sp_run_got_signal;
 
 /* --- start-up checks ----------------------------------------------------- */
 
+/* The partitions of topic name (-1: no such topic). */
+static int partitions_of(const rd_kafka_metadata_t *md, const char *name) {
+    for (int i = 0; i < md->topic_cnt; i++)
+        if (strcmp(md->topics[i].topic, name) == 0 && !md->topics[i].err)
+            return md->topics[i].partition_cnt;
+    return -1;
+}
+
+/* Whether topic is in group (comma-separated names). */
+static int in_group(const char *group, const char *topic) {
+    size_t n = strlen(topic);
+    for (const char *s = group; s && *s;) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == n && strncmp(s, topic, n) == 0) return 1;
+        s = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
 /* Topics joined by key must have as many partitions as each other: a
  * key's records are then in partitions of one number. */
-static int check_copartitioned(runner *r, const rd_kafka_metadata_t *md) {
-    for (int32_t g = 0; g < r->ctx->ncopart; g++) {
+int sp_run_check_copartitioned(runner *r) {
+    const rd_kafka_metadata_t *md = NULL;
+    if (r->mock || r->ctx->ncopart == 0) return 0;
+    if (rd_kafka_metadata(r->prod, 1, NULL, &md, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sp_error("cannot read Kafka's topics to check the joined ones");
+        return -1;
+    }
+    int rc = 0;
+    for (int32_t g = 0; g < r->ctx->ncopart && rc == 0; g++) {
         char list[2048] = "", *save = NULL;
         char *names = strdup(r->ctx->copart[g]);
         int first = -1, differ = 0;
@@ -26,10 +53,11 @@ static int check_copartitioned(runner *r, const rd_kafka_metadata_t *md) {
         if (differ) {
             sp_error("topics joined by key must have the same number of partitions "
                      "(co-partitioned): %s", list);
-            return -1;
+            rc = -1;
         }
     }
-    return 0;
+    rd_kafka_metadata_destroy(md);
+    return rc;
 }
 
 /* Waits until a broker answers, then checks the source topics and, for a
@@ -93,7 +121,6 @@ int sp_run_wait_for_kafka(runner *r) {
             rc = -1;
         }
     }
-    if (rc == 0) rc = check_copartitioned(r, md);
     rd_kafka_metadata_destroy(md);
     return rc;
 }
@@ -102,14 +129,28 @@ int sp_run_wait_for_kafka(runner *r) {
  * input partition (the dev cluster makes them as their sinks open). */
 int sp_run_ensure_internal(runner *r) {
     if (r->mock || !sp_run_has_internal(r)) return 0;
-    char **names = calloc((size_t)r->ctx->nsources, sizeof *names);
-    int n = 0;
-    if (!names) return -1;
-    for (int32_t i = 0; i < r->ctx->nsources; i++)
-        if (r->ctx->sources[i].internal) names[n++] = r->ctx->sources[i].name;
-    int rc = sp_topics_ensure(r->prod, names, n, r->src_partitions > 0 ? r->src_partitions : 1,
-                              0, 0, "repartition");
-    free(names);
+    const rd_kafka_metadata_t *md = NULL;
+    if (rd_kafka_metadata(r->prod, 1, NULL, &md, 30000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sp_error("cannot read Kafka's topics");
+        return -1;
+    }
+    int rc = 0;
+    for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
+        if (!r->ctx->sources[i].internal) continue;
+        char *name = r->ctx->sources[i].name;
+        /* one that is joined by key: as many as the topics it joins */
+        int32_t parts = r->src_partitions > 0 ? r->src_partitions : 1;
+        for (int32_t g = 0; g < r->ctx->ncopart; g++) {
+            if (!in_group(r->ctx->copart[g], name)) continue;
+            for (int32_t j = 0; j < r->ctx->nsources; j++) {
+                int n = r->ctx->sources[j].internal || !in_group(r->ctx->copart[g], r->ctx->sources[j].name)
+                            ? -1 : partitions_of(md, r->ctx->sources[j].name);
+                if (n > 0) parts = n;
+            }
+        }
+        rc = sp_topics_ensure(r->prod, &name, 1, parts, 0, 0, "repartition");
+    }
+    rd_kafka_metadata_destroy(md);
     return rc;
 }
 
@@ -155,6 +196,7 @@ char *sp_run_default_app_id(const char *script) {
 
 void sp_run_shutdown_clients(runner *r) {
     sp_run_stop_global(r);
+    sp_run_sync_drop_all(r);
     /* queues are references into their clients: release them first */
     sp_prefetch_destroy(r->pf);
     r->pf = NULL;
@@ -200,9 +242,10 @@ static int start_script(runner *r, char *def_id) {
         r->start_ms = ms;
     }
     r->msgs = calloc((size_t)r->max_batch, sizeof *r->msgs);
+    r->released = calloc((size_t)r->max_batch, sizeof *r->released);
     r->ctx = sp_ctx_create();
     r->lua = r->ctx ? sp_lua_create(r->ctx) : NULL;
-    if (!r->msgs || !r->lua) {
+    if (!r->msgs || !r->released || !r->lua) {
         sp_error("out of memory");
         return 1;
     }
@@ -251,7 +294,9 @@ static rd_kafka_topic_partition_list_t *subscriptions(runner *r) {
 /* A script with Kafka sources: the broker, internal topics, transactions,
  * state, and the consumer subscribed and plugged into the loop. */
 static int start_consuming(runner *r) {
-    if (sp_run_wait_for_kafka(r) != 0 || sp_run_ensure_internal(r) != 0) return -1;
+    if (sp_run_wait_for_kafka(r) != 0 || sp_run_ensure_internal(r) != 0 ||
+        sp_run_check_copartitioned(r) != 0)
+        return -1;
     if (r->eos) {
         rd_kafka_error_t *e = rd_kafka_init_transactions(r->prod, 60000);
         if (e) {
@@ -385,6 +430,7 @@ static void free_runner(runner *r) {
     free(r->rkt_keys);
     free(r->rkt_ids);
     free(r->msgs);
+    free(r->released);
     free(r->brokers);
 }
 
@@ -396,6 +442,7 @@ int sp_run(const sp_opts *o) {
     r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
     r->max_batch = (int)sp_run_setting_int(o, "sproc.batch.size", 1000);
     r->commit_interval_ms = sp_run_setting_int(o, "sproc.commit.interval.ms", 1000);
+    r->idle_ms = sp_run_setting_int(o, "sproc.max.task.idle.ms", 0);
     r->dev_partitions = (int32_t)sp_run_setting_int(o, "sproc.dev.partitions", 4);
     r->start_ms = -1;
     sp_offsets_init(&r->offs);

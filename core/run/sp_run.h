@@ -69,6 +69,8 @@ typedef struct runner {
     rd_kafka_t *prod, *cons, *mock_rk;
     rd_kafka_t *refetch; /* reads an input again for a dead letter; lazily */
     rd_kafka_t *gcons;   /* global tables' consumer (sp_run_global.c) */
+    int64_t held;        /* records waiting their turn (sp_run_sync.c) */
+    int64_t idle_ms;     /* sproc.max.task.idle.ms */
     rd_kafka_queue_t *gq;
     rd_kafka_mock_cluster_t *mock;
     rd_kafka_queue_t *cq, *pq;
@@ -84,6 +86,7 @@ typedef struct runner {
     int cons_fd[2], prod_fd[2];
 
     rd_kafka_message_t **msgs;
+    rd_kafka_message_t **released; /* held records in the batch (max_batch) */
     int max_batch;
     int64_t commit_interval_ms;
     int32_t dev_partitions;
@@ -184,6 +187,20 @@ void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque);
 int32_t sp_run_topic_id_of(runner *r, const rd_kafka_topic_t *rkt);
 void sp_run_fatal(runner *r, const char *msg);
+/* Stops (exit 1) when topics joined by key differ in partitions. */
+int sp_run_check_copartitioned(runner *r);
+/* Timestamp order across joined partitions (sp_run_sync.c): whether a
+ * topic partition's records wait their turn, holding one, the next whose
+ * turn it is (NULL: none now; *from its partition) and taking it, the
+ * consumer's end of a partition, and dropping what a partition holds
+ * (revoked, shutdown). */
+int sp_run_sync_wants(runner *r, sp_tp *tp);
+int sp_run_sync_hold(runner *r, sp_tp *tp, rd_kafka_message_t *m);
+rd_kafka_message_t *sp_run_sync_next(runner *r, sp_tp **from);
+void sp_run_sync_pop(runner *r, sp_tp *tp);
+void sp_run_sync_at_end(runner *r, sp_tp *tp);
+void sp_run_sync_drop(runner *r, sp_tp *tp);
+void sp_run_sync_drop_all(runner *r);
 /* Global tables (sp_run_global.c): read to their end at start (0, or -1
  * after logging why), followed between batches, closed at the end. */
 int sp_run_start_global(runner *r);

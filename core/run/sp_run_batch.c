@@ -94,6 +94,7 @@ void sp_run_run_batch(runner *r, sp_seg **segs, int nsegs) {
 static void consumer_event(runner *r, const rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         sp_tp *tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (tp) sp_run_sync_at_end(r, tp);
         if (tp && tp->end_offset >= 0 && m->offset >= tp->end_offset) sp_run_mark_done(r, tp);
     } else if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
                m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
@@ -163,6 +164,42 @@ static int add_record(runner *r, building *b, rd_kafka_message_t *m) {
     return 0;
 }
 
+/* A consumed record: into the batch, or held until its turn when its
+ * topic is joined by key (sp_run_sync.c; *held then). 0, or -1 when out
+ * of memory. */
+static int take(runner *r, building *b, rd_kafka_message_t *m, int *held) {
+    *held = 0;
+    if (r->ctx->ncopart == 0) return add_record(r, b, m) < 0 ? -1 : 0;
+    sp_tp *tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt), m->partition);
+    if (!tp || !sp_run_sync_wants(r, tp)) return add_record(r, b, m) < 0 ? -1 : 0;
+    if (tp->end_offset >= 0 && m->offset >= tp->end_offset) {
+        sp_run_mark_done(r, tp); /* past a bounded run's end */
+        return 0;
+    }
+    if (sp_run_sync_hold(r, tp, m) != 0) return -1;
+    *held = 1;
+    return 0;
+}
+
+/* Held records whose turn it is, into the batch while it has room;
+ * returns how many (listed in r->released, destroyed after the batch). */
+static int release_held(runner *r, building *b) {
+    int n = 0;
+    sp_tp *tp;
+    rd_kafka_message_t *m;
+    while (r->ctx->batch.n < r->max_batch && (m = sp_run_sync_next(r, &tp))) {
+        /* a new partition in a full batch waits for the next one */
+        if (!tp->batch_seg && b->nsegs == (int)(sizeof b->segs / sizeof *b->segs)) break;
+        sp_run_sync_pop(r, tp);
+        r->released[n++] = m;
+        if (add_record(r, b, m) < 0) {
+            sp_run_fatal(r, "out of memory");
+            break;
+        }
+    }
+    return n;
+}
+
 void sp_run_consume_some(runner *r) {
     if (r->stopping) return;
     sp_run_poll_global(r);
@@ -176,18 +213,23 @@ void sp_run_consume_some(runner *r) {
     size_t bytes = 0;
     for (int i = 0; i < n; i++) {
         rd_kafka_message_t *m = r->msgs[i];
+        int held = 0;
         bytes += m->len;
         if (m->err) {
             consumer_event(r, m);
-        } else if (add_record(r, &b, m) < 0) {
+        } else if (take(r, &b, m, &held) < 0) {
             sp_run_fatal(r, "out of memory");
             break;
         }
+        if (held) r->msgs[i] = NULL;
     }
+    int nrel = r->held ? release_held(r, &b) : 0;
     for (int i = 0; i < b.nsegs; i++) b.segs[i]->tp->batch_seg = NULL;
-    sp_run_run_batch(r, b.segs, b.nsegs);
+    if (r->ctx->batch.n > 0 || n > 0) sp_run_run_batch(r, b.segs, b.nsegs);
     sp_batch_reset(r->ctx);
-    for (int i = 0; i < n; i++) rd_kafka_message_destroy(r->msgs[i]);
+    for (int i = 0; i < n; i++)
+        if (r->msgs[i]) rd_kafka_message_destroy(r->msgs[i]);
+    for (int i = 0; i < nrel; i++) rd_kafka_message_destroy(r->released[i]);
     sp_prefetch_consumed(r->pf, n, bytes);
     sp_kafka_out_poll(&r->ko, 0);
     /* The io event fires only when the queue goes from empty to non-empty,
@@ -285,6 +327,8 @@ void sp_run_on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     runner *r = w->data;
     const char *err;
     sp_run_poll_global(r);
+    /* records waiting for an idle partition's time to pass */
+    if (r->held && r->cons && !r->stopping) sp_run_consume_some(r);
     if (!r->stopping && sp_ctx_wall_timer_min(r->ctx) > 0) {
         sp_batch_reset(r->ctx);
         sp_run_run_batch_timed(r, NULL, 0, 1);

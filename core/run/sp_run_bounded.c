@@ -36,7 +36,9 @@ int sp_run_seal_internal(runner *r) {
     for (int32_t i = 0; i < r->ctx->nsources; i++) {
         sp_source *s = &r->ctx->sources[i];
         if (!s->internal) continue;
-        for (int32_t p = 0; p < r->src_partitions; p++) {
+        /* one made with a joined table's partitions may have fewer */
+        int32_t n = sp_topics_partitions(rk, s->name);
+        for (int32_t p = 0; p < (n > 0 ? n : r->src_partitions); p++) {
             int64_t lo, hi;
             rd_kafka_resp_err_t e = sp_topics_watermarks(rk, s->name, p, &lo, &hi);
             if (e) {
@@ -70,6 +72,7 @@ int sp_run_all_done(runner *r) {
     if (!r->assigned_once) return 0;
     /* a bounded run ends with its state restored (and checkpointed) */
     if (r->rs && sp_restore_pending(r->rs)) return 0;
+    if (r->held) return 0; /* joined records still waiting their turn */
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
         if (tp->end_offset >= 0 && !tp->done) return 0;
     /* the input is read: now drain what went through repartition topics */

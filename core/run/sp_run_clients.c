@@ -255,7 +255,11 @@ int sp_run_make_consumer(runner *r) {
         sp_run_conf_set(r, conf, "auto.offset.reset", reset) ||
         sp_run_conf_set(r, conf, "partition.assignment.strategy", "cooperative-sticky") ||
         sp_run_conf_set(r, conf, "isolation.level", "read_committed") ||
-        sp_run_conf_set(r, conf, "enable.partition.eof", r->o->until_end ? "true" : "false") ||
+        /* the ends of partitions: for a bounded run, and for joined
+         * partitions, which wait for each other while one has records
+         * not fetched yet (sp_run_sync.c) */
+        sp_run_conf_set(r, conf, "enable.partition.eof",
+                        r->o->until_end || r->ctx->ncopart > 0 ? "true" : "false") ||
         /* A small prefetch: sp_prefetch wakes the fetcher when half of it
          * is processed, so it never runs dry, and records are processed
          * while still in the cache. Measured at 1.4M records/s: 10,000

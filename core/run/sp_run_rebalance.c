@@ -193,6 +193,7 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
                                   parts->elems[i].partition);
         if (!tp) continue;
         tp->assigned = 1;
+        tp->at_end = 0;
         /* with a fresh assignment the committed offset is the broker's */
         tp->committed = -1;
         tp->committable = -1;
@@ -244,6 +245,8 @@ void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
                                   parts->elems[i].partition);
         if (tp) tp->assigned = 0;
+        if (tp) sp_run_sync_drop(r, tp); /* read again by the next owner */
+        if (tp) tp->at_end = 0;
     }
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->cons, parts);
     sp_prefetch_revoke(r->pf, parts);

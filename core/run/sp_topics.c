@@ -27,6 +27,18 @@ static int refresh(rd_kafka_t *rk, const char *name) {
     return ready;
 }
 
+int32_t sp_topics_partitions(rd_kafka_t *rk, const char *topic) {
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const rd_kafka_metadata_t *md = NULL;
+    int32_t n = -1;
+    if (rkt && !rd_kafka_metadata(rk, 0, rkt, &md, 10000) && md->topic_cnt == 1 &&
+        !md->topics[0].err)
+        n = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    if (rkt) rd_kafka_topic_destroy(rkt);
+    return n;
+}
+
 static void pause_ms(long ms) {
     struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&d, NULL);

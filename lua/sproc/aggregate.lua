@@ -12,6 +12,7 @@ local encode = require "sproc.encode"
 local store = require "sproc.store"
 local errors = require "sproc.errors"
 local lua_aggregates = require "sproc.lua_aggregates"
+local repartition = require "sproc.repartition"
 
 local C = core.C
 local VSET, KSET = record.VSET, record.KSET
@@ -48,20 +49,6 @@ function M.repartition_topic(app_id, agg)
   return app_id .. "-" .. agg.store_name .. "-repartition"
 end
 
--- The entry of records of a topic the core reads for this pipeline (a
--- repartition topic, an aggregation's results): a view of serdes over
--- them, in the stream time of task.
-local function internal_entry(env, serdes, task, nxt)
-  local batch = env.batch
-  local view, reset = record.new_view(env.ctx, batch, serdes)
-  return function(i)
-    batch.task = task
-    local bad = reset(i)
-    if bad then bad_input(bad) end
-    nxt(view)
-  end, view, reset
-end
-
 -- The operators after an aggregation run on its results. Lua aggregates'
 -- result functions turn their accumulators into values here.
 local function compile_results(n, env, c)
@@ -75,7 +62,7 @@ local function compile_results(n, env, c)
   for _, a in ipairs(n.aggs) do
     if a.agg == "custom" and a.result then results[#results + 1] = a end
   end
-  local entry, view, reset = internal_entry(env, serdes, task, nxt)
+  local entry, view, reset = repartition.internal_entry(env, serdes, task, nxt)
   if #results == 0 then return entry end
   return function(i)
     batch.task = task
@@ -95,85 +82,14 @@ local function compile_results(n, env, c)
   end
 end
 
--- A record's value as a repartition topic of a source that is not JSON
--- holds it: a store value (its type in the first byte), the record's own
--- bytes as a string when nothing replaced them.
-local function tagged_value(batch)
-  local T_STR = string.char(C.SP_VAL_STRING)
-  return function(r)
-    if not rawget(r, VSET) then
-      local rec = batch.recs[batch.cur]
-      if rec.val == nil then return nil, 0 end
-      local s = T_STR .. ffi_string(rec.val, rec.val_len)
-      return s, #s
-    end
-    local v = r.value
-    if v == nil then return nil, 0 end
-    local p, len = store.encode(v)
-    if not p then error(len, 0) end
-    return p, len
-  end
-end
-
--- Re-keyed records reach their aggregation through a repartition topic
--- keyed by the new key, so that each key has one partition (and one
--- process) whatever partition it came from. The test driver, which has no
--- Kafka, moves the record to that partition in place.
-local function compile_repartition(n, env, c)
-  local ctx, batch = env.ctx, env.batch
-  if C.sp_ctx_kafka_backed(ctx) == 0 then
-    local nxt = c.children(n, env)
-    local nparts = C.sp_ctx_partitions(ctx)
-    return function(r)
-      local k = key_string(r.key)
-      if k == nil then return nxt(r) end
-      local rec = batch.recs[batch.cur]
-      local old = rec.partition
-      -- its time counts where it was read, as on the broker
-      C.sp_ctx_count_to_current(ctx)
-      rec.partition = C.sp_partition_for(k, #k, nparts)
-      nxt(r)
-      rec.partition = old
-    end
-  end
-  local src = n.source
-  local topic = M.repartition_topic(env.app_id, n.children[1])
-  local sink = C.sp_sink_kafka(ctx, topic, errp)
-  if sink < 0 then error(cerr("repartition topic " .. topic), 0) end
-  if C.sp_source_internal(ctx, topic, errp) < 0 then error(cerr("repartition topic " .. topic), 0) end
-  local index = C.sp_source_count(ctx)   -- before the aggregation adds its own
-  -- JSON stays JSON; other values go tagged with their Lua type, so that a
-  -- table a map made of a string comes out of the topic a table again
-  local tagged = src.value ~= "json"
-  local rsrc = { key = "string", value = tagged and "tagged" or "json", kind = "topic",
-                 names = { topic } }
-  local saved, saved_task = env.serdes, env.task
-  local task = C.sp_ctx_task(ctx, topic)
-  env.serdes, env.task = rsrc, task
-  local nxt = c.children(n, env)
-  env.serdes, env.task = saved, saved_task
-  env.by_source[index] = internal_entry(env, rsrc, task, nxt)
-  local enc_val = tagged and tagged_value(batch) or encode.encoder("json", batch, "value")
-  return function(r)
-    local k = key_string(r.key)
-    local vp, vl
-    if tagged then vp, vl = enc_val(r) else vp, vl = value_bytes(r, enc_val, batch) end
-    -- the event time travels as the record's timestamp (Kafka's producer
-    -- reads 0 as "now": epoch 0 goes as 1 ms, in the same windows unless a
-    -- window is 1 ms long)
-    local ts = r.ts
-    if ts == 0 then ts = 1 end
-    if C.sp_emit(ctx, sink, k, k and #k or 0, vp, vl, ts, 0, errp) ~= 0 then
-      errors.output_failed("repartition topic " .. topic)
-    end
-  end
-end
-
 function M.compilers.window(n, env, c)
   if #n.children ~= 1 or n.children[1].kind ~= "aggregate" then
     error("window() must be followed by aggregate()", 0)
   end
-  if M.rekeyed(n) then return compile_repartition(n, env, c) end
+  if M.rekeyed(n) then
+    return repartition.through(n, env, M.repartition_topic(env.app_id, n.children[1]),
+                               function() return c.children(n, env) end)
+  end
   return c.children(n, env)
 end
 

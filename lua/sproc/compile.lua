@@ -80,7 +80,13 @@ end
 -- sub-topology of them): one stream time, one partition's worth of each.
 -- Returns the task name of each source, and the groups of topics that
 -- must have as many partitions as each other.
-local function task_names(topo)
+local function task_names(topo, app_id)
+  local rekeyed = require("sproc.aggregate").rekeyed
+  -- what a join's side reads: its source's task, or its repartition topic
+  local function side(n, topic)
+    if rekeyed(n) then return app_id .. "-" .. topic .. "-repartition" end
+    return root(n)
+  end
   local up = {}
   local function find(s)
     while up[s] and up[s] ~= s do s = up[s] end
@@ -90,25 +96,40 @@ local function task_names(topo)
     a, b = find(a), find(b)
     if a ~= b then up[a] = b end
   end
+  local members = {}
   for _, n in ipairs(topo.nodes) do
     if n.kind == "join_table" and not n.table.global then
-      union(root(n), root(n.table))
-    elseif n.kind == "stream_join" or n.kind == "table_join" then
+      local this = (n.keyfn or rekeyed(n)) and (app_id .. "-" .. n.name .. "-repartition") or root(n)
+      members[#members + 1] = this
+      union(this, root(n.table))
+    elseif n.kind == "stream_join" then
+      local l, r = side(n.left, n.name .. "-left"), side(n.right, n.name .. "-right")
+      members[#members + 1], members[#members + 2] = l, r
+      union(l, r)
+    elseif n.kind == "table_join" then
       union(root(n.left.parent), root(n.right.parent))
     end
   end
-  local groups = {}
-  for _, src in ipairs(topo.sources) do
-    local g = find(src)
-    groups[g] = groups[g] or {}
-    for _, name in ipairs(src.names) do groups[g][#groups[g] + 1] = name end
+  for _, src in ipairs(topo.sources) do members[#members + 1] = src end
+  local groups, seen = {}, {}
+  for _, m in ipairs(members) do
+    if not seen[m] then
+      seen[m] = true
+      local g = find(m)
+      groups[g] = groups[g] or {}
+      if type(m) == "string" then
+        groups[g][#groups[g] + 1] = m
+      else
+        for _, name in ipairs(m.names) do groups[g][#groups[g] + 1] = name end
+      end
+    end
   end
   local names, copart = {}, {}
-  for _, src in ipairs(topo.sources) do
-    local g = groups[find(src)]
+  for m in pairs(seen) do
+    local g = groups[find(m)]
     table.sort(g)
-    names[src] = table.concat(g, ",")
-    if #g > 1 and not copart[g] and src.kind ~= "file" then
+    names[m] = table.concat(g, ",")
+    if #g > 1 and not copart[g] and (type(m) == "string" or m.kind ~= "file") then
       copart[g] = true
       copart[#copart + 1] = g
     end
@@ -197,7 +218,7 @@ function M.compile(ctx, opts)
     by_source = {}, chains = {}, stores = {},
   }
   for _, h in ipairs(topo.stores) do env.stores[#env.stores + 1] = store.bind(h, ctx) end
-  env.task_names, env.copartitioned = task_names(topo)
+  env.task_names, env.copartitioned = task_names(topo, app_id)
   for i, src in ipairs(topo.sources) do
     local entry = compile_source(src, env)
     for _, name in ipairs(src.names) do

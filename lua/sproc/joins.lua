@@ -11,8 +11,11 @@ local store = require "sproc.store"
 local encode = require "sproc.encode"
 local errors = require "sproc.errors"
 
+local repartition = require "sproc.repartition"
+local rekeyed = require("sproc.aggregate").rekeyed
+
 local C = core.C
-local VSET = record.VSET
+local VSET, KSET = record.VSET, record.KSET
 local ffi_string = ffi.string
 local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
@@ -192,8 +195,8 @@ end
 -- Kafka Streams' KStreamKTableJoin: a record without a value is dropped,
 -- as is one without a key to look up (but for a left join of a record
 -- without a key of its own); table updates emit nothing.
-function compile.join_table(n, env, c)
-  local t, fn, how, keyfn = n.table, n.fn, n.how, n.keyfn
+local function join_table(n, env, c, keyfn)
+  local t, fn, how = n.table, n.fn, n.how
   local stats = env.stats
   local lookup = lookup_of(t, env)
   local part = t.global and 0 or nil
@@ -217,6 +220,25 @@ function compile.join_table(n, env, c)
     end
     if tv == nil and not left then return end
     with_value(nxt, r, fn(v, tv, r.key))
+  end
+end
+
+-- A join of a table that is not global by another key than the record's
+-- (key_by before it, or a key function) goes through a repartition topic
+-- keyed by that key (Kafka Streams' selectKey then join): the result has
+-- that key.
+function compile.join_table(n, env, c)
+  local rekey = not n.table.global and (n.keyfn or rekeyed(n))
+  if not rekey then return join_table(n, env, c, n.keyfn) end
+  local through = repartition.through(n, env, env.app_id .. "-" .. n.name .. "-repartition",
+                                      function() return join_table(n, env, c, nil) end)
+  local keyfn = n.keyfn
+  if not keyfn then return through end
+  return function(r)
+    local old, oldset = rawget(r, "key"), rawget(r, KSET)
+    rawset(r, "key", keyfn(r)); r[KSET] = true
+    through(r)
+    rawset(r, "key", old); r[KSET] = oldset
   end
 end
 
@@ -249,8 +271,12 @@ local function table_join_side(n, env, c)
 end
 
 function compile.join_side(n, env, c)
-  if n.join.kind == "table_join" then return table_join_side(n, env, c) end
-  return require("sproc.stream_join").side(n, env, c)
+  local j = n.join
+  if j.kind == "table_join" then return table_join_side(n, env, c) end
+  local side = require("sproc.stream_join").side
+  if not rekeyed(n) then return side(n, env, c) end
+  return repartition.through(n, env, env.app_id .. "-" .. j.name .. "-" .. n.side .. "-repartition",
+                             function() return side(n, env, c) end)
 end
 
 return M

@@ -85,6 +85,7 @@ end
 local function replaced_value(n)
   while n.parent and n.kind ~= "aggregate" do
     if n.kind == "map" or n.kind == "flat_map" or n.kind == "select" then return n.kind end
+    if n.kind == "join_table" then return n.how == "left" and "left_join" or "join" end
     n = n.parent
   end
 end

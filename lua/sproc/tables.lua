@@ -102,9 +102,7 @@ end
 --- a key was deleted (a tombstone when written to a topic).
 function Table:to_stream()
   if self.global then error("a global table has no operators: join it", 2) end
-  local n = node(self, "to_stream", {})
-  n.source = setmetatable({ task_of = self }, { __index = LUA_VALUES })
-  return n
+  return node(self, "to_stream", {})
 end
 
 --- The latest value per key of a stream as a table, in a store of that
@@ -142,10 +140,8 @@ local function stream_table(self, t, fn, opts, how, what)
   options.check(what, opts, { "key", "name" }, 3)
   if how == "outer" then error(what .. ": a stream joins a table inner or left", 3) end
   if opts.key ~= nil then want_fn(what .. ": key", opts.key, 3) end
-  local n = node(self, "join_table", { table = t, fn = fn, how = how, keyfn = opts.key,
-                                       name = join_name(opts, what) })
-  n.source = setmetatable({ task_of = self }, { __index = LUA_VALUES })
-  return n
+  return node(self, "join_table", { table = t, fn = fn, how = how, keyfn = opts.key,
+                                    name = join_name(opts, what) })
 end
 
 -- left:join(right, fn, { within = "5m" | before, after, grace }): records

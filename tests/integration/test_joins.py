@@ -109,3 +109,57 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
     p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
     assert p.wait(120) == 0, p.stderr()
     assert values(kafka, "out") == canon((f"t{i}", {"id": i, "amount": i}) for i in range(0, 40, 2))
+
+
+def test_joined_partitions_are_processed_in_timestamp_order(kafka, sproc, tmp_path):
+    """A stream record joins the table as it was at the record's time
+    (Kafka Streams' timestamp synchronization), whatever order the topics
+    were written in: here the trips first, the vendor's updates after."""
+    kafka.create("vendors", partitions=2)
+    kafka.create("trips", partitions=2)
+    kafka.create("out", partitions=2)
+    base = 1_700_000_000_000
+    kafka.produce("trips", [(b"v1", {"id": i}, None, base + t)
+                            for i, t in enumerate([500, 2000, 4000, 6000])], partition=0)
+    kafka.produce("vendors", [(b"v1", {"name": n}, None, base + t)
+                              for n, t in [("A", 1000), ("B", 3000)]], partition=0)
+    kafka.produce("vendors", [(b"v1", None, None, base + 5000)], partition=0)
+    script = write_script(tmp_path, "sync.lua", f"""
+local sproc = require "sproc"
+local vendors = sproc.table{{ topic = "{kafka.topic('vendors')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :left_join(vendors, function(trip, vendor) return {{ id = trip.id, vendor = vendor and vendor.name or false }} end)
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    got = sorted((json.loads(r["value"])["id"], json.loads(r["value"])["vendor"]) for r in kafka.read("out"))
+    assert got == [(0, False), (1, "A"), (2, "B"), (3, False)], got
+
+
+def test_join_by_another_key_goes_through_a_repartition_topic(kafka, sproc, tmp_path):
+    """Trips (4 partitions, keyed by trip) join a vendor table (2
+    partitions) by the trip's vendor: the trips are re-keyed through
+    <app>-<name>-repartition, made with the table's 2 partitions."""
+    kafka.create("vendors", partitions=2)
+    kafka.create("trips", partitions=4)
+    kafka.create("out", partitions=2)
+    base = 1_700_000_000_000
+    kafka.produce("vendors", [(f"v{i}".encode(), {"name": f"vendor {i}"}, None, base) for i in range(10)])
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i, "vendor": f"v{i % 12}"}, None, base + 1000 + i)
+                            for i in range(200)])
+    app = kafka.topic("app")
+    script = write_script(tmp_path, "rekey.lua", f"""
+local sproc = require "sproc"
+local vendors = sproc.table{{ topic = "{kafka.topic('vendors')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(vendors, function(trip, vendor) return {{ id = trip.id, vendor = vendor.name }} end,
+        {{ key = function(r) return r.value.vendor end, name = "by-vendor" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", app, "--until-end"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    md = kafka.admin.list_topics(f"{app}-by-vendor-repartition", timeout=10)
+    assert len(md.topics[f"{app}-by-vendor-repartition"].partitions) == 2
+    want = canon((f"v{i % 12}", {"id": i, "vendor": f"vendor {i % 12}"}) for i in range(200) if i % 12 < 10)
+    assert values(kafka, "out") == want
