@@ -15,7 +15,7 @@ local repartition = require "sproc.repartition"
 local rekeyed = require("sproc.aggregate").rekeyed
 
 local C = core.C
-local VSET, KSET = record.VSET, record.KSET
+local VSET, KSET, OLD = record.VSET, record.KSET, record.OLD
 local ffi_string = ffi.string
 local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
@@ -33,14 +33,19 @@ local function store_id(env, h)
   error("sproc: store " .. h.name .. " is not bound", 0)
 end
 
--- Passes r on with its value (and time) replaced, then puts them back.
-local function with_value(nxt, r, v, ts)
-  local old, oldset, oldts = rawget(r, "value"), rawget(r, VSET), rawget(r, "ts")
+-- Passes r on with its value (and time, and a table change's value
+-- before) replaced, then puts them back.
+local function with_value(nxt, r, v, ts, before)
+  local old, oldset, oldts, oldbefore = rawget(r, "value"), rawget(r, VSET), rawget(r, "ts"),
+                                        rawget(r, OLD)
   rawset(r, "value", v); r[VSET] = true
   if ts then rawset(r, "ts", ts) end
+  if before ~= nil then r[OLD] = before end
   nxt(r)
   rawset(r, "value", old); r[VSET] = oldset
   rawset(r, "ts", oldts)
+  if oldbefore == nil then oldbefore = false end
+  r[OLD] = oldbefore
 end
 M.with_value = with_value
 
@@ -103,6 +108,8 @@ function compile.table(n, env, c)
   local tag = char(tags[src.value])
   local json = src.value == "json"
   local where = "table " .. n.topic
+  -- the row before the change goes with it (Kafka Streams' Change.oldValue)
+  local before = lookup_of(n, env)
   return function(r)
     local k = key_string(r.key)
     if k == nil then
@@ -110,6 +117,9 @@ function compile.table(n, env, c)
       return
     end
     local rec = batch.recs[batch.cur]
+    local old = before(k)
+    if old == nil then old = false end
+    r[OLD] = old
     local rc
     if rec.val == nil or (json and r.value == nil) then
       rc = C.sp_store_delete(ctx, id, -1, k, #k, errp)
@@ -128,12 +138,14 @@ function compile.to_table(n, env, c)
   local id = store_id(env, n.store)
   local nxt = c.children(n, env)
   local where = "to_table(" .. n.store.name .. ")"
+  local before = lookup_of(n, env)
   return function(r)
     local k = key_string(r.key)
     if k == nil then
       stats.filtered = stats.filtered + 1
       return
     end
+    local old = before(k)
     local v = r.value
     local rc
     if v == nil then
@@ -144,23 +156,41 @@ function compile.to_table(n, env, c)
       rc = C.sp_store_put_at(ctx, id, -1, k, #k, p, len, r.ts, errp)
     end
     if rc ~= 0 then error(cerr(where), 0) end
+    local was = rawget(r, OLD)
+    if old == nil then old = false end
+    r[OLD] = old
     nxt(r)
+    r[OLD] = was
   end
+end
+
+-- A change's row before, through a filter or a map (Kafka Streams'
+-- computeOldValue): false when there was none.
+local function old_row(r, f)
+  local old = rawget(r, OLD)
+  if old == false or old == nil then return false end
+  local v = f({ key = r.key, value = old, ts = r.ts })
+  if v == nil then return false end
+  return v
 end
 
 function compile.table_filter(n, env, c)
   local fn, nxt = n.fn, c.children(n, env)
+  local function passes(row) if fn(row) then return row.value end return nil end
   return function(r)
-    if r.value ~= nil and not fn(r) then return with_value(nxt, r, nil) end
-    nxt(r)
+    local before = old_row(r, passes)
+    local v = r.value
+    if v ~= nil and not fn(r) then v = nil end
+    with_value(nxt, r, v, nil, before)
   end
 end
 
 function compile.table_map(n, env, c)
   local fn, nxt = n.fn, c.children(n, env)
   return function(r)
-    if r.value == nil then return nxt(r) end
-    with_value(nxt, r, fn(r))
+    local before = old_row(r, fn)
+    if r.value == nil then return with_value(nxt, r, nil, nil, before) end
+    with_value(nxt, r, fn(r), nil, before)
   end
 end
 
@@ -259,14 +289,17 @@ local function table_join_side(n, env, c)
     if k == nil then return end
     local v = r.value
     local ov, ots = other(k)
-    if ov == nil and (not outer_this or v == nil) then return end
+    -- a row deleted that was there: its result goes too (a tombstone)
+    local was = rawget(r, OLD)
+    if ov == nil and (not outer_this or (v == nil and not was)) then return end
     local out
-    if v ~= nil or outer_other then
+    if v ~= nil or (outer_other and ov ~= nil) then
       if side == "left" then out = fn(v, ov, r.key) else out = fn(ov, v, r.key) end
     end
     local ts = r.ts
     if ots and ots > ts then ts = ots end
-    with_value(nxt, r, out, ts)
+    -- the result's row before is not tracked: nothing after a join asks
+    with_value(nxt, r, out, ts, false)
   end
 end
 

@@ -19,6 +19,9 @@ local M = {}
 -- replaced is the record's own, which sinks pass on without making a
 -- string.
 local VSET, KSET = "\0value set", "\0key set"
+-- a table's change: the row's value before it (false: none)
+local OLD = "\0old value"
+M.OLD = OLD
 M.VSET, M.KSET = VSET, KSET
 -- While select()'s projection is the value, VSET holds that select's
 -- projected view (M.projection): its JSON text is in the core's buffer at
@@ -199,7 +202,7 @@ function M.new_view(ctx, batch, src)
   -- caching fields never adds or drops a key: LuaJIT rehashes a table
   -- whose keys come and go, and small views did so for every record.
   local view = { value = true, key = true, ts = true, offset = true, partition = true,
-                 topic = true, headers = true, [VSET] = false, [KSET] = false }
+                 topic = true, headers = true, [VSET] = false, [KSET] = false, [OLD] = false }
   for k in pairs(getters) do view[k] = nil end
   local extra = {}
   setmetatable(view, {
@@ -229,6 +232,7 @@ function M.new_view(ctx, batch, src)
     if rawget(view, "headers") ~= nil then view.headers = nil end
     if rawget(view, VSET) then view[VSET] = false end
     if rawget(view, KSET) then view[KSET] = false end
+    if rawget(view, OLD) then view[OLD] = false end
     if parse then return parse(i) end
   end
 

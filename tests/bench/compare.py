@@ -190,6 +190,22 @@ def latency(b, mk, base, rate, seconds, feed_pin=None):
             "n": n_out}
 
 
+def kstreams_classpath():
+    """Builds the Kafka Streams peer (tests/bench/kstreams) with Maven into a
+    cache directory outside the source tree; returns its classpath."""
+    ks_dir = os.path.join(HERE, "kstreams")
+    build = os.path.join(os.environ.get("SPROC_CACHE", os.path.expanduser("~/.cache/sproc")),
+                         "kstreams-build")
+    mvn = ["mvn", "-q", "-B", "-Dstyle.color=never", f"-Dbuild.dir={build}", "-f",
+           os.path.join(ks_dir, "pom.xml")]
+    subprocess.run(mvn + ["package", "-DskipTests"], check=True, stdout=subprocess.DEVNULL)
+    cpfile = os.path.join(build, "classpath.txt")
+    subprocess.run(mvn + ["dependency:build-classpath", f"-Dmdep.outputFile={cpfile}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    with open(cpfile) as f:
+        return os.path.join(build, "kstreams-bench-1.jar") + ":" + f.read().strip()
+
+
 def quix_python():
     """The Python of Quix Streams' own virtualenv (its confluent-kafka is
     newer than the test suite's), made on first use."""
@@ -389,16 +405,7 @@ def main():
     rdk = tool("rdk_pipe")
 
     # Kafka Streams, built once
-    ks_dir = os.path.join(HERE, "kstreams")
-    subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "-f", os.path.join(ks_dir, "pom.xml"),
-                    "package", "-DskipTests"],
-                   check=True, stdout=subprocess.DEVNULL)
-    cpfile = os.path.join(ks_dir, "target", "classpath.txt")
-    subprocess.run(["mvn", "-q", "-B", "-Dstyle.color=never", "-f", os.path.join(ks_dir, "pom.xml"),
-                    "dependency:build-classpath", f"-Dmdep.outputFile={cpfile}"],
-                   check=True, stdout=subprocess.DEVNULL)
-    with open(cpfile) as f:
-        cp = os.path.join(ks_dir, "target", "kstreams-bench-1.jar") + ":" + f.read().strip()
+    cp = kstreams_classpath()
     heap = "-Xmx1g"
 
     scripts = {
