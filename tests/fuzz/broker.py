@@ -156,12 +156,22 @@ class BrokerRun:
             time.sleep(0.2)
         return total == 0
 
+    def wait(self, p, timeout):
+        """The process's exit code; a process still running after timeout
+        is killed (its log says where it hung) and reads as exit -9."""
+        try:
+            return p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            return -9
+
     def run(self):
         self.setup()
         v = self.variant
         if v == "bounded":
             p = self.start(True, "bounded")
-            rc = p.wait(180)
+            rc = self.wait(p, 180)
             self.logs.append(open(p.log_path).read())
             if rc != 0:
                 return None, f"exit {rc}: {self.logs[-1][-1500:]}"
@@ -169,7 +179,7 @@ class BrokerRun:
             p = self.start(False, "continuous")
             ok = self.wait_all_committed()
             p.send_signal(signal.SIGTERM)
-            rc = p.wait(60)
+            rc = self.wait(p, 60)
             self.logs.append(open(p.log_path).read())
             if not ok or rc != 0:
                 return None, f"not committed to the end (exit {rc}): {self.logs[-1][-1500:]}"
@@ -190,10 +200,10 @@ class BrokerRun:
             self.wait_all_committed()
             for q in (a, b):
                 q.send_signal(signal.SIGTERM)
-                q.wait(60)
+                self.wait(q, 60)
                 self.logs.append(open(q.log_path).read())
             p = self.start(True, "last")
-            rc = p.wait(180)
+            rc = self.wait(p, 180)
             self.logs.append(open(p.log_path).read())
             if rc != 0:
                 return None, f"exit {rc}: {self.logs[-1][-1500:]}"
