@@ -37,12 +37,9 @@ static int add_source(sp_ctx *ctx, int kind, const char *name,
         return SP_ENOMEM;
     }
     ctx->sources = s;
-    s[ctx->nsources].kind = kind;
-    s[ctx->nsources].name = strdup(name);
-    s[ctx->nsources].topic = topic;
-    s[ctx->nsources].re_ok = 0;
-    s[ctx->nsources].internal = 0;
-    s[ctx->nsources].task = sp_ctx_task(ctx, name);
+    /* every field not named here starts at zero (global, internal, ...) */
+    s[ctx->nsources] = (sp_source){.kind = kind, .name = strdup(name), .topic = topic,
+                                   .task = sp_ctx_task(ctx, name)};
     if (!s[ctx->nsources].name || s[ctx->nsources].task == SP_ENOMEM) {
         *err = "out of memory";
         return SP_ENOMEM;

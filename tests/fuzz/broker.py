@@ -92,6 +92,19 @@ def read_all(bootstrap, topic, timeout=60):
     return out
 
 
+_ADMINS = {}
+
+
+def admin_client(bootstrap):
+    """One admin client per broker for the whole run: one dropped after a
+    case can be garbage-collected on a librdkafka thread (by a future's
+    callback), where destroying it crashes the interpreter."""
+    from confluent_kafka.admin import AdminClient
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+    return _ADMINS[bootstrap]
+
+
 class BrokerRun:
     def __init__(self, case, bootstrap, tmp, guarantee, variant, seed):
         self.case, self.bootstrap, self.tmp = case, bootstrap, tmp
@@ -102,8 +115,8 @@ class BrokerRun:
         self.logs = []
 
     def setup(self):
-        from confluent_kafka.admin import AdminClient, NewTopic
-        a = AdminClient({"bootstrap.servers": self.bootstrap})
+        from confluent_kafka.admin import NewTopic
+        a = admin_client(self.bootstrap)
         ins, outs = topics_of(self.case)
         parts = self.case["partitions"]
         fs = a.create_topics([NewTopic(self.prefix + t, parts, 1) for t in ins + outs])

@@ -27,11 +27,24 @@ def brokers():
     return b
 
 
+_ADMINS = {}
+
+
+def admin_client(bootstrap):
+    """One admin client per broker for the whole session. An admin client
+    dropped by a test can be garbage-collected on one of librdkafka's own
+    threads (by a future's callback), where destroying it crashes the
+    interpreter (confluent-kafka-python PR 2129)."""
+    if bootstrap not in _ADMINS:
+        _ADMINS[bootstrap] = AdminClient({"bootstrap.servers": bootstrap})
+    return _ADMINS[bootstrap]
+
+
 class Kafka:
     def __init__(self, bootstrap, prefix):
         self.bootstrap = bootstrap
         self.prefix = prefix
-        self.admin = AdminClient({"bootstrap.servers": bootstrap})
+        self.admin = admin_client(bootstrap)
 
     def topic(self, name):
         return f"{self.prefix}-{name}"
