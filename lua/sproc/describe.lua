@@ -5,14 +5,52 @@ local aggregate = require "sproc.aggregate"
 
 local M = {}
 
+local function ms(v) return v .. " ms" end
+
+-- Tables and joins.
+local function join_label(n, env)
+  if n.kind == "table" then
+    return (n.global and "global table " or "table ") .. n.topic .. " (store " .. n.store.name ..
+           ", its changelog the topic)"
+  elseif n.kind == "table_filter" then return "filter rows"
+  elseif n.kind == "table_map" then return "map_values"
+  elseif n.kind == "to_stream" then return "to_stream"
+  elseif n.kind == "to_table" then
+    return "to_table (store " .. n.store.name .. ", changelog " .. env.app_id .. "-" ..
+           n.store.name .. "-changelog)"
+  elseif n.kind == "join_table" then
+    local t = n.table
+    local by = n.keyfn and " by a key function" or ""
+    local via = ""
+    if not t.global and (n.keyfn or aggregate.rekeyed(n)) then
+      via = " through topic " .. env.app_id .. "-" .. n.name .. "-repartition"
+    end
+    return n.how .. " join with " .. (t.global and "global table " or "table ") ..
+           (t.topic or ("of " .. t.kind)) .. by .. via
+  elseif n.kind == "join_side" then
+    local j = n.join
+    local what = j.kind == "stream_join"
+        and ("window before " .. ms(j.window.before) .. ", after " .. ms(j.window.after) ..
+             ", grace " .. ms(j.window.grace) .. ", stores " .. j.name .. ".left/.right" ..
+             (j.how ~= "inner" and "/.outer" or ""))
+        or "tables"
+    return n.how_label or (j.how .. " join " .. j.name .. " (" .. n.side .. " side; " .. what .. ")")
+  end
+end
+
 --- The topology as text, or as Graphviz DOT.
 function M.describe(env, dot)
   local topo = sproc._topology()
   local out = {}
   local function label(n)
+    local jl = join_label(n, env)
+    if jl then return jl end
     if n.kind == "source" then
       local s = n.source
       if s.kind == "timer" then return "timer every " .. s.every .. " ms of " .. s.time_kind .. " time" end
+      if s.kind == "table" or s.kind == "global_table" then
+        return "topic " .. s.names[1] .. " (key " .. s.key .. ", value " .. s.value .. ")"
+      end
       return (s.kind == "file" and "file " or (s.kind == "pattern" and "pattern " or "topic ")) ..
              table.concat(s.names, ", ") .. " (key " .. s.key .. ", value " .. s.value .. ")"
     elseif n.kind == "to" then return "to topic " .. n.opts.topic
@@ -46,6 +84,11 @@ function M.describe(env, dot)
       for _, c in ipairs(n.children) do
         out[#out + 1] = string.format("  n%d -> n%d;", n.id, c.id)
       end
+      if n.kind == "join_side" then
+        out[#out + 1] = string.format("  n%d -> n%d;", n.id, n.join.id)
+      elseif n.kind == "join_table" then
+        out[#out + 1] = string.format("  n%d -> n%d [style=dashed, label=\"looks up\"];", n.table.id, n.id)
+      end
       if n.kind == "aggregate" then
         out[#out + 1] = string.format("  s%d [label=%q, shape=cylinder];", n.id,
                                       "store " .. n.store_name .. " / changelog " .. env.app_id ..
@@ -54,9 +97,10 @@ function M.describe(env, dot)
       end
     end
     for i, h in ipairs(topo.stores) do
+      local log = h.table_of and ("topic " .. h.table_of) or
+                  ("changelog " .. env.app_id .. "-" .. h.name .. "-changelog")
       out[#out + 1] = string.format("  store%d [label=%q, shape=cylinder];", i,
-                                    "store " .. h.name .. " (" .. h.kind .. ") / changelog " ..
-                                    env.app_id .. "-" .. h.name .. "-changelog")
+                                    "store " .. h.name .. " (" .. h.kind .. ") / " .. log)
     end
     out[#out + 1] = "}"
   else
@@ -65,11 +109,16 @@ function M.describe(env, dot)
     local function walk(n, depth)
       out[#out + 1] = string.rep("  ", depth) .. label(n)
       for _, c in ipairs(n.children) do walk(c, depth + 1) end
+      -- a join's operators after it, under its left side
+      if n.kind == "join_side" and n.side == "left" then
+        for _, c in ipairs(n.join.children) do walk(c, depth + 1) end
+      end
     end
     for _, s in ipairs(topo.sources) do walk(s.node, 1) end
     for _, h in ipairs(topo.stores) do
-      out[#out + 1] = "  store " .. h.name .. " (" .. h.kind .. ", changelog " ..
-                      env.app_id .. "-" .. h.name .. "-changelog)"
+      local log = h.table_of and ("its changelog the topic " .. h.table_of) or
+                  ("changelog " .. env.app_id .. "-" .. h.name .. "-changelog")
+      out[#out + 1] = "  store " .. h.name .. " (" .. h.kind .. ", " .. log .. ")"
     end
   end
   return table.concat(out, "\n") .. "\n"
