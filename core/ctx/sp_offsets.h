@@ -62,6 +62,9 @@ struct sp_tp {
     int at_end;          /* the consumer said it reached the end since the
                           * last record */
     int64_t at_end_ms;   /* wall clock then */
+    int64_t eof_offset;  /* where the consumer last said it reached the end
+                          * since assigned (past a transaction's marker,
+                          * where no record is); -1 */
 };
 
 typedef struct sp_offsets {

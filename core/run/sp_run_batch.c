@@ -95,6 +95,7 @@ static void consumer_event(runner *r, const rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
         sp_tp *tp = sp_offsets_tp(&r->offs, rd_kafka_topic_name(m->rkt), m->partition);
         if (tp) sp_run_sync_at_end(r, tp);
+        if (tp && m->offset > tp->eof_offset) tp->eof_offset = m->offset;
         if (tp && tp->end_offset >= 0 && m->offset >= tp->end_offset) sp_run_mark_done(r, tp);
     } else if (m->err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
                m->err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {

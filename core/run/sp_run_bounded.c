@@ -51,7 +51,10 @@ int sp_run_seal_internal(runner *r) {
             sp_tp *tp = sp_offsets_tp(&r->offs, s->name, p);
             if (!tp) continue;
             tp->end_offset = hi;
-            if (hi <= lo || (tp->position >= 0 && tp->position >= hi)) {
+            /* under exactly-once the end is the last commit's marker, which
+             * the consumer passes without a record: only its end event
+             * (perhaps seen before this) says it got there */
+            if (hi <= lo || (tp->position >= 0 && tp->position >= hi) || tp->eof_offset >= hi) {
                 tp->done = 1;
             } else {
                 tp->done = 0;

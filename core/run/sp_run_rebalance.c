@@ -194,6 +194,7 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         if (!tp) continue;
         tp->assigned = 1;
         tp->at_end = 0;
+        tp->eof_offset = -1;
         /* with a fresh assignment the committed offset is the broker's */
         tp->committed = -1;
         tp->committable = -1;

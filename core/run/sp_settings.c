@@ -8,14 +8,16 @@
 /* sproc's own settings and what their values are. */
 typedef struct known {
     const char *key;
-    int kind; /* 0 a non-negative integer, 1 any text, 2 a guarantee */
+    int kind; /* 0 a non-negative integer, 1 any text, 2 a guarantee, 3 an
+               * integer >= -1 */
 } known;
 
 static const known sproc_keys[] = {
     {"sproc.batch.size", 0},         {"sproc.commit.interval.ms", 0},
     {"sproc.dev.partitions", 0},     {"sproc.state.max.bytes", 0},
     {"sproc.state.dir", 1},          {"sproc.processing.guarantee", 2},
-    {"sproc.idle.timeout.ms", 0},    {NULL, 0}};
+    {"sproc.idle.timeout.ms", 0},    {"sproc.max.task.idle.ms", 3},
+    {NULL, 0}};
 
 int sp_settings_distance(const char *a, const char *b) {
     size_t la = strlen(a), lb = strlen(b);
@@ -81,11 +83,12 @@ static char *say(const char *fmt, const char *a, const char *b, const char *c) {
 static int check_sproc(const char *key, const char *val, char **msg) {
     for (const known *k = sproc_keys; k->key; k++) {
         if (strcmp(k->key, key) != 0) continue;
-        if (k->kind == 0) {
+        if (k->kind == 0 || k->kind == 3) {
             char *end;
             long long v = strtoll(val, &end, 10);
-            if (*val && !*end && v >= 0) return 0;
-            *msg = say("--set %s=%s: a whole number >= 0 is wanted%s", key, val, "");
+            if (*val && !*end && v >= (k->kind == 3 ? -1 : 0)) return 0;
+            *msg = say("--set %s=%s: a whole number >= %s is wanted", key, val,
+                       k->kind == 3 ? "-1" : "0");
             return -1;
         }
         if (k->kind == 2 && strcmp(val, "at_least_once") != 0 && strcmp(val, "exactly_once") != 0) {

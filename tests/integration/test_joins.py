@@ -1,10 +1,14 @@
 """Tables and joins against the real broker: a table's state is restored
 from its own topic up to the group's committed offset, a global table is
 read whole before anything else, co-partitioning is checked at start, and
-a stream-stream join runs bounded."""
+a stream-stream join runs bounded, and both kinds of join give under
+exactly-once, killed five times, what a run without kills gives."""
 import json
+import os
+import random
+from collections import Counter
 
-from conftest import FAST, write_script
+from conftest import FAST, Probe, wait_until, write_script
 
 
 def canon(pairs):
@@ -163,3 +167,116 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
     assert len(md.topics[f"{app}-by-vendor-repartition"].partitions) == 2
     want = canon((f"v{i % 12}", {"id": i, "vendor": f"vendor {i % 12}"}) for i in range(200) if i % 12 < 10)
     assert values(kafka, "out") == want
+
+
+CRASH_SCRIPT = """
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "exactly_once" }}
+local function work()  -- time enough per record for kills to land mid-run
+  local t = os.clock() + 0.00005
+  while os.clock() < t do end
+end
+local vendors = sproc.table{{ topic = "{vendors}", value = "json" }}
+local payments = sproc.source{{ topic = "{payments}", value = "json" }}
+local trips = sproc.source{{ topic = "{trips}", value = "json" }}
+trips
+  :left_join(vendors, function(trip, vendor)
+    work()
+    return {{ id = trip.id, vendor = vendor and vendor.name or false }}
+  end, {{ key = function(r) return r.value.vendor end, name = "by-vendor" }})
+  :to{{ topic = "{out_st}" }}
+trips
+  :left_join(payments, function(trip, pay)
+    work()
+    return {{ id = trip.id, amount = pay and pay.amount or false }}
+  end, {{ within = "30s", grace = "1m" }})
+  :to{{ topic = "{out_ss}" }}
+"""
+
+
+def crash_inputs(kafka, n, seed):
+    """Vendors with several versions and deletions, all older than the
+    trips (so that which version a trip sees does not depend on when the
+    re-keyed trips reach the repartition topic); trips with disorder;
+    payments within 30 s of their trip, later, or missing."""
+    rnd = random.Random(seed)
+    base = 1_700_000_000_000
+    vend = []
+    for i in range(600):
+        k = f"v{rnd.randrange(150)}"
+        vend.append((k.encode(), None if rnd.random() < 0.1 else {"name": f"{k}.{i}"}, None, base + i))
+    kafka.produce("vendors", vend)
+    trips, pays = [], []
+    for i in range(n):
+        ts = base + 100_000 + i * 20 + rnd.randrange(-2000, 2000)
+        trips.append((f"t{i}".encode(), {"id": i, "vendor": f"v{rnd.randrange(170)}"}, None, ts))
+        r = rnd.random()
+        if r < 0.7:
+            pays.append((f"t{i}".encode(), {"amount": i % 97}, None, ts + rnd.randrange(-25_000, 25_000)))
+        elif r < 0.85:
+            pays.append((f"t{i}".encode(), {"amount": -1}, None, ts + rnd.randrange(40_000, 90_000)))
+    kafka.produce("trips", trips)
+    kafka.produce("payments", pays)
+
+
+def committed_outputs(kafka, name):
+    """(key, value, timestamp) of read_committed records, as a multiset; a
+    JSON object's fields may come in any order."""
+    return Counter((r["key"], json.dumps(json.loads(r["value"]), sort_keys=True), r["timestamp"])
+                   for r in kafka.read(name, isolation="read_committed"))
+
+
+def test_joins_exactly_once_killed_five_times_equal_a_run_without_kills(kafka, sproc, tmp_path):
+    seed = int(os.environ.get("SPROC_TEST_SEED", random.randrange(1 << 30)))
+    print(f"seed {seed}")
+    n = 40_000
+    for t, parts in (("vendors", 3), ("trips", 4), ("payments", 4)):
+        kafka.create(t, partitions=parts)
+    for run in ("ref", "crash"):
+        kafka.create(f"{run}-st", partitions=3)
+        kafka.create(f"{run}-ss", partitions=4)
+    crash_inputs(kafka, n, seed)
+
+    def args(run):
+        script = write_script(tmp_path, f"{run}.lua", CRASH_SCRIPT.format(
+            vendors=kafka.topic("vendors"), payments=kafka.topic("payments"),
+            trips=kafka.topic("trips"), out_st=kafka.topic(f"{run}-st"),
+            out_ss=kafka.topic(f"{run}-ss")))
+        group = kafka.topic(f"{run}-app")
+        return group, [script, "--brokers", kafka.bootstrap, "--app", group] + FAST + \
+            ["--set", "group.instance.id=" + group + "-1"]
+
+    _, ref = args("ref")
+    p = sproc(ref + ["--until-end"], name="ref")
+    assert p.wait(300) == 0, p.stderr()
+
+    group, crash = args("crash")
+    probe = Probe(kafka, group, "trips", "crash-ss")
+    rnd = random.Random(seed)
+    marks = sorted(rnd.uniform(0.1, 0.75) for _ in range(5))
+    logs, seen, open_txns = [], 0, 0
+    for i, mark in enumerate(marks):
+        p = sproc(crash, name=f"run{i}")
+        goal = min(max(mark * n, seen + 0.03 * n), 0.85 * n)
+        wait_until(lambda: not p.alive() or (probe.committed() >= goal and
+                                             probe.open_transaction_records() > 0),
+                   timeout=180, interval=0.01, what=f"{goal:.0f} trips committed before kill {i + 1}")
+        assert p.alive(), p.stderr()
+        p.kill()
+        seen = probe.committed()
+        open_txns += probe.open_transaction_records() > 0
+        print(f"kill {i + 1} at {seen} trips committed (mark {mark:.2f})")
+        logs.append(p.stderr())
+    probe.close()
+    p = sproc(crash + ["--until-end"], name="last")
+    assert p.wait(300) == 0, p.stderr()
+    logs.append(p.stderr())
+    log = "\n".join(logs)
+    assert open_txns == 5, f"only {open_txns} of 5 kills hit an open transaction\n{log[-3000:]}"
+    for side in ("st", "ss"):
+        want, got = committed_outputs(kafka, f"ref-{side}"), committed_outputs(kafka, f"crash-{side}")
+        assert sum(want.values()) > n // 2, (side, sum(want.values()))
+        missing, extra = want - got, got - want
+        assert not missing and not extra, \
+            f"{side}: {sum(missing.values())} missing (e.g. {list(missing)[:5]}), " \
+            f"{sum(extra.values())} unexpected (e.g. {list(extra)[:5]})\n{log[-4000:]}"

@@ -61,6 +61,15 @@ describe("misspelled options", function()
     assert.matches("rc=2", out)
   end)
 
+  it("take sproc.max.task.idle.ms from -1 (never wait) up, as the README documents", function()
+    for _, v in ipairs({ "-1", "0", "500" }) do
+      assert.matches("rc=0", run(timer_only, "--set sproc.max.task.idle.ms=" .. v))
+    end
+    local out = run(timer_only, "--set sproc.max.task.idle.ms=-2")
+    assert.matches("a whole number >= %-1", out)
+    assert.matches("rc=2", out)
+  end)
+
   it("a misspelled operator says which one was meant, with one traceback of the script's", function()
     local out = run('local sproc = require "sproc"\nsproc.source{ topic = "x" }\n  :fitler(function() end)\n')
     assert.matches("did you mean filter%?", out)
