@@ -12,6 +12,7 @@ local encode = require "sproc.encode"
 local errors = require "sproc.errors"
 
 local repartition = require "sproc.repartition"
+local versions = require "sproc.versions"
 local rekeyed = require("sproc.aggregate").rekeyed
 
 local C = core.C
@@ -110,6 +111,7 @@ function compile.table(n, env, c)
   local where = "table " .. n.topic
   -- the row before the change goes with it (Kafka Streams' Change.oldValue)
   local before = lookup_of(n, env)
+  local vs, history = n.versions, n.history
   return function(r)
     local k = key_string(r.key)
     if k == nil then
@@ -117,6 +119,14 @@ function compile.table(n, env, c)
       return
     end
     local rec = batch.recs[batch.cur]
+    if vs then
+      local deleted = rec.val == nil or (json and r.value == nil)
+      local kept, latest = versions.put(vs, history, k, (not deleted) and r.value or nil, r.ts)
+      -- older than the history: dropped; out of order: history only
+      -- (Kafka Streams forwards neither)
+      if not kept then stats.late = stats.late + 1 end
+      if not latest then return end
+    end
     local old = before(k)
     if old == nil then old = false end
     r[OLD] = old
@@ -236,6 +246,7 @@ local function join_table(n, env, c, keyfn)
   env.serdes = saved
   local counts, hit, miss = counters(env, n.name)
   local left = how == "left"
+  local vs, history = t.versions, t.history
   return function(r)
     local v = r.value
     local k = keyfn and keyfn(r) or r.key
@@ -244,7 +255,13 @@ local function join_table(n, env, c, keyfn)
       return
     end
     local tv
-    if k ~= nil then tv = lookup(key_string(k), part) end
+    if k ~= nil then
+      if vs then
+        tv = versions.get(vs, history, key_string(k), r.ts)
+      else
+        tv = lookup(key_string(k), part)
+      end
+    end
     if counts ~= nil then
       if tv ~= nil then counts[hit] = counts[hit] + 1 else counts[miss] = counts[miss] + 1 end
     end

@@ -43,7 +43,8 @@ local serdes = { bytes = true, string = true, json = true }
 -- A table over a topic: its source, its store and the node of its state.
 local function new_table(opts, what, global)
   if type(opts) ~= "table" then error(what .. " expects a table of options", 3) end
-  options.check(what, opts, { "topic", "key", "value", "name", "backend" }, 3)
+  options.check(what, opts, { "topic", "key", "value", "name", "backend", "history" }, 3)
+  if opts.history ~= nil and global then error(what .. ": a global table keeps no history", 3) end
   if type(opts.topic) ~= "string" or opts.topic == "" then
     error(what .. ": topic must be a non-empty string", 3)
   end
@@ -64,13 +65,22 @@ local function new_table(opts, what, global)
   topo.sources[#topo.sources + 1] = src
   local t = node(s, "table", { store = h, global = global, topic = opts.topic }, Table)
   src.table = t
+  if opts.history ~= nil then
+    -- a versioned table: its rows of the history in a store of their own
+    t.history = window.duration(opts.history, what .. ": history", 3)
+    ok, t.versions = pcall(store.new, { name = name .. ".history", backend = opts.backend })
+    if not ok then error((tostring(t.versions):gsub("^sproc%.store", what)), 3) end
+    topo.stores[#topo.stores + 1] = t.versions
+  end
   return t
 end
 
 --- sproc.table{ topic = "vendors", key = "string", value = "json",
 --- name = "vendors" (the store; default: the topic), backend = "memory" |
---- "lmdb" }: the latest value per key of a topic. A stream joins it by
---- key: the topics must have as many partitions (co-partitioned).
+--- "lmdb", history = "1h" }: the latest value per key of a topic. A
+--- stream joins it by key: the topics must have as many partitions
+--- (co-partitioned). With a history the table is versioned: a stream
+--- record joins the row valid at its time (sproc.versions).
 function M.table(opts) return new_table(opts, "sproc.table", false) end
 
 --- sproc.global_table{ ... }: a table of every partition of its topic, on
@@ -81,6 +91,7 @@ function M.global_table(opts) return new_table(opts, "sproc.global_table", true)
 -- The table node a derived table reads its values through.
 local function derive(t, kind, props)
   if t.global then error("a global table has no operators: join it", 3) end
+  if t.history then error("a versioned table (history) has no operators: join it", 3) end
   props.global = false
   return node(t, kind, props, Table)
 end

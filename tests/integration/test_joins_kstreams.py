@@ -1,6 +1,7 @@
 """sproc's joins side by side with Kafka Streams itself (3.9,
 tests/bench/kstreams: sproc.bench.Joins) on the same seeded, randomized
-input topics: a stream joined with a table (inner, left) and with a global
+input topics: a stream joined with a table (inner, left), with a versioned
+table (as-of lookups: inner, left) and with a global
 table, two streams within a window (inner, left, outer) and two tables
 (inner, left, outer). The inputs have records out of order within the
 grace, records later than the grace, tombstones on the tables, keys on one
@@ -21,8 +22,8 @@ import pytest
 
 from conftest import FAST, ROOT, wait_until, write_script
 
-WITHIN, GRACE = 5000, 2000
-JOINS = ["st-inner", "st-left", "gt-inner", "gt-left", "ss-inner", "ss-left", "ss-outer",
+WITHIN, GRACE, HISTORY = 5000, 2000, 4000
+JOINS = ["st-inner", "st-left", "sv-inner", "sv-left", "gt-inner", "gt-left", "ss-inner", "ss-left", "ss-outer",
          "tt-inner", "tt-left", "tt-outer"]
 
 
@@ -63,6 +64,12 @@ def inputs(seed):
     for i, (k, t) in enumerate(stream(80, keys[:9] + ["only-t"], 750, 0.0)):
         v = None if rnd.random() < 0.15 else {"name": f"t{i}"}
         topics["T"].append((k, v, ts(t)))
+    # a versioned table: rows out of order, some further back than the history
+    for i, (k, t) in enumerate(stream(80, keys[:9] + ["only-v"], 750, 0.0)):
+        if rnd.random() < 0.3:
+            t -= rnd.randrange(1000, 2 * HISTORY)
+        v = None if rnd.random() < 0.15 else {"ver": i}
+        topics["V"].append((k, v, ts(t)))
     for i in range(8):
         topics["G"].append((f"g{i}", {"zone": f"zone{i}"}, ts(-1000 - i)))
     for side in "LR":
@@ -86,6 +93,9 @@ local S = sproc.source{{ topic = "{i}-S", value = "json" }}
 local T = sproc.table{{ topic = "{i}-T", value = "json" }}
 S:join(T, pair):to{{ topic = "{o}-st-inner" }}
 S:left_join(T, pair):to{{ topic = "{o}-st-left" }}
+local V = sproc.table{{ topic = "{i}-V", value = "json", history = {h} }}
+S:join(V, pair):to{{ topic = "{o}-sv-inner" }}
+S:left_join(V, pair):to{{ topic = "{o}-sv-left" }}
 local G = sproc.global_table{{ topic = "{i}-G", value = "json" }}
 local function g(r) return r.value.g end
 S:join(G, pair, {{ key = g }}):to{{ topic = "{o}-gt-inner" }}
@@ -124,7 +134,7 @@ def test_joins_equal_kafka_streams(kafka, sproc, tmp_path, seed):
     if not shutil.which("mvn") or not shutil.which("java"):
         pytest.skip("Maven and Java build the Kafka Streams side")
     cp = kstreams_classpath()
-    parts = {"S": 3, "T": 3, "G": 2, "L": 3, "R": 3, "A": 3, "B": 3}
+    parts = {"S": 3, "T": 3, "V": 3, "G": 2, "L": 3, "R": 3, "A": 3, "B": 3}
     for t, n in parts.items():
         kafka.create(f"in-{t}", partitions=n)
     for who in ("ks", "sp"):
@@ -139,14 +149,14 @@ def test_joins_equal_kafka_streams(kafka, sproc, tmp_path, seed):
     ks_app, sp_app = kafka.topic("ks-app"), kafka.topic("sp-app")
     ks = subprocess.Popen(["java", "-Xmx512m", "-cp", cp, "sproc.bench.Joins", kafka.bootstrap, ks_app,
                            kafka.topic("in"), kafka.topic("ks"), str(WITHIN), str(GRACE),
-                           str(tmp_path / "ks-state")],
+                           str(tmp_path / "ks-state"), str(HISTORY)],
                           stdout=subprocess.DEVNULL, stderr=open(tmp_path / "ks.log", "w"))
     script = write_script(tmp_path, "joins.lua", SCRIPT.format(i=kafka.topic("in"), o=kafka.topic("sp"),
-                                                               w=WITHIN, g=GRACE))
+                                                               w=WITHIN, g=GRACE, h=HISTORY))
     p = sproc([script, "--brokers", kafka.bootstrap, "--app", sp_app] + FAST)
     try:
         def done(group):
-            for t in "STLRAB":
+            for t in "STVLRAB":
                 ends = kafka.end_offsets(f"in-{t}")
                 got = kafka.committed(group, f"in-{t}")
                 if any(got.get(q, -1) < e for q, e in ends.items() if e > 0):

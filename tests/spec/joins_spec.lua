@@ -233,3 +233,79 @@ sproc.source{ topic = "L" }:outer_join(t, function() end)
     assert.matches("outer_join(): a stream joins a table inner or left", err, 1, true)
   end)
 end)
+
+describe("a stream joined with a versioned table (history)", function()
+  local d
+  before_each(function()
+    d = driver([[
+local rates = sproc.table{ topic = "rates", value = "json", history = "1h" }
+sproc.source{ topic = "orders", value = "json" }
+  :left_join(rates, function(o, rate) return o.id .. "@" .. (rate and rate.r or "-") end)
+  :to{ topic = "out" }
+]])
+  end)
+  local H = 3600000
+
+  it("joins each record with the row valid at the record's time, late or not", function()
+    d:pipe("rates", { key = "eur", value = { r = 1 }, ts = 1000 })
+    d:pipe("rates", { key = "eur", value = { r = 2 }, ts = 5000 })
+    d:pipe("rates", { key = "eur", value = { r = 3 }, ts = 9000 })
+    d:pipe("orders", {
+      { key = "eur", value = { id = 1 }, ts = 500 },    -- before any row
+      { key = "eur", value = { id = 2 }, ts = 1000 },
+      { key = "eur", value = { id = 3 }, ts = 4999 },
+      { key = "eur", value = { id = 4 }, ts = 7000 },
+      { key = "eur", value = { id = 5 }, ts = 20000 },
+    })
+    assert.are.same({ "eur|1@-|500", "eur|2@1|1000", "eur|3@1|4999", "eur|4@2|7000", "eur|5@3|20000" },
+                    lines(d, "out"))
+    -- the latest row is what the store holds
+    assert.are.equal(3, d:store("rates"):get("eur").r)
+  end)
+
+  it("puts an out-of-order row in the history without making it the latest", function()
+    d:pipe("rates", { key = "eur", value = { r = 1 }, ts = 1000 })
+    d:pipe("rates", { key = "eur", value = { r = 3 }, ts = 9000 })
+    d:pipe("rates", { key = "eur", value = { r = 2 }, ts = 5000 })   -- out of order
+    d:pipe("rates", { key = "eur", value = nil, ts = 12000 })        -- deleted
+    d:pipe("orders", {
+      { key = "eur", value = { id = 1 }, ts = 6000 },
+      { key = "eur", value = { id = 2 }, ts = 9500 },
+      { key = "eur", value = { id = 3 }, ts = 13000 },
+    })
+    assert.are.same({ "eur|1@2|6000", "eur|2@3|9500", "eur|3@-|13000" }, lines(d, "out"))
+  end)
+
+  it("forgets rows older than the history, and answers nothing that far back", function()
+    d:pipe("rates", { key = "eur", value = { r = 1 }, ts = 1000 })
+    d:pipe("rates", { key = "eur", value = { r = 2 }, ts = 2000 })
+    d:pipe("rates", { key = "usd", value = { r = 7 }, ts = 3 * H })
+    d:pipe("rates", { key = "eur", value = { r = 0 }, ts = 1500 })   -- older than the history: dropped
+    d:pipe("orders", {
+      { key = "eur", value = { id = 1 }, ts = 3 * H },       -- the latest row, however old
+      { key = "eur", value = { id = 2 }, ts = 1500 },        -- older than the history
+      { key = "eur", value = { id = 3 }, ts = 2 * H + 1 },   -- within it
+    })
+    assert.are.same({ "eur|1@2|" .. 3 * H, "eur|2@-|1500", "eur|3@2|" .. (2 * H + 1) }, lines(d, "out"))
+    local function rows()
+      local n = 0
+      for k in pairs(d:store("rates.history"):all()) do if k:sub(1, 1) ~= "\255" then n = n + 1 end end
+      return n
+    end
+    -- a key's rows are looked at when it changes: eur's row of 1000 goes
+    -- then (the row after it began before the history), the one of 2000 stays
+    assert.are.equal(3, rows())
+    d:pipe("rates", { key = "eur", value = { r = 4 }, ts = 3 * H + 1 })
+    assert.are.equal(3, rows())
+    d:pipe("orders", { key = "eur", value = { id = 4 }, ts = 2 * H + 2 })
+    assert.are.equal("eur|4@2|" .. (2 * H + 2), lines(d, "out")[4])
+  end)
+
+  it("is refused on global tables and before operators", function()
+    assert.has_error(function() driver('sproc.global_table{ topic = "t", history = "1h" }') end,
+                     nil)
+    local ok, err = pcall(driver, 'sproc.table{ topic = "t", history = "1h" }:filter(function() return true end)')
+    assert.is_false(ok)
+    assert.matches("versioned table", tostring(err))
+  end)
+end)

@@ -15,15 +15,19 @@ import org.apache.kafka.streams.kstream.GlobalKTable;
 import org.apache.kafka.streams.kstream.JoinWindows;
 import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.KTable;
+import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
 import org.apache.kafka.streams.kstream.StreamJoined;
 import org.apache.kafka.streams.kstream.ValueJoiner;
+import org.apache.kafka.streams.state.Stores;
 
 /** The reference for sproc's joins (tests/integration/test_joins_kstreams.py):
- *  java sproc.bench.Joins BROKERS APP IN OUT WITHIN_MS GRACE_MS STATE_DIR
+ *  java sproc.bench.Joins BROKERS APP IN OUT WITHIN_MS GRACE_MS STATE_DIR HISTORY_MS
  *  reads IN-{S,T,G,L,R,A,B} and writes OUT-..., each joiner's value being
  *  {"l": left value, "r": right value} (null for a missing side):
  *  st-inner / st-left: stream S joined with table T by key;
+ *  sv-inner / sv-left: S joined with table V, versioned (a versioned store
+ *  of HISTORY_MS: as-of lookups at the stream record's time);
  *  gt-inner / gt-left: S joined with global table G by S's field g;
  *  ss-inner / ss-left / ss-outer: stream L joined with stream R within
  *  WITHIN_MS (grace GRACE_MS);
@@ -69,6 +73,12 @@ public final class Joins {
         KTable<String, String> table = b.table(px + "-T", in);
         stream.join(table, PAIR).to(ox + "-st-inner", out);
         stream.leftJoin(table, PAIR).to(ox + "-st-left", out);
+
+        KTable<String, String> versioned = b.table(px + "-V", in,
+            Materialized.<String, String>as(Stores.persistentVersionedKeyValueStore(
+                "versioned", Duration.ofMillis(Long.parseLong(args[7])))).withKeySerde(s).withValueSerde(s));
+        stream.join(versioned, PAIR).to(ox + "-sv-inner", out);
+        stream.leftJoin(versioned, PAIR).to(ox + "-sv-left", out);
 
         GlobalKTable<String, String> global = b.globalTable(px + "-G", in);
         stream.join(global, (k, v) -> parse(v).path("g").asText(null), PAIR).to(ox + "-gt-inner", out);
