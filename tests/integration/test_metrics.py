@@ -159,10 +159,33 @@ sproc.source{{ topic = "{kafka.topic('in')}" }}:each(function(r) seen:put(r.key,
     assert m["sproc_restoring_partitions"] == 0
 
 
+def test_join_hits_and_misses(kafka, sproc, tmp_path):
+    kafka.create("vendors", partitions=2)
+    kafka.create("trips", partitions=2)
+    kafka.create("out", partitions=2)
+    kafka.produce("vendors", [(f"v{i}".encode(), {"name": f"vendor {i}"}, None, 1000) for i in range(4)])
+    kafka.produce("trips", [(f"v{i % 6}".encode(), {"id": i}, None, 2000 + i) for i in range(60)])
+    port = free_port()
+    script = write_script(tmp_path, "j.lua", f"""
+local sproc = require "sproc"
+local vendors = sproc.table{{ topic = "{kafka.topic('vendors')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :left_join(vendors, function(t, v) return {{ id = t.id, vendor = v and v.name or false }} end,
+             {{ name = "vendor" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    group = kafka.topic("app")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--metrics", f"127.0.0.1:{port}"] + FAST)
+    wait_committed_to_end(kafka, group, "trips", proc=p)
+    m = metrics(port)
+    assert m['sproc_operator_records_total{operator="join:vendor:hit",direction="in"}'] == 40
+    assert m['sproc_operator_records_total{operator="join:vendor:miss",direction="in"}'] == 20
+
+
 def test_describe_dot_renders(tmp_path):
     import os
     from conftest import ROOT, SPROC
-    for ex in ("wordcount.lua", "trip_stats.lua", "tripdata.lua"):
+    for ex in ("wordcount.lua", "trip_stats.lua", "tripdata.lua", "trip_vendors.lua", "trip_payments.lua"):
         dot = subprocess.run([SPROC, "describe", os.path.join(ROOT, "examples", ex), "--dot"],
                              capture_output=True, text=True)
         assert dot.returncode == 0, dot.stderr
@@ -174,3 +197,7 @@ def test_describe_dot_renders(tmp_path):
     text = subprocess.run([SPROC, "describe", os.path.join(ROOT, "examples", "trip_stats.lua")],
                           capture_output=True, text=True).stdout
     assert "store per-vendor" in text and "trip-stats-per-vendor-repartition" in text
+    text = subprocess.run([SPROC, "describe", os.path.join(ROOT, "examples", "trip_vendors.lua")],
+                          capture_output=True, text=True).stdout
+    assert "table vendors (store vendors, its changelog the topic)" in text, text
+    assert "left join with table vendors" in text, text
