@@ -336,6 +336,10 @@ int sp_source_timer(sp_ctx *ctx, int64_t every_ms, int wall, const char **err);
  * and appends the records of due timers to the batch; returns how many
  * were appended (process them, then call again until 0). */
 int32_t sp_ctx_fire_timers(sp_ctx *ctx);
+/* After record rec ran: the records of the stream timers its time made
+ * due go right after it (as Kafka Streams punctuates after a record);
+ * returns how many were inserted, or -1. */
+int32_t sp_ctx_fire_stream_timers_after(sp_ctx *ctx, int32_t rec);
 /* The wall clock the timers see: the executable sets real time, the test
  * driver a virtual one. */
 void sp_ctx_set_wall_clock(sp_ctx *ctx, int64_t ms);

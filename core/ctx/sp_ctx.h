@@ -148,6 +148,7 @@ struct sp_ctx {
     int32_t ntopic_tasks;
     struct sp_timer *timers;
     int32_t ntimers;
+    int32_t stream_timers; /* how many of them follow stream time */
     int64_t wall_ms;
     int64_t idle_ms; /* idle partitions' stream time follows the wall clock */
     int32_t scanned; /* batch records already counted in stream time */

@@ -44,6 +44,7 @@ typedef struct sp_timer {
 void sp_ctx_reset_timers(sp_ctx *ctx) {
     /* a new script's timers start over; stream times stay */
     ctx->ntimers = 0;
+    ctx->stream_timers = 0;
     for (int32_t k = 0; k < ctx->nptimes; k++)
         for (int i = 0; i < MAX_TIMERS; i++) ctx->ptimes[k].next[i] = -1;
 }
@@ -196,6 +197,7 @@ int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
     ctx->timers = t;
     /* a wall timer counts from when it is declared */
     t[ctx->ntimers++] = (sp_timer){topic, wall, every, wall ? ctx->wall_ms + every : -1};
+    ctx->stream_timers += !wall;
     return SP_OK;
 }
 
@@ -243,6 +245,43 @@ int sp_ctx_count_records(sp_ctx *ctx, int32_t end) {
     }
     ctx->scanned = end;
     return 0;
+}
+
+/* Inserts a stream timer's record for partition at ts after record at. */
+static int insert_after(sp_ctx *ctx, int32_t at, const sp_timer *t, int32_t partition,
+                        int64_t ts) {
+    if (!sp_batch_add(ctx)) return -1;
+    sp_rec *recs = ctx->batch.recs;
+    memmove(&recs[at + 2], &recs[at + 1], (size_t)(ctx->batch.n - at - 2) * sizeof *recs);
+    memset(&recs[at + 1], 0, sizeof *recs);
+    recs[at + 1].topic = t->topic;
+    recs[at + 1].partition = partition;
+    recs[at + 1].ts = ts;
+    recs[at + 1].offset = -1;
+    return 0;
+}
+
+/* Stream timers fire where Kafka Streams punctuates: right after the
+ * record whose time (its source's time function has run) makes its
+ * partition's stream time cross the timer's next multiple, with that
+ * stream time, so how often they fire does not depend on where batches
+ * begin. Their records go into the batch after record rec; returns how
+ * many, or -1. */
+int32_t sp_ctx_fire_stream_timers_after(sp_ctx *ctx, int32_t rec) {
+    if (!ctx->stream_timers || rec < 0 || rec >= ctx->batch.n || ctx->batch.recs[rec].offset < 0)
+        return 0;
+    if (sp_ctx_count_records(ctx, rec + 1) != 0) return -1;
+    int32_t partition = ctx->batch.recs[rec].partition, added = 0;
+    sp_ptime *pt = ptime(ctx, partition, 0);
+    if (!pt || pt->stream_ms < 0) return 0;
+    for (int32_t t = 0; t < ctx->ntimers; t++) {
+        const sp_timer *tm = &ctx->timers[t];
+        if (tm->wall || pt->next[t] < 0 || pt->stream_ms < pt->next[t]) continue;
+        if (insert_after(ctx, rec + added, tm, partition, pt->stream_ms) != 0) return -1;
+        pt->next[t] = pt->stream_ms - pt->stream_ms % tm->every + tm->every;
+        added++;
+    }
+    return added;
 }
 
 /* Stream time is a record's: a store call counts the records before the

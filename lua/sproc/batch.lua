@@ -50,10 +50,11 @@ local function make_process(env)
     return entry
   end
   local function process(from)
-    local recs, n = batch.recs, batch.n
-    for i = from, n - 1 do
+    local i = from
+    -- batch.n grows (and batch.recs may move) when a stream timer fires
+    while i < batch.n do
       batch.cur = i
-      local rec = recs[i]
+      local rec = batch.recs[i]
       -- the core's own records (timer firings, window results) have no
       -- offset, and a repartition topic's were input when first read:
       -- they are not input; a record resumed in its next source was
@@ -64,6 +65,11 @@ local function make_process(env)
         stats.records_in = stats.records_in + 1
       end
       entry(i)
+      -- the stream timers this record's time made due run right after it
+      if batch.recs[i].offset >= 0 and C.sp_ctx_fire_stream_timers_after(ctx, i) < 0 then
+        error("out of memory while firing timers", 0)
+      end
+      i = i + 1
     end
   end
   -- Where to go on after record i failed: (i, its next source) or i + 1.
@@ -144,8 +150,8 @@ function M.run(env, from)
   local batch, stats, ctx = env.batch, env.stats, env.ctx
   stats.batches = stats.batches + 1
   from = from or 0
-  -- the input records, then the records of timers they made due, until
-  -- no timer is due
+  -- the input records (with the stream timers they make due), then the
+  -- records of timers due between batches, until no timer is due
   while true do
     if from >= batch.n then
       local fired = C.sp_ctx_fire_timers(ctx)

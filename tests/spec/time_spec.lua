@@ -56,6 +56,19 @@ describe("stream time", function()
     assert.are.same({ { at = 1100, partition = 1, c = 2 } }, reports(d))
   end)
 
+  it("fires stream timers right after the record that makes them due, however records are batched", function()
+    local recs = { { key = "a", value = { t = 100 } }, { key = "a", value = { t = 1100 } },
+                   { key = "b", value = { t = 1500 } }, { key = "b", value = { t = 2100 } },
+                   { key = "a", value = { t = 2500 } } }
+    local want = { { at = 1100, partition = 0, a = 2 }, { at = 2100, partition = 0, a = 2, b = 2 } }
+    local whole = reporting("stream", 1000)
+    whole:pipe("in", recs)                                  -- one batch
+    assert.are.same(want, reports(whole))
+    local one = reporting("stream", 1000)
+    for _, r in ipairs(recs) do one:pipe("in", r) end       -- a batch per record
+    assert.are.same(want, reports(one))
+  end)
+
   it("can be advanced by the driver", function()
     local d = reporting("stream", 1000)
     d:pipe("in", { key = "a", value = { t = 0 } })
