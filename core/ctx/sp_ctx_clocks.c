@@ -226,14 +226,14 @@ int sp_ctx_count_records(sp_ctx *ctx, int32_t end) {
             last_part = r->partition;
             sp_ptime *pt = ptime(ctx, r->partition, 1);
             if (!pt) return -1;
-            if (pt->stream_ms < 0) {
-                /* the partition's first record starts its stream timers,
-                 * so a crossing later in the same batch fires */
-                for (int32_t t = 0; t < ctx->ntimers; t++)
-                    if (!ctx->timers[t].wall && pt->next[t] < 0)
-                        pt->next[t] = r->ts - r->ts % ctx->timers[t].every +
-                                      ctx->timers[t].every;
-            }
+            /* a stream timer not started on the partition (its first
+             * record, or a script reloaded, or a partition assigned with
+             * its committed stream time) starts from the stream time before
+             * this record, so that this record's crossing fires */
+            int64_t base = pt->stream_ms >= 0 ? pt->stream_ms : r->ts;
+            for (int32_t t = 0; t < ctx->ntimers; t++)
+                if (!ctx->timers[t].wall && pt->next[t] < 0)
+                    pt->next[t] = base - base % ctx->timers[t].every + ctx->timers[t].every;
         }
         for (uint64_t m = tasks; m; m &= m - 1) {
             sp_tclock *c = tclock(ctx, __builtin_ctzll(m), r->partition, 1);

@@ -166,6 +166,10 @@ function M.run(env, from)
       local msg, rollback = failed(env, i, err)
       if msg then return msg, rollback end
       from = env.resume(i)
+      -- a record that failed moves stream time as well: its timers
+      if from > i and C.sp_ctx_fire_stream_timers_after(ctx, i) < 0 then
+        return "out of memory while firing timers"
+      end
     end
   end
   batch.cur = -1

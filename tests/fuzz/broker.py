@@ -53,6 +53,7 @@ def topics_of(case):
         walk(s["ops"])
     if case["policy"] == "dlq":
         outs.add("dead")
+    outs.update(t["topic"] for t in case.get("timers", []))
     return ins, sorted(outs)
 
 

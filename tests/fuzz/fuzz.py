@@ -359,6 +359,10 @@ def features(case):
     f.add(f"{len(case['sources'])} source(s)")
     if len(set(tops)) < len(tops):
         f.add("sources sharing a topic")
+    for t in case.get("timers", []):
+        f.add("stream timer")
+        if t["store"]:
+            f.add("stream timer reading a store")
     for st in case["stores"]:
         f.add(f"store {st['backend']}")
         if st["ttl"]:

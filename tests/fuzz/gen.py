@@ -165,7 +165,27 @@ def gen_case(seed, broker=False):
         sources.append(src)
     case = {"seed": seed, "partitions": parts, "policy": policy, "stores": stores,
             "sources": sources, "inputs": gen_inputs(rnd, topics, parts, policy, sources)}
+    case["timers"] = rand_timers(random.Random(seed * 31 + 7), case, topics)
     return case
+
+
+def rand_timers(rnd, case, topics):
+    """Stream timers, each reporting its partition, time and a store's
+    value of a key. Only where a partition's records come in a fixed order
+    (one input topic, no repartition topic): a timer fires as its
+    partition's stream time crosses a multiple, so with two topics the
+    order a broker hands their records over would decide when."""
+    def rekeys(ops):
+        return any(o["op"] == "key_by" or (o["op"] == "branch" and any(rekeys(b) for b in o["branches"]))
+                   for o in ops)
+    if len(topics) > 1 or any(rekeys(s["ops"]) for s in case["sources"]) or rnd.random() < 0.6:
+        return []
+    timers = []
+    for i in range(rnd.randrange(1, 3)):
+        st = rnd.choice([None] + [s["name"] for s in case["stores"]])
+        timers.append({"every": rnd.choice([20, 50, 100, 250]), "store": st,
+                       "key": f"k{rnd.randrange(3)}", "topic": f"tim{i}"})
+    return timers
 
 
 def gen_inputs(rnd, topics, parts, policy, sources):
@@ -325,6 +345,12 @@ def render_lua(case, prefix=""):
     for st in case["stores"]:
         ttl = f", ttl = {st['ttl']}" if st["ttl"] else ""
         lines.append(f'local {st["name"]} = sproc.store{{ name = "{st["name"]}", backend = "{st["backend"]}"{ttl} }}')
+    for t in case.get("timers", []):
+        v = f"local v = {t['store']}:get(\"{t['key']}\"); " if t["store"] else "local v = nil; "
+        lines.append(f"sproc.timer{{ every = {t['every']} }}")
+        lines.append(f"  :map(function(r) {v}return {{ p = r.partition, t = r.ts, "
+                     f"v = type(v) == 'number' and v or -1 }} end)")
+        lines.append(f'  :to{{ topic = "{prefix}{t["topic"]}" }}')
     for i, src in enumerate(case["sources"]):
         opts = [f'topic = "{prefix}{src["topic"]}"']
         if src["json"]:

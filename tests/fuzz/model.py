@@ -592,9 +592,33 @@ class Model:
                 if pol == "dlq":
                     self.out.write("dead", raw["key"], raw_value(raw))
 
+    def fire_timers(self, part, before):
+        """Stream timers, right after a record of partition part (which
+        had stream time before it): each fires once when the record made
+        the partition's stream time cross its next multiple of every."""
+        now = self.clocks.of(None, part)
+        for i, t in enumerate(self.case.get("timers", [])):
+            every = t["every"]
+            nxt = self.timer_next.get((i, part))
+            if nxt is None:
+                base = before if before >= 0 else now
+                nxt = base - base % every + every
+            if now >= nxt:
+                r = Rec(None, {"topic": None, "partition": part, "key": None, "value": None, "ts": now})
+                v = None
+                if t["store"]:
+                    v = self.stores[t["store"]].get(self.clocks, r, None, t["key"])
+                isnum = isinstance(v, (int, float)) and not isinstance(v, bool)
+                self.out.write(t["topic"], None, {"p": part, "t": now, "v": v if isnum else -1})
+                nxt = now - now % every + every
+            self.timer_next[(i, part)] = nxt
+
     def run(self, close_at_end=True):
+        self.timer_next = {}
         for raw in self.case["inputs"]:
+            before = self.clocks.of(None, raw["partition"])
             self.process(raw)
+            self.fire_timers(raw["partition"], before)
             for w in self.windows.values():
                 w.close()
         if close_at_end:  # the end of a bounded run
