@@ -166,8 +166,28 @@ def gen_case(seed, broker=False):
     case = {"seed": seed, "partitions": parts, "policy": policy, "stores": stores,
             "sources": sources, "inputs": gen_inputs(rnd, topics, parts, policy, sources)}
     case["timers"] = rand_timers(random.Random(seed * 31 + 7), case, topics)
+    if not broker:
+        files_for_some_sinks(random.Random(seed * 17 + 3), case)
     return case
 
+
+def files_for_some_sinks(rnd, case):
+    """Some sinks of a driver case write JSON-lines files instead of a
+    topic (to_files, a directory each). Drawn apart from the rest, so that
+    a seed's pipeline and input stay what they were."""
+    n = [0]
+
+    def walk(ops):
+        for o in ops:
+            if o["op"] == "to" and not o["topic"].startswith("win") and rnd.random() < 0.2:
+                o["op"], o["dir"] = "to_files", f"files{n[0]}"
+                del o["topic"]
+                n[0] += 1
+            elif o["op"] == "branch":
+                for b in o["branches"]:
+                    walk(b)
+    for s in case["sources"]:
+        walk(s["ops"])
 
 def rand_timers(rnd, case, topics):
     """Stream timers, each reporting its partition, time and a store's
@@ -322,6 +342,8 @@ def render_ops(ops, ind, prefix=""):
             # window results are JSON: later operators read them as values
         elif k == "to":
             out.append(f'{ind}:to{{ topic = "{prefix}{o["topic"]}" }}')
+        elif k == "to_files":
+            out.append(f'{ind}:to_files{{ dir = "{o["dir"]}", prefix = "f" }}')
         else:
             raise ValueError(k)
     return out, None

@@ -547,13 +547,16 @@ class Model:
                 self.arrival += 1
                 w.add(part, r.key, r, self.arrival)
                 return  # results come at close
-            elif k == "to":
+            elif k in ("to", "to_files"):
                 value = r.value
                 if getattr(r, "projected", None) is not None and value is not None:
                     value = {f: r.value.get(f) for f in r.projected}
                 elif not r.replaced:
                     value = raw_value(r.raw)  # the record's own bytes
-                self.out.write(o["topic"], r.key, value)
+                if k == "to":
+                    self.out.write(o["topic"], r.key, value)
+                else:  # a line of the value (no key); a tombstone's is empty
+                    self.out.write("file:" + o["dir"], None, value)
             else:
                 raise ValueError(k)
 
