@@ -12,18 +12,26 @@ import org.apache.kafka.streams.StreamsBuilder;
 import org.apache.kafka.streams.StreamsConfig;
 import org.apache.kafka.streams.kstream.Consumed;
 import org.apache.kafka.streams.kstream.Grouped;
+import org.apache.kafka.streams.kstream.JoinWindows;
+import org.apache.kafka.streams.kstream.KStream;
 import org.apache.kafka.streams.kstream.Materialized;
 import org.apache.kafka.streams.kstream.Produced;
+import org.apache.kafka.streams.kstream.StreamJoined;
 import org.apache.kafka.streams.kstream.Suppressed;
 import org.apache.kafka.streams.kstream.TimeWindows;
 
 /** The benchmark's scenarios in Kafka Streams, as sproc runs them:
- *  java sproc.bench.Bench BROKERS APP SCENARIO IN OUT
+ *  java sproc.bench.Bench BROKERS APP SCENARIO IN OUT [SIDE]
  *  s0: pass-through; s1: parse, keep ok, project id and amount, serialize;
  *  s2: 10-second tumbling count per key (the user), emitted once per
  *  window when it closes (grace 0);
  *  s3: 1-hour/5-minute hopping sum of amount per country (re-keyed through
- *  a repartition topic, grace 3 h), emitted once per window when it closes.
+ *  a repartition topic, grace 3 h), emitted once per window when it closes;
+ *  s4: trips (IN, keyed by vendor) left-joined with the vendors table read
+ *  from the compacted topic SIDE: the trip's id and amount, and the
+ *  vendor's name and tier when there is one;
+ *  s5: trips (IN, keyed by trip id) joined with payments (SIDE, the same
+ *  key) within 5 minutes, grace 1 minute: trip, vendor, amount, paid, method.
  *  Runs until killed; the harness watches the output topic. */
 public final class Bench {
     public static void main(String[] args) throws Exception {
@@ -37,6 +45,9 @@ public final class Bench {
         p.put(StreamsConfig.STATESTORE_CACHE_MAX_BYTES_CONFIG, 10 * 1024 * 1024);
         p.put(StreamsConfig.consumerPrefix("auto.offset.reset"), "earliest");
         p.put(StreamsConfig.producerPrefix("linger.ms"), 5);
+        // s4: the table's topic is its changelog, as in sproc (by default
+        // Kafka Streams would copy every row into a changelog of its own)
+        p.put(StreamsConfig.TOPOLOGY_OPTIMIZATION_CONFIG, StreamsConfig.REUSE_KTABLE_SOURCE_TOPICS);
         ObjectMapper json = new ObjectMapper();
         StreamsBuilder b = new StreamsBuilder();
         var src = b.stream(in, Consumed.with(Serdes.String(), Serdes.String()));
@@ -83,9 +94,20 @@ public final class Bench {
                     "{\"window_start\":" + w.window().start() + ",\"window_end\":" + w.window().end()
                     + ",\"total\":" + sum + "}"))
                 .to(out, Produced.with(Serdes.String(), Serdes.String()));
+            case "s4" -> src.leftJoin(b.table(args[5], Consumed.with(Serdes.String(), Serdes.String())),
+                                      (trip, vendor) -> enriched(json, trip, vendor))
+                .to(out, Produced.with(Serdes.String(), Serdes.String()));
+            case "s5" -> {
+                KStream<String, String> payments = b.stream(args[5], Consumed.with(Serdes.String(), Serdes.String()));
+                src.join(payments, (trip, pay) -> paid(json, trip, pay),
+                         JoinWindows.ofTimeDifferenceAndGrace(Duration.ofMinutes(5), Duration.ofMinutes(1)),
+                         StreamJoined.with(Serdes.String(), Serdes.String(), Serdes.String()))
+                    .to(out, Produced.with(Serdes.String(), Serdes.String()));
+            }
             default -> throw new IllegalArgumentException("scenario " + scenario);
         }
-        KafkaStreams ks = new KafkaStreams(b.build(), p);
+        // with the properties, so that the s4 optimization applies
+        KafkaStreams ks = new KafkaStreams(b.build(p), p);
         // logging is off (slf4j-nop): say why a stream thread stops
         ks.setUncaughtExceptionHandler(e -> {
             e.printStackTrace();
@@ -97,5 +119,41 @@ public final class Bench {
         Runtime.getRuntime().addShutdownHook(new Thread(() -> { ks.close(); done.countDown(); }));
         ks.start();
         done.await();
+    }
+
+    /** s4's joined value: the trip's id and amount, the vendor's name and
+     *  tier when the table has the vendor (left join: null otherwise). */
+    private static String enriched(ObjectMapper json, String trip, String vendor) {
+        try {
+            JsonNode t = json.readTree(trip);
+            ObjectNode o = json.createObjectNode();
+            o.set("id", t.get("id"));
+            o.set("amount", t.get("amount"));
+            if (vendor != null) {
+                JsonNode v = json.readTree(vendor);
+                o.set("name", v.get("name"));
+                o.set("tier", v.get("tier"));
+            }
+            return json.writeValueAsString(o);
+        } catch (Exception e) {
+            return null;
+        }
+    }
+
+    /** s5's joined value: the trip's id, vendor and amount, the payment's
+     *  amount and method. */
+    private static String paid(ObjectMapper json, String trip, String payment) {
+        try {
+            JsonNode t = json.readTree(trip), p = json.readTree(payment);
+            ObjectNode o = json.createObjectNode();
+            o.set("id", t.get("id"));
+            o.set("vendor", t.get("vendor"));
+            o.set("amount", t.get("amount"));
+            o.set("paid", p.get("paid"));
+            o.set("method", p.get("method"));
+            return json.writeValueAsString(o);
+        } catch (Exception e) {
+            return null;
+        }
     }
 }
