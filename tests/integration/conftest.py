@@ -190,9 +190,17 @@ class Probe:
         self.dst_parts = list(self.unc.list_topics(self.dst, timeout=10).topics[self.dst].partitions)
 
     def committed(self):
-        """Input offsets the group has committed, summed over partitions."""
-        res = self.group.committed(self.src_parts, timeout=10)
-        return sum(max(0, tp.offset) for tp in res)
+        """Input offsets the group has committed, summed over partitions
+        (asked again while the broker is too busy to answer in time, as
+        right after a kill on a loaded machine)."""
+        deadline = time.time() + 60
+        while True:
+            try:
+                res = self.group.committed(self.src_parts, timeout=10)
+                return sum(max(0, tp.offset) for tp in res)
+            except KafkaException:
+                if time.time() > deadline:
+                    raise
 
     def open_transaction_records(self):
         """Output records past the last stable offset (of open transactions)."""
