@@ -121,31 +121,23 @@ local function outer_key(ts, side, k, seq)
          (seq and be4(seq) or "")
 end
 
-function M.side(n, env, c)
-  local j, side = n.join, n.side
-  local ctx, stats = env.ctx, env.stats
-  local nxt = joins.downstream(j, env, c)
-  local s = stores(j, env)
-  local this = access(ctx, s[side])
-  local other = access(ctx, s[side == "left" and "right" or "left"])
-  local outer = access(ctx, s.outer)
-  local w, fn, how = j.window, j.fn, j.how
-  local is_left = side == "left"
-  -- this side looks from ts - before to ts + after (the right side the
-  -- other way round)
-  local before, after = w.before, w.after
-  if not is_left then before, after = w.after, w.before end
-  local this_outer = how == "outer" or (how == "left" and is_left)
-  local uses_outer = how ~= "inner"
-  local retention = s.retention
-  local function join(v, ov, key)
-    if is_left then return fn(v, ov, key) end
-    return fn(ov, v, key)
-  end
+-- Deletes the outer store's records of a side, time and key (matched).
+local function forget_waiting(outer, ts, side, k)
+  local ob = outer_key(ts, side, k)
+  local gone = {}
+  outer.scan(ob, function(ck)
+    if ck:sub(1, #ob) ~= ob then return false end
+    gone[#gone + 1] = ck
+    return true
+  end)
+  for i = 1, #gone do outer.delete(gone[i]) end
+end
 
-  -- Records waiting in the outer store whose window closed: out with nil
-  -- for the other side, in time order.
-  local function emit_closed(r, now)
+-- The function that sends the records waiting in the outer store whose
+-- window closed by stream time now: out with nil for the other side, in
+-- time order.
+local function closed_emitter(outer, w, fn, nxt)
+  return function(r, now)
     local done = {}
     local open = { [0] = false, [1] = false }
     outer.scan("", function(k, vp, vl)
@@ -173,6 +165,31 @@ function M.side(n, env, c)
     end)
     for i = 1, #done do outer.delete(done[i]) end
   end
+end
+
+function M.side(n, env, c)
+  local j, side = n.join, n.side
+  local ctx, stats = env.ctx, env.stats
+  local nxt = joins.downstream(j, env, c)
+  local s = stores(j, env)
+  local this = access(ctx, s[side])
+  local other = access(ctx, s[side == "left" and "right" or "left"])
+  local outer = access(ctx, s.outer)
+  local w, fn, how = j.window, j.fn, j.how
+  local is_left = side == "left"
+  -- this side looks from ts - before to ts + after (the right side the
+  -- other way round)
+  local before, after = w.before, w.after
+  if not is_left then before, after = w.after, w.before end
+  local this_outer = how == "outer" or (how == "left" and is_left)
+  local uses_outer = how ~= "inner"
+  local retention = s.retention
+  local function join(v, ov, key)
+    if is_left then return fn(v, ov, key) end
+    return fn(ov, v, key)
+  end
+
+  local emit_closed = closed_emitter(outer, w, fn, nxt)
 
   return function(r)
     local ts = r.ts
@@ -205,17 +222,8 @@ function M.side(n, env, c)
         local ots = unbe(ok, #prefix + 1, 8)
         if ots > hi then return false end
         found = true
-        if uses_outer then
-          -- the partner is no longer waiting for one
-          local ob = outer_key(ots, is_left and "right" or "left", k)
-          local gone = {}
-          outer.scan(ob, function(ck)
-            if ck:sub(1, #ob) ~= ob then return false end
-            gone[#gone + 1] = ck
-            return true
-          end)
-          for i = 1, #gone do outer.delete(gone[i]) end
-        end
+        -- the partner is no longer waiting for one
+        if uses_outer then forget_waiting(outer, ots, is_left and "right" or "left", k) end
         with_value(nxt, r, join(v, decode(vp, vl), key), math.max(ts, ots))
         return true
       end)
