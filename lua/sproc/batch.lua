@@ -20,6 +20,7 @@ local function make_process(env)
   local batch, chains, ctx = env.batch, env.chains, env.ctx
   local by_source, stats = env.by_source, env.stats
   local state = { sub = 0, first = 1 }
+  local timed = env.stream_timers
   local function several(entries)
     local ne = #entries
     return function(i)
@@ -66,7 +67,7 @@ local function make_process(env)
       end
       entry(i)
       -- the stream timers this record's time made due run right after it
-      if batch.recs[i].offset >= 0 and C.sp_ctx_fire_stream_timers_after(ctx, i) < 0 then
+      if timed and batch.recs[i].offset >= 0 and C.sp_ctx_fire_stream_timers_after(ctx, i) < 0 then
         error("out of memory while firing timers", 0)
       end
       i = i + 1

@@ -227,6 +227,8 @@ function M.compile(ctx, opts)
       env.by_source[C.sp_source_count(ctx)] = entry
     end
     src.index = i
+    -- the batch loop then looks for timers due after each record
+    if src.kind == "timer" and src.time_kind ~= "wall" then env.stream_timers = true end
   end
   for _, g in ipairs(env.copartitioned) do
     if C.sp_source_copartition(ctx, table.concat(g, ","), errp) ~= 0 then error(cerr("join"), 0) end
