@@ -22,6 +22,7 @@ static void usage(FILE *f) {
         "options:\n"
         "  --brokers LIST          Kafka bootstrap servers (env SPROC_BROKERS);\n"
         "                          with neither, an embedded dev cluster runs\n"
+        "                          (--bootstrap-server LIST: the same, Kafka's name)\n"
         "  --app ID                application id: consumer group and prefix of\n"
         "                          internal topics (default: sproc.app{id} or the\n"
         "                          script's file name)\n"
@@ -33,9 +34,8 @@ static void usage(FILE *f) {
         "  --metrics HOST:PORT     serve /metrics (Prometheus), /health/live and\n"
         "                          /health/ready (HOST defaults to 127.0.0.1)\n"
         "  --set KEY=VALUE         a librdkafka setting (consumer./producer.\n"
-        "                          prefixes pick one client) or a sproc setting:\n"
-        "                          sproc.batch.size, sproc.commit.interval.ms,\n"
-        "                          sproc.dev.partitions (repeatable)\n"
+        "                          prefixes pick one client) or a sproc setting\n"
+        "                          (below); repeatable\n"
         "  --connect-timeout SECS  exit 1 when no broker answers for that long\n"
         "                          (default: keep retrying)\n"
         "  --log-level LEVEL       error, warn, info (default) or debug\n"
@@ -43,6 +43,19 @@ static void usage(FILE *f) {
         "  --quiet                 only warnings and errors\n"
         "  --version               print the version\n"
         "  --help                  this text\n"
+        "\n"
+        "sproc settings (--set KEY=VALUE), with their defaults:\n"
+        "  sproc.batch.size=1000             records per batch\n"
+        "  sproc.commit.interval.ms=1000     how often offsets (and transactions) commit\n"
+        "  sproc.processing.guarantee=at_least_once   or exactly_once\n"
+        "  sproc.state.dir=~/.cache/sproc/state/APP   store checkpoints (empty: none)\n"
+        "  sproc.state.max.bytes=1073741824  memory budget of all stores together\n"
+        "  sproc.idle.timeout.ms=0           an idle partition's stream time follows\n"
+        "                                    the wall clock after that long (0: never)\n"
+        "  sproc.max.task.idle.ms=0          how long joined partitions wait for an\n"
+        "                                    empty one (-1: never; 0: while it has\n"
+        "                                    records on the broker)\n"
+        "  sproc.dev.partitions=4            partitions of the dev cluster's topics\n"
         "\n"
         "exit codes: 0 success, 1 runtime failure, 2 usage or script error\n",
         f);
@@ -175,6 +188,7 @@ static int take_option(int c, sp_opts *o, const char **sets, char **argv) {
 static int parse_options(int argc, char **argv, sp_opts *o, const char **sets) {
     static const struct option longopts[] = {
         {"brokers", required_argument, NULL, 'b'},
+        {"bootstrap-server", required_argument, NULL, 'b'},
         {"app", required_argument, NULL, 'a'},
         {"start", required_argument, NULL, 's'},
         {"until-end", no_argument, NULL, 'u'},

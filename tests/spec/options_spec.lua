@@ -61,6 +61,29 @@ describe("misspelled options", function()
     assert.matches("rc=2", out)
   end)
 
+  it("--help lists every sproc setting with its default, and --set takes each", function()
+    local p = io.popen(bin .. " --help")
+    local help = p:read("*a")
+    p:close()
+    local values = {
+      ["sproc.batch.size"] = "10", ["sproc.commit.interval.ms"] = "100",
+      ["sproc.processing.guarantee"] = "exactly_once", ["sproc.state.dir"] = "",
+      ["sproc.state.max.bytes"] = "1000000", ["sproc.idle.timeout.ms"] = "0",
+      ["sproc.max.task.idle.ms"] = "-1", ["sproc.dev.partitions"] = "2",
+    }
+    for name, v in pairs(values) do
+      assert.matches(name:gsub("%.", "%%.") .. "=", help)
+      assert.matches("rc=0", run(timer_only, "--set " .. name .. "=" .. v))
+    end
+  end)
+
+  it("--bootstrap-server is --brokers (Kafka's tools' name)", function()
+    local out = run('local sproc = require "sproc"\nsproc.source{ topic = "t" }:print()\n',
+                    "--bootstrap-server 127.0.0.1:1 --connect-timeout 1")
+    assert.matches("no Kafka broker answered at 127.0.0.1:1", out)
+    assert.matches("rc=1", out)
+  end)
+
   it("take sproc.max.task.idle.ms from -1 (never wait) up, as the README documents", function()
     for _, v in ipairs({ "-1", "0", "500" }) do
       assert.matches("rc=0", run(timer_only, "--set sproc.max.task.idle.ms=" .. v))
