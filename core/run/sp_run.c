@@ -60,8 +60,48 @@ int sp_run_check_copartitioned(runner *r) {
     return rc;
 }
 
-/* Waits until a broker answers, then checks the source topics and, for a
- * bounded run, notes where each partition ends now. */
+/* Whether a topic is in the metadata, without an error. */
+static int topic_exists(const rd_kafka_metadata_t *md, const char *name) {
+    for (int t = 0; t < md->topic_cnt; t++)
+        if (!md->topics[t].err && strcmp(md->topics[t].topic, name) == 0) return 1;
+    return 0;
+}
+
+/* Every topic the script writes (outputs and the dead-letter topic; not
+ * the changelogs and repartition topics sproc makes) must exist before
+ * anything is read: otherwise each output would wait for the topic and
+ * then fail record by record. */
+static int is_output_topic(const sp_sink *s) {
+    return strcmp(s->ops->kind, "kafka") == 0 && !s->internal && !s->tag;
+}
+
+static int check_sinks(runner *r, const rd_kafka_metadata_t *md) {
+    int missing = 0;
+    for (int32_t i = 0; r->mock == NULL && i < r->ctx->nsinks; i++) {
+        sp_sink *s = r->ctx->sinks[i];
+        if (!is_output_topic(s) || topic_exists(md, s->name)) continue;
+        int seen = 0; /* several sinks of one topic: named once */
+        for (int32_t j = 0; j < i; j++) seen |= strcmp(r->ctx->sinks[j]->name, s->name) == 0;
+        if (seen) continue;
+        sp_error("output topic %s does not exist: create it first, e.g. kafka-topics.sh "
+                 "--bootstrap-server %s --create --topic %s --partitions %d",
+                 s->name, r->brokers, s->name, r->src_partitions > 0 ? r->src_partitions : 1);
+        missing++;
+    }
+    return missing ? -1 : 0;
+}
+
+/* Whether the script writes Kafka topics of its own (a broker is then
+ * needed before anything runs). */
+static int writes_topics(runner *r) {
+    for (int32_t i = 0; r->mock == NULL && i < r->ctx->nsinks; i++)
+        if (is_output_topic(r->ctx->sinks[i])) return 1;
+    return 0;
+}
+
+/* Waits until a broker answers, then checks the source topics (and, for a
+ * bounded run, notes where each partition ends now) and the topics the
+ * script writes. */
 int sp_run_wait_for_kafka(runner *r) {
     const rd_kafka_metadata_t *md = NULL;
     struct timespec t0, now;
@@ -121,6 +161,7 @@ int sp_run_wait_for_kafka(runner *r) {
             rc = -1;
         }
     }
+    if (rc == 0) rc = check_sinks(r, md);
     rd_kafka_metadata_destroy(md);
     return rc;
 }
@@ -456,7 +497,9 @@ int sp_run(const sp_opts *o) {
     if (rc == 0) {
         sp_store_set_budget(r->ctx, sp_run_setting_int(o, "sproc.state.max.bytes", (int64_t)1 << 30));
         r->loop = ev_default_loop(EVFLAG_AUTO);
-        if (sp_run_has_kafka_sources(r) && start_consuming(r) != 0) rc = 1;
+        if (sp_run_has_kafka_sources(r) ? start_consuming(r) != 0
+                                         : writes_topics(r) && sp_run_wait_for_kafka(r) != 0)
+            rc = 1;
     }
     if (rc == 0 && start_loop(r) != 0) rc = 1;
     if (rc == 0 && start_metrics(r) != 0) rc = 2;

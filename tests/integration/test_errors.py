@@ -127,41 +127,33 @@ def test_usage_errors_exit_2():
     assert r.returncode == 0 and "--until-end" in r.stdout
 
 
-def test_output_topic_missing_goes_to_the_policy(kafka, sproc, tmp_path):
-    """A produce that fails for good (the output topic does not exist and
-    auto-creation is off): under dlq each such output is dead-lettered with
-    the error, the others go on; under fail sproc exits 1 naming the topic."""
+def test_missing_output_topic_stops_the_start(kafka, sproc, tmp_path):
+    """An output or dead-letter topic that does not exist (auto-creation is
+    off): sproc exits 1 before reading anything, naming each missing topic
+    and how to make it, whatever the error policy; nothing is consumed or
+    committed."""
     src = kafka.create("in", partitions=1)
     ok = kafka.create("ok")
-    dlq = kafka.create("dead")
     kafka.produce("in", [(f"k{i}".encode(), {"n": i}) for i in range(20)])
-    script = write_script(tmp_path, "gone.lua", f"""
+    for policy in ("dlq", "fail"):
+        script = write_script(tmp_path, f"gone-{policy}.lua", f"""
 local sproc = require "sproc"
-sproc.app{{ errors = "{{policy}}", dlq = "{dlq}" }}
+sproc.app{{ errors = "{policy}", dlq = "{kafka.topic('no-such-dead')}" }}
 local odd, even = sproc.source{{ topic = "{src}", value = "json" }}
   :branch(function(r) return r.value.n % 2 == 1 end, function() return true end)
 odd:to{{ topic = "{kafka.topic('no-such-topic')}" }}
 even:to{{ topic = "{ok}" }}
 """)
-    text = open(script).read()
-    fast_fail = ["--set", "topic.metadata.propagation.max.ms=2000", "--set", "message.timeout.ms=10000"]
-    write_script(tmp_path, "gone-dlq.lua", text.replace("{policy}", "dlq"))
-    p = sproc([str(tmp_path / "gone-dlq.lua"), "--brokers", kafka.bootstrap, "--app", kafka.topic("a1"),
-               "--until-end"] + FAST + fast_fail)
-    assert p.wait(120) == 0, p.stderr()
-    assert sorted(json.loads(r["value"])["n"] for r in kafka.read("ok")) == list(range(0, 20, 2))
-    dead = kafka.read("dead")
-    assert sorted(json.loads(r["value"])["n"] for r in dead) == list(range(1, 20, 2))
-    assert all(b"no-such-topic" in r["headers"]["sproc.error"] for r in dead)
-
-    write_script(tmp_path, "gone-fail.lua", text.replace("{policy}", "fail"))
-    p = sproc([str(tmp_path / "gone-fail.lua"), "--brokers", kafka.bootstrap, "--app", kafka.topic("a2"),
-               "--until-end"] + FAST + fast_fail)
-    assert p.wait(120) == 1
-    assert "no-such-topic" in p.stderr()
-    # the inputs whose outputs failed are not committed
-    committed = kafka.committed(kafka.topic("a2"), "in")[0]
-    assert committed <= 1, committed
+        group = kafka.topic("a-" + policy)
+        p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--until-end"] + FAST)
+        assert p.wait(60) == 1, p.stderr()
+        err = p.stderr()
+        assert f"output topic {kafka.topic('no-such-topic')} does not exist" in err, err
+        assert "--create --topic " + kafka.topic("no-such-topic") in err, err
+        dead_missing = f"output topic {kafka.topic('no-such-dead')} does not exist" in err
+        assert dead_missing == (policy == "dlq"), err
+        assert kafka.count("ok") == 0
+        assert kafka.committed(group, "in")[0] < 0
 
 
 # issue 14 #10: an output Kafka refuses (larger than the topic allows): the
