@@ -786,7 +786,7 @@ def main():
                 "within 5 minutes, grace 1 minute; records/s counts trips and payments. "
                 if "s5" in joined else "")
              + "Every joined record checked equal across systems (as (key, JSON fields) multisets) "
-             "and against the data before the table is written. Settings as above: at-least-once, "
+             "and against the data before the table is written. Settings: at-least-once, "
              f"commit interval 1 s, one stream thread, Kafka Streams heap {heap}, record cache "
              "10 MiB, its KTable a RocksDB store that takes the table's topic as its changelog "
              "(reuse.ktable.source.topics, as sproc's table does), its join windows RocksDB stores "
