@@ -610,7 +610,10 @@ def main():
                         .replace("SIDE", json.dumps(side)))
             return pin + [SPROC, path, "--brokers", a.brokers, "--app", app, "--quiet"]
         out["sproc"] = sproc_cmd
-        out["Kafka Streams"] = lambda topic, app, inp: pin + ["java", heap, "-cp", cp, "sproc.bench.Bench",
+        # its state (RocksDB, 100+ MB a join run) under the work directory,
+        # which goes at the end, instead of /tmp/kafka-streams
+        out["Kafka Streams"] = lambda topic, app, inp: pin + ["java", heap, f"-Djava.io.tmpdir={work}",
+                                                              "-cp", cp, "sproc.bench.Bench",
                                                               a.brokers, app, s, inp, topic, side]
         if s in JOINS:
             return out      # Quix Streams' joins are not in the comparison
