@@ -236,8 +236,11 @@ void sp_run_consume_some(runner *r) {
     /* The io event fires only when the queue goes from empty to non-empty,
      * and a batch can end early on a non-message event (a commit result,
      * an EOF) with messages still queued: whenever anything is left, come
-     * back after the loop has served timers and signals. */
-    if (!r->stopping && (n == r->max_batch || rd_kafka_queue_length(r->cq) > 0))
+     * back after the loop has served timers and signals. So too while
+     * joined records were released and more are held (a batch takes at
+     * most max_batch of them: the rest must not wait for the next fetch). */
+    if (!r->stopping && (n == r->max_batch || rd_kafka_queue_length(r->cq) > 0 ||
+                         (nrel > 0 && r->held > 0)))
         ev_idle_start(r->loop, &r->more_w);
     sp_run_check_finished(r);
 }
