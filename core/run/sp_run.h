@@ -244,6 +244,9 @@ int sp_run_render_metrics(void *opaque, sp_buf *b);
 int sp_run_is_ready(void *opaque);
 void sp_run_show_progress(runner *r);
 int sp_run_wait_for_kafka(runner *r);
+/* A consumed message as the batch's next record (its topic id given);
+ * NULL when out of memory. */
+sp_rec *sp_run_add_message(runner *r, rd_kafka_message_t *m, int32_t topic);
 int sp_run_ensure_internal(runner *r);
 int sp_run_open_io_event(runner *r, rd_kafka_queue_t *q, int fds[2]);
 int sp_run_open_files(runner *r);

@@ -119,6 +119,22 @@ typedef struct building {
     sp_tp *tp;
 } building;
 
+sp_rec *sp_run_add_message(runner *r, rd_kafka_message_t *m, int32_t topic) {
+    sp_rec *rec = sp_batch_add(r->ctx);
+    if (!rec) return NULL;
+    rec->key = m->key;
+    rec->key_len = m->key_len;
+    rec->val = m->payload;
+    rec->val_len = m->len;
+    rec->ts = rd_kafka_message_timestamp(m, NULL);
+    rec->offset = m->offset;
+    rec->partition = m->partition;
+    rec->topic = topic;
+    rec->kmsg = m;
+    rec->owner = m;
+    return rec;
+}
+
 /* Adds a consumed record to the context's batch; 0, 1 when it is left
  * for later (or past a bounded run's end), -1 when out of memory. */
 static int add_record(runner *r, building *b, rd_kafka_message_t *m) {
@@ -145,20 +161,10 @@ static int add_record(runner *r, building *b, rd_kafka_message_t *m) {
         if (!(tp->batch_seg = sp_offsets_seg_open(&r->offs, tp, r->max_batch))) return -1;
         b->segs[b->nsegs++] = tp->batch_seg;
     }
-    sp_rec *rec = sp_batch_add(r->ctx);
+    sp_rec *rec = sp_run_add_message(r, m, b->tid);
     if (!rec) return -1;
-    rec->key = m->key;
-    rec->key_len = m->key_len;
-    rec->val = m->payload;
-    rec->val_len = m->len;
-    rec->ts = rd_kafka_message_timestamp(m, NULL);
-    rec->offset = m->offset;
-    rec->partition = m->partition;
-    rec->topic = b->tid;
-    rec->kmsg = m;
     rec->seg = tp->batch_seg;
     rec->slot = sp_seg_slot(tp->batch_seg, m->offset);
-    rec->owner = m;
     tp->batch_seg->end = m->offset + 1;
     tp->position = m->offset + 1;
     if (tp->end_offset >= 0 && m->offset + 1 >= tp->end_offset) sp_run_mark_done(r, tp);

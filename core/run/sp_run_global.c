@@ -93,21 +93,10 @@ static int run_some(runner *r, int timeout_ms, ends *e) {
             sp_warn("global tables: %s", rd_kafka_message_errstr(m));
             continue;
         }
-        sp_rec *rec = sp_batch_add(r->ctx);
-        if (!rec) {
+        if (!sp_run_add_message(r, m, sp_topic_id(r->ctx, rd_kafka_topic_name(m->rkt)))) {
             sp_run_fatal(r, "out of memory");
             break;
         }
-        rec->key = m->key;
-        rec->key_len = m->key_len;
-        rec->val = m->payload;
-        rec->val_len = m->len;
-        rec->ts = rd_kafka_message_timestamp(m, NULL);
-        rec->offset = m->offset;
-        rec->partition = m->partition;
-        rec->topic = sp_topic_id(r->ctx, rd_kafka_topic_name(m->rkt));
-        rec->kmsg = m;
-        rec->owner = m;
     }
     if (r->ctx->batch.n > 0) sp_run_run_batch(r, NULL, 0);
     sp_batch_reset(r->ctx);
