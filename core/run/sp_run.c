@@ -99,27 +99,43 @@ static int writes_topics(runner *r) {
     return 0;
 }
 
-/* Waits until a broker answers, then checks the source topics (and, for a
- * bounded run, notes where each partition ends now) and the topics the
- * script writes. */
-int sp_run_wait_for_kafka(runner *r) {
+/* Kafka's metadata once a broker answers; NULL after the connect
+ * timeout, a signal, or a refused login or certificate (waiting cannot
+ * fix those: the producer's error callback keeps them while connecting). */
+static const rd_kafka_metadata_t *first_metadata(runner *r) {
     const rd_kafka_metadata_t *md = NULL;
     struct timespec t0, now;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     for (;;) {
         rd_kafka_resp_err_t e = rd_kafka_metadata(r->prod, 1, NULL, &md, 3000);
-        if (!e) break;
+        if (!e) return md;
+        rd_kafka_poll(r->prod, 0); /* serves the error callback */
+        if (r->refused[0]) {
+            sp_error("cannot connect to Kafka at %s: %s (see the security.protocol, "
+                     "sasl.* and ssl.* settings)", r->brokers, r->refused);
+            return NULL;
+        }
         clock_gettime(CLOCK_MONOTONIC, &now);
         double waited = (double)(now.tv_sec - t0.tv_sec);
         if (r->o->connect_timeout > 0 && waited >= r->o->connect_timeout) {
             sp_error("no Kafka broker answered at %s within %.0f s (%s)",
                      r->brokers, r->o->connect_timeout, rd_kafka_err2str(e));
-            return -1;
+            return NULL;
         }
-        if (sp_run_got_signal) return -1;
+        if (sp_run_got_signal) return NULL;
         sp_warn("waiting for Kafka at %s: no broker answers yet (%.0f s; %s)",
                 r->brokers, waited + 3, rd_kafka_err2str(e));
     }
+}
+
+/* Waits until a broker answers, then checks the source topics (and, for a
+ * bounded run, notes where each partition ends now) and the topics the
+ * script writes. */
+int sp_run_wait_for_kafka(runner *r) {
+    r->connecting = 1;
+    const rd_kafka_metadata_t *md = first_metadata(r);
+    r->connecting = 0;
+    if (!md) return -1;
     int rc = 0;
     for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
         sp_source *s = &r->ctx->sources[i];

@@ -77,6 +77,10 @@ typedef struct runner {
     sp_prefetch *pf;
     char *brokers;
     char errstr[512];
+    /* While sp_run_wait_for_kafka waits: the first login Kafka refused
+     * (SASL) or certificate sproc refused (TLS), which waiting cannot fix. */
+    int connecting;
+    char refused[512];
 
     struct ev_loop *loop;
     ev_io cons_w, prod_w;

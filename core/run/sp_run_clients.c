@@ -105,6 +105,20 @@ void sp_run_error_cb(rd_kafka_t *rk, int err, const char *reason,
         sp_warn("kafka: %s", reason);
 }
 
+/* The producer is the client that first reaches Kafka. librdkafka retries
+ * a refused login or certificate for ever as it would a broker that is
+ * down; while sproc starts, such a refusal is kept for
+ * sp_run_wait_for_kafka, which stops with it. */
+static void producer_error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    runner *r = ((sp_kafka_out *)opaque)->opaque;
+    if (r->connecting && (err == RD_KAFKA_RESP_ERR__AUTHENTICATION ||
+                          err == RD_KAFKA_RESP_ERR__SSL)) {
+        if (!r->refused[0]) snprintf(r->refused, sizeof r->refused, "%s", reason);
+        return;
+    }
+    sp_run_error_cb(rk, err, reason, opaque);
+}
+
 /* --- reading an input again --------------------------------------------- */
 
 /* An input whose output Kafka refused goes to the dead-letter topic as it
@@ -231,7 +245,7 @@ int sp_run_make_producer(runner *r) {
         return -1;
     }
     rd_kafka_conf_set_log_cb(conf, sp_run_log_cb);
-    rd_kafka_conf_set_error_cb(conf, sp_run_error_cb);
+    rd_kafka_conf_set_error_cb(conf, producer_error_cb);
     rd_kafka_conf_set_dr_msg_cb(conf, sp_kafka_out_delivered);
     rd_kafka_conf_set_opaque(conf, &r->ko);
     r->prod = rd_kafka_new(RD_KAFKA_PRODUCER, conf, r->errstr, sizeof r->errstr);
