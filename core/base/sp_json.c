@@ -419,10 +419,15 @@ int sp_json_index_find(const sp_json_index *ix, const char *name, size_t len) {
             if (f->key_len == len && memcmp(f->key, name, len) == 0) return i;
             continue;
         }
-        char buf[256];
-        if (f->key_len > sizeof buf) continue;
-        size_t n = sp_json_unescape(f->key, f->key_len, buf);
-        if (n == len && memcmp(buf, name, len) == 0) return i;
+        /* unescaping never grows a key: longer than name, it may still
+         * unescape to it; shorter, it cannot */
+        if (f->key_len < len) continue;
+        char buf[256], *k = f->key_len <= sizeof buf ? buf : malloc(f->key_len);
+        if (!k) continue;
+        size_t n = sp_json_unescape(f->key, f->key_len, k);
+        int same = n == len && memcmp(k, name, len) == 0;
+        if (k != buf) free(k);
+        if (same) return i;
     }
     return -1;
 }

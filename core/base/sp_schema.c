@@ -52,6 +52,21 @@ static int parse_fields(sp_schema *s, const char **pp, int32_t parent,
             *err = "schema: a field needs a name and a type (name:type)";
             return -1;
         }
+        /* names become JSON keys and Parquet column names: UTF-8 only */
+        for (size_t i = 0, n; i < nlen; i += n)
+            if (!(n = sp_utf8_len(p + i, p + nlen))) {
+                *err = "schema: a field name is not UTF-8";
+                return -1;
+            }
+        /* a name twice would convert one JSON field twice, and its
+         * unescaped strings would outgrow the scratch sized for the text */
+        const sp_schema_node *up = &s->nodes[parent];
+        for (int32_t k = 0; k < up->nkids; k++)
+            if (s->nodes[up->kids[k]].name_len == nlen &&
+                memcmp(s->nodes[up->kids[k]].name, p, nlen) == 0) {
+                *err = "schema: a field name twice in one struct";
+                return -1;
+            }
         int32_t id = add_node(s, parent, p, nlen);
         if (id < 0) {
             *err = "out of memory";
@@ -273,7 +288,9 @@ static int parse_double(const char *p, size_t len, double *out) {
     buf[len] = '\0';
     char *end;
     *out = strtod(buf, &end);
-    return *end == '\0' ? 0 : -1;
+    /* "nan", "inf" or "1e999" in a string: JSON has no such number, so the
+     * value could not be written as it was read (sinks would disagree) */
+    return *end == '\0' && isfinite(*out) ? 0 : -1;
 }
 
 static int parse_time(const char *p, size_t len, int64_t *out) {

@@ -379,7 +379,8 @@ static int write_chunk(sp_pq_writer *w, int32_t c, pq_chunk *ch) {
                 w->page.len += nb;
             }
         } else {
-            rc = sp_buf_append(&w->page, col->vals.data + vpos, bytes);
+            /* a page of nulls only: no values, and perhaps no buffer */
+            rc = bytes ? sp_buf_append(&w->page, col->vals.data + vpos, bytes) : 0;
         }
         if (rc != 0 ||
             write_page(w, PAGE_DATA, (int32_t)(end - row),

@@ -163,6 +163,19 @@ static void test_schema(void) {
     SP_CHECK(strstr(err, "unknown type") != NULL);
     SP_CHECK(sp_schema_create("a:struct{}", &err) == NULL);
     SP_CHECK(sp_schema_create("a", &err) == NULL);
+    /* found by tests/fuzz/targets/fuzz_schema: a name twice overran the
+     * scratch, a name that is not UTF-8 made every value unwritable as
+     * JSON, and "nan" in a not-nullable double came out as null */
+    SP_CHECK(sp_schema_create("s:struct{a:string,a:double}", &err) == NULL);
+    SP_CHECK(strstr(err, "twice") != NULL);
+    sp_schema *ok = sp_schema_create("a:string,s:struct{a:string}", &err);
+    SP_CHECK(ok != NULL);
+    sp_schema_destroy(ok);
+    SP_CHECK(sp_schema_create("\xff:string", &err) == NULL);
+    SP_CHECK(strstr(err, "not UTF-8") != NULL);
+    SP_CHECK_INT(conv(s, "{\"id\":1,\"x\":\"nan\"}", &err), -1);
+    SP_CHECK(strstr(err, "is not a double") != NULL);
+    SP_CHECK_INT(conv(s, "{\"id\":1,\"x\":\"-1e999\"}", &err), -1);
     sp_buf_destroy(&out);
     sp_schema_destroy(s);
 }
