@@ -213,6 +213,10 @@ int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
 int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
                     const size_t *name_lens, int32_t n, const char **out,
                     size_t *out_len);
+/* The joined slot (which = 2): JSON text a join read from a store (a
+ * table's row, the other side's record), copied and parsed; its root type
+ * (SP_JSON_*), or < 0 when it is malformed. */
+int32_t sp_json_parse_joined(sp_ctx *ctx, const char *p, size_t len);
 /* Root type of the parsed slot (SP_JSON_*). */
 int32_t sp_json_root(sp_ctx *ctx, int32_t which);
 /* Unescaped string contents in a context-owned scratch buffer, valid until
@@ -308,6 +312,24 @@ int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
 int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
                   size_t flen, int strict, const char **key, size_t *klen,
                   const char **val, size_t *vlen);
+/* A windowed stream-stream join's side stores (the current record's
+ * partition): sp_jstore_put adds a record of key at ts unless the side's
+ * retention (counted from the latest time it saw) is past it; 1 added, 0
+ * too old, < 0 error. sp_jstore_next gives the side's records of key with
+ * a time in [lo, hi] still within retention, in (time, arrival) order:
+ * zero *hit, then call while it returns 1 (< 0: out of memory). hit->val stays valid until the
+ * store changes. */
+typedef struct {
+    int started;
+    uint32_t seq;
+    int64_t ts;
+    const char *val;
+    size_t vlen;
+} sp_jstore_hit;
+int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
+                  const char *val, size_t vlen, int64_t retention, const char **err);
+int sp_jstore_next(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t lo, int64_t hi,
+                   int64_t retention, sp_jstore_hit *hit);
 /* Live keys of a partition (-1: all partitions). */
 int64_t sp_store_size(sp_ctx *ctx, int store, int32_t partition);
 /* The partitions a store holds: fills up to max, returns how many. */

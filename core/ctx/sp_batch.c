@@ -67,10 +67,23 @@ int sp_rec_json(sp_ctx *ctx, int32_t rec, int32_t which, size_t *err_pos,
     return SP_OK;
 }
 
+int32_t sp_json_parse_joined(sp_ctx *ctx, const char *p, size_t len) {
+    const char *err;
+    size_t pos;
+    ctx->json_rec[2] = -1;
+    /* a copy: the store's bytes may move before the view is read */
+    sp_buf_reset(&ctx->joined);
+    if (sp_buf_append(&ctx->joined, p, len) != 0) return SP_ENOMEM;
+    if (sp_json_index_parse(&ctx->json[2], ctx->joined.data, len, &err, &pos) != 0)
+        return SP_EMALFORMED;
+    ctx->json_rec[2] = 0;
+    return ctx->json[2].root_type;
+}
+
 int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
                   size_t name_len, sp_field *out) {
     out->type = SP_JSON_MISSING;
-    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return SP_ESTATE;
+    if (which < 0 || which > 2 || ctx->json_rec[which] < 0) return SP_ESTATE;
     int i = sp_json_index_find(&ctx->json[which], name, name_len);
     if (i < 0) return SP_OK;
     const sp_json_field *f = &ctx->json[which].fields[i];
@@ -84,7 +97,7 @@ int sp_json_get(sp_ctx *ctx, int32_t which, const char *name,
 int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
                     const size_t *name_lens, int32_t n, const char **out,
                     size_t *out_len) {
-    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return SP_ESTATE;
+    if (which < 0 || which > 2 || ctx->json_rec[which] < 0) return SP_ESTATE;
     sp_buf *b = &ctx->project;
     const sp_json_index *ix = &ctx->json[which];
     int rc = 0;
@@ -114,7 +127,7 @@ int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
 }
 
 int32_t sp_json_root(sp_ctx *ctx, int32_t which) {
-    if (which < 0 || which > 1 || ctx->json_rec[which] < 0) return 0;
+    if (which < 0 || which > 2 || ctx->json_rec[which] < 0) return 0;
     return ctx->json[which].root_type;
 }
 

@@ -18,10 +18,12 @@ void sp_ctx_init(sp_ctx *ctx) {
     ctx->dlq_sink = -1;
     ctx->out_rec = -1;
     ctx->mem_partitions = 1;
-    ctx->json_rec[0] = ctx->json_rec[1] = -1;
+    ctx->json_rec[0] = ctx->json_rec[1] = ctx->json_rec[2] = -1;
     ctx->batch.task = -1;
     sp_json_index_init(&ctx->json[0]);
     sp_json_index_init(&ctx->json[1]);
+    sp_json_index_init(&ctx->json[2]);
+    sp_buf_init(&ctx->joined);
     sp_buf_init(&ctx->scratch);
     sp_buf_init(&ctx->project);
     sp_buf_init(&ctx->canon);
@@ -54,6 +56,8 @@ void sp_ctx_fini(sp_ctx *ctx) {
     if (ctx->pending_hdrs) rd_kafka_headers_destroy(ctx->pending_hdrs);
     sp_json_index_destroy(&ctx->json[0]);
     sp_json_index_destroy(&ctx->json[1]);
+    sp_json_index_destroy(&ctx->json[2]);
+    sp_buf_destroy(&ctx->joined);
     sp_buf_destroy(&ctx->scratch);
     sp_buf_destroy(&ctx->project);
     sp_buf_destroy(&ctx->canon);

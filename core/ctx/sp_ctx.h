@@ -121,8 +121,10 @@ struct sp_ctx {
 
     rd_kafka_headers_t *pending_hdrs; /* for the next sp_emit */
 
-    sp_json_index json[2]; /* key, value */
-    int32_t json_rec[2];   /* record each slot was parsed for, -1 none */
+    sp_json_index json[3]; /* key, value, a value a join read from a store */
+    int32_t json_rec[3];   /* record each slot was parsed for, -1 none (the
+                            * joined slot: 0 once parsed) */
+    sp_buf joined;         /* the joined slot's text, which it points into */
     sp_buf scratch;
     sp_buf project;
 

@@ -77,21 +77,29 @@ sp_kv_part *sp_kv_part_of(sp_store *s, int32_t partition, int create) {
     return p;
 }
 
-static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
-    /* a stack probe: the comparator reads only klen and key */
-    struct {
-        sp_kv_node n;
-        char k[64];
-    } probe;
-    sp_kv_node *q = &probe.n;
-    sp_kv_node *heap = NULL;
-    if (klen > sizeof probe.k) {
-        heap = malloc(sizeof *heap + klen);
-        if (!heap) return NULL;
-        q = heap;
-    }
+/* A key to search the tree by: the comparator reads only klen and key,
+ * so a short one goes on the stack. */
+typedef struct {
+    sp_kv_node n;
+    char k[64];
+} kv_probe;
+
+static sp_kv_node *probe_of(kv_probe *probe, const char *key, size_t klen) {
+    sp_kv_node *q = &probe->n;
+    if (klen > sizeof probe->k && !(q = malloc(sizeof *q + klen))) return NULL;
     q->klen = (uint32_t)klen;
     memcpy(q->key, key, klen);
+    return q;
+}
+
+static void probe_done(kv_probe *probe, sp_kv_node *q) {
+    if (q != &probe->n) free(q);
+}
+
+static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
+    kv_probe probe;
+    sp_kv_node *q = probe_of(&probe, key, klen);
+    if (!q) return NULL;
     /* the key found last, or its neighbour (a key's windows one after the
      * other), before a search from the root */
     sp_kv_node *n = p->last;
@@ -103,7 +111,7 @@ static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
         }
     }
     if (!n) n = RB_FIND(sp_kv_tree, &p->tree, q);
-    free(heap);
+    probe_done(&probe, q);
     if (n) p->last = n;
     return n;
 }
@@ -312,12 +320,11 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
     if (!from) {
         n = RB_MIN(sp_kv_tree, &p->tree);
     } else {
-        sp_kv_node *probe = malloc(sizeof *probe + flen);
-        if (!probe) return NULL;
-        probe->klen = (uint32_t)flen;
-        memcpy(probe->key, from, flen);
-        n = RB_NFIND(sp_kv_tree, &p->tree, probe);
-        free(probe);
+        kv_probe probe;
+        sp_kv_node *q = probe_of(&probe, from, flen);
+        if (!q) return NULL;
+        n = RB_NFIND(sp_kv_tree, &p->tree, q);
+        probe_done(&probe, q);
         if (n && strict && n->klen == flen && memcmp(n->key, from, flen) == 0)
             n = RB_NEXT(sp_kv_tree, &p->tree, n);
     }

@@ -13,6 +13,7 @@ local errors = require "sproc.errors"
 
 local repartition = require "sproc.repartition"
 local versions = require "sproc.versions"
+local joined = require "sproc.joined"
 local rekeyed = require("sproc.aggregate").rekeyed
 
 local C = core.C
@@ -21,7 +22,7 @@ local ffi_string = ffi.string
 local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
 local rawget, rawset, tonumber, error, char = rawget, rawset, tonumber, error, string.char
-local decode, encode_value = store.decode, store.encode
+local encode_value = store.encode
 
 local M = { compilers = {} }
 local compile = M.compilers
@@ -60,6 +61,7 @@ local function lookup_of(t, env)
   if t.kind == "table" or t.kind == "to_table" then
     local id = store_id(env, t.store)
     local valp, vlenp, tsp = ffi.new("const char *[1]"), ffi.new("size_t[1]"), ffi.new("int64_t[1]")
+    local decode = joined.of(env)
     f = function(k, part)
       if C.sp_store_get_ts(ctx, id, part or -1, k, #k, valp, vlenp, tsp) == 0 then return nil end
       return decode(valp[0], tonumber(vlenp[0])), tonumber(tsp[0])

@@ -38,6 +38,28 @@ local SP_JSON_NUMBER, SP_JSON_STRING, SP_JSON_OBJECT = C.SP_JSON_NUMBER, C.SP_JS
 -- core's index: no table is built for the record. With only (a set of
 -- names, and their list of n in names/lens), the view is a select()'s
 -- projection: other fields read as nil and it encodes as the projection.
+-- The Lua value of a field the core's index found (fld[0]).
+local function field_value(ctx, fld, outlen)
+  local f = fld[0]
+  local t = f.type
+  if t == SP_JSON_STRING then
+    if f.escaped == 0 then return ffi_string(f.p, f.len) end
+    local p = C.sp_json_unescaped(ctx, f.p, f.len, outlen)
+    return ffi_string(p, outlen[0])
+  elseif t == SP_JSON_NUMBER then
+    return C.sp_json_to_number(f.p, f.len)
+  elseif t == SP_JSON_TRUE then
+    return true
+  elseif t == SP_JSON_FALSE then
+    return false
+  elseif t <= SP_JSON_NULL then
+    return nil
+  end
+  -- Nested objects and arrays are decoded whole when asked for.
+  return (cjson.decode(ffi_string(f.p, f.len)))
+end
+M.field_value = field_value
+
 local function json_view(ctx, which, batch, only, names, lens, n)
   local fld = ffi.new("sp_field[1]")
   local outlen = ffi.new("size_t[1]")
@@ -46,23 +68,7 @@ local function json_view(ctx, which, batch, only, names, lens, n)
   mt.__index = function(_, name)
     if type(name) ~= "string" or (only and not only[name]) then return nil end
     C.sp_json_get(ctx, which, name, #name, fld)
-    local f = fld[0]
-    local t = f.type
-    if t == SP_JSON_STRING then
-      if f.escaped == 0 then return ffi_string(f.p, f.len) end
-      local p = C.sp_json_unescaped(ctx, f.p, f.len, outlen)
-      return ffi_string(p, outlen[0])
-    elseif t == SP_JSON_NUMBER then
-      return C.sp_json_to_number(f.p, f.len)
-    elseif t == SP_JSON_TRUE then
-      return true
-    elseif t == SP_JSON_FALSE then
-      return false
-    elseif t <= SP_JSON_NULL then
-      return nil
-    end
-    -- Nested objects and arrays are decoded whole when asked for.
-    return (cjson.decode(ffi_string(f.p, f.len)))
+    return field_value(ctx, fld, outlen)
   end
   mt.__newindex = function()
     error("a record's JSON value is read-only: build a new table in map()", 2)

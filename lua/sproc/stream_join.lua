@@ -23,14 +23,18 @@ local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
 local tonumber, error, char, byte = tonumber, error, string.char, string.byte
 local rawget, rawset = rawget, rawset
-local wkey, decode, encode_value = store.wkey, store.decode, store.encode
+local decode, encode_value = store.decode, store.encode
+local joined = require "sproc.joined"
+local jput, jnext = C.sp_jstore_put, C.sp_jstore_next
 local with_value = joins.with_value
 
 local M = {}
 
 -- Keys of the stores' own entries: longer than 2 bytes, shorter than any
 -- record's (a window key is at least 10), after every time.
-local OBSERVED, TIME, SEQ = "\255\255\255o", "\255\255\255t", "\255\255\255s"
+-- (core/state/sp_jstore.c keeps a side store's records and its own two
+-- such entries: the latest time it saw and its last sequence number)
+local TIME, SEQ = "\255\255\255t", "\255\255\255s"
 
 local function be8(t)
   local b = {}
@@ -95,14 +99,14 @@ local function access(ctx, id)
   function a.delete(k)
     if C.sp_store_delete(ctx, id, -1, k, #k, errp) ~= 0 then error(cerr("join"), 0) end
   end
-  -- calls f(key, value) for keys from `from` on while f returns true
-  function a.scan(from, f)
-    local cur, strict = from, 0
-    while C.sp_store_next(ctx, id, -1, cur, #cur, strict, keyp, klenp, valp, vlenp) == 1 do
-      local k = ffi_string(keyp[0], klenp[0])
-      if not f(k, valp[0], tonumber(vlenp[0])) then return end
-      cur, strict = k, 1
+  -- the first key from `from` on (after it when strict), its value's
+  -- pointer and length; nil at the end. A cursor rather than a callback:
+  -- closures made per record keep LuaJIT from compiling the join.
+  function a.seek(from, strict)
+    if C.sp_store_next(ctx, id, -1, from, #from, strict and 1 or 0, keyp, klenp, valp, vlenp) ~= 1 then
+      return nil
     end
+    return ffi_string(keyp[0], klenp[0]), valp[0], tonumber(vlenp[0])
   end
   return a
 end
@@ -124,46 +128,40 @@ end
 -- Deletes the outer store's records of a side, time and key (matched).
 local function forget_waiting(outer, ts, side, k)
   local ob = outer_key(ts, side, k)
-  local gone = {}
-  outer.scan(ob, function(ck)
-    if ck:sub(1, #ob) ~= ob then return false end
-    gone[#gone + 1] = ck
-    return true
-  end)
-  for i = 1, #gone do outer.delete(gone[i]) end
+  local ck = outer.seek(ob, false)
+  while ck and ck:sub(1, #ob) == ob do
+    outer.delete(ck)
+    ck = outer.seek(ck, true)
+  end
 end
 
 -- The function that sends the records waiting in the outer store whose
 -- window closed by stream time now: out with nil for the other side, in
 -- time order.
-local function closed_emitter(outer, w, fn, nxt)
+local function closed_emitter(outer, w, fn, nxt, decode)
   return function(r, now)
-    local done = {}
-    local open = { [0] = false, [1] = false }
-    outer.scan("", function(k, vp, vl)
-      if #k < 11 or byte(k, 1) == 255 then return false end
+    local open0, open1 = false, false
+    local k, vp, vl = outer.seek("", false)
+    while k and #k >= 11 and byte(k, 1) ~= 255 and not (open0 and open1) do
       local ts, sd = unbe(k, 1, 8), byte(k, 9)
-      if open[0] and open[1] then return false end
       -- a left record's window ends after ts + after, a right one's after ts + before
       local reach = sd == 0 and w.after or w.before
       if ts + reach + w.grace >= now then
-        open[sd] = true
-        return true
-      end
-      if not open[sd] then
+        if sd == 0 then open0 = true else open1 = true end
+      elseif not (sd == 0 and open0 or sd == 1 and open1) then
         local klen = unbe(k, 10, 2)
         local key = k:sub(12, 11 + klen)
         local val = decode(vp, vl)
         local out = sd == 0 and fn(val, nil, key) or fn(nil, val, key)
-        done[#done + 1] = k
+        -- deleted before going on: the cursor continues after its key
+        outer.delete(k)
         local oldkey, oldset = rawget(r, "key"), rawget(r, KSET)
         rawset(r, "key", key); r[KSET] = true
         with_value(nxt, r, out, ts)
         rawset(r, "key", oldkey); r[KSET] = oldset
       end
-      return true
-    end)
-    for i = 1, #done do outer.delete(done[i]) end
+      k, vp, vl = outer.seek(k, true)
+    end
   end
 end
 
@@ -172,8 +170,6 @@ function M.side(n, env, c)
   local ctx, stats = env.ctx, env.stats
   local nxt = joins.downstream(j, env, c)
   local s = stores(j, env)
-  local this = access(ctx, s[side])
-  local other = access(ctx, s[side == "left" and "right" or "left"])
   local outer = access(ctx, s.outer)
   local w, fn, how = j.window, j.fn, j.how
   local is_left = side == "left"
@@ -189,12 +185,17 @@ function M.side(n, env, c)
     return fn(ov, v, key)
   end
 
-  local emit_closed = closed_emitter(outer, w, fn, nxt)
+  local decode = joined.of(env)
+  local emit_closed = closed_emitter(outer, w, fn, nxt, decode)
+
+  local this_id, other_id = s[side], s[is_left and "right" or "left"]
+  local hit = ffi.new("sp_jstore_hit")
 
   return function(r)
     local ts = r.ts
-    local now = outer.get(TIME) or -1
-    if ts > now then
+    -- the join's stream time: what closes windows of left and outer joins
+    local now = uses_outer and outer.get(TIME) or -1
+    if uses_outer and ts > now then
       now = ts
       outer.put(TIME, now)
     end
@@ -210,26 +211,23 @@ function M.side(n, env, c)
     if uses_outer and ts == now then emit_closed(r, now) end
     -- the other side's records of the key within the window, and still
     -- within its store's retention
-    local lo = math.max(0, ts - before)
-    local hi = math.max(0, ts + after)
-    local oobs = other.get(OBSERVED)
-    if oobs and oobs - retention + 1 > lo then lo = oobs - retention + 1 end
     local found = false
-    if hi >= lo then
-      local prefix = wkey(k, 0):sub(1, -9)
-      other.scan(wkey(k, lo), function(ok, vp, vl)
-        if #ok ~= #prefix + 12 or ok:sub(1, #prefix) ~= prefix then return false end
-        local ots = unbe(ok, #prefix + 1, 8)
-        if ots > hi then return false end
-        found = true
-        -- the partner is no longer waiting for one
-        if uses_outer then forget_waiting(outer, ots, is_left and "right" or "left", k) end
-        with_value(nxt, r, join(v, decode(vp, vl), key), math.max(ts, ots))
-        return true
-      end)
+    hit.started = 0
+    while true do
+      local rc = jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
+      if rc ~= 1 then
+        if rc < 0 then error("join " .. j.name .. ": out of memory", 0) end
+        break
+      end
+      local ots = tonumber(hit.ts)
+      found = true
+      local ov = decode(hit.val, tonumber(hit.vlen))
+      -- the partner is no longer waiting for one
+      if uses_outer then forget_waiting(outer, ots, is_left and "right" or "left", k) end
+      with_value(nxt, r, join(v, ov, key), ts > ots and ts or ots)
     end
     if not found and this_outer then
-      if not uses_outer or hi < now then
+      if not uses_outer or ts + after < now then
         with_value(nxt, r, join(v, nil, key))
       else
         outer.put(outer_key(ts, side, k, next_seq(outer)), v)
@@ -237,12 +235,11 @@ function M.side(n, env, c)
     end
     -- then this record joins this side's store, unless the store's
     -- retention is past it
-    local obs = this.get(OBSERVED) or -1
-    if ts > obs then
-      obs = ts
-      this.put(OBSERVED, obs)
+    local p, len = encode_value(v)
+    if not p then error("join: " .. len, 0) end
+    if jput(ctx, this_id, k, #k, ts, p, len, retention, errp) < 0 then
+      error(cerr("join " .. j.name), 0)
     end
-    if ts > obs - retention then this.put(wkey(k, ts) .. be4(next_seq(this)), v, ts) end
   end
 end
 

@@ -115,6 +115,42 @@ a:%s(b, function(x, y) return (x and x.v or "-") .. "+" .. (y and y.v or "-") en
   end)
 end)
 
+describe("joined values", function()
+  it("are read-only views that keep their own fields while several are alive", function()
+    -- a table-table join reads both rows from stores; the stream's first
+    -- join keeps its row in the result, which a second join reads after
+    -- reading its own row
+    local d = driver([[
+local a = sproc.table{ topic = "A", value = "json" }
+local b = sproc.table{ topic = "B", value = "json" }
+local ab = a:join(b, function(x, y) return { x = x, y = y } end)
+sproc.source{ topic = "s", value = "json" }
+  :join(a, function(s, row) return { n = s.n, row = row } end)
+  :join(b, function(j, row)
+    return j.n .. ":" .. j.row.v .. "/" .. row.v .. "/" .. j.row.w .. "/" .. row.w
+  end)
+  :to{ topic = "chained" }
+ab:to_stream():map(function(r)
+  return r.value.x.v .. r.value.y.v .. r.value.x.w .. r.value.y.w ..
+         (sproc.json.encode(r.value.y):find('"w":"B"', 1, true) and " encoded" or " lost")
+end):to{ topic = "both" }
+sproc.source{ topic = "t", value = "json" }
+  :join(a, function(t, row)
+    local ok, err = pcall(function() row.v = 1 end)
+    return tostring(ok) .. " " .. tostring(err):match("read%-only") .. " " .. sproc.json.totable(row).w
+  end)
+  :to{ topic = "readonly" }
+]])
+    d:pipe("A", { key = "k", value = { v = "a", w = "A" }, ts = 1 })
+    d:pipe("B", { key = "k", value = { v = "b", w = "B" }, ts = 2 })
+    d:pipe("s", { key = "k", value = { n = 7 }, ts = 3 })
+    d:pipe("t", { key = "k", value = { n = 8 }, ts = 4 })
+    assert.are.same({ "k|abAB encoded|2" }, lines(d, "both"))
+    assert.are.same({ "k|7:a/b/A/B|3" }, lines(d, "chained"))
+    assert.are.same({ "k|false read-only A|4" }, lines(d, "readonly"))
+  end)
+end)
+
 describe("two streams joined within a window", function()
   local function run(how, steps, w)
     local d = driver(string.format([[

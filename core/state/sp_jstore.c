@@ -1,0 +1,125 @@
+/* A windowed stream-stream join's side buffers (lua/sproc/stream_join.lua
+ * decides what joins; this keeps the per-record store work out of Lua,
+ * where building keys and decoding bookkeeping entries cost more than the
+ * join itself). A side's store holds its records under (key, time,
+ * sequence) in the window-key layout, plus two entries of its own: the
+ * latest record time the side saw (what its retention counts from) and
+ * the last sequence number. Both are ordinary store entries, so a
+ * changelog restore brings them back with the records. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "sp_ffi.h"
+
+/* Longer than 2 bytes, shorter than any record's key, after every time
+ * (the Lua side of the join reads them too). */
+static const char OBSERVED[] = "\377\377\377o", SEQ[] = "\377\377\377s";
+#define BOOK_LEN 4
+/* keys up to this long are built on the stack */
+#define SMALL 242
+
+static double number_of(sp_ctx *ctx, int store, const char *key, double none) {
+    const char *v;
+    size_t vlen;
+    double d;
+    if (sp_store_get(ctx, store, -1, key, BOOK_LEN, &v, &vlen) != 1 || vlen != 9 ||
+        v[0] != SP_VAL_NUMBER)
+        return none;
+    memcpy(&d, v + 1, 8);
+    return d;
+}
+
+static int put_number(sp_ctx *ctx, int store, const char *key, double d, const char **err) {
+    char v[9];
+    v[0] = SP_VAL_NUMBER;
+    memcpy(v + 1, &d, 8);
+    return sp_store_put_at(ctx, store, -1, key, BOOK_LEN, v, 9, -1, err);
+}
+
+static void be(unsigned char *p, uint64_t v, int n) {
+    for (int i = n - 1; i >= 0; i--, v >>= 8) p[i] = (unsigned char)(v & 0xff);
+}
+
+/* The store key of (key, ts, seq): what sproc.store's window keys are,
+ * with the sequence after the time. Returns its length. */
+static size_t wkey(unsigned char *out, const char *key, size_t klen, int64_t ts, uint32_t seq) {
+    be(out, klen, 2);
+    memcpy(out + 2, key, klen);
+    be(out + 2 + klen, (uint64_t)ts, 8);
+    be(out + 10 + klen, seq, 4);
+    return klen + 14;
+}
+
+int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
+                  const char *val, size_t vlen, int64_t retention, const char **err) {
+    unsigned char small[SMALL + 14], *k = small;
+    if (klen > 65535 || ts < 0) {
+        *err = klen > 65535 ? "a join key is at most 65535 bytes" : "a joined record needs a time >= 0";
+        return SP_EINVAL;
+    }
+    double obs = number_of(ctx, store, OBSERVED, -1);
+    if ((double)ts > obs) {
+        obs = (double)ts;
+        int rc = put_number(ctx, store, OBSERVED, obs, err);
+        if (rc != 0) return rc;
+    }
+    /* the other side can no longer look this far back */
+    if ((double)ts <= obs - (double)retention) return 0;
+    double seq = number_of(ctx, store, SEQ, 0) + 1;
+    int rc = put_number(ctx, store, SEQ, seq, err);
+    if (rc != 0) return rc;
+    if (klen > SMALL && !(k = malloc(klen + 14))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    size_t n = wkey(k, key, klen, ts, (uint32_t)seq);
+    rc = sp_store_put_at(ctx, store, -1, (const char *)k, n, val, vlen, ts, err);
+    if (k != small) free(k);
+    return rc == 0 ? 1 : rc;
+}
+
+/* The next hit from the key built in from (n bytes). */
+static int next_hit(sp_ctx *ctx, int store, const unsigned char *from, size_t n, size_t klen,
+                    int64_t hi, sp_jstore_hit *hit) {
+    const char *k, *v;
+    size_t kl, vl;
+    int strict = hit->started > 1;
+    hit->started = 2;
+    if (sp_store_next(ctx, store, -1, (const char *)from, n, strict, &k, &kl, &v, &vl) != 1)
+        return 0;
+    if (kl != klen + 14 || memcmp(k, from, klen + 2) != 0) return 0;
+    const unsigned char *t = (const unsigned char *)k + 2 + klen;
+    uint64_t ts = 0;
+    uint32_t seq = 0;
+    for (int i = 0; i < 8; i++) ts = ts << 8 | t[i];
+    for (int i = 8; i < 12; i++) seq = seq << 8 | t[i];
+    if ((int64_t)ts > hi) return 0;
+    hit->ts = (int64_t)ts;
+    hit->seq = seq;
+    hit->val = v;
+    hit->vlen = vl;
+    return 1;
+}
+
+int sp_jstore_next(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t lo, int64_t hi,
+                   int64_t retention, sp_jstore_hit *hit) {
+    unsigned char small[SMALL + 14], *from = small;
+    size_t n;
+    if (klen > 65535) return 0;
+    if (!hit->started) {
+        /* what the side's retention dropped is not there to join */
+        double obs = number_of(ctx, store, OBSERVED, -1);
+        if (obs >= 0 && (int64_t)obs - retention + 1 > lo) lo = (int64_t)obs - retention + 1;
+        if (lo < 0) lo = 0;
+        if (hi < lo) return 0;
+        hit->started = 1;
+    }
+    if (klen > SMALL && !(from = malloc(klen + 14))) return SP_ENOMEM;
+    if (hit->started == 1)
+        n = wkey(from, key, klen, lo, 0) - 4;
+    else
+        n = wkey(from, key, klen, hit->ts, hit->seq);
+    int rc = next_hit(ctx, store, from, n, klen, hi, hit);
+    if (from != small) free(from);
+    return rc;
+}
