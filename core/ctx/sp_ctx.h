@@ -137,6 +137,10 @@ struct sp_ctx {
 
     sp_store **stores;
     int32_t nstores;
+    /* the headers a store partition's changelog records carry (the
+     * executable's: its inputs' positions); NULL none */
+    rd_kafka_headers_t *(*changelog_headers)(void *opaque, int32_t partition);
+    void *changelog_headers_opaque;
 
     /* time: stream time per task and partition, the partitions worked on,
      * timers, the wall clock */

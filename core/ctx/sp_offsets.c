@@ -6,6 +6,7 @@
 void sp_offsets_init(sp_offsets *o) {
     o->tps = NULL;
     o->open_segments = 0;
+    o->flush_seq = 0;
 }
 
 void sp_offsets_destroy(sp_offsets *o) {
@@ -19,6 +20,7 @@ void sp_offsets_destroy(sp_offsets *o) {
             s = sn;
         }
         free(tp->topic);
+        free(tp->flushes);
         free(tp->held); /* the runner destroyed what it held */
         free(tp);
         tp = next;
@@ -97,4 +99,68 @@ int64_t sp_offsets_pending(const sp_tp *tp) {
     int64_t n = 0;
     for (const sp_seg *s = tp->head; s; s = s->next) n++;
     return n;
+}
+
+int sp_offsets_mark_flush(sp_offsets *o) {
+    o->flush_seq++;
+    for (sp_tp *tp = o->tps; tp; tp = tp->next) {
+        if (!tp->assigned || tp->position < 0) continue;
+        if (tp->nflushes && tp->flushes[tp->nflushes - 1].pos == tp->position) continue;
+        if (tp->nflushes == tp->flushes_cap) {
+            int32_t cap = tp->flushes_cap ? tp->flushes_cap * 2 : 8;
+            sp_flush *f = realloc(tp->flushes, (size_t)cap * sizeof *f);
+            if (!f) return -1;
+            tp->flushes = f;
+            tp->flushes_cap = cap;
+        }
+        tp->flushes[tp->nflushes++] = (sp_flush){o->flush_seq, tp->position};
+    }
+    return 0;
+}
+
+/* tp's position at flush seq (its last one then); -1: none yet */
+static int64_t position_at(const sp_tp *tp, int64_t seq) {
+    int64_t pos = -1;
+    for (int32_t i = 0; i < tp->nflushes && tp->flushes[i].seq <= seq; i++)
+        pos = tp->flushes[i].pos;
+    return pos;
+}
+
+/* Whether flush seq's effects are safe on the partitions of tp's number
+ * (which the list holds from tp on: earlier ones settled tp already). */
+static int safe_at(const sp_tp *tp, int64_t seq) {
+    for (const sp_tp *t = tp; t; t = t->next) {
+        if (!t->assigned || t->partition != tp->partition) continue;
+        int64_t pos = position_at(t, seq);
+        if (pos >= 0 && t->committable < pos) return 0;
+    }
+    return 1;
+}
+
+void sp_offsets_settle_flushes(sp_offsets *o) {
+    for (sp_tp *tp = o->tps; tp; tp = tp->next) tp->flushed = -2;
+    for (sp_tp *tp = o->tps; tp; tp = tp->next) {
+        if (!tp->assigned || tp->flushed != -2) continue;
+        int64_t best = -1;
+        for (const sp_tp *t = tp; t; t = t->next) {
+            if (!t->assigned || t->partition != tp->partition) continue;
+            for (int32_t i = 0; i < t->nflushes; i++)
+                if (t->flushes[i].seq > best && safe_at(tp, t->flushes[i].seq))
+                    best = t->flushes[i].seq;
+        }
+        for (sp_tp *t = tp; t; t = t->next)
+            if (t->assigned && t->partition == tp->partition)
+                t->flushed = best < 0 ? -1 : position_at(t, best);
+    }
+}
+
+void sp_offsets_forget_flushes(sp_tp *tp, int all) {
+    int32_t k = 0;
+    /* the flush at the committed offset stays: later commits count from it */
+    for (int32_t i = 0; !all && i < tp->nflushes; i++)
+        if (tp->flushes[i].pos <= tp->committed) k = i;
+    if (all) k = tp->nflushes;
+    if (k == 0) return;
+    memmove(tp->flushes, tp->flushes + k, (size_t)(tp->nflushes - k) * sizeof *tp->flushes);
+    tp->nflushes -= k;
 }

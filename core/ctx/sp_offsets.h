@@ -15,6 +15,12 @@
 typedef struct sp_seg sp_seg;
 typedef struct sp_tp sp_tp;
 
+/* A partition's position when the state stores' changes were flushed to
+ * their changelogs (seq counts the flushes). */
+typedef struct sp_flush {
+    int64_t seq, pos;
+} sp_flush;
+
 /* An input record's place, for what its outputs must say about it when
  * Kafka refuses one (a dead letter names the record, and holds it): the
  * producer's per-message opaque points at one. A segment has one per
@@ -65,11 +71,15 @@ struct sp_tp {
     int64_t eof_offset;  /* where the consumer last said it reached the end
                           * since assigned (past a transaction's marker,
                           * where no record is); -1 */
+    sp_flush *flushes;   /* positions at flushes since the one committed */
+    int32_t nflushes, flushes_cap;
+    int64_t flushed;     /* sp_offsets_settle_flushes' answer */
 };
 
 typedef struct sp_offsets {
     sp_tp *tps;
     int64_t open_segments;
+    int64_t flush_seq;
 } sp_offsets;
 
 void sp_offsets_init(sp_offsets *o);
@@ -87,5 +97,19 @@ void sp_seg_unref(sp_seg *s);
 int sp_offsets_advance(sp_offsets *o);
 /* Segments still waiting on tp (0 when everything is safe). */
 int64_t sp_offsets_pending(const sp_tp *tp);
+
+/* At-least-once with changelogged state. A restore keeps only changelog
+ * records whose inputs are committed (each carries the positions of its
+ * partition's inputs), so that restored state is the committed input's,
+ * never a replayed record's twice. Then an offset may be committed only
+ * where the changelogs were flushed, and jointly for the partitions of one
+ * number, whose records change the same store partitions: mark_flush
+ * records the positions at a flush of every store; settle_flushes sets
+ * each assigned partition's flushed: its offset at the latest flush whose
+ * effects are all safe on every partition of its number (-1: none);
+ * forget drops what is behind tp's committed offset. */
+int sp_offsets_mark_flush(sp_offsets *o);
+void sp_offsets_settle_flushes(sp_offsets *o);
+void sp_offsets_forget_flushes(sp_tp *tp, int all);
 
 #endif

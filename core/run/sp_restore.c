@@ -22,6 +22,7 @@ typedef struct job {
     double t0;
     int64_t ckpt_keys; /* loaded from a local checkpoint; -1 none */
     int waiting;       /* said that it waits for an open transaction */
+    int64_t skipped;   /* records of input past the committed offsets */
 } job;
 
 struct sp_restore {
@@ -198,7 +199,7 @@ static int add_job(sp_restore *rs, int32_t partition, int32_t store, int64_t hi,
         rs->jobs = j;
         rs->cap = cap;
     }
-    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, sp_clock_s(), keys, 0};
+    rs->jobs[rs->njobs++] = (job){partition, store, hi, 0, sp_clock_s(), keys, 0, 0};
     return 0;
 }
 
@@ -390,6 +391,34 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
     return rc;
 }
 
+/* Whether a changelog record holds the effect of input past the group's
+ * committed offsets (sp_restore.h). */
+static int beyond_committed(sp_restore *rs, rd_kafka_message_t *m) {
+    rd_kafka_headers_t *h = NULL;
+    const void *v;
+    size_t size;
+    char topic[512];
+    if (!rs->committed || rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
+        rd_kafka_header_get_last(h, SP_CHANGELOG_POSITIONS, &v, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return 0;
+    const char *p = v, *end = p + size;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        char *sp;
+        long long at = strtoll(p, &sp, 10);
+        size_t tl = (size_t)(nl - sp - 1);
+        if (sp >= nl || *sp != ' ' || tl == 0 || tl >= sizeof topic) break;
+        memcpy(topic, sp + 1, tl);
+        topic[tl] = '\0';
+        int64_t c = rs->committed(rs->committed_opaque, topic, m->partition);
+        /* -2: an input not assigned here, whose offset is not known */
+        if (c != -2 && at > c) return 1;
+        p = nl + 1;
+    }
+    return 0;
+}
+
 static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
     for (int i = 0; i < rs->njobs; i++)
         if (rs->jobs[i].partition == partition &&
@@ -411,6 +440,10 @@ static int finish(sp_restore *rs, int i) {
         sp_info("restored store %s partition %" PRId32 ": %" PRId64
                 " changelog records in %.2f s",
                 rs->ctx->stores[j.store]->name, j.partition, j.applied, sp_clock_s() - j.t0);
+    if (j.skipped > 0)
+        sp_info("store %s partition %" PRId32 ": %" PRId64 " changelog records left out, "
+                "changes by input after the committed offsets (it is processed again)",
+                rs->ctx->stores[j.store]->name, j.partition, j.skipped);
     rs->jobs[i] = rs->jobs[--rs->njobs];
     return !sp_restore_is_restoring(rs, j.partition);
 }
@@ -446,6 +479,9 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                 }
                 if (s->source && !m->key) {
                     /* a table skips records without a key */
+                } else if (p && !s->source && beyond_committed(rs, m)) {
+                    p->changelog_end = m->offset + 1;
+                    j->skipped++;
                 } else if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key,
                                                         m->key_len, val, vlen, ts, err) != 0) {
                     if (!p) *err = "out of memory";

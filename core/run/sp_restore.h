@@ -30,7 +30,13 @@ int sp_restore_refresh(sp_restore *rs, const char *app_id);
 /* The changelog topic of store i of the context (a table's: its topic). */
 const char *sp_restore_topic(sp_restore *rs, int32_t store);
 /* Where a table's partition is restored to: the group's committed offset
- * of its topic (-1: none, nothing to restore); the runner answers. */
+ * of its topic (-1: none, nothing to restore; -2: a topic not assigned
+ * here); the runner answers. A store's changelog record whose header
+ * SP_CHANGELOG_POSITIONS ("<offset> <topic>\n" per input of its partition
+ * number: where those inputs were when it was written) names an input
+ * offset past the committed one is skipped: it holds the effect of input
+ * that will be processed again (at-least-once after a crash). */
+#define SP_CHANGELOG_POSITIONS "sproc.pos"
 typedef int64_t (*sp_restore_committed_fn)(void *opaque, const char *topic, int32_t partition);
 void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn, void *opaque);
 

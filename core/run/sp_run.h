@@ -218,8 +218,12 @@ void sp_run_stop_global(runner *r);
 #define SP_RUN_TIME_TAG "sproc-t="
 void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c);
 /* The group's committed offset of a topic partition when it was assigned
- * (-1: none): where a table's state is restored to (sp_restore). */
+ * (-1: none; -2: not assigned here): where a table's state is restored to
+ * and which changelog records a restore keeps (sp_restore). */
 int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition);
+/* A store partition's changelog records' header: the positions of the
+ * inputs of that partition number (SP_CHANGELOG_POSITIONS). */
+rd_kafka_headers_t *sp_run_changelog_headers(void *opaque, int32_t partition);
 void sp_run_partition_ready(runner *r, int32_t partition);
 int64_t sp_run_now_ms(void);
 int sp_run_rollback(runner *r, const char **msg);

@@ -20,13 +20,33 @@ void sp_run_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  * uncommitted, so a restart replays their records onto the state the
  * changelog has. */
 int sp_run_flush_state(runner *r) {
-    const char *err;
+    const char *err = "out of memory";
     if (r->exit_code) return -1;
-    if (sp_store_flush_changelogs(r->ctx, &err) == SP_OK) return 0;
+    if (sp_store_flush_changelogs(r->ctx, &err) == SP_OK &&
+        (r->eos || sp_offsets_mark_flush(&r->offs) == 0))
+        return 0;
     char buf[512];
     snprintf(buf, sizeof buf, "writing the state stores' changelogs: %s", err);
     sp_run_fatal(r, buf);
     return -1;
+}
+
+rd_kafka_headers_t *sp_run_changelog_headers(void *opaque, int32_t partition) {
+    runner *r = opaque;
+    char buf[4096];
+    size_t n = 0;
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (!tp->assigned || tp->partition != partition || tp->position < 0) continue;
+        int w = snprintf(buf + n, sizeof buf - n, "%" PRId64 " %s\n", tp->position, tp->topic);
+        /* too many topics for the header: none, and the restore keeps the
+         * record (at-least-once as before) */
+        if (w < 0 || (size_t)w >= sizeof buf - n) return NULL;
+        n += (size_t)w;
+    }
+    if (n == 0) return NULL;
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, SP_CHANGELOG_POSITIONS, -1, buf, (ssize_t)n);
+    return h;
 }
 
 /* The stream time that goes with a partition's committed offset (read
@@ -60,7 +80,7 @@ int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition) 
     runner *r = opaque;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
         if (tp->partition == partition && strcmp(tp->topic, topic) == 0) return tp->group_offset;
-    return -1;
+    return -2;
 }
 
 void sp_run_partition_ready(runner *r, int32_t partition) {
@@ -124,6 +144,14 @@ int sp_run_begin_txn(runner *r) {
     return 0;
 }
 
+/* Whether a store's changes go to a changelog (then offsets are
+ * committed where the changelogs were flushed: sp_offsets.h). */
+static int has_changelogs(const runner *r) {
+    for (int32_t i = 0; i < r->ctx->nstores; i++)
+        if (r->ctx->stores[i]->sink >= 0) return 1;
+    return 0;
+}
+
 /* Commits what is safe. only: commit only these partitions (NULL all). */
 void sp_run_commit(runner *r, int sync,
                    const rd_kafka_topic_partition_list_t *only) {
@@ -136,14 +164,17 @@ void sp_run_commit(runner *r, int sync,
     sp_run_flush_state(r);
     sp_kafka_out_poll(&r->ko, 0);
     if (sp_offsets_advance(&r->offs) == 0) return;
+    int flushed = has_changelogs(r);
+    if (flushed) sp_offsets_settle_flushes(&r->offs);
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
-        if (tp->committable <= tp->committed || !tp->assigned) continue;
+        int64_t at = flushed ? tp->flushed : tp->committable;
+        if (at <= tp->committed || !tp->assigned) continue;
         if (only && !rd_kafka_topic_partition_list_find(only, tp->topic,
                                                           tp->partition))
             continue;
         rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
-        e->offset = tp->committable;
+        e->offset = at;
         add_time(r, e);
     }
     if (l->cnt > 0) {
@@ -155,6 +186,7 @@ void sp_run_commit(runner *r, int sync,
                 sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic,
                                           l->elems[i].partition);
                 if (tp) tp->committed = l->elems[i].offset;
+                if (tp) sp_offsets_forget_flushes(tp, 0);
             }
         }
     }

@@ -127,6 +127,8 @@ int sp_run_setup_state(runner *r) {
         return -1;
     }
     sp_restore_set_committed(r->rs, sp_run_group_offset, r);
+    r->ctx->changelog_headers = sp_run_changelog_headers;
+    r->ctx->changelog_headers_opaque = r;
     /* the dev cluster makes topics as sinks open them */
     if (!r->mock && sp_restore_ensure_topics(r->rs, r->src_partitions) != 0) return -1;
     if (sp_ctx_open_changelogs(r->ctx, app, &err) != SP_OK) {
@@ -197,6 +199,7 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         tp->eof_offset = -1;
         /* with a fresh assignment the committed offset is the broker's */
         tp->committed = -1;
+        sp_offsets_forget_flushes(tp, 1);
         tp->committable = -1;
         tp->position = -1;
     }

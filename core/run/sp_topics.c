@@ -109,6 +109,9 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
             goto done;
         }
         if (compact) rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy", "compact");
+        /* an at-least-once restore may go back to a key's record before
+         * its latest (sp_restore.h): compaction leaves those an hour */
+        if (compact) rd_kafka_NewTopic_set_config(nt[nnew], "min.compaction.lag.ms", "3600000");
         nnew++;
     }
     if (nnew == 0) {

@@ -553,44 +553,52 @@ sp_lmdb *sp_store_disk(sp_ctx *ctx, sp_store *s, const char **err) {
     return s->disk ? disk(ctx, s, err) : NULL;
 }
 
+/* One changed key of a store partition to its changelog: its value now,
+ * or a tombstone, once per input segment the partition holds (usually
+ * one: each write holds its segment until Kafka has the change). */
+static int flush_key(sp_ctx *ctx, sp_store *s, sp_sink *k, sp_kv_part *p, sp_kv_node *n,
+                     rd_kafka_headers_t *hdrs, const char **err) {
+    const char *val = n->val;
+    size_t vlen = n->vlen;
+    int64_t ts = n->ts;
+    /* put and deleted again since the last flush: the changelog never had it */
+    if (!s->disk && !val && !n->logged) return SP_OK;
+    if (s->disk) {
+        sp_lmdb *l = disk(ctx, s, err);
+        int rc = l ? sp_lmdb_get(l, p->partition, n->key, n->klen, &val, &vlen, &ts, err) : -1;
+        if (rc < 0) return SP_EIO;
+        if (rc == 0) val = NULL, vlen = 0;
+    }
+    int rc = SP_OK;
+    int nw = p->nsegs ? p->nsegs : 1;
+    for (int w = 0; w < nw && rc == SP_OK; w++) {
+        /* the record's time is the entry's: a restore gets the TTL clock
+         * back from it */
+        sp_msg m = {n->key, val, n->klen, vlen, ts, hdrs ? rd_kafka_headers_copy(hdrs) : NULL,
+                    p->nsegs ? p->segs[w] : NULL, p->partition, NULL};
+        rc = k->ops->write(k, &m, err);
+    }
+    return rc;
+}
+
 /* The changes since the last flush to the changelogs (disk_only: of disk
  * stores only, whose lists of changed keys are memory). */
 static int flush_changelogs(sp_ctx *ctx, int disk_only, const char **err) {
-    for (int32_t i = 0; i < ctx->nstores; i++) {
+    int rc = SP_OK;
+    for (int32_t i = 0; i < ctx->nstores && rc == SP_OK; i++) {
         sp_store *s = ctx->stores[i];
         if (s->sink < 0 || (disk_only && !s->disk)) continue;
         sp_sink *k = sp_ctx_sink(ctx, s->sink);
-        for (int32_t j = 0; j < s->nparts; j++) {
+        for (int32_t j = 0; j < s->nparts && rc == SP_OK; j++) {
             sp_kv_part *p = &s->parts[j];
-            for (size_t d = 0; d < p->ndirty; d++) {
-                sp_kv_node *n = p->dirty[d];
-                const char *val = n->val;
-                size_t vlen = n->vlen;
-                int64_t ts = n->ts;
-                /* put and deleted again since the last flush: the
-                 * changelog never had it */
-                if (!s->disk && !val && !n->logged) continue;
-                if (s->disk) {
-                    /* the changed key's value now, or a tombstone */
-                    sp_lmdb *l = disk(ctx, s, err);
-                    int rc = l ? sp_lmdb_get(l, p->partition, n->key, n->klen, &val,
-                                             &vlen, &ts, err)
-                               : -1;
-                    if (rc < 0) return SP_EIO;
-                    if (rc == 0) val = NULL, vlen = 0;
-                }
-                /* one write per input segment (usually one): each holds
-                 * its segment until Kafka has the change */
-                int nw = p->nsegs ? p->nsegs : 1;
-                for (int w = 0; w < nw; w++) {
-                    /* the record's time is the entry's: a restore gets
-                     * the TTL clock back from it */
-                    sp_msg m = {n->key, val, n->klen, vlen, ts, NULL,
-                                p->nsegs ? p->segs[w] : NULL, p->partition, NULL};
-                    int rc = k->ops->write(k, &m, err);
-                    if (rc != SP_OK) return rc;
-                }
-            }
+            rd_kafka_headers_t *hdrs =
+                p->ndirty && ctx->changelog_headers
+                    ? ctx->changelog_headers(ctx->changelog_headers_opaque, p->partition)
+                    : NULL;
+            for (size_t d = 0; d < p->ndirty && rc == SP_OK; d++)
+                rc = flush_key(ctx, s, k, p, p->dirty[d], hdrs, err);
+            if (hdrs) rd_kafka_headers_destroy(hdrs);
+            if (rc != SP_OK) break;
             if (s->disk)
                 sp_kv_clear(s, p);
             else
@@ -599,7 +607,7 @@ static int flush_changelogs(sp_ctx *ctx, int disk_only, const char **err) {
             sp_kv_release_segs(p);
         }
     }
-    return SP_OK;
+    return rc;
 }
 
 int sp_store_flush_changelogs(sp_ctx *ctx, const char **err) {
