@@ -107,6 +107,17 @@ void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer) {
     ctx->kafka.open = ksink_open;
 }
 
+void sp_kafka_out_set_producer(sp_kafka_out *ko, rd_kafka_t *producer) {
+    /* topic handles belong to a producer: the next write makes new ones */
+    for (int32_t i = 0; i < ko->ctx->nsinks; i++) {
+        sp_sink *s = ko->ctx->sinks[i];
+        ksink *k = s->ops == &kafka_ops ? s->impl : NULL;
+        if (k && k->rkt) rd_kafka_topic_destroy(k->rkt);
+        if (k) k->rkt = NULL;
+    }
+    ko->producer = producer;
+}
+
 void sp_kafka_out_destroy(sp_kafka_out *ko) {
     free(ko->fatal);
     ko->fatal = NULL;
@@ -215,9 +226,21 @@ void sp_kafka_out_delivered(rd_kafka_t *rk, const rd_kafka_message_t *m,
         if (seg) sp_seg_unref(seg);
         return;
     }
+    /* an aborted transaction's outputs: they are made again */
+    if (m->err == RD_KAFKA_RESP_ERR__PURGE_QUEUE || m->err == RD_KAFKA_RESP_ERR__PURGE_INFLIGHT) {
+        if (seg) sp_seg_unref(seg);
+        return;
+    }
     const char *topic = rd_kafka_topic_name(m->rkt);
     const char *why = rd_kafka_err2str(m->err);
     ko->delivery_errors++;
+    if (ko->txn) {
+        if (!ko->txn_failed[0])
+            snprintf(ko->txn_failed, sizeof ko->txn_failed, "output to topic %s failed: %s",
+                     topic, why);
+        if (seg) sp_seg_unref(seg);
+        return;
+    }
     int to_dlq = ctx->dlq_sink >= 0 && strcmp(topic, sp_ctx_sink(ctx, ctx->dlq_sink)->name) == 0;
     if (to_dlq && m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE && m->len > 0) {
         /* a dead letter too large for its topic: again without the value

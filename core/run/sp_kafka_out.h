@@ -17,6 +17,10 @@ typedef struct sp_kafka_out {
                                  int64_t offset);
     sp_ctx *ctx;
     char *fatal;            /* set when a delivery failed under "fail" */
+    /* exactly-once: an output that failed fails its transaction, which is
+     * aborted and made again (sp_run_recover_txn); the first failure */
+    int txn;
+    char txn_failed[512];
     int64_t delivery_errors;
     /* end-to-end latency: record timestamp to output acknowledged, in ms,
      * counted into the buckets of SP_LATENCY_BOUNDS (and +Inf) */
@@ -33,6 +37,8 @@ typedef struct sp_kafka_out {
 
 void sp_kafka_out_init(sp_kafka_out *ko, sp_ctx *ctx, rd_kafka_t *producer);
 void sp_kafka_out_destroy(sp_kafka_out *ko);
+/* Another producer for the outputs (the one before is about to go). */
+void sp_kafka_out_set_producer(sp_kafka_out *ko, rd_kafka_t *producer);
 /* Serves the producer's acknowledgements (rd_kafka_poll), reading the
  * clock for their latency once rather than once per output. */
 int sp_kafka_out_poll(sp_kafka_out *ko, int timeout_ms);

@@ -323,6 +323,7 @@ static int start_script(runner *r, char *def_id) {
     /* transactions stay short, as in Kafka Streams under exactly-once:
      * downstream read_committed consumers see outputs when they commit */
     if (r->eos) r->commit_interval_ms = sp_run_setting_int(o, "sproc.commit.interval.ms", 100);
+    r->ko.txn = r->eos;
     if (sp_run_sproc_setting(o, "sproc.idle.timeout.ms"))
         sp_ctx_set_idle_timeout(r->ctx, sp_run_setting_int(o, "sproc.idle.timeout.ms", 0));
     return 0;
@@ -460,7 +461,9 @@ static int stop(runner *r) {
             " skipped, %" PRId64 " dead-lettered%s",
             st->records_in, st->records_out, st->filtered, st->skipped, st->dead_lettered,
             r->eos ? " (exactly-once)" : "");
-    if (r->eos) sp_info("%" PRId64 " transactions committed", r->txns);
+    if (r->eos)
+        sp_info("%" PRId64 " transactions committed, %" PRId64 " aborted and started over",
+                r->txns, r->txn_aborts);
     if (r->pf) sp_info("prefetch woken %" PRId64 " times", sp_prefetch_kicks(r->pf));
     sp_windows_log(r->ctx);
     return r->exit_code;

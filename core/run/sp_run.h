@@ -111,6 +111,10 @@ typedef struct runner {
     int eos;        /* exactly-once: transactions */
     int in_txn;     /* a transaction is open */
     int64_t txns;   /* transactions committed */
+    int64_t txn_aborts;  /* aborted, the process going on (sp_run_recover_txn) */
+    int txn_failures;    /* of those, since the last commit */
+    char txn_id[512];    /* the producer's transactional.id */
+    int txn_id_static;   /* made of group.instance.id, not unique to this process */
 
     /* hot reload */
     ev_timer watch_w;
@@ -185,6 +189,18 @@ int sp_run_mkdir_p(char *path);
 char *sp_run_state_dir(runner *r, const char *app);
 int sp_run_setup_state(runner *r);
 void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts);
+/* lost: 0 revoked, 1 lost, SP_RUN_REWIND dropped to start over from the
+ * last committed transaction (no rebalance: sp_run_recover_txn). */
+#define SP_RUN_REWIND 2
+/* Transactions that fail in a row before sproc stops; how long one
+ * transactional call may take. */
+#define SP_RUN_TXN_FAILURES 5
+#define SP_RUN_TXN_CALL_MS 10000
+void sp_run_recover_txn(runner *r, const char *why);
+/* Exactly-once: a new producer with the same transactional.id in place of
+ * one that cannot go on (its transaction is aborted by the new one's
+ * initialization, which fences it). 0, or -1 after logging why not. */
+int sp_run_replace_producer(runner *r);
 void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
                       int lost);
 void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,

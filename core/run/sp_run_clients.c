@@ -217,6 +217,9 @@ int sp_run_make_transactional(runner *r, rd_kafka_conf_t *conf) {
         if (strncmp(kv, "group.instance.id=", 18) == 0) inst = kv + 18;
         if (strncmp(kv, "consumer.group.instance.id=", 27) == 0) inst = kv + 27;
     }
+    /* a static member's id outlives the process: a restarted one fences
+     * this one for real */
+    r->txn_id_static = inst != NULL;
     if (inst) {
         snprintf(id, sizeof id, "%s-%s", sp_lua_app_id(r->lua), inst);
     } else {
@@ -225,6 +228,10 @@ int sp_run_make_transactional(runner *r, rd_kafka_conf_t *conf) {
         snprintf(id, sizeof id, "%s-%d-%lx", sp_lua_app_id(r->lua), (int)getpid(),
                  (unsigned long)(t.tv_nsec ^ t.tv_sec));
     }
+    /* a producer made again (sp_run_replace_producer) keeps the id: it
+     * fences the one before and ends its transaction at once */
+    if (r->txn_id[0]) snprintf(id, sizeof id, "%s", r->txn_id);
+    snprintf(r->txn_id, sizeof r->txn_id, "%s", id);
     return sp_run_conf_set(r, conf, "transactional.id", id) ||
            sp_run_conf_set(r, conf, "transaction.timeout.ms", "10000");
 }
@@ -254,6 +261,31 @@ int sp_run_make_producer(runner *r) {
         return -1;
     }
     r->ko.producer = r->prod;
+    return 0;
+}
+
+int sp_run_replace_producer(runner *r) {
+    rd_kafka_t *old = r->prod;
+    ev_io_stop(r->loop, &r->prod_w);
+    rd_kafka_queue_destroy(r->pq);
+    r->pq = NULL;
+    r->prod = NULL;
+    if (sp_run_make_producer(r) != 0) return -1;
+    /* the old one's outputs go unsent (their delivery reports say purged,
+     * which sp_kafka_out_delivered passes over) */
+    sp_kafka_out_set_producer(&r->ko, r->prod);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_poll(old, 0);
+    rd_kafka_destroy(old);
+    rd_kafka_error_t *e = rd_kafka_init_transactions(r->prod, 60000);
+    if (e) {
+        sp_error("exactly-once: cannot initialize transactions: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return -1;
+    }
+    r->pq = rd_kafka_queue_get_main(r->prod);
+    rd_kafka_queue_io_event_enable(r->pq, r->prod_fd[1], "1", 1);
+    ev_io_start(r->loop, &r->prod_w);
     return 0;
 }
 

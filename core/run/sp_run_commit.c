@@ -92,14 +92,122 @@ void sp_run_partition_ready(runner *r, int32_t partition) {
     sp_ctx_partition_add(r->ctx, partition);
 }
 
+/* Whether a transactional error means another process took over. With
+ * a transactional.id of this process alone, "fenced" only says that the
+ * coordinator ended a transaction that outlived transaction.timeout.ms
+ * (while a broker was away): a new producer with the id goes on. */
+static int fenced(const runner *r, rd_kafka_resp_err_t code) {
+    return r->txn_id_static &&
+           (code == RD_KAFKA_RESP_ERR__FENCED || code == RD_KAFKA_RESP_ERR_PRODUCER_FENCED);
+}
+
+/* Exactly-once, after a transaction that cannot commit (Kafka made it
+ * abortable: a coordinator or a partition leader moved, the group's
+ * generation changed): it is aborted and the process goes on from the
+ * last committed transaction, as Kafka Streams does. Every assigned
+ * partition is dropped as if lost (the state in memory holds aborted
+ * changes; held and prefetched records go) and assigned to this process
+ * again: consuming resumes at the committed offsets once the state is
+ * restored from the committed changelogs. A run of failures with no
+ * commit between stops sproc. */
+void sp_run_recover_txn(runner *r, const char *why) {
+    char buf[768];
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (r->exit_code) return;
+    if (++r->txn_failures > SP_RUN_TXN_FAILURES) {
+        snprintf(buf, sizeof buf, "transaction failed %d times in a row, the last time: %s",
+                 r->txn_failures, why);
+        sp_run_fatal(r, buf);
+        return;
+    }
+    sp_warn("transaction aborted: %s; going on from the last committed transaction "
+            "(offsets rewound, state restored)", why);
+    rd_kafka_error_t *e = NULL;
+    /* a coordinator on its way elsewhere answers again within seconds */
+    for (int attempt = 1; attempt <= 6; attempt++) {
+        e = rd_kafka_abort_transaction(r->prod, SP_RUN_TXN_CALL_MS);
+        if (!e || !rd_kafka_error_is_retriable(e)) break;
+        sp_warn("aborting the transaction: %s; trying again", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        e = NULL;
+    }
+    if (e) {
+        /* a producer that cannot abort (librdkafka gives up on one whose
+         * coordinator moved mid-abort) is replaced: the new one, with the
+         * same transactional.id, aborts the transaction as it starts */
+        sp_warn("cannot abort the transaction: %s; starting a new producer",
+                rd_kafka_error_string(e));
+        int zombie = fenced(r, rd_kafka_error_code(e));
+        rd_kafka_error_destroy(e);
+        if (zombie || sp_run_replace_producer(r) != 0) {
+            sp_run_fatal(r, zombie ? "fenced by a newer instance of this application (the same "
+                                     "group.instance.id)"
+                                   : "cannot go on without a producer");
+            return;
+        }
+    }
+    r->in_txn = 0;
+    r->txn_aborts++;
+    r->ko.txn_failed[0] = '\0';
+    if (rd_kafka_assignment(r->cons, &parts) != RD_KAFKA_RESP_ERR_NO_ERROR || !parts) {
+        sp_run_fatal(r, "cannot read the assignment to start over from the committed transaction");
+        return;
+    }
+    if (parts->cnt > 0) {
+        sp_run_on_revoke(r, parts, SP_RUN_REWIND);
+        sp_run_on_assign(r, parts);
+        r->rebalances[0]--; /* not a rebalance */
+    }
+    rd_kafka_topic_partition_list_destroy(parts);
+}
+
+/* One transactional call's outcome: 0 done, 1 retry it, -1 the
+ * transaction was aborted (or sproc stops). A commit that failed in a way
+ * that may be retried is retried (it may have reached the coordinator);
+ * anything else that is not fatal aborts the transaction and goes on from
+ * the last committed one. */
+static int txn_outcome(runner *r, rd_kafka_error_t *e, const char *what, int retries) {
+    char buf[640];
+    if (!e) return 0;
+    snprintf(buf, sizeof buf, "%s: %s", what, rd_kafka_error_string(e));
+    int retry = retries > 0 && rd_kafka_error_is_retriable(e);
+    rd_kafka_resp_err_t code = rd_kafka_error_code(e);
+    /* what another producer would meet as well */
+    int fatal = rd_kafka_error_is_fatal(e) &&
+                (fenced(r, code) || code == RD_KAFKA_RESP_ERR_TRANSACTIONAL_ID_AUTHORIZATION_FAILED ||
+                 code == RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED ||
+                 code == RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED ||
+                 code == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    rd_kafka_error_destroy(e);
+    if (retry) {
+        sp_warn("%s; trying again", buf);
+        return 1;
+    }
+    if (fatal)
+        sp_run_fatal(r, buf);
+    else
+        sp_run_recover_txn(r, buf);
+    return -1;
+}
+
 /* Exactly-once: the open transaction takes the positions of the processed
- * records and commits with the outputs and changelog writes in it. Any
- * failure is fatal: the state in memory may hold aborted changes, and a
- * restart restores it from the committed changelog. */
+ * records and commits with the outputs and changelog writes in it. A
+ * transaction Kafka made abortable is aborted and the process goes on
+ * from the last committed one (sp_run_recover_txn); other failures are
+ * fatal (fenced by a newer instance, not authorized): the state in memory
+ * may hold aborted changes, and a restart restores it from the committed
+ * changelogs. */
 void sp_run_commit_txn(runner *r) {
     if (!r->in_txn || r->exit_code) return;
     if (sp_run_flush_state(r) != 0) return;
-    rd_kafka_error_t *e = NULL;
+    sp_kafka_out_poll(&r->ko, 0);
+    if (r->ko.txn_failed[0]) {
+        char why[512];
+        snprintf(why, sizeof why, "%s", r->ko.txn_failed);
+        r->ko.txn_failed[0] = '\0';
+        sp_run_recover_txn(r, why);
+        return;
+    }
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
         if (tp->assigned && tp->position > tp->committed) {
@@ -107,21 +215,22 @@ void sp_run_commit_txn(runner *r) {
             e->offset = tp->position;
             add_time(r, e);
         }
+    int rc = 0;
     if (l->cnt > 0) {
-        rd_kafka_consumer_group_metadata_t *md =
-            rd_kafka_consumer_group_metadata(r->cons);
-        e = rd_kafka_send_offsets_to_transaction(r->prod, l, md, 30000);
+        rd_kafka_consumer_group_metadata_t *md = rd_kafka_consumer_group_metadata(r->cons);
+        rd_kafka_error_t *e = rd_kafka_send_offsets_to_transaction(r->prod, l, md,
+                                                                    SP_RUN_TXN_CALL_MS);
         rd_kafka_consumer_group_metadata_destroy(md);
+        rc = txn_outcome(r, e, "transaction failed: offsets", 0);
     }
-    if (!e) e = rd_kafka_commit_transaction(r->prod, 60000);
-    if (e) {
-        char buf[512];
-        snprintf(buf, sizeof buf, "transaction failed: %s", rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-        sp_run_fatal(r, buf);
-    } else {
+    for (int retries = 5; rc == 0 || rc == 1; retries--) {
+        rd_kafka_error_t *e = rd_kafka_commit_transaction(r->prod, SP_RUN_TXN_CALL_MS);
+        if ((rc = txn_outcome(r, e, "transaction failed", retries)) != 1) break;
+    }
+    if (rc == 0) {
         r->in_txn = 0;
         r->txns++;
+        r->txn_failures = 0;
         for (int i = 0; i < l->cnt; i++) {
             sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic, l->elems[i].partition);
             if (tp) tp->committed = l->elems[i].offset;

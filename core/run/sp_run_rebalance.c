@@ -235,15 +235,14 @@ void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
     /* Hand the partitions over with every effect safe and committed, so
      * the next owner starts right after what we did. */
     int safe = 0;
-    r->rebalances[lost ? 2 : 1]++;
+    /* the group moved on without us: the open transaction cannot commit,
+     * and the state in memory holds its changes: abort it and start the
+     * other partitions over from the committed one too */
+    int rewind = lost == 1 && r->eos && r->in_txn;
+    if (lost != SP_RUN_REWIND) r->rebalances[lost ? 2 : 1]++;
     if (!lost) {
         safe = sp_run_make_safe(r, 30000) == 0;
         sp_run_commit(r, 1, parts);
-    } else if (r->eos && r->in_txn) {
-        /* the group moved on without us: the open transaction cannot
-         * commit, and the state in memory holds its changes */
-        sp_run_fatal(r, "partitions lost with a transaction open; restart to restore "
-                 "the committed state");
     }
     for (int i = 0; i < parts->cnt; i++) {
         sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,
@@ -269,7 +268,8 @@ void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         if (safe && !r->exit_code) sp_restore_checkpoint(r->rs, p);
         sp_restore_drop(r->rs, p);
     }
-    sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
+    if (lost != SP_RUN_REWIND) sp_info("%s %d partitions", lost ? "lost" : "revoked", parts->cnt);
+    if (rewind) sp_run_recover_txn(r, "partitions lost with a transaction open");
 }
 
 void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,

@@ -3,9 +3,11 @@ scripts/test, address in SPROC_TEST_BROKERS), topics with a per-test prefix,
 and helpers to run sproc processes and read what they wrote."""
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 
@@ -333,3 +335,42 @@ def wait_until(pred, timeout=120, interval=0.1, what="condition"):
             return v
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class LiveFeed(threading.Thread):
+    """Produces keyed records at a steady rate while the test kills and
+    restarts sproc, until stop() (however slow the machine, the input is
+    live at every kill); truth counts what was sent."""
+
+    def __init__(self, kafka, rate, seed, keys):
+        super().__init__(daemon=True)
+        self.kafka, self.rate, self.keys = kafka, rate, keys
+        self.rnd = random.Random(seed)
+        self.truth = {}
+        self.sent = 0
+        self.error = None
+        self.stopping = threading.Event()
+
+    def stop(self):
+        self.stopping.set()
+        self.join()
+
+    def run(self):
+        try:
+            prod = Producer({"bootstrap.servers": self.kafka.bootstrap, "linger.ms": 5,
+                             "partitioner": "murmur2_random", "enable.idempotence": True})
+            topic = self.kafka.topic("in")
+            t0 = time.time()
+            while not self.stopping.is_set():
+                for _ in range(100):
+                    k = f"key{self.rnd.randrange(self.keys)}"
+                    self.truth[k] = self.truth.get(k, 0) + 1
+                    prod.produce(topic, key=k.encode(), value=b"x")
+                    self.sent += 1
+                prod.poll(0)
+                ahead = t0 + self.sent / self.rate - time.time()
+                if ahead > 0:
+                    time.sleep(ahead)
+            assert prod.flush(60) == 0, "the feed could not deliver its records"
+        except Exception as e:  # noqa: BLE001 (reported by the test)
+            self.error = e

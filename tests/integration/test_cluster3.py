@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from conftest import (FAST, ROOT, Kafka, assert_same_payloads, wait_committed_to_end,
-                      wait_until, write_script)
+from conftest import (FAST, ROOT, Kafka, LiveFeed, admin_client, assert_same_payloads,
+                      wait_committed_to_end, wait_until, write_script)
 
 N = 300_000
 KAFKA = os.path.join(ROOT, "scripts", "kafka")
@@ -58,3 +58,72 @@ sproc.source{{ topic = "{src}", value = "json" }}
     got = [json.loads(r["value"])["i"] for r in k.read("out")]
     assert_same_payloads(got, range(N), p.stderr())
     assert p.alive(), p.stderr()
+
+
+def in_sync(bootstrap):
+    """Every partition of the cluster (internal topics too) has all its
+    replicas in sync."""
+    md = admin_client(bootstrap).list_topics(timeout=10)
+    return all(len(p.isrs) == len(p.replicas)
+               for t in md.topics.values() for p in t.partitions.values())
+
+
+def test_exactly_once_rides_out_each_broker_killed(cluster, sproc, tmp_path):
+    """Issue 19 #1: under exactly-once, each of the three brokers (so the
+    transaction coordinator and the group coordinator among them) is
+    killed in turn and restarted while a counting pipeline runs on live
+    input: the one process lives through it all, aborting and starting
+    over from the last committed transaction where Kafka made one
+    abortable, and every key's counts come out exactly 1..n once
+    (read_committed)."""
+    bootstrap, env = cluster
+    k = Kafka(bootstrap, "c3eos")
+    cfg = {"min.insync.replicas": "2"}
+    src = k.create("in", partitions=6, replication=3, config=cfg)
+    dst = k.create("out", partitions=6, replication=3, config=cfg)
+    script = write_script(tmp_path, "c3eos.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "exactly_once" }}
+local counts = sproc.store{{ name = "counts" }}
+sproc.source{{ topic = "{src}" }}
+  :map(function(r) return {{ k = r.key, n = counts:incr(r.key) }} end)
+  :to{{ topic = "{dst}" }}
+""")
+    feed = LiveFeed(k, 2_000, 19, 300)
+    feed.start()
+    p = sproc([script, "--brokers", bootstrap, "--app", "c3eos-app"] + FAST, name="eos")
+    for node in (1, 2, 3):
+        before = k.count("out")
+        wait_until(lambda: k.count("out") > before + 4_000, timeout=180,
+                   what=f"progress before broker {node} is killed\n{p.stderr()[-3000:]}")
+        pid = int(subprocess.run([KAFKA, "pid", str(node)], capture_output=True, text=True,
+                                 env=env, check=True).stdout)
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30,
+                   what=f"broker {node} gone")
+        after = k.count("out")
+        wait_until(lambda: k.count("out") > after + 4_000, timeout=180,
+                   what=f"progress without broker {node}\n{p.stderr()[-3000:]}")
+        r = subprocess.run([KAFKA, "restart-node", str(node)], capture_output=True, text=True,
+                           env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        # the next kill must leave two replicas of everything in sync
+        # (min.insync.replicas 2, the internal topics' too)
+        wait_until(lambda: in_sync(bootstrap), timeout=180, interval=1,
+                   what=f"broker {node} back in sync")
+        assert p.alive(), p.stderr()
+    feed.stop()
+    assert feed.error is None, feed.error
+    wait_committed_to_end(k, "c3eos-app", "in", proc=p)
+    assert p.alive(), p.stderr()
+    log = p.stderr()
+    print(f"{feed.sent} records; transactions aborted and started over: "
+          f"{log.count('transaction aborted:')}")
+    seen = {}
+    for rec in k.read("out", isolation="read_committed"):
+        v = json.loads(rec["value"])
+        seen.setdefault(v["k"], []).append(v["n"])
+    wrong = {key: (len(seen.get(key, [])), t) for key, t in feed.truth.items()
+             if sorted(seen.get(key, [])) != list(range(1, t + 1))}
+    assert not wrong, f"{len(wrong)} keys not counted 1..n once (outputs, truth): " \
+                      f"{dict(list(wrong.items())[:5])}\n{log[-3000:]}"

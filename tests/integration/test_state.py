@@ -6,14 +6,13 @@ input); exactly-once: each output once."""
 import json
 import os
 import random
-import threading
 import time
 
 import pytest
 from confluent_kafka.admin import ConfigResource
 
-from conftest import (FAST, Probe, admin_client, assert_committed_to_end, wait_committed_to_end,
-                      wait_until, write_script)
+from conftest import (FAST, LiveFeed, Probe, admin_client, assert_committed_to_end,
+                      wait_committed_to_end, wait_until, write_script)
 
 KEYS = 500
 
@@ -136,46 +135,6 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee, backen
     else:
         assert_state_counts_exact(highest_counts(kafka), truth, log)
     assert "restored store counts" in log, "a restart restored from the changelog"
-
-
-class LiveFeed(threading.Thread):
-    """Produces keyed records at a steady rate while the test kills and
-    restarts sproc, until stop() (however slow the machine, the input is
-    live at every kill); truth counts what was sent."""
-
-    def __init__(self, kafka, rate, seed, keys):
-        super().__init__(daemon=True)
-        self.kafka, self.rate, self.keys = kafka, rate, keys
-        self.rnd = random.Random(seed)
-        self.truth = {}
-        self.sent = 0
-        self.error = None
-        self.stopping = threading.Event()
-
-    def stop(self):
-        self.stopping.set()
-        self.join()
-
-    def run(self):
-        try:
-            from confluent_kafka import Producer
-            prod = Producer({"bootstrap.servers": self.kafka.bootstrap, "linger.ms": 5,
-                             "partitioner": "murmur2_random", "enable.idempotence": True})
-            topic = self.kafka.topic("in")
-            t0 = time.time()
-            while not self.stopping.is_set():
-                for _ in range(100):
-                    k = f"key{self.rnd.randrange(self.keys)}"
-                    self.truth[k] = self.truth.get(k, 0) + 1
-                    prod.produce(topic, key=k.encode(), value=b"x")
-                    self.sent += 1
-                prod.poll(0)
-                ahead = t0 + self.sent / self.rate - time.time()
-                if ahead > 0:
-                    time.sleep(ahead)
-            assert prod.flush(60) == 0, "the feed could not deliver its records"
-        except Exception as e:  # noqa: BLE001 (reported by the test)
-            self.error = e
 
 
 # issue 14 #4: a killed process's abandoned transaction (dynamic membership:
