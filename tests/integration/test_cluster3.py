@@ -50,7 +50,8 @@ sproc.source{{ topic = "{src}", value = "json" }}
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, what="broker 2 gone")
     # progress goes on with two of three replicas in sync
     before = k.count("out")
-    wait_until(lambda: k.count("out") > before + 10_000, timeout=120, what="progress without broker 2")
+    wait_until(lambda: k.count("out") > before + 10_000, timeout=180,
+               what=f"progress without broker 2\n{p.stderr()[-3000:]}")
     r = subprocess.run([KAFKA, "restart-node", "2"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     # duplicates after the fault make counting useless: wait for the commits
