@@ -65,8 +65,8 @@ int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t 
     }
     /* the other side can no longer look this far back */
     if ((double)ts <= obs - (double)retention) return 0;
-    double seq = number_of(ctx, store, SEQ, 0) + 1;
-    int rc = put_number(ctx, store, SEQ, seq, err);
+    double seq;
+    int rc = sp_store_incr(ctx, store, -1, SEQ, BOOK_LEN, 1, &seq, err);
     if (rc != 0) return rc;
     if (klen > SMALL && !(k = malloc(klen + 14))) {
         *err = "out of memory";
