@@ -128,6 +128,35 @@ static const rd_kafka_metadata_t *first_metadata(runner *r) {
     }
 }
 
+/* Named source topics and output topics the metadata lacks. */
+static int count_missing(runner *r, const rd_kafka_metadata_t *md) {
+    int n = 0;
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        const sp_source *s = &r->ctx->sources[i];
+        n += s->kind == 0 && !s->internal && !topic_exists(md, s->name);
+    }
+    for (int32_t i = 0; i < r->ctx->nsinks; i++)
+        n += is_output_topic(r->ctx->sinks[i]) && !topic_exists(md, r->ctx->sinks[i]->name);
+    return n;
+}
+
+/* A topic created a moment ago is in some brokers' metadata before
+ * others' (seen on a 3-broker cluster, where a script started right
+ * after its topics were made was told one was missing): a topic counts
+ * as missing only when looks over some 5 s all miss it. */
+static const rd_kafka_metadata_t *settled_metadata(runner *r, const rd_kafka_metadata_t *md) {
+    for (int tries = 0; tries < 10 && !r->mock && !sp_run_got_signal && count_missing(r, md) > 0;
+         tries++) {
+        nanosleep(&(struct timespec){0, 500 * 1000 * 1000}, NULL);
+        const rd_kafka_metadata_t *again = NULL;
+        if (rd_kafka_metadata(r->prod, 1, NULL, &again, 3000) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            continue;
+        rd_kafka_metadata_destroy(md);
+        md = again;
+    }
+    return md;
+}
+
 /* Waits until a broker answers, then checks the source topics (and, for a
  * bounded run, notes where each partition ends now) and the topics the
  * script writes. */
@@ -136,6 +165,7 @@ int sp_run_wait_for_kafka(runner *r) {
     const rd_kafka_metadata_t *md = first_metadata(r);
     r->connecting = 0;
     if (!md) return -1;
+    md = settled_metadata(r, md);
     int rc = 0;
     for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
         sp_source *s = &r->ctx->sources[i];

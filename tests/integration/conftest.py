@@ -218,6 +218,27 @@ class Probe:
             c.close()
 
 
+def kill_in_open_transaction(proc, ready, probes, timeout=180, what="progress"):
+    """SIGKILLs proc once ready() holds and every probe shows outputs of an
+    open transaction. The process is frozen (SIGSTOP) before the last look,
+    so a commit cannot slip in between the look and the kill; if one did
+    (its markers land while the process is frozen) it is let go on and
+    the wait starts over. Returns the open records each probe saw."""
+    deadline = time.time() + timeout
+    while True:
+        wait_until(lambda: not proc.alive() or
+                   (ready() and all(pr.open_transaction_records() > 0 for pr in probes)),
+                   timeout=max(1, deadline - time.time()), interval=0.01, what=what)
+        assert proc.alive(), f"died before the kill\n{proc.stderr()[-3000:]}"
+        proc.signal(signal.SIGSTOP)
+        time.sleep(0.3)  # markers of a commit already sent reach the log
+        pending = [pr.open_transaction_records() for pr in probes]
+        if all(n > 0 for n in pending):
+            proc.kill()
+            return pending
+        proc.signal(signal.SIGCONT)
+
+
 def assert_committed_to_end(kafka, group, name):
     """Every partition with records has its end offset committed (an empty
     partition needs no commit)."""
@@ -327,14 +348,17 @@ def write_script(tmp_path, name, text):
     return str(path)
 
 
-def wait_until(pred, timeout=120, interval=0.1, what="condition"):
+def wait_until(pred, timeout=120, interval=0.1, what="condition", proc=None):
+    """Polls pred until it holds; a timeout's error ends with the tail of
+    proc's log as it is then."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = pred()
         if v:
             return v
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}")
+    tail = f"\n{proc.stderr()[-3000:]}" if proc is not None else ""
+    raise AssertionError(f"timed out waiting for {what}{tail}")
 
 
 class LiveFeed(threading.Thread):

@@ -8,7 +8,7 @@ import os
 import random
 from collections import Counter
 
-from conftest import FAST, Probe, wait_until, write_script
+from conftest import FAST, Probe, kill_in_open_transaction, wait_until, write_script
 
 
 def canon(pairs):
@@ -258,13 +258,10 @@ def test_joins_exactly_once_killed_five_times_equal_a_run_without_kills(kafka, s
     for i, mark in enumerate(marks):
         p = sproc(crash, name=f"run{i}")
         goal = min(max(mark * n, seen + 0.03 * n), 0.85 * n)
-        wait_until(lambda: not p.alive() or (probe.committed() >= goal and
-                                             probe.open_transaction_records() > 0),
-                   timeout=180, interval=0.01, what=f"{goal:.0f} trips committed before kill {i + 1}")
-        assert p.alive(), p.stderr()
-        p.kill()
+        pending = kill_in_open_transaction(p, lambda: probe.committed() >= goal, [probe],
+                                           what=f"{goal:.0f} trips committed before kill {i + 1}")
         seen = probe.committed()
-        open_txns += probe.open_transaction_records() > 0
+        open_txns += pending[0] > 0
         print(f"kill {i + 1} at {seen} trips committed (mark {mark:.2f})")
         logs.append(p.stderr())
     probe.close()

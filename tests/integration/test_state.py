@@ -12,7 +12,8 @@ import pytest
 from confluent_kafka.admin import ConfigResource
 
 from conftest import (FAST, LiveFeed, Probe, admin_client, assert_committed_to_end,
-                      wait_committed_to_end, wait_until, write_script)
+                      kill_in_open_transaction, wait_committed_to_end, wait_until,
+                      write_script)
 
 KEYS = 1000
 KILLS = 7
@@ -107,16 +108,17 @@ def test_counts_survive_repeated_kills(kafka, sproc, tmp_path, guarantee, backen
         # count aborted ones) before it is killed, and under exactly-once the
         # kill lands while a transaction has outputs in Kafka
         goal = min(max(mark * n, seen + 0.03 * n), 0.85 * n)
-        wait_until(lambda: probe.committed() >= goal and
-                   (not eos or probe.open_transaction_records() > 0),
-                   timeout=180, interval=0.01,
-                   what=f"{goal:.0f} inputs committed"
-                        f"{' and an open transaction' if eos else ''} before kill {i + 1}")
-        p.kill()
+        what = f"{goal:.0f} inputs committed{' and an open transaction' if eos else ''} " \
+               f"before kill {i + 1}"
+        if eos:
+            pending = kill_in_open_transaction(p, lambda: probe.committed() >= goal, [probe],
+                                               what=what)[0]
+        else:
+            wait_until(lambda: probe.committed() >= goal, timeout=180, interval=0.01, what=what)
+            p.kill()
         seen = probe.committed()
         if eos:
             # what the killed process left in an open transaction
-            pending = probe.open_transaction_records()
             print(f"kill {i + 1} at {seen} inputs committed (mark {mark:.2f}): {pending} "
                   f"outputs of an open transaction")
             open_txns += pending > 0
@@ -176,10 +178,9 @@ def test_exactly_once_kills_with_live_input_and_dynamic_membership(kafka, sproc,
         # progress of its own committed, then a kill at a random point while
         # a transaction holds outputs (and changelog writes)
         goal = start + rnd.randrange(1000, 20000)
-        wait_until(lambda: probe.committed() >= goal and probe.open_transaction_records() > 0 and
-                   (changelog is None or changelog.open_transaction_records() > 0),
-                   timeout=120, interval=0.01, what=f"progress before kill {i + 1}")
-        p.kill()
+        kill_in_open_transaction(p, lambda: probe.committed() >= goal,
+                                 [probe] + ([changelog] if changelog else []),
+                                 timeout=120, what=f"progress before kill {i + 1}")
         print(f"kill {i + 1} at {probe.committed()} inputs committed, {feed.sent} sent")
         logs.append(p.stderr())
     assert feed.is_alive(), feed.error
