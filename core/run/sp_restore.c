@@ -46,6 +46,14 @@ struct sp_restore {
      * of another topic with the same number must not start over */
     int32_t *present;
     int npresent, present_cap;
+    /* partitions whose restore could not start (a changelog's end
+     * unreadable: its leader away); they wait, paused, and are tried
+     * again every second until SP_RESTORE_START_TIMEOUT_S */
+    struct deferred {
+        int32_t partition;
+        double since, next;
+    } *deferred;
+    int ndeferred, deferred_cap;
     sp_restore_committed_fn committed;
     void *committed_opaque;
     sp_buf tagged; /* a table record's value as its store keeps it */
@@ -134,6 +142,7 @@ void sp_restore_destroy(sp_restore *rs) {
     free(rs->topics);
     free(rs->jobs);
     free(rs->present);
+    free(rs->deferred);
     free(rs->dir);
     sp_buf_destroy(&rs->tagged);
     free(rs);
@@ -168,13 +177,19 @@ static void assign_one(sp_restore *rs, int32_t store, int32_t partition,
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+static int deferred_index(const sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->ndeferred; i++)
+        if (rs->deferred[i].partition == partition) return i;
+    return -1;
+}
+
 int sp_restore_is_restoring(const sp_restore *rs, int32_t partition) {
     for (int i = 0; i < rs->njobs; i++)
         if (rs->jobs[i].partition == partition) return 1;
-    return 0;
+    return deferred_index(rs, partition) >= 0;
 }
 
-int sp_restore_pending(const sp_restore *rs) { return rs->njobs; }
+int sp_restore_pending(const sp_restore *rs) { return rs->njobs + rs->ndeferred; }
 
 /* Loads the local checkpoint of store i's partition, if any: returns the
  * changelog offset to go on from (-1: none), -2 when it does not fit. */
@@ -319,47 +334,142 @@ static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo
     return 1;
 }
 
-int sp_restore_start(sp_restore *rs, int32_t partition) {
-    if (sp_restore_is_restoring(rs, partition)) return 1;
-    if (is_present(rs, partition)) return 0;
-    rd_kafka_t *ends = ends_client(rs);
-    if (!ends) return -1;
-    if (rs->npresent == rs->present_cap) {
-        int cap = rs->present_cap ? rs->present_cap * 2 : 16;
-        int32_t *p = realloc(rs->present, (size_t)cap * sizeof *p);
-        if (!p) return -1;
-        rs->present = p;
-        rs->present_cap = cap;
-    }
-    rs->present[rs->npresent++] = partition;
-    int started = 0;
+/* Kafka Streams' task.timeout.ms default: how long a partition's restore
+ * may fail to start before the process gives up. */
+#define SP_RESTORE_START_TIMEOUT_S 300.0
+
+/* Where each store's changelog partition starts and ends (the bounds of
+ * what to restore); -1 when one cannot be read now. */
+static int changelog_bounds(sp_restore *rs, rd_kafka_t *ends, int32_t partition, int64_t *lo,
+                            int64_t *hi, char *why, size_t whysize) {
     for (int32_t i = 0; i < rs->ntopics; i++) {
         sp_store *s = rs->ctx->stores[i];
-        int64_t lo, hi;
+        lo[i] = hi[i] = -1;
         if (s->global) continue; /* read whole at start-up */
         /* a table's topic may have fewer partitions than a topic read
          * with it (one re-keyed to join it): nothing of it here */
         if (s->source && partition >= sp_topics_partitions(ends, rs->topics[i])) continue;
-        rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo, &hi);
+        /* a retry waits less: the loop goes on meanwhile */
+        double within = deferred_index(rs, partition) >= 0 ? 2 : 10;
+        rd_kafka_resp_err_t e = sp_topics_watermarks(ends, rs->topics[i], partition, &lo[i],
+                                                     &hi[i], within);
         if (e) {
-            sp_error("cannot read the end of changelog %s [%" PRId32 "]: %s",
+            snprintf(why, whysize, "cannot read the end of changelog %s [%" PRId32 "]: %s",
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
         }
+    }
+    return 0;
+}
+
+/* Notes that partition's restore waits to start: 1, or -1 when it has
+ * waited too long (the message in why). */
+static int defer(sp_restore *rs, int32_t partition, const char *why) {
+    double now = sp_clock_s();
+    int d = deferred_index(rs, partition);
+    if (d < 0) {
+        if (rs->ndeferred == rs->deferred_cap) {
+            int cap = rs->deferred_cap ? rs->deferred_cap * 2 : 8;
+            struct deferred *n = realloc(rs->deferred, (size_t)cap * sizeof *n);
+            if (!n) return -1;
+            rs->deferred = n;
+            rs->deferred_cap = cap;
+        }
+        d = rs->ndeferred++;
+        rs->deferred[d].partition = partition;
+        rs->deferred[d].since = now;
+        sp_warn("%s; partition %" PRId32 " waits and its restore is tried again every second",
+                why, partition);
+    } else if (now - rs->deferred[d].since > SP_RESTORE_START_TIMEOUT_S) {
+        sp_error("%s, for %.0f s", why, now - rs->deferred[d].since);
+        return -1;
+    }
+    rs->deferred[d].next = now + 1;
+    return 1;
+}
+
+static void undefer(sp_restore *rs, int32_t partition) {
+    int d = deferred_index(rs, partition);
+    if (d >= 0) rs->deferred[d] = rs->deferred[--rs->ndeferred];
+}
+
+/* Starts every store's restore of partition: 1 restoring (or waiting to
+ * start), 0 nothing to read, -1 on error. */
+static int start_now(sp_restore *rs, int32_t partition) {
+    rd_kafka_t *ends = ends_client(rs);
+    if (!ends) return -1;
+    int64_t *lo = calloc((size_t)rs->ntopics + 1, sizeof *lo);
+    int64_t *hi = calloc((size_t)rs->ntopics + 1, sizeof *hi);
+    char why[512];
+    int rc = -1;
+    if (!lo || !hi) goto done;
+    /* every bound first: a restore starts whole or not at all */
+    if (changelog_bounds(rs, ends, partition, lo, hi, why, sizeof why) != 0) {
+        rc = defer(rs, partition, why);
+        /* the next try with a new client: librdkafka 2.0's went on asking
+         * a broker that was killed, for minutes after its partitions had
+         * new leaders (seen in test_cluster3) */
+        rd_kafka_destroy_flags(rs->ends_rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        rs->ends_rk = NULL;
+        goto done;
+    }
+    undefer(rs, partition);
+    if (rs->npresent == rs->present_cap) {
+        int cap = rs->present_cap ? rs->present_cap * 2 : 16;
+        int32_t *p = realloc(rs->present, (size_t)cap * sizeof *p);
+        if (!p) goto done;
+        rs->present = p;
+        rs->present_cap = cap;
+    }
+    rs->present[rs->npresent++] = partition;
+    rc = 0;
+    for (int32_t i = 0; i < rs->ntopics && rc >= 0; i++) {
+        sp_store *s = rs->ctx->stores[i];
+        if (hi[i] < 0) continue;
         if (s->source) {
             /* a table's topic: what the group processed is its state; the
              * consumer goes on from there */
             int64_t c = rs->committed ? rs->committed(rs->committed_opaque, s->source, partition)
                                       : -1;
-            hi = c > hi ? hi : c;
-            if (hi < lo) hi = lo;
+            hi[i] = c > hi[i] ? hi[i] : c;
+            if (hi[i] < lo[i]) hi[i] = lo[i];
         }
-        int rc = s->disk ? start_disk(rs, i, partition, lo, hi)
-                         : start_memory(rs, i, partition, lo, hi);
-        if (rc < 0) return -1;
-        started |= rc;
+        int st = s->disk ? start_disk(rs, i, partition, lo[i], hi[i])
+                         : start_memory(rs, i, partition, lo[i], hi[i]);
+        rc = st < 0 ? -1 : rc | st;
     }
-    return started;
+done:
+    free(lo);
+    free(hi);
+    return rc;
+}
+
+int sp_restore_start(sp_restore *rs, int32_t partition) {
+    if (sp_restore_is_restoring(rs, partition)) return 1;
+    if (is_present(rs, partition)) return 0;
+    return start_now(rs, partition);
+}
+
+/* Tries the deferred starts that are due; a partition with nothing to
+ * read is done at once. One that fails again ends the round (the others
+ * most likely wait for the same broker, and each try holds the loop for
+ * up to seconds). Returns how many went to done, or -1. */
+static int retry_deferred(sp_restore *rs, int32_t *done, int max) {
+    int ndone = 0;
+    double now = sp_clock_s();
+    for (int i = rs->ndeferred - 1; i >= 0 && ndone < max; i--) {
+        if (i >= rs->ndeferred || rs->deferred[i].next > now) continue;
+        int32_t partition = rs->deferred[i].partition;
+        int rc = start_now(rs, partition);
+        if (rc < 0) return -1;
+        if (rc == 0) done[ndone++] = partition;
+        if (deferred_index(rs, partition) >= 0) {
+            for (int j = 0; j < rs->ndeferred; j++)
+                if (rs->deferred[j].next < now + 1) rs->deferred[j].next = now + 1;
+            break;
+        }
+    }
+    return ndone;
 }
 
 int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
@@ -449,8 +559,12 @@ static int finish(sp_restore *rs, int i) {
 }
 
 int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
-    int ndone = 0;
-    if (rs->njobs == 0) return 0;
+    int ndone = retry_deferred(rs, done, max);
+    if (ndone < 0) {
+        *err = "a partition's restore could not start (see the error before)";
+        return -1;
+    }
+    if (rs->njobs == 0 || ndone == max) return ndone;
     ssize_t n = rd_kafka_consume_batch_queue(
         rs->q, 0, rs->msgs, sizeof rs->msgs / sizeof *rs->msgs);
     int rc = 0;
@@ -518,6 +632,7 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
 }
 
 void sp_restore_drop(sp_restore *rs, int32_t partition) {
+    undefer(rs, partition);
     for (int i = 0; i < rs->npresent; i++)
         if (rs->present[i] == partition) {
             rs->present[i] = rs->present[--rs->npresent];

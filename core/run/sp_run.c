@@ -185,7 +185,7 @@ int sp_run_wait_for_kafka(runner *r) {
             for (int p = 0; p < mt->partition_cnt; p++) {
                 int64_t lo, hi;
                 if (sp_topics_watermarks(r->prod, mt->topic, mt->partitions[p].id, &lo,
-                                         &hi) != 0) {
+                                         &hi, 30) != 0) {
                     sp_error("cannot read the end offset of %s [%d]", mt->topic,
                              mt->partitions[p].id);
                     rc = -1;

@@ -40,7 +40,7 @@ int sp_run_seal_internal(runner *r) {
         int32_t n = sp_topics_partitions(rk, s->name);
         for (int32_t p = 0; p < (n > 0 ? n : r->src_partitions); p++) {
             int64_t lo, hi;
-            rd_kafka_resp_err_t e = sp_topics_watermarks(rk, s->name, p, &lo, &hi);
+            rd_kafka_resp_err_t e = sp_topics_watermarks(rk, s->name, p, &lo, &hi, 30);
             if (e) {
                 char buf[512];
                 snprintf(buf, sizeof buf, "bounded run: cannot read the end of %s [%d]: %s",

@@ -177,18 +177,42 @@ static int is_table_topic(runner *r, const char *topic) {
     return 0;
 }
 
+/* The group's committed offsets of the assigned partitions. The state is
+ * restored to them (a changelog record of later input is left out) and
+ * a table's topic starts over without one: going on without them would
+ * restore wrong state, so a failure is retried for a minute (a
+ * coordinator that went away is replaced within seconds) and then ends
+ * the process. */
+static int read_committed(runner *r, rd_kafka_topic_partition_list_t *c) {
+    double until = sp_clock_s() + 60;
+    for (int tries = 1;; tries++) {
+        rd_kafka_resp_err_t e = rd_kafka_committed(r->cons, c, 10000);
+        for (int i = 0; !e && i < c->cnt; i++) e = c->elems[i].err;
+        if (!e) return 0;
+        if (sp_clock_s() > until || sp_run_got_signal) {
+            char msg[256];
+            snprintf(msg, sizeof msg, "cannot read the committed offsets of the assigned "
+                     "partitions after %d tries: %s", tries, rd_kafka_err2str(e));
+            sp_run_fatal(r, msg);
+            return -1;
+        }
+        sp_warn("cannot read the committed offsets of the assigned partitions (%s); trying "
+                "again", rd_kafka_err2str(e));
+    }
+}
+
 void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
-    if (rd_kafka_committed(r->cons, c, 10000) == 0) {
-        sp_run_resume_times(r, c);
-        if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
-        for (int i = 0; i < c->cnt; i++)
-            if (c->elems[i].offset < 0 && is_table_topic(r, c->elems[i].topic))
-                rd_kafka_topic_partition_list_find(parts, c->elems[i].topic, c->elems[i].partition)
-                    ->offset = RD_KAFKA_OFFSET_BEGINNING;
-    } else {
-        sp_warn("cannot read the committed offsets of the assigned partitions");
+    if (read_committed(r, c) != 0) {
+        rd_kafka_topic_partition_list_destroy(c);
+        return;
     }
+    sp_run_resume_times(r, c);
+    if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
+    for (int i = 0; i < c->cnt; i++)
+        if (c->elems[i].offset < 0 && is_table_topic(r, c->elems[i].topic))
+            rd_kafka_topic_partition_list_find(parts, c->elems[i].topic, c->elems[i].partition)
+                ->offset = RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_topic_partition_list_destroy(c);
     for (int i = 0; i < parts->cnt; i++) {
         sp_tp *tp = sp_offsets_tp(&r->offs, parts->elems[i].topic,

@@ -50,22 +50,23 @@ static void pause_ms(long ms) {
  * its timeout, for ever, on a leader that is down (librdkafka #2588),
  * where this looks the current leader up. */
 static rd_kafka_resp_err_t list_offset(rd_kafka_t *rk, const char *topic, int32_t partition,
-                                       int64_t at, int64_t *out) {
+                                       int64_t at, int64_t *out, int timeout_ms) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = at;
-    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, 10000);
+    rd_kafka_resp_err_t e = rd_kafka_offsets_for_times(rk, l, timeout_ms);
     if (!e) e = l->elems[0].err;
     if (!e) *out = l->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(l);
     return e;
 }
 
-rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
-                                         int32_t partition, int64_t *lo, int64_t *hi) {
-    double until = sp_clock_s() + 30;
+rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                         int64_t *lo, int64_t *hi, double within_s) {
+    double until = sp_clock_s() + within_s;
+    int each_ms = within_s < 1 ? 1000 : within_s > 10 ? 10000 : (int)(within_s * 1000);
     for (;;) {
-        rd_kafka_resp_err_t e = list_offset(rk, topic, partition, -2, lo);
-        if (!e) e = list_offset(rk, topic, partition, -1, hi);
+        rd_kafka_resp_err_t e = list_offset(rk, topic, partition, -2, lo, each_ms);
+        if (!e) e = list_offset(rk, topic, partition, -1, hi, each_ms);
         int retry = e == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
                     e == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
                     e == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||

@@ -14,13 +14,14 @@
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
                      int compact, int check_partitions, const char *what);
 
+/* A topic's partitions as a broker says now; -1 when it cannot tell. */
+int32_t sp_topics_partitions(rd_kafka_t *rk, const char *topic);
 /* A partition's low and high watermarks. A topic created a moment ago (by
  * this process or a peer) may be missing from a broker's metadata or have
  * no leader yet, and librdkafka then caches "unknown topic" for minutes:
- * retries for up to 30 s, refreshing that topic's metadata each time. */
-/* A topic's partitions as a broker says now; -1 when it cannot tell. */
-int32_t sp_topics_partitions(rd_kafka_t *rk, const char *topic);
-rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic,
-                                         int32_t partition, int64_t *lo, int64_t *hi);
+ * retries for up to within_s seconds, refreshing that topic's metadata
+ * each time. */
+rd_kafka_resp_err_t sp_topics_watermarks(rd_kafka_t *rk, const char *topic, int32_t partition,
+                                         int64_t *lo, int64_t *hi, double within_s);
 
 #endif
