@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "sp_embed.h"
+#include "sp_watchdog.h"
 
 int luaopen_sproc_native(lua_State *L);
 
@@ -18,7 +19,26 @@ struct sp_lua {
     char *app_id;
     int exactly_once;
     char *err;    /* the last error's message, valid until the next call */
+    sp_watchdog *wd; /* sproc.script.timeout.ms; NULL: none */
+    /* the Lua heap, counted by a wrapper of LuaJIT's own allocator, and
+     * its cap (sproc.script.heap.max.bytes; 0: none) */
+    lua_Alloc base_alloc;
+    void *base_ud;
+    int64_t heap_used, heap_max, gc_floor;
+    int heap_refused;
 };
+
+static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    sp_lua *l = ud;
+    int64_t grow = (int64_t)nsize - (int64_t)(ptr ? osize : 0);
+    if (grow > 0 && l->heap_max > 0 && l->heap_used + grow > l->heap_max) {
+        l->heap_refused = 1;
+        return NULL;
+    }
+    void *p = l->base_alloc(l->base_ud, ptr, osize, nsize);
+    if (p || nsize == 0) l->heap_used += grow;
+    return p;
+}
 
 /* package.preload loader: upvalue 1 is the sp_embedded entry. */
 static int load_embedded(lua_State *L) {
@@ -61,6 +81,9 @@ sp_lua *sp_lua_create(sp_ctx *ctx) {
     }
     l->ctx = ctx;
     l->env_ref = l->run_ref = LUA_NOREF;
+    l->base_alloc = lua_getallocf(l->L, &l->base_ud);
+    l->heap_used = (int64_t)lua_gc(l->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(l->L, LUA_GCCOUNTB, 0);
+    lua_setallocf(l->L, heap_alloc, l);
     luaL_openlibs(l->L);
     sp_lua_preload(l->L);
     /* Tells sproc.core it runs inside the executable (symbols via ffi.C)
@@ -75,21 +98,60 @@ sp_lua *sp_lua_create(sp_ctx *ctx) {
     return l;
 }
 
+int sp_lua_set_limits(sp_lua *l, int64_t timeout_ms, int64_t heap_max) {
+    l->heap_max = heap_max;
+    sp_watchdog_destroy(l->wd);
+    l->wd = timeout_ms > 0 ? sp_watchdog_create(l->L, &sp_ctx_batch(l->ctx)->cur, timeout_ms) : NULL;
+    return timeout_ms > 0 && !l->wd ? -1 : 0;
+}
+
+int64_t sp_lua_interrupts(const sp_lua *l) { return sp_watchdog_interrupts(l->wd); }
+
 void sp_lua_destroy(sp_lua *l) {
     if (!l) return;
+    sp_watchdog_destroy(l->wd);
     if (l->L) lua_close(l->L);
     free(l->app_id);
     free(l->err);
     free(l);
 }
 
-/* Keeps the error message on the stack top (popped) as l's last error. */
+/* Keeps the error message on the stack top (popped) as l's last error;
+ * one the heap's cap caused says so (the garbage is collected, so that
+ * the state can report and close). */
 static const char *pop_message(sp_lua *l) {
     const char *m = lua_tostring(l->L, -1);
     free(l->err);
+    l->err = NULL;
+    if (l->heap_refused) {
+        lua_pop(l->L, 1);
+        lua_gc(l->L, LUA_GCCOLLECT, 0);
+        char buf[256];
+        snprintf(buf, sizeof buf, "the script's Lua heap reached its cap of %lld bytes "
+                 "(sproc.script.heap.max.bytes): %lld bytes in use after a full collection",
+                 (long long)l->heap_max, (long long)l->heap_used);
+        l->heap_refused = 0;
+        l->err = strdup(buf);
+        return l->err ? l->err : "out of memory";
+    }
     l->err = strdup(m ? m : "(error object is not a string)");
     lua_pop(l->L, 1);
     return l->err ? l->err : "out of memory";
+}
+
+/* Every call into the script: under the watchdog, and, near the heap's
+ * cap, followed by a full collection (LuaJIT collects nothing when an
+ * allocation fails: garbage would make the cap be reached early). */
+static int guarded_pcall(sp_lua *l, int nargs, int nres, int errfunc) {
+    if (l->wd) sp_watchdog_enter(l->wd);
+    int rc = lua_pcall(l->L, nargs, nres, errfunc);
+    if (l->wd) sp_watchdog_leave(l->wd);
+    if (l->heap_max > 0 && l->heap_used > l->heap_max / 4 * 3 &&
+        l->heap_used > l->gc_floor + l->heap_max / 16) {
+        lua_gc(l->L, LUA_GCCOLLECT, 0);
+        l->gc_floor = l->heap_used;
+    }
+    return rc;
 }
 
 /* A message for the user: a traceback of the script's frames only (sproc's
@@ -124,7 +186,8 @@ static int traceback(lua_State *L) {
 }
 
 /* Calls runtime.<fn>(args already pushed) under a traceback handler. */
-static int call_runtime(lua_State *L, const char *fn, int nargs, int nres) {
+static int call_runtime(sp_lua *l, const char *fn, int nargs, int nres) {
+    lua_State *L = l->L;
     lua_getglobal(L, "require");
     lua_pushstring(L, "sproc.runtime");
     if (lua_pcall(L, 1, 1, 0) != 0) {
@@ -138,7 +201,7 @@ static int call_runtime(lua_State *L, const char *fn, int nargs, int nres) {
     lua_pushcfunction(L, traceback);
     lua_insert(L, -2 - nargs);
     int base = lua_gettop(L) - nargs - 1;
-    int rc = lua_pcall(L, nargs, nres, base);
+    int rc = guarded_pcall(l, nargs, nres, base);
     lua_remove(L, base);
     return rc == 0 ? 0 : -1;
 }
@@ -163,7 +226,7 @@ int sp_lua_load(sp_lua *l, const char *script, const char *app_id,
     lua_State *L = l->L;
     lua_pushstring(L, script);
     push_ids(L, app_id, default_id);
-    if (call_runtime(L, "host_load", 2, 1) != 0) {
+    if (call_runtime(l, "host_load", 2, 1) != 0) {
         *err = pop_message(l);
         return -1;
     }
@@ -205,7 +268,7 @@ int sp_lua_prepare(sp_lua *l, const char *script, const char **err) {
     lua_getfield(L, -1, "host_prepare");
     lua_remove(L, -2);
     lua_pushstring(L, script);
-    if (lua_pcall(L, 1, 0, 0) != 0) {
+    if (guarded_pcall(l, 1, 0, 0) != 0) {
         *err = pop_message(l);
         return -1;
     }
@@ -218,7 +281,7 @@ int sp_lua_compile(sp_lua *l, const char *app_id, const char *default_id, int ro
     push_ids(L, app_id, default_id);
     lua_pushboolean(L, rollback);
     lua_setfield(L, -2, "rollback");
-    if (call_runtime(L, "host_compile", 1, 1) != 0) {
+    if (call_runtime(l, "host_compile", 1, 1) != 0) {
         *err = pop_message(l);
         return -1;
     }
@@ -234,7 +297,7 @@ int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, const char **err) {
         lua_pushinteger(L, parts[i]);
         lua_rawseti(L, -2, i + 1);
     }
-    if (call_runtime(L, "on_reload", 2, 1) != 0 || !lua_isnil(L, -1)) {
+    if (call_runtime(l, "on_reload", 2, 1) != 0 || !lua_isnil(L, -1)) {
         *err = pop_message(l);
         return -1;
     }
@@ -245,7 +308,7 @@ int sp_lua_on_reload(sp_lua *l, const int32_t *parts, int n, const char **err) {
 int sp_lua_watched(sp_lua *l, const char *script, char ***files) {
     lua_State *L = l->L;
     lua_pushstring(L, script);
-    if (call_runtime(L, "watched", 1, 1) != 0) {
+    if (call_runtime(l, "watched", 1, 1) != 0) {
         lua_pop(L, 1);
         return -1;
     }
@@ -265,7 +328,7 @@ char *sp_lua_describe_text(sp_lua *l) {
     lua_State *L = l->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_pushboolean(L, 0);
-    if (call_runtime(L, "describe", 2, 1) != 0) {
+    if (call_runtime(l, "describe", 2, 1) != 0) {
         lua_pop(L, 1);
         return NULL;
     }
@@ -285,7 +348,7 @@ int sp_lua_run_batch_from(sp_lua *l, int32_t from, const char **err) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->run_ref);
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_pushinteger(L, from);
-    if (lua_pcall(L, 2, 2, -4) != 0) {
+    if (guarded_pcall(l, 2, 2, -4) != 0) {
         /* only sproc's own code can get here: user errors are handled by
          * the policy inside run_batch */
         *err = pop_message(l);
@@ -308,7 +371,7 @@ int sp_lua_describe(sp_lua *l, int dot, const char **err) {
     lua_State *L = l->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, l->env_ref);
     lua_pushboolean(L, dot);
-    if (call_runtime(L, "describe", 2, 1) != 0) {
+    if (call_runtime(l, "describe", 2, 1) != 0) {
         *err = pop_message(l);
         return -1;
     }

@@ -12,6 +12,14 @@ typedef struct sp_lua sp_lua;
 
 sp_lua *sp_lua_create(sp_ctx *ctx);
 void sp_lua_destroy(sp_lua *l);
+/* The limits of every call into the script: timeout_ms, how long one
+ * record may keep it busy before it is interrupted with an error on that
+ * record (0: no watchdog; sp_watchdog.h); heap_max, the bytes its Lua heap
+ * may hold (0: no cap), past which the call fails. 0, or -1 when the
+ * watchdog cannot start. */
+int sp_lua_set_limits(sp_lua *l, int64_t timeout_ms, int64_t heap_max);
+/* How many times the watchdog interrupted the script. */
+int64_t sp_lua_interrupts(const sp_lua *l);
 /* Runs the script and compiles its pipeline against the context. app_id
  * (may be NULL) overrides the script's sproc.app{ id }; default_id is used
  * when neither gives one. Returns 0, or -1 with *err set. */

@@ -55,6 +55,10 @@ static void usage(FILE *f) {
         "  sproc.max.task.idle.ms=0          how long joined partitions wait for an\n"
         "                                    empty one (-1: never; 0: while it has\n"
         "                                    records on the broker)\n"
+        "  sproc.script.timeout.ms=10000     one record may keep the script busy this\n"
+        "                                    long; then it is interrupted with an\n"
+        "                                    error on the record (0: never)\n"
+        "  sproc.script.heap.max.bytes=0     cap of the script's Lua heap (0: none)\n"
         "  sproc.dev.partitions=4            partitions of the dev cluster's topics\n"
         "\n"
         "exit codes: 0 success, 1 runtime failure, 2 usage or script error\n",

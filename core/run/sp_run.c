@@ -330,9 +330,10 @@ static int start_script(runner *r, char *def_id) {
     }
     r->msgs = calloc((size_t)r->max_batch, sizeof *r->msgs);
     r->released = calloc((size_t)r->max_batch, sizeof *r->released);
+    r->started_ms = sp_run_now_ms();
     r->ctx = sp_ctx_create();
     r->lua = r->ctx ? sp_lua_create(r->ctx) : NULL;
-    if (!r->msgs || !r->released || !r->lua) {
+    if (!r->msgs || !r->released || !r->lua || sp_run_lua_limits(r, r->lua) != 0) {
         sp_error("out of memory");
         return 1;
     }
@@ -357,6 +358,11 @@ static int start_script(runner *r, char *def_id) {
     if (sp_run_sproc_setting(o, "sproc.idle.timeout.ms"))
         sp_ctx_set_idle_timeout(r->ctx, sp_run_setting_int(o, "sproc.idle.timeout.ms", 0));
     return 0;
+}
+
+int sp_run_lua_limits(runner *r, sp_lua *l) {
+    return sp_lua_set_limits(l, sp_run_setting_int(r->o, "sproc.script.timeout.ms", 10000),
+                             sp_run_setting_int(r->o, "sproc.script.heap.max.bytes", 0));
 }
 
 /* The topics and patterns of the script's sources, each once. */

@@ -131,6 +131,8 @@ typedef struct runner {
     sp_metrics *metrics;
     int64_t rebalances[3]; /* assigned, revoked, lost */
     int64_t reloads, reload_failures;
+    int64_t interrupts_before; /* by the watchdogs of versions gone */
+    int64_t started_ms;        /* wall clock */
     int64_t lua_batches;
     double lua_seconds;
     int64_t lua_buckets[8]; /* Lua time per batch, by LUA_BOUNDS */
@@ -155,6 +157,8 @@ int sp_run_one_of(const char *k, const char *const *list);
 int sp_run_apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer);
 const char *sp_run_sproc_setting(const sp_opts *o, const char *key);
 int64_t sp_run_setting_int(const sp_opts *o, const char *key, int64_t def);
+/* The script's watchdog and heap cap (sproc.script.*) on a new Lua state. */
+int sp_run_lua_limits(runner *r, sp_lua *l);
 void sp_run_log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf);
 void sp_run_error_cb(rd_kafka_t *rk, int err, const char *reason,

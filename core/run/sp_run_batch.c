@@ -40,6 +40,7 @@ int sp_run_rollback(runner *r, const char **msg) {
     *msg = "no version to roll back to";
     if (!r->prev || sp_lua_compile(r->prev, r->o->app, r->def_id, 0, msg) != 0)
         return SP_LUA_FAILED;
+    r->interrupts_before += sp_lua_interrupts(r->lua);
     sp_lua_destroy(r->lua);
     r->lua = r->prev;
     r->prev = NULL;

@@ -1,6 +1,9 @@
 /* Observability: the Prometheus text of /metrics, readiness, the progress line on a terminal. */
 #include "sp_run.h"
 
+#include <dirent.h>
+#include <sys/resource.h>
+
 int sp_run_metric(sp_buf *b, const char *fmt, ...) {
     char line[1024];
     va_list ap;
@@ -91,15 +94,17 @@ static int render_histograms(runner *r, sp_buf *b) {
     int rc = 0;
     static const double lat_bounds[] = SP_LATENCY_BOUNDS;
     int64_t cum = 0;
-    rc |= sp_run_metric(b, "# HELP sproc_latency_ms record timestamp to output acknowledged\n"
-                    "# TYPE sproc_latency_ms histogram\n");
+    /* kept in milliseconds, shown in Prometheus' base unit */
+    rc |= sp_run_metric(b, "# HELP sproc_latency_seconds record timestamp to output acknowledged\n"
+                    "# TYPE sproc_latency_seconds histogram\n");
     for (int i = 0; i < SP_LATENCY_NBOUNDS; i++) {
         cum += r->ko.lat_buckets[i];
-        rc |= sp_run_metric(b, "sproc_latency_ms_bucket{le=\"%g\"} %lld\n", lat_bounds[i], (long long)cum);
+        rc |= sp_run_metric(b, "sproc_latency_seconds_bucket{le=\"%g\"} %lld\n", lat_bounds[i] / 1000,
+                            (long long)cum);
     }
-    rc |= sp_run_metric(b, "sproc_latency_ms_bucket{le=\"+Inf\"} %lld\nsproc_latency_ms_sum %.3f\n"
-                    "sproc_latency_ms_count %lld\n",
-                 (long long)r->ko.lat_count, r->ko.lat_sum_ms, (long long)r->ko.lat_count);
+    rc |= sp_run_metric(b, "sproc_latency_seconds_bucket{le=\"+Inf\"} %lld\n"
+                    "sproc_latency_seconds_sum %.6f\nsproc_latency_seconds_count %lld\n",
+                 (long long)r->ko.lat_count, r->ko.lat_sum_ms / 1000, (long long)r->ko.lat_count);
     static const double lua_bounds[] = LUA_BOUNDS;
     cum = 0;
     rc |= sp_run_metric(b, "# HELP sproc_lua_batch_seconds time in Lua per batch\n"
@@ -121,7 +126,7 @@ static int render_state(runner *r, sp_buf *b) {
     for (int32_t i = 0; i < r->ctx->nstores; i++)
         rc |= sp_run_metric(b, "sproc_store_bytes{store=\"%s\"} %lld\n", r->ctx->stores[i]->name,
                      (long long)sp_store_bytes(r->ctx, i));
-    rc |= sp_run_metric(b, "# TYPE sproc_store_keys gauge\n");
+    rc |= sp_run_metric(b, "# HELP sproc_store_keys keys in each store\n# TYPE sproc_store_keys gauge\n");
     for (int32_t i = 0; i < r->ctx->nstores; i++)
         rc |= sp_run_metric(b, "sproc_store_keys{store=\"%s\"} %lld\n", r->ctx->stores[i]->name,
                      (long long)sp_store_size(r->ctx, i, -1));
@@ -131,14 +136,21 @@ static int render_state(runner *r, sp_buf *b) {
     rc |= sp_run_metric(b, "# HELP sproc_restoring_partitions partitions whose state is being restored\n"
                     "# TYPE sproc_restoring_partitions gauge\nsproc_restoring_partitions %d\n",
                  r->rs ? sp_restore_pending(r->rs) : 0);
-    rc |= sp_run_metric(b, "# TYPE sproc_rebalances_total counter\n"
+    rc |= sp_run_metric(b, "# HELP sproc_rebalances_total partitions assigned, revoked and lost, "
+                    "by rebalance\n# TYPE sproc_rebalances_total counter\n"
                     "sproc_rebalances_total{kind=\"assigned\"} %lld\n"
                     "sproc_rebalances_total{kind=\"revoked\"} %lld\n"
                     "sproc_rebalances_total{kind=\"lost\"} %lld\n",
                  (long long)r->rebalances[0], (long long)r->rebalances[1], (long long)r->rebalances[2]);
-    rc |= sp_run_metric(b, "# TYPE sproc_reloads_total counter\nsproc_reloads_total %lld\n"
+    rc |= sp_run_metric(b, "# HELP sproc_reloads_total new versions of the script that took over\n"
+                    "# TYPE sproc_reloads_total counter\nsproc_reloads_total %lld\n"
+                    "# HELP sproc_reload_failures_total new versions refused\n"
                     "# TYPE sproc_reload_failures_total counter\nsproc_reload_failures_total %lld\n",
                  (long long)r->reloads, (long long)r->reload_failures);
+    rc |= sp_run_metric(b, "# HELP sproc_script_interrupts_total records the watchdog interrupted "
+                    "(sproc.script.timeout.ms)\n# TYPE sproc_script_interrupts_total counter\n"
+                    "sproc_script_interrupts_total %lld\n",
+                 (long long)(sp_lua_interrupts(r->lua) + r->interrupts_before));
     rc |= sp_run_metric(b, "# HELP sproc_prefetch_wakeups_total times a full prefetch was woken "
                     "when half of it was processed\n# TYPE sproc_prefetch_wakeups_total counter\n"
                     "sproc_prefetch_wakeups_total %lld\n",
@@ -149,10 +161,58 @@ static int render_state(runner *r, sp_buf *b) {
     return rc;
 }
 
+/* sproc's version, and the standard process metrics of Prometheus'
+ * client libraries (from /proc). */
+static int render_process(runner *r, sp_buf *b) {
+    int rc = sp_run_metric(b, "# HELP sproc_build_info sproc's version\n"
+                           "# TYPE sproc_build_info gauge\nsproc_build_info{version=\"%s\"} 1\n",
+                           sp_version());
+    long page = sysconf(_SC_PAGESIZE), ticks = sysconf(_SC_CLK_TCK);
+    unsigned long long vsize = 0, rss = 0, ut = 0, st = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        /* the fields after the command name, which may hold spaces */
+        const char *p = strrchr(buf, ')');
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d "
+                        "%*d %*d %*d %*u %llu %llu", &ut, &st, &vsize, &rss) != 4)
+            vsize = rss = ut = st = 0;
+    }
+    int fds = 0;
+    DIR *d = opendir("/proc/self/fd");
+    for (struct dirent *e; d && (e = readdir(d));) fds += e->d_name[0] != '.';
+    if (d) closedir(d);
+    struct rlimit lim = {0, 0};
+    getrlimit(RLIMIT_NOFILE, &lim);
+    rc |= sp_run_metric(b, "# HELP process_cpu_seconds_total user and system CPU time\n"
+                        "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n"
+                        "# HELP process_resident_memory_bytes resident memory\n"
+                        "# TYPE process_resident_memory_bytes gauge\n"
+                        "process_resident_memory_bytes %llu\n"
+                        "# HELP process_virtual_memory_bytes virtual memory\n"
+                        "# TYPE process_virtual_memory_bytes gauge\n"
+                        "process_virtual_memory_bytes %llu\n",
+                        (double)(ut + st) / (double)(ticks > 0 ? ticks : 100),
+                        rss * (unsigned long long)(page > 0 ? page : 4096), vsize);
+    rc |= sp_run_metric(b, "# HELP process_open_fds open file descriptors\n"
+                        "# TYPE process_open_fds gauge\nprocess_open_fds %d\n"
+                        "# HELP process_max_fds the limit of open file descriptors\n"
+                        "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n"
+                        "# HELP process_start_time_seconds start time, seconds since the epoch\n"
+                        "# TYPE process_start_time_seconds gauge\n"
+                        "process_start_time_seconds %.3f\n",
+                        fds - 1 /* the directory's own */, (unsigned long long)lim.rlim_cur,
+                        (double)r->started_ms / 1000);
+    return rc;
+}
+
 int sp_run_render_metrics(void *opaque, sp_buf *b) {
     runner *r = opaque;
     int rc = render_totals(r, b) | render_operators(r, b) | render_windows_and_lag(r, b) |
-             render_histograms(r, b) | render_state(r, b);
+             render_histograms(r, b) | render_state(r, b) | render_process(r, b);
     return rc ? -1 : 0;
 }
 

@@ -98,6 +98,10 @@ void sp_run_do_reload(runner *r) {
         if (stat(r->wfiles[i], &now) == 0) r->wstats[i] = now;
     }
     sp_lua *nl = sp_lua_create(r->ctx);
+    if (nl && sp_run_lua_limits(r, nl) != 0) {
+        sp_lua_destroy(nl);
+        nl = NULL;
+    }
     if (!nl) {
         sp_error("reload: out of memory");
         return;
@@ -108,6 +112,7 @@ void sp_run_do_reload(runner *r) {
         free(before);
         return;
     }
+    r->interrupts_before += r->prev ? sp_lua_interrupts(r->prev) : 0;
     sp_lua_destroy(r->prev);
     r->prev = r->lua;
     r->lua = nl;

@@ -122,7 +122,7 @@ local function failed(env, i, err)
     stats.errors = stats.errors - 1
     return msg, true
   end
-  if env.policy == "fail" or kind == "state store" then
+  if env.policy == "fail" or kind == "state store" or kind == "out of memory" then
     return msg
   elseif env.policy == "skip" then
     stats.skipped = stats.skipped + 1

@@ -40,6 +40,8 @@ end
 
 --- What kind of error e is, as the log and dead letters name it.
 function M.kind(e)
+  -- LuaJIT's own message when an allocation fails (the heap's cap)
+  if e == "not enough memory" then return "out of memory" end
   local mt = getmetatable(e)
   return mt and mt.kind or "error in script"
 end

@@ -10,7 +10,11 @@ import time
 import urllib.error
 import urllib.request
 
-from conftest import FAST, ROOT, free_port, wait_committed_to_end, wait_until, write_script
+from conftest import FAST, ROOT, SPROC, free_port, wait_committed_to_end, wait_until, write_script
+
+
+def version():
+    return subprocess.run([SPROC, "--version"], capture_output=True, text=True).stdout.split()[1]
 
 
 def get(port, path):
@@ -87,7 +91,7 @@ s:window(sproc.window.tumbling{{ size = 1000, grace = 0 }})
 
 
 def latency_buckets(m):
-    return {k: v for k, v in m.items() if k.startswith("sproc_latency_ms_bucket")}
+    return {k: v for k, v in m.items() if k.startswith("sproc_latency_seconds_bucket")}
 
 
 # issue 14 #9: on the dev cluster every sample was in +Inf and the sum was
@@ -105,8 +109,8 @@ sproc.source{{ topic = "{kafka.topic('in')}" }}:to{{ topic = "{kafka.topic('out'
     p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--metrics", f"127.0.0.1:{port}"] + FAST)
     wait_committed_to_end(kafka, group, "in", proc=p)
     m = metrics(port)
-    assert m["sproc_latency_ms_count"] == 100
-    assert 0 < m["sproc_latency_ms_sum"] / 100 < 60_000
+    assert m["sproc_latency_seconds_count"] == 100
+    assert 0 < m["sproc_latency_seconds_sum"] / 100 < 60
     dev_port = free_port()
     dev = sproc([os.path.join(ROOT, "examples", "wordcount.lua"), "--metrics", f"127.0.0.1:{dev_port}"],
                 env={"SPROC_BROKERS": ""}, name="dev")
@@ -115,8 +119,49 @@ sproc.source{{ topic = "{kafka.topic('in')}" }}:to{{ topic = "{kafka.topic('out'
     d = metrics(dev_port)
     b = latency_buckets(d)
     # no sample beyond the last finite bucket, and a sum that is a latency
-    assert b['sproc_latency_ms_bucket{le="+Inf"}'] == b['sproc_latency_ms_bucket{le="10000"}']
-    assert d["sproc_latency_ms_sum"] <= 10_000 * d["sproc_latency_ms_count"]
+    assert b['sproc_latency_seconds_bucket{le="+Inf"}'] == b['sproc_latency_seconds_bucket{le="10"}']
+    assert d["sproc_latency_seconds_sum"] <= 10 * d["sproc_latency_seconds_count"]
+
+
+# issue 18 #4: Prometheus' conventions
+def test_every_metric_has_help_and_type_and_the_process_metrics_are_there(kafka, sproc, tmp_path):
+    kafka.create("in", partitions=1)
+    kafka.create("out", partitions=1)
+    kafka.produce("in", [(None, b"x")] * 10)
+    port = free_port()
+    script = write_script(tmp_path, "m.lua", f"""
+local sproc = require "sproc"
+local seen = sproc.store{{ name = "seen" }}
+sproc.source{{ topic = "{kafka.topic('in')}" }}
+  :each(function(r) seen:incr("n") end)
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    group = kafka.topic("app")
+    started = time.time()
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--metrics", f"127.0.0.1:{port}"] + FAST)
+    wait_committed_to_end(kafka, group, "in", proc=p)
+    status, text = get(port, "/metrics")
+    assert status == 200
+    helps = {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    types = {line.split()[2]: line.split()[3] for line in text.splitlines() if line.startswith("# TYPE ")}
+    families = set()
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name = re.match(r"[a-z_]+", line).group(0)
+            stem = re.sub(r"_(bucket|sum|count)$", "", name)
+            families.add(stem if types.get(stem) == "histogram" else name)
+    assert families - helps == set(), families - helps
+    assert families - set(types) == set(), families - set(types)
+    # base units: seconds and bytes, not milliseconds
+    assert not [f for f in families if f.endswith("_ms") or "_ms_" in f], families
+    m = metrics(port)
+    assert m[f'sproc_build_info{{version="{version()}"}}'] == 1
+    assert m["process_resident_memory_bytes"] > 1 << 20
+    assert m["process_virtual_memory_bytes"] >= m["process_resident_memory_bytes"]
+    assert 0 < m["process_cpu_seconds_total"] < 600
+    assert 3 < m["process_open_fds"] <= m["process_max_fds"]
+    assert started - 5 < m["process_start_time_seconds"] <= time.time()
+    assert m["sproc_script_interrupts_total"] == 0
 
 
 def test_ready_is_503_while_restoring(kafka, sproc, tmp_path):
