@@ -1,6 +1,7 @@
 -- The C declarations Lua uses, taken from core/sp_ffi.h, the one contract
 -- between C and Lua. Inside the sproc executable the header text is
--- embedded (module "sproc.ffi_h"); from a source tree it is read from disk.
+-- embedded (module "sproc.ffi_h"); otherwise it is read from disk: beside
+-- the modules where a package installed them, or from the source tree.
 local M = {}
 
 local text
@@ -9,8 +10,13 @@ if ok then
   text = embedded
 else
   local here = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
-  local path = os.getenv("SPROC_FFI_H") or (here .. "/../../core/sp_ffi.h")
-  local f = assert(io.open(path, "rb"), "sproc: cannot find sp_ffi.h at " .. path)
+  local path = os.getenv("SPROC_FFI_H") or (here .. "/sp_ffi.h")
+  local f = io.open(path, "rb")
+  if not f and not os.getenv("SPROC_FFI_H") then
+    path = here .. "/../../core/sp_ffi.h"
+    f = io.open(path, "rb")
+  end
+  assert(f, "sproc: cannot find sp_ffi.h at " .. path)
   text = f:read("*a")
   f:close()
   M.path = path
