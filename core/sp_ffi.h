@@ -135,6 +135,11 @@ sp_batch *sp_ctx_batch(sp_ctx *ctx);
 sp_stats *sp_ctx_stats(sp_ctx *ctx);
 int sp_ctx_set_policy(sp_ctx *ctx, int policy, const char *dlq_topic,
                       const char **err);
+/* A topic sproc creates at start when it is missing (sproc.app{ topics }):
+ * replication -1 for the cluster's default, config "key=value" lines. 0,
+ * or -1 when out of memory. */
+int sp_ctx_declare_topic(sp_ctx *ctx, const char *name, int32_t partitions,
+                         int32_t replication, const char *config);
 /* Captures print() output as records of topic "stdout" instead of
  * writing it (the test driver does). */
 void sp_ctx_capture_stdout(sp_ctx *ctx, int on);

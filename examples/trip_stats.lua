@@ -2,9 +2,10 @@
 -- minutes of pickup time, the windowed aggregation of the Spark
 -- Structured Streaming tutorial.
 --
+--   export SPROC_BROKERS=$(scripts/kafka start | tail -n 1)   # a broker that keeps topics
 --   scripts/gen_trips --count 100000 --out /tmp/trips.jsonl
---   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end
---   sproc examples/trip_stats.lua --until-end     # every window closes at the end
+--   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end --create-topics
+--   sproc examples/trip_stats.lua --until-end --create-topics   # every window closes at the end
 --
 -- Results go to the topic "trip-stats": key = the vendor, value =
 -- {"window_start":..,"window_end":..,"trips":..,"revenue":..,"riders":..}.

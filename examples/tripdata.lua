@@ -2,8 +2,9 @@
 -- read the JSON trips of topic "tripdata" from the earliest offset, keep
 -- the declared fields and write them to rolling files.
 --
+--   export SPROC_BROKERS=$(scripts/kafka start | tail -n 1)   # a broker that keeps topics
 --   scripts/gen_trips --count 100000 --out /tmp/trips.jsonl
---   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end
+--   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end --create-topics
 --   sproc examples/tripdata.lua --until-end          # bounded, like Spark's batch read
 --   sproc examples/tripdata.lua                      # continuous
 --   TRIPDATA_FORMAT=parquet sproc examples/tripdata.lua   # the tutorial's Parquet job

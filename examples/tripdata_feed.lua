@@ -1,8 +1,9 @@
 -- Writes trips from a JSON-lines file into topic "tripdata", keyed by
 -- vendorid: the companion of examples/tripdata.lua.
 --
+--   export SPROC_BROKERS=$(scripts/kafka start | tail -n 1)   # a broker that keeps topics
 --   scripts/gen_trips --count 100000 --out /tmp/trips.jsonl
---   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end
+--   TRIPS=/tmp/trips.jsonl sproc examples/tripdata_feed.lua --until-end --create-topics
 local sproc = require "sproc"
 
 sproc.app{ id = "tripdata-feed" }

@@ -33,6 +33,11 @@ void sp_ctx_init(sp_ctx *ctx) {
 static void free_ops(sp_ctx *ctx);
 
 void sp_ctx_fini(sp_ctx *ctx) {
+    for (int32_t i = 0; i < ctx->ntopic_specs; i++) {
+        free(ctx->topic_specs[i].name);
+        free(ctx->topic_specs[i].config);
+    }
+    free(ctx->topic_specs);
     for (int32_t i = 0; i < ctx->nsinks; i++) {
         sp_sink *s = ctx->sinks[i];
         if (s->ops && s->ops->destroy) s->ops->destroy(s);
@@ -76,6 +81,27 @@ void sp_ctx_clear_sources(sp_ctx *ctx) {
     ctx->copart = NULL;
     ctx->ncopart = 0;
     sp_ctx_forget_topic_tasks(ctx);
+}
+
+int sp_ctx_declare_topic(sp_ctx *ctx, const char *name, int32_t partitions, int32_t replication,
+                         const char *config) {
+    int32_t i = 0;
+    /* a reload declares again: the latest declaration counts */
+    while (i < ctx->ntopic_specs && strcmp(ctx->topic_specs[i].name, name) != 0) i++;
+    if (i == ctx->ntopic_specs) {
+        sp_topic_spec *n = realloc(ctx->topic_specs, (size_t)(i + 1) * sizeof *n);
+        if (!n) return -1;
+        ctx->topic_specs = n;
+        n[i] = (sp_topic_spec){strdup(name), 0, 0, NULL};
+        if (!n[i].name) return -1;
+        ctx->ntopic_specs++;
+    }
+    sp_topic_spec *t = &ctx->topic_specs[i];
+    free(t->config);
+    t->config = strdup(config ? config : "");
+    t->partitions = partitions;
+    t->replication = replication;
+    return t->config ? 0 : -1;
 }
 
 sp_batch *sp_ctx_batch(sp_ctx *ctx) { return &ctx->batch; }

@@ -98,8 +98,19 @@ typedef struct sp_captured {
     size_t key_off, val_off;
 } sp_captured;
 
+/* A topic the script declares (sproc.app{ topics = ... }): created at
+ * start when missing. replication -1: the cluster's default; config:
+ * "key=value" lines. */
+typedef struct sp_topic_spec {
+    char *name;
+    int32_t partitions, replication;
+    char *config;
+} sp_topic_spec;
+
 struct sp_ctx {
     sp_batch batch;
+    sp_topic_spec *topic_specs;
+    int32_t ntopic_specs;
     int32_t cap;
     sp_owned *owned;
     sp_stats stats;

@@ -30,6 +30,10 @@ static void usage(FILE *f) {
         "                          where to start without a committed offset\n"
         "  --until-end             bounded run: read every source to its current\n"
         "                          end, flush, commit and exit 0\n"
+        "  --create-topics         create missing output and dead-letter topics\n"
+        "                          (partitions of the source, the cluster's\n"
+        "                          default replication); sproc.app{ topics }\n"
+        "                          declares topics made when missing\n"
         "  --watch                 reload the script when it changes\n"
         "  --metrics HOST:PORT     serve /metrics (Prometheus), /health/live and\n"
         "                          /health/ready (HOST defaults to 127.0.0.1)\n"
@@ -140,6 +144,7 @@ static int take_option(int c, sp_opts *o, const char **sets, char **argv) {
     case 'a': o->app = optarg; return -1;
     case 's': o->start = optarg; return -1;
     case 'u': o->until_end = 1; return -1;
+    case 'C': o->create_topics = 1; return -1;
     case 'w': o->watch = 1; return -1;
     case 'm': o->metrics = optarg; return -1;
     case 'S':
@@ -196,6 +201,7 @@ static int parse_options(int argc, char **argv, sp_opts *o, const char **sets) {
         {"app", required_argument, NULL, 'a'},
         {"start", required_argument, NULL, 's'},
         {"until-end", no_argument, NULL, 'u'},
+        {"create-topics", no_argument, NULL, 'C'},
         {"watch", no_argument, NULL, 'w'},
         {"metrics", required_argument, NULL, 'm'},
         {"set", required_argument, NULL, 'S'},

@@ -84,7 +84,8 @@ static int check_sinks(runner *r, const rd_kafka_metadata_t *md) {
         for (int32_t j = 0; j < i; j++) seen |= strcmp(r->ctx->sinks[j]->name, s->name) == 0;
         if (seen) continue;
         sp_error("output topic %s does not exist: create it first, e.g. kafka-topics.sh "
-                 "--bootstrap-server %s --create --topic %s --partitions %d",
+                 "--bootstrap-server %s --create --topic %s --partitions %d; or run with "
+                 "--create-topics, or declare it in sproc.app{ topics = ... }",
                  s->name, r->brokers, s->name, r->src_partitions > 0 ? r->src_partitions : 1);
         missing++;
     }
@@ -128,15 +129,20 @@ static const rd_kafka_metadata_t *first_metadata(runner *r) {
     }
 }
 
-/* Named source topics and output topics the metadata lacks. */
+static const sp_topic_spec *declared(runner *r, const char *name);
+
+/* Named source topics and output topics the metadata lacks (and sproc
+ * would not create). */
 static int count_missing(runner *r, const rd_kafka_metadata_t *md) {
     int n = 0;
     for (int32_t i = 0; i < r->ctx->nsources; i++) {
         const sp_source *s = &r->ctx->sources[i];
-        n += s->kind == 0 && !s->internal && !topic_exists(md, s->name);
+        n += s->kind == 0 && !s->internal && !topic_exists(md, s->name) && !declared(r, s->name);
     }
-    for (int32_t i = 0; i < r->ctx->nsinks; i++)
-        n += is_output_topic(r->ctx->sinks[i]) && !topic_exists(md, r->ctx->sinks[i]->name);
+    for (int32_t i = 0; !r->o->create_topics && i < r->ctx->nsinks; i++) {
+        const char *name = r->ctx->sinks[i]->name;
+        n += is_output_topic(r->ctx->sinks[i]) && !topic_exists(md, name) && !declared(r, name);
+    }
     return n;
 }
 
@@ -157,6 +163,46 @@ static const rd_kafka_metadata_t *settled_metadata(runner *r, const rd_kafka_met
     return md;
 }
 
+/* The topic a script declares (sproc.app{ topics }) by that name. */
+static const sp_topic_spec *declared(runner *r, const char *name) {
+    for (int32_t i = 0; i < r->ctx->ntopic_specs; i++)
+        if (strcmp(r->ctx->topic_specs[i].name, name) == 0) return &r->ctx->topic_specs[i];
+    return NULL;
+}
+
+/* Creates the missing topics the script declares, and under
+ * --create-topics its missing output and dead-letter topics (as many
+ * partitions as the source, the cluster's default replication). Returns
+ * how many it made, or -1. */
+static int create_missing(runner *r, const rd_kafka_metadata_t *md) {
+    int made = 0;
+    int32_t dflt = 1; /* the most partitions of a named source topic */
+    for (int32_t i = 0; i < r->ctx->nsources; i++)
+        for (int t = 0; r->ctx->sources[i].kind == 0 && t < md->topic_cnt; t++)
+            if (!md->topics[t].err && strcmp(md->topics[t].topic, r->ctx->sources[i].name) == 0 &&
+                md->topics[t].partition_cnt > dflt)
+                dflt = md->topics[t].partition_cnt;
+    for (int32_t i = 0; !r->mock && i < r->ctx->ntopic_specs; i++) {
+        const sp_topic_spec *t = &r->ctx->topic_specs[i];
+        if (topic_exists(md, t->name)) continue;
+        int32_t parts = t->partitions > 0 ? t->partitions : dflt;
+        if (sp_topics_create(r->prod, t->name, parts, t->replication, t->config, "declared") != 0)
+            return -1;
+        made++;
+    }
+    for (int32_t i = 0; !r->mock && r->o->create_topics && i < r->ctx->nsinks; i++) {
+        sp_sink *s = r->ctx->sinks[i];
+        if (!is_output_topic(s) || topic_exists(md, s->name) || declared(r, s->name)) continue;
+        int seen = 0; /* several sinks of one topic: made once */
+        for (int32_t j = 0; j < i; j++) seen |= strcmp(r->ctx->sinks[j]->name, s->name) == 0;
+        if (seen) continue;
+        if (sp_topics_create(r->prod, s->name, dflt, -1, NULL, "output") != 0)
+            return -1;
+        made++;
+    }
+    return made;
+}
+
 /* Waits until a broker answers, then checks the source topics (and, for a
  * bounded run, notes where each partition ends now) and the topics the
  * script writes. */
@@ -166,7 +212,15 @@ int sp_run_wait_for_kafka(runner *r) {
     r->connecting = 0;
     if (!md) return -1;
     md = settled_metadata(r, md);
-    int rc = 0;
+    int made = create_missing(r, md);
+    if (made > 0) {
+        const rd_kafka_metadata_t *again = NULL;
+        if (rd_kafka_metadata(r->prod, 1, NULL, &again, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_metadata_destroy(md);
+            md = again;
+        }
+    }
+    int rc = made < 0 ? -1 : 0;
     for (int32_t i = 0; i < r->ctx->nsources && rc == 0; i++) {
         sp_source *s = &r->ctx->sources[i];
         if (s->kind >= 2 || s->internal) continue; /* files, timers, our own */

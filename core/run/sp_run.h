@@ -42,6 +42,7 @@ typedef struct sp_opts {
     const char *app;       /* NULL: the script's, else its file name */
     const char *start;     /* earliest, latest or an ISO-8601 time */
     int until_end;
+    int create_topics;      /* missing output topics are created */
     int watch;
     const char *metrics;    /* HOST:PORT of the metrics endpoint, or NULL */
     int quiet;              /* no progress line */

@@ -92,14 +92,84 @@ static void await_created(rd_kafka_t *rk, const char *name) {
     }
 }
 
+/* Creates the nnew topics of nt and waits until they are in the metadata;
+ * a topic a peer made first counts as made. detail: logged with each
+ * ("6 partitions, compacted"). 0, or -1 after an error message. */
+static int create_topics(rd_kafka_t *rk, rd_kafka_NewTopic_t **nt, int nnew, const char *what,
+                         const char *detail) {
+    int rc = -1;
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_CreateTopics(rk, nt, (size_t)nnew, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 60000);
+    const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
+    if (!res) {
+        sp_error("creating %s topics: %s", what,
+                 ev ? rd_kafka_event_error_string(ev) : "no answer within 60 s");
+        goto done;
+    }
+    size_t cnt;
+    const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
+    rc = 0;
+    for (size_t k = 0; k < cnt; k++) {
+        rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[k]);
+        const char *name = rd_kafka_topic_result_name(tr[k]);
+        /* "already exists": a peer won the race */
+        if (te && te != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            sp_error("cannot create %s topic %s: %s", what, name,
+                     rd_kafka_topic_result_error_string(tr[k]));
+            rc = -1;
+            continue;
+        }
+        if (!te) sp_info("created %s topic %s (%s)", what, name, detail);
+        await_created(rk, name);
+    }
+done:
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    return rc;
+}
+
+int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32_t replication,
+                     const char *config, const char *what) {
+    char errstr[256], detail[128];
+    rd_kafka_NewTopic_t *nt = rd_kafka_NewTopic_new(name, partitions, replication, errstr,
+                                                    sizeof errstr);
+    if (!nt) {
+        sp_error("%s topic %s: %s", what, name, errstr);
+        return -1;
+    }
+    int rc = 0;
+    /* config: "key=value" lines */
+    for (const char *line = config; rc == 0 && line && *line;) {
+        const char *end = strchr(line, '\n'), *eq = strchr(line, '=');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (eq && eq < line + n) {
+            char *k = strndup(line, (size_t)(eq - line)), *v = strndup(eq + 1, n - (size_t)(eq - line) - 1);
+            if (!k || !v || rd_kafka_NewTopic_set_config(nt, k, v) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rc = -1;
+            free(k);
+            free(v);
+        }
+        line += n + (end != NULL);
+    }
+    if (replication < 0)
+        snprintf(detail, sizeof detail, "%" PRId32 " partitions, the cluster's default "
+                 "replication", partitions);
+    else
+        snprintf(detail, sizeof detail, "%" PRId32 " partitions, replication %" PRId32,
+                 partitions, replication);
+    if (rc == 0) rc = create_topics(rk, &nt, 1, what, detail);
+    else sp_error("%s topic %s: a config setting was refused", what, name);
+    rd_kafka_NewTopic_destroy(nt);
+    return rc;
+}
+
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
                      int compact, int check_partitions, const char *what) {
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_NewTopic_t **nt = calloc((size_t)n + 1, sizeof *nt);
     int nnew = 0, rc = -1;
     char errstr[256];
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_event_t *ev = NULL;
     if (!nt) goto done;
     rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 1, NULL, &md, 30000);
     if (e) {
@@ -135,36 +205,11 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
         rc = 0;
         goto done;
     }
-    q = rd_kafka_queue_new(rk);
-    rd_kafka_CreateTopics(rk, nt, (size_t)nnew, NULL, q);
-    ev = rd_kafka_queue_poll(q, 60000);
-    const rd_kafka_CreateTopics_result_t *res = ev ? rd_kafka_event_CreateTopics_result(ev) : NULL;
-    if (!res) {
-        sp_error("creating %s topics: %s", what,
-                 ev ? rd_kafka_event_error_string(ev) : "no answer within 60 s");
-        goto done;
-    }
-    size_t cnt;
-    const rd_kafka_topic_result_t **tr = rd_kafka_CreateTopics_result_topics(res, &cnt);
-    rc = 0;
-    for (size_t k = 0; k < cnt; k++) {
-        rd_kafka_resp_err_t te = rd_kafka_topic_result_error(tr[k]);
-        const char *name = rd_kafka_topic_result_name(tr[k]);
-        /* "already exists": a peer won the race */
-        if (te && te != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
-            sp_error("cannot create %s topic %s: %s", what, name,
-                     rd_kafka_topic_result_error_string(tr[k]));
-            rc = -1;
-            continue;
-        }
-        if (!te)
-            sp_info("created %s topic %s (%" PRId32 " partitions%s)", what, name, partitions,
-                    compact ? ", compacted" : "");
-        await_created(rk, name);
-    }
+    char detail[64];
+    snprintf(detail, sizeof detail, "%" PRId32 " partitions%s", partitions,
+             compact ? ", compacted" : "");
+    rc = create_topics(rk, nt, nnew, what, detail);
 done:
-    if (ev) rd_kafka_event_destroy(ev);
-    if (q) rd_kafka_queue_destroy(q);
     for (int k = 0; k < nnew; k++) rd_kafka_NewTopic_destroy(nt[k]);
     free(nt);
     if (md) rd_kafka_metadata_destroy(md);

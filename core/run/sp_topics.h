@@ -14,6 +14,11 @@
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
                      int compact, int check_partitions, const char *what);
 
+/* Creates a topic (replication -1: the cluster's default) with config,
+ * "key=value" lines (may be NULL); waits until the metadata has it. 0, or
+ * -1 after an error message naming it as a "what" topic. */
+int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32_t replication,
+                     const char *config, const char *what);
 /* A topic's partitions as a broker says now; -1 when it cannot tell. */
 int32_t sp_topics_partitions(rd_kafka_t *rk, const char *topic);
 /* A partition's low and high watermarks. A topic created a moment ago (by

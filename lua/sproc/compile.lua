@@ -210,6 +210,15 @@ function M.compile(ctx, opts)
     error(cerr("sproc.app"), 0)
   end
   C.sp_ctx_set_idle_timeout(ctx, app.idle or 0)
+  for name, t in pairs(app.topics or {}) do
+    local lines = {}
+    for k, v in pairs(t.config or {}) do lines[#lines + 1] = k .. "=" .. tostring(v) end
+    table.sort(lines)
+    if C.sp_ctx_declare_topic(ctx, name, t.partitions or 0, t.replication or -1,
+                              table.concat(lines, "\n")) ~= 0 then
+      error("sproc.app: out of memory", 0)
+    end
+  end
   local env = {
     rollback = opts.rollback,
     ctx = ctx, batch = C.sp_ctx_batch(ctx), stats = C.sp_ctx_stats(ctx),

@@ -48,9 +48,36 @@ end
 --- processing_guarantee ("at_least_once", the default, or "exactly_once")
 --- and idle (a duration: a partition without records that long has its
 --- stream time follow the wall clock, so its windows close).
+-- sproc.app{ topics = { ["name"] = { partitions = 8, replication = 3,
+-- config = { ["retention.ms"] = 86400000 } } } }: topics made at start
+-- when missing.
+local function check_topics(topics)
+  if type(topics) ~= "table" then error("sproc.app: topics must be a table of topic name = { ... }", 3) end
+  for name, t in pairs(topics) do
+    local where = "sproc.app: topics[" .. tostring(name) .. "]"
+    if type(name) ~= "string" or name == "" then error("sproc.app: topics are keyed by topic name", 3) end
+    if type(t) ~= "table" then error(where .. " must be a table", 3) end
+    options.check(where, t, { "partitions", "replication", "config" }, 3)
+    for _, k in ipairs({ "partitions", "replication" }) do
+      local v = t[k]
+      if v ~= nil and (type(v) ~= "number" or v < 1 or v ~= math.floor(v)) then
+        error(where .. ": " .. k .. " must be a positive integer", 3)
+      end
+    end
+    if t.config ~= nil then
+      if type(t.config) ~= "table" then error(where .. ": config must be a table of setting = value", 3) end
+      for k, v in pairs(t.config) do
+        if type(k) ~= "string" or (type(v) ~= "string" and type(v) ~= "number") then
+          error(where .. ": config maps a setting's name to a string or number", 3)
+        end
+      end
+    end
+  end
+end
+
 function M.app(opts)
   check_table("app", opts)
-  options.check("sproc.app", opts, { "id", "errors", "dlq", "processing_guarantee", "idle" }, 2)
+  options.check("sproc.app", opts, { "id", "errors", "dlq", "processing_guarantee", "idle", "topics" }, 2)
   if opts.id ~= nil and (type(opts.id) ~= "string" or opts.id == "") then
     error("sproc.app: id must be a non-empty string", 2)
   end
@@ -66,6 +93,7 @@ function M.app(opts)
     error("sproc.app: processing_guarantee must be \"at_least_once\" or \"exactly_once\", got " ..
           tostring(g), 2)
   end
+  if opts.topics ~= nil then check_topics(opts.topics) end
   for k, v in pairs(opts) do topo.app[k] = v end
 end
 
