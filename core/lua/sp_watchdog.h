@@ -6,11 +6,12 @@
  * A thread notices that the record being processed (the batch's cur)
  * has not changed for the limit and signals the main thread, whose
  * handler sets a count hook. LuaJIT runs no hook inside compiled code,
- * so its profiler runs too, in line mode: compiled code then checks a
- * flag at each new line, and the profiler's timer makes it leave the
- * trace for the interpreter, where the hook raises the error at the
- * script's file:line. While a watchdog is on, LuaJIT's profiler is its
- * own (jit.p cannot run alongside). */
+ * so its profiler is on too, in line mode with its timer off: compiled
+ * code then checks a flag at each new line, and the handler raises the
+ * profiler's signal, which sets the flag: the trace is left for the
+ * interpreter, where the hook raises the error at the script's
+ * file:line. While a watchdog is on, LuaJIT's profiler is its own (jit.p
+ * cannot run alongside). */
 #ifndef SP_WATCHDOG_H
 #define SP_WATCHDOG_H
 
