@@ -259,6 +259,9 @@ int sp_ctx_flush(sp_ctx *ctx, const char **err);
 /* A message through sproc's logger (levels of sp_log.h: 0 error .. 3
  * debug). */
 void sp_log_line(int level, const char *msg);
+/* A line about record rec of the batch: JSON logs carry its topic,
+ * partition and offset as fields. */
+void sp_log_record(sp_ctx *ctx, int level, int32_t rec, const char *msg);
 
 /* Index of the first source whose topic or pattern matches topic id
  * topic, or -1; sp_source_matches: 1 when source number source reads

@@ -25,6 +25,21 @@ void sp_log_progress(const char *line) {
 }
 int sp_log_level(void) { return log_level; }
 
+/* the fields every JSON line carries (sp_log_set_field) */
+#define SP_LOG_MAX_FIELDS 8
+static char *fields[SP_LOG_MAX_FIELDS][2];
+
+void sp_log_set_field(const char *key, const char *value) {
+    int i = 0;
+    while (i < SP_LOG_MAX_FIELDS && fields[i][0] && strcmp(fields[i][0], key) != 0) i++;
+    if (i == SP_LOG_MAX_FIELDS) return;
+    if (!fields[i][0] && !(fields[i][0] = strdup(key))) return;
+    free(fields[i][1]);
+    fields[i][1] = value ? strdup(value) : NULL;
+}
+
+static void write_line(int level, const char *const *kv, const char *msg);
+
 void sp_log(int level, const char *fmt, ...) {
     if (level > log_level) return;
     char msg[4096];
@@ -32,7 +47,33 @@ void sp_log(int level, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
+    write_line(level, NULL, msg);
+}
 
+void sp_log_kv(int level, const char *const *kv, const char *fmt, ...) {
+    if (level > log_level) return;
+    char msg[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    write_line(level, kv, msg);
+}
+
+/* "key":value, the value a number when it is one */
+static void add_field(sp_buf *b, const char *key, const char *value) {
+    sp_buf_append(b, ",", 1);
+    sp_json_write_string(b, key, strlen(key));
+    sp_buf_append(b, ":", 1);
+    size_t n = strlen(value), i = value[0] == '-';
+    while (i < n && value[i] >= '0' && value[i] <= '9') i++;
+    if (n > 0 && n < 19 && i == n && !(n == 1 && value[0] == '-'))
+        sp_buf_append(b, value, n);
+    else if (sp_json_write_string(b, value, n) == SP_JSON_EUTF8)
+        sp_buf_append(b, "\"?\"", 3);
+}
+
+static void write_line(int level, const char *const *kv, const char *msg) {
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
@@ -71,6 +112,9 @@ void sp_log(int level, const char *fmt, ...) {
             free(clean);
         }
     }
+    for (int i = 0; i < SP_LOG_MAX_FIELDS && fields[i][0]; i++)
+        if (fields[i][1]) add_field(&b, fields[i][0], fields[i][1]);
+    for (int i = 0; kv && kv[i] && kv[i + 1]; i += 2) add_field(&b, kv[i], kv[i + 1]);
     sp_buf_append(&b, "}\n", 2);
     fwrite(b.data, 1, b.len, stderr);
     sp_buf_destroy(&b);

@@ -14,6 +14,14 @@ int sp_log_level(void);
 void sp_log(int level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* With fields: kv is NULL or a NULL-terminated list of key, value
+ * strings that JSON lines carry as fields of their own (a value of digits
+ * as a number); text lines show only the message. */
+void sp_log_kv(int level, const char *const *kv, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* A field every JSON line carries from now on (value NULL: no more). */
+void sp_log_set_field(const char *key, const char *value);
+
 #define sp_error(...) sp_log(SP_LOG_ERROR, __VA_ARGS__)
 #define sp_warn(...) sp_log(SP_LOG_WARN, __VA_ARGS__)
 #define sp_info(...) sp_log(SP_LOG_INFO, __VA_ARGS__)

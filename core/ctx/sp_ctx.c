@@ -195,6 +195,23 @@ void sp_log_line(int level, const char *msg) {
     sp_log(level, "%s", msg);
 }
 
+void sp_log_record(sp_ctx *ctx, int level, int32_t rec, const char *msg) {
+    if (level < SP_LOG_ERROR) level = SP_LOG_ERROR;
+    if (level > SP_LOG_DEBUG) level = SP_LOG_DEBUG;
+    if (rec < 0 || rec >= ctx->batch.n) {
+        sp_log(level, "%s", msg);
+        return;
+    }
+    const sp_rec *r = &ctx->batch.recs[rec];
+    char part[16], off[24];
+    snprintf(part, sizeof part, "%" PRId32, r->partition);
+    snprintf(off, sizeof off, "%" PRId64, r->offset);
+    const char *topic = r->topic >= 0 && r->topic < ctx->ntopics ? ctx->topics[r->topic] : "";
+    /* the core's own records (timers, window results) have no offset */
+    const char *kv[] = {"topic", topic, "partition", part, r->offset >= 0 ? "offset" : NULL, off, NULL};
+    sp_log_kv(level, kv, "%s", msg);
+}
+
 int32_t sp_partition_for(const char *key, size_t len, int32_t partitions) {
     if (partitions <= 0) return 0;
     /* librdkafka's murmur2 partitioner is the Java client's algorithm; it

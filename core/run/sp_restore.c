@@ -1,6 +1,7 @@
 #include "sp_restore.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,19 @@
 #include "sp_log.h"
 #include "sp_store.h"
 #include "sp_topics.h"
+
+/* An info line about a store's partition: JSON logs carry both as fields. */
+static void __attribute__((format(printf, 3, 4)))
+store_info(const char *store, int32_t partition, const char *fmt, ...) {
+    char msg[1024], part[16];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(part, sizeof part, "%" PRId32, partition);
+    const char *kv[] = {"store", store, "partition", part, NULL};
+    sp_log_kv(SP_LOG_INFO, kv, "%s", msg);
+}
 
 /* One store partition being read back. */
 typedef struct job {
@@ -272,10 +286,10 @@ static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, 
     if (hi <= from) return 0;
     if (add_job(rs, partition, i, hi, keys) != 0) return -1;
     assign_one(rs, i, partition, from, 1);
-    sp_info("restoring store %s partition %" PRId32 " (on disk%s) from %s "
-            "offset %" PRId64 " (%" PRId64 " records at most)",
-            s->name, partition, keys >= 0 ? ", kept" : "", rs->topics[i], from,
-            hi - from);
+    store_info(s->name, partition,
+               "restoring store %s partition %" PRId32 " (on disk%s) from %s offset %" PRId64
+               " (%" PRId64 " records at most)",
+               s->name, partition, keys >= 0 ? ", kept" : "", rs->topics[i], from, hi - from);
     return 1;
 }
 
@@ -289,8 +303,8 @@ static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo
         char path[4096];
         snprintf(path, sizeof path, "%s/%s.%" PRId32 ".ckpt", rs->dir, s->name, partition);
         if (access(path, R_OK) == 0)
-            sp_info("restoring store %s partition %" PRId32 ": loading its "
-                    "checkpoint", s->name, partition);
+            store_info(s->name, partition, "restoring store %s partition %" PRId32
+                       ": loading its checkpoint", s->name, partition);
     }
     int64_t from = load_checkpoint(rs, i, partition, &keys);
     if (from == -2) {
@@ -315,22 +329,24 @@ static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo
     if (from < lo) from = lo;
     if (hi <= from) {
         if (keys >= 0)
-            sp_info("restored store %s partition %" PRId32 " from its "
-                    "checkpoint: %" PRId64 " keys, nothing in the changelog after",
-                    s->name, partition, keys);
+            store_info(s->name, partition,
+                       "restored store %s partition %" PRId32 " from its checkpoint: %" PRId64
+                       " keys, nothing in the changelog after",
+                       s->name, partition, keys);
         return 0;
     }
     if (add_job(rs, partition, i, hi, keys) != 0) return -1;
     assign_one(rs, i, partition, from, 1);
     if (keys >= 0)
-        sp_info("restoring store %s partition %" PRId32 " from its checkpoint "
-                "(%" PRId64 " keys) and %s from offset %" PRId64 " (%" PRId64
-                " records at most)",
-                s->name, partition, keys, rs->topics[i], from, hi - from);
+        store_info(s->name, partition,
+                   "restoring store %s partition %" PRId32 " from its checkpoint (%" PRId64
+                   " keys) and %s from offset %" PRId64 " (%" PRId64 " records at most)",
+                   s->name, partition, keys, rs->topics[i], from, hi - from);
     else
-        sp_info("restoring store %s partition %" PRId32 " from %s (%" PRId64
-                " records at most)",
-                s->name, partition, rs->topics[i], hi - from);
+        store_info(s->name, partition,
+                   "restoring store %s partition %" PRId32 " from %s (%" PRId64
+                   " records at most)",
+                   s->name, partition, rs->topics[i], hi - from);
     return 1;
 }
 
@@ -541,15 +557,17 @@ static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
 static int finish(sp_restore *rs, int i) {
     job j = rs->jobs[i];
     assign_one(rs, j.store, j.partition, 0, 0);
+    const char *name = rs->ctx->stores[j.store]->name;
     if (j.ckpt_keys >= 0)
-        sp_info("restored store %s partition %" PRId32 ": %" PRId64 " keys from its "
-                "checkpoint and %" PRId64 " changelog records in %.2f s",
-                rs->ctx->stores[j.store]->name, j.partition, j.ckpt_keys, j.applied,
-                sp_clock_s() - j.t0);
+        store_info(name, j.partition,
+                   "restored store %s partition %" PRId32 ": %" PRId64 " keys from its "
+                   "checkpoint and %" PRId64 " changelog records in %.2f s",
+                   name, j.partition, j.ckpt_keys, j.applied, sp_clock_s() - j.t0);
     else
-        sp_info("restored store %s partition %" PRId32 ": %" PRId64
-                " changelog records in %.2f s",
-                rs->ctx->stores[j.store]->name, j.partition, j.applied, sp_clock_s() - j.t0);
+        store_info(name, j.partition,
+                   "restored store %s partition %" PRId32 ": %" PRId64
+                   " changelog records in %.2f s",
+                   name, j.partition, j.applied, sp_clock_s() - j.t0);
     if (j.skipped > 0)
         sp_info("store %s partition %" PRId32 ": %" PRId64 " changelog records left out, "
                 "changes by input after the committed offsets (it is processed again)",
@@ -617,11 +635,12 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
             } else if (rc == 0 && m->err && !j->waiting) {
                 /* read_committed stops before a transaction still open */
                 j->waiting = 1;
-                sp_info("restoring store %s partition %" PRId32 ": waiting at offset %" PRId64
-                        " of %s for an open transaction to end (one a stopped process left "
-                        "ends within transaction.timeout.ms)",
-                        rs->ctx->stores[j->store]->name, j->partition, m->offset,
-                        rs->topics[j->store]);
+                const char *name = rs->ctx->stores[j->store]->name;
+                store_info(name, j->partition,
+                           "restoring store %s partition %" PRId32 ": waiting at offset %" PRId64
+                           " of %s for an open transaction to end (one a stopped process "
+                           "left ends within transaction.timeout.ms)",
+                           name, j->partition, m->offset, rs->topics[j->store]);
             }
         }
         rd_kafka_message_destroy(m);

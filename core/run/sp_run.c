@@ -403,6 +403,8 @@ static int start_script(runner *r, char *def_id) {
         fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);
         return 2;
     }
+    sp_log_set_field("app", sp_lua_app_id(r->lua));
+    sp_log_set_field("script_version", "1");
     const char *g = sp_run_sproc_setting(o, "sproc.processing.guarantee");
     r->eos = g ? strcmp(g, "exactly_once") == 0 : sp_lua_exactly_once(r->lua);
     /* transactions stay short, as in Kafka Streams under exactly-once:

@@ -45,6 +45,9 @@ int sp_run_rollback(runner *r, const char **msg) {
     r->lua = r->prev;
     r->prev = NULL;
     r->version--;
+    char v[16];
+    snprintf(v, sizeof v, "%d", r->version);
+    sp_log_set_field("script_version", v);
     return sp_lua_run_batch_from(r->lua, from, msg);
 }
 
@@ -82,6 +85,11 @@ void sp_run_run_batch_timed(runner *r, sp_seg **segs, int nsegs, int timers) {
      * after it is committed, and a restart reads the batch again. */
     if (!failed)
         for (int i = 0; i < nsegs; i++) sp_seg_unref(segs[i]);
+    /* a record that stopped the pipeline: JSON logs name it in fields */
+    if (failed && rc != SP_OK && r->exit_code == 0) {
+        sp_log_record(r->ctx, SP_LOG_ERROR, r->ctx->batch.cur, msg ? msg : "pipeline failed");
+        r->exit_code = 1;
+    }
     if (failed) sp_run_fatal(r, msg ? msg : "pipeline failed");
     if (r->ko.fatal) sp_run_fatal(r, r->ko.fatal);
 }

@@ -194,12 +194,9 @@ int sp_run_start_dev_cluster(runner *r) {
         return -1;
     }
     r->brokers = strdup(rd_kafka_mock_cluster_bootstraps(r->mock));
-    fprintf(stderr,
-            "sproc: no --brokers or SPROC_BROKERS given: running on an embedded "
-            "in-process dev cluster at %s\n"
-            "sproc: (a development aid: it keeps ~5 MiB per partition and loses "
-            "everything on exit)\n",
-            r->brokers);
+    sp_info("no --brokers or SPROC_BROKERS given: running on an embedded in-process dev "
+            "cluster at %s (a development aid: it keeps ~5 MiB per partition and loses "
+            "everything on exit)", r->brokers);
     return 0;
 }
 

@@ -118,6 +118,9 @@ void sp_run_do_reload(runner *r) {
     r->lua = nl;
     r->version++;
     r->reloads++;
+    char v[16];
+    snprintf(v, sizeof v, "%d", r->version);
+    sp_log_set_field("script_version", v);
     open_new_stores(r);
     if (run_on_reload(r) == 0) {
         char *after = sp_lua_describe_text(r->lua);

@@ -97,11 +97,11 @@ end
 
 -- Skip logs are rate-limited: one line a second, with what was suppressed.
 local last_skip_log, suppressed = 0, 0
-local function log_skip(msg)
+local function log_skip(ctx, i, msg)
   local now = os.time()
   if now ~= last_skip_log then
     local extra = suppressed > 0 and string.format(" (%d more skipped in the last second)", suppressed) or ""
-    C.sp_log_line(1, "skipped a record: " .. msg .. extra)
+    C.sp_log_record(ctx, 1, i, "skipped a record: " .. msg .. extra)
     last_skip_log, suppressed = now, 0
   else
     suppressed = suppressed + 1
@@ -126,7 +126,7 @@ local function failed(env, i, err)
     return msg
   elseif env.policy == "skip" then
     stats.skipped = stats.skipped + 1
-    log_skip(msg)
+    log_skip(env.ctx, i, msg)
   else
     local why = tostring(err)
     if C.sp_dead_letter(env.ctx, i, why, #why, errp) ~= 0 then

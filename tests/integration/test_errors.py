@@ -1,6 +1,7 @@
 """Bad input against the real broker: a clear error, and nothing lost. Every
 input record is accounted for as output, filtered, skipped or dead-lettered."""
 import json
+import os
 import re
 import subprocess
 
@@ -240,3 +241,33 @@ def test_refused_outputs_dead_letter_their_inputs(kafka, sproc, tmp_path):
                         ("--set", "producer.message.max.bytes=4000"))
     assert rc == 1
     assert "output refused: output to topic " + kafka.topic("small") in p.stderr(), p.stderr()
+
+
+# issue 18 #4: JSON logs carry fields, not only a message
+def test_json_logs_carry_the_records_coordinates_and_the_app(kafka, sproc, tmp_path):
+    src = kafka.create("in", partitions=2)
+    dst = kafka.create("out", partitions=2)
+    kafka.produce("in", inputs())
+    script = write_script(tmp_path, "e.lua", SCRIPT.format(policy="skip", src=src, dst=dst,
+                                                           dlq=kafka.topic("dead")))
+    group = kafka.topic("app")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", group, "--until-end",
+               "--log-format", "json"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    lines = [json.loads(x) for x in p.stderr().splitlines() if x.strip()]
+    assert all({"time", "level", "msg"} <= set(x) for x in lines)
+    assert all(x.get("app") == group and x.get("script_version") == 1
+               for x in lines if "app" in x), lines
+    skips = [x for x in lines if x["msg"].startswith("skipped a record")]
+    assert skips, lines
+    by_offset = {(r["partition"], r["offset"]): r for r in kafka.read("in")}
+    for x in skips:
+        assert x["topic"] == src and isinstance(x["partition"], int) and isinstance(x["offset"], int), x
+        assert (x["partition"], x["offset"]) in by_offset, x
+        assert f"partition {x['partition']}, offset {x['offset']}" in x["msg"], x
+    # the dev cluster's banner goes through the logger as well
+    env = {k: v for k, v in os.environ.items() if k != "SPROC_BROKERS"}
+    dev = subprocess.run([SPROC, script, "--log-format", "json", "--until-end"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    first = json.loads(dev.stderr.splitlines()[0])
+    assert "embedded in-process dev cluster" in first["msg"], dev.stderr
