@@ -346,8 +346,11 @@ void sp_run_on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     runner *r = w->data;
     const char *err;
     sp_run_poll_global(r);
-    /* records waiting for an idle partition's time to pass */
-    if (r->held && r->cons && !r->stopping) sp_run_consume_some(r);
+    /* records waiting for an idle partition's time to pass; and, with
+     * nothing to read, a poll all the same: librdkafka counts
+     * max.poll.interval.ms from the last one, and an idle pipeline left
+     * its group every 5 minutes (MAXPOLL) */
+    if (r->cons && !r->stopping) sp_run_consume_some(r);
     if (!r->stopping && sp_ctx_wall_timer_min(r->ctx) > 0) {
         sp_batch_reset(r->ctx);
         sp_run_run_batch_timed(r, NULL, 0, 1);

@@ -2,6 +2,7 @@
 killed (SIGKILL) mid-stream and the other takes over its partitions. Every
 input has its output at least once, compared by payload."""
 import json
+import time
 
 from conftest import FAST, assert_same_payloads, wait_committed_to_end, wait_until, write_script
 
@@ -41,3 +42,23 @@ sproc.source{{ topic = "{src}", value = "json" }}
     assert a.alive()
     assert "revoked" in a.stderr() or a.stderr().count("assigned") >= 2, "a took over b's partitions"
     assert parts_seen() == set(range(8))
+
+
+def test_an_idle_pipeline_stays_in_its_group(kafka, sproc, tmp_path):
+    """With nothing to read, sproc still polls its consumer: librdkafka
+    counts max.poll.interval.ms from the last poll, and an idle pipeline
+    left its group (MAXPOLL, a rebalance) every interval, 5 minutes by
+    default. Here the interval is 7 s and the input stays empty for
+    three of them: the time the defect takes to show, not a wait for
+    progress."""
+    src = kafka.create("in")
+    script = write_script(tmp_path, "idle.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{src}" }}:each(function(r) end)
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"),
+               "--set", "max.poll.interval.ms=7000"] + FAST)
+    wait_until(lambda: "assigned" in p.stderr(), timeout=60, what="assignment", proc=p)
+    time.sleep(21)
+    log = p.stderr()
+    assert "MAXPOLL" not in log and "lost" not in log and log.count("assigned") == 1, log
