@@ -46,6 +46,7 @@ sp_tp *sp_offsets_tp(sp_offsets *o, const char *topic, int32_t partition) {
     tp->position = -1;
     tp->resume_ms = -1;
     tp->group_offset = -1;
+    tp->purge_to = tp->purged = -1;
     tp->sync_group = -2;
     tp->eof_offset = -1;
     tp->next = o->tps;

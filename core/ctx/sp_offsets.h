@@ -58,6 +58,9 @@ struct sp_tp {
     int64_t resume_ms;   /* stream time committed with the offset, until the
                           * partition's state is here; -1 none */
     int64_t group_offset; /* the group's committed offset when assigned; -1 */
+    /* a repartition topic's: offset whose commit Kafka confirmed, and how
+     * far its records were deleted (sp_run_purge); -1 none */
+    int64_t purge_to, purged;
     /* Partitions of topics joined by key are processed in timestamp order
      * (run/sp_run_sync.c): their consumed records wait here, in offset
      * order, until they are the earliest of their partition number. */

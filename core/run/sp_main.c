@@ -63,6 +63,9 @@ static void usage(FILE *f) {
         "                                    long; then it is interrupted with an\n"
         "                                    error on the record (0: never)\n"
         "  sproc.script.heap.max.bytes=0     cap of the script's Lua heap (0: none)\n"
+        "  sproc.repartition.purge.interval.ms=30000   how often records of\n"
+        "                                    repartition topics the group committed\n"
+        "                                    are deleted\n"
         "  sproc.dev.partitions=4            partitions of the dev cluster's topics\n"
         "\n"
         "exit codes: 0 success, 1 runtime failure, 2 usage or script error\n",

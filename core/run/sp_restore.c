@@ -673,7 +673,12 @@ int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
     if (!own) return -1;
     for (int32_t i = 0; i < rs->ntopics; i++)
         if (!rs->ctx->stores[i]->source) own[n++] = rs->topics[i];
-    int rc = n ? sp_topics_ensure(rs->rk, own, n, partitions, 1, 1, "changelog") : 0;
+    /* an at-least-once restore may go back to a key's record before its
+     * latest (sp_restore.h): compaction leaves those an hour */
+    int rc = n ? sp_topics_ensure(rs->rk, own, n, partitions,
+                                  "cleanup.policy=compact\nmin.compaction.lag.ms=3600000", 1,
+                                  "changelog")
+               : 0;
     free(own);
     return rc;
 }

@@ -289,7 +289,11 @@ int sp_run_ensure_internal(runner *r) {
                 if (n > 0) parts = n;
             }
         }
-        rc = sp_topics_ensure(r->prod, &name, 1, parts, 0, 0, "repartition");
+        /* Kafka Streams' repartition topics: kept until sproc deletes what
+         * the group committed (sp_run_purge), in segments it can drop */
+        rc = sp_topics_ensure(r->prod, &name, 1, parts,
+                              "cleanup.policy=delete\nretention.ms=-1\nsegment.bytes=52428800", 0,
+                              "repartition");
     }
     rd_kafka_metadata_destroy(md);
     return rc;
@@ -358,6 +362,7 @@ void sp_run_shutdown_clients(runner *r) {
         r->refetch = NULL;
     }
     if (r->prod) {
+        sp_run_purge_stop(r);
         rd_kafka_flush(r->prod, 10000);
         sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
         r->ctx = NULL;

@@ -75,6 +75,8 @@ typedef struct runner {
     rd_kafka_queue_t *gq;
     rd_kafka_mock_cluster_t *mock;
     rd_kafka_queue_t *cq, *pq;
+    rd_kafka_queue_t *purge_q; /* answers to DeleteRecords (sp_run_purge) */
+    double purge_next;         /* monotonic seconds */
     sp_prefetch *pf;
     char *brokers;
     char errstr[512];
@@ -199,6 +201,13 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts);
 #define SP_RUN_REWIND 2
 /* Transactions that fail in a row before sproc stops; how long one
  * transactional call may take. */
+/* Repartition topics: the offsets of a commit Kafka confirmed mark what
+ * may go; every sproc.repartition.purge.interval.ms (Kafka Streams'
+ * repartition.purge.interval.ms, 30 s) their records before those are
+ * deleted, so that the topics do not grow for ever. */
+void sp_run_purge_confirmed(runner *r, const rd_kafka_topic_partition_list_t *committed);
+void sp_run_purge(runner *r);
+void sp_run_purge_stop(runner *r);
 #define SP_RUN_TXN_FAILURES 5
 #define SP_RUN_TXN_CALL_MS 10000
 void sp_run_recover_txn(runner *r, const char *why);

@@ -338,6 +338,7 @@ void sp_run_on_commit(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop;
     (void)revents;
     sp_run_commit(w->data, 0, NULL);
+    sp_run_purge(w->data);
 }
 
 void sp_run_on_tick(struct ev_loop *loop, ev_timer *w, int revents) {

@@ -266,6 +266,7 @@ int sp_run_replace_producer(runner *r) {
     ev_io_stop(r->loop, &r->prod_w);
     rd_kafka_queue_destroy(r->pq);
     r->pq = NULL;
+    sp_run_purge_stop(r); /* its queue is the old producer's */
     r->prod = NULL;
     if (sp_run_make_producer(r) != 0) return -1;
     /* the old one's outputs go unsent (their delivery reports say purged,

@@ -6,11 +6,12 @@
 void sp_run_commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
     (void)rk;
-    (void)opaque;
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
         sp_warn("offset commit failed: %s (%d partitions); it is retried "
                 "with the next commit",
                 rd_kafka_err2str(err), offsets ? offsets->cnt : 0);
+    else if (!err)
+        sp_run_purge_confirmed(opaque, offsets);
 }
 
 /* The stores' changes since the last flush to their changelogs: before
@@ -235,6 +236,7 @@ void sp_run_commit_txn(runner *r) {
             sp_tp *tp = sp_offsets_tp(&r->offs, l->elems[i].topic, l->elems[i].partition);
             if (tp) tp->committed = l->elems[i].offset;
         }
+        sp_run_purge_confirmed(r, l);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -297,6 +299,7 @@ void sp_run_commit(runner *r, int sync,
                 if (tp) tp->committed = l->elems[i].offset;
                 if (tp) sp_offsets_forget_flushes(tp, 0);
             }
+            if (sync) sp_run_purge_confirmed(r, l);
         }
     }
     rd_kafka_topic_partition_list_destroy(l);

@@ -92,6 +92,26 @@ static void await_created(rd_kafka_t *rk, const char *name) {
     }
 }
 
+/* Sets config, "key=value" lines (NULL: none), on a new topic; -1 when
+ * a setting is refused. */
+static int set_config(rd_kafka_NewTopic_t *nt, const char *config) {
+    int rc = 0;
+    for (const char *line = config; rc == 0 && line && *line;) {
+        const char *end = strchr(line, '\n'), *eq = strchr(line, '=');
+        size_t n = end ? (size_t)(end - line) : strlen(line);
+        if (eq && eq < line + n) {
+            char *k = strndup(line, (size_t)(eq - line));
+            char *v = strndup(eq + 1, n - (size_t)(eq - line) - 1);
+            if (!k || !v || rd_kafka_NewTopic_set_config(nt, k, v) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                rc = -1;
+            free(k);
+            free(v);
+        }
+        line += n + (end != NULL);
+    }
+    return rc;
+}
+
 /* Creates the nnew topics of nt and waits until they are in the metadata;
  * a topic a peer made first counts as made. detail: logged with each
  * ("6 partitions, compacted"). 0, or -1 after an error message. */
@@ -138,20 +158,7 @@ int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32
         sp_error("%s topic %s: %s", what, name, errstr);
         return -1;
     }
-    int rc = 0;
-    /* config: "key=value" lines */
-    for (const char *line = config; rc == 0 && line && *line;) {
-        const char *end = strchr(line, '\n'), *eq = strchr(line, '=');
-        size_t n = end ? (size_t)(end - line) : strlen(line);
-        if (eq && eq < line + n) {
-            char *k = strndup(line, (size_t)(eq - line)), *v = strndup(eq + 1, n - (size_t)(eq - line) - 1);
-            if (!k || !v || rd_kafka_NewTopic_set_config(nt, k, v) != RD_KAFKA_RESP_ERR_NO_ERROR)
-                rc = -1;
-            free(k);
-            free(v);
-        }
-        line += n + (end != NULL);
-    }
+    int rc = set_config(nt, config);
     if (replication < 0)
         snprintf(detail, sizeof detail, "%" PRId32 " partitions, the cluster's default "
                  "replication", partitions);
@@ -165,7 +172,7 @@ int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32
 }
 
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
-                     int compact, int check_partitions, const char *what) {
+                     const char *config, int check_partitions, const char *what) {
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_NewTopic_t **nt = calloc((size_t)n + 1, sizeof *nt);
     int nnew = 0, rc = -1;
@@ -195,10 +202,11 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
             sp_error("%s topic %s: %s", what, names[i], errstr);
             goto done;
         }
-        if (compact) rd_kafka_NewTopic_set_config(nt[nnew], "cleanup.policy", "compact");
-        /* an at-least-once restore may go back to a key's record before
-         * its latest (sp_restore.h): compaction leaves those an hour */
-        if (compact) rd_kafka_NewTopic_set_config(nt[nnew], "min.compaction.lag.ms", "3600000");
+        if (set_config(nt[nnew], config) != 0) {
+            sp_error("%s topic %s: a config setting was refused", what, names[i]);
+            nnew++;
+            goto done;
+        }
         nnew++;
     }
     if (nnew == 0) {
@@ -207,7 +215,7 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
     }
     char detail[64];
     snprintf(detail, sizeof detail, "%" PRId32 " partitions%s", partitions,
-             compact ? ", compacted" : "");
+             config && strstr(config, "cleanup.policy=compact") ? ", compacted" : "");
     rc = create_topics(rk, nt, nnew, what, detail);
 done:
     for (int k = 0; k < nnew; k++) rd_kafka_NewTopic_destroy(nt[k]);

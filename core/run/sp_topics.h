@@ -7,12 +7,12 @@
 #include <stdint.h>
 
 /* Creates the named topics that do not exist, each with partitions
- * partitions and the broker's default replication; compact makes them
- * compacted. what ("changelog", "repartition") names them in messages.
+ * partitions, the broker's default replication and config ("key=value"
+ * lines, or NULL). what ("changelog", "repartition") names them in messages.
  * With check_partitions, an existing one with fewer partitions is an
  * error. Returns 0, or -1 after logging why. */
 int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitions,
-                     int compact, int check_partitions, const char *what);
+                     const char *config, int check_partitions, const char *what);
 
 /* Creates a topic (replication -1: the cluster's default) with config,
  * "key=value" lines (may be NULL); waits until the metadata has it. 0, or
