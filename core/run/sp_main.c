@@ -18,6 +18,8 @@ static void usage(FILE *f) {
         "usage: sproc SCRIPT.lua [options]     run a pipeline\n"
         "       sproc describe SCRIPT.lua [--dot]   print its topology\n"
         "       sproc test [DIR] [busted options]   run busted specs\n"
+        "       sproc reset SCRIPT.lua [--to earliest|latest|TIME] [--dry-run]\n"
+        "                   [--app ID] --brokers LIST   start the application over\n"
         "\n"
         "options:\n"
         "  --brokers LIST          Kafka bootstrap servers (env SPROC_BROKERS);\n"
@@ -249,12 +251,27 @@ int main(int argc, char **argv) {
         return describe(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "test") == 0)
         return run_tests(argc - 1, argv + 1);
+    int reset = argc > 1 && strcmp(argv[1], "reset") == 0, dry_run = 0;
+    const char *to = "earliest";
+    if (reset) {
+        /* reset's own options out, the run's options for the rest */
+        int n = 1;
+        for (int i = 2; i < argc; i++) {
+            if (strcmp(argv[i], "--dry-run") == 0)
+                dry_run = 1;
+            else if (strcmp(argv[i], "--to") == 0 && i + 1 < argc)
+                to = argv[++i];
+            else
+                argv[n++] = argv[i];
+        }
+        argc = n;
+    }
     sp_opts o;
     memset(&o, 0, sizeof o);
     const char **sets = calloc((size_t)argc, sizeof *sets);
     if (!sets) return 1;
     int rc = parse_options(argc, argv, &o, sets);
-    if (rc < 0) rc = sp_run(&o);
+    if (rc < 0) rc = reset ? sp_reset(&o, to, dry_run) : sp_run(&o);
     free(sets);
     return rc;
 }

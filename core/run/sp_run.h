@@ -53,6 +53,11 @@ typedef struct sp_opts {
 
 /* Returns the process exit code: 0, 1 (runtime failure) or 2 (script). */
 int sp_run(const sp_opts *o);
+/* sproc reset: the application's group offsets on its source topics set
+ * to to (earliest, latest or an ISO-8601 time), its internal topics and
+ * local state deleted, refused while the group has active members;
+ * dry_run prints the plan only. Returns the exit code. */
+int sp_reset(const sp_opts *o, const char *to, int dry_run);
 
 typedef struct file_src {
     FILE *f;
