@@ -290,7 +290,9 @@ int sp_windows_render(sp_ctx *ctx, sp_buf *b) {
     int rc = 0;
     char line[640];
     if (!ctx->windows || ctx->windows->nops == 0) return 0;
-    rc |= sp_buf_append(b, "# TYPE sproc_window_late_total counter\n", 39);
+    static const char head[] = "# HELP sproc_window_late_total records too late for their window, "
+                               "per aggregation\n# TYPE sproc_window_late_total counter\n";
+    rc |= sp_buf_append(b, head, sizeof head - 1);
     for (int32_t i = 0; i < ctx->windows->nops; i++) {
         sp_winop *op = ctx->windows->ops[i];
         int n = snprintf(line, sizeof line, "sproc_window_late_total{aggregate=\"%s\"} %lld\n",

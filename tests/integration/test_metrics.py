@@ -135,6 +135,11 @@ local seen = sproc.store{{ name = "seen" }}
 sproc.source{{ topic = "{kafka.topic('in')}" }}
   :each(function(r) seen:incr("n") end)
   :to{{ topic = "{kafka.topic('out')}" }}
+-- a window's metrics too
+sproc.source{{ topic = "{kafka.topic('in')}" }}
+  :window(sproc.window.tumbling{{ size = "1m", grace = "0s" }})
+  :aggregate{{ n = sproc.agg.count(), name = "w" }}
+  :each(function(r) end)
 """)
     group = kafka.topic("app")
     started = time.time()
