@@ -85,8 +85,10 @@ static void *watch(void *arg) {
         pthread_cond_timedwait(&w->cv, &w->mu, &until);
         if (w->stop) break;
         uint_fast64_t calls = atomic_load(&w->calls);
-        int32_t cur = __atomic_load_n(w->cur, __ATOMIC_RELAXED);
         double now = sp_clock_s();
+        /* the batch is read only while a call is on (its owner may be gone
+         * between calls) */
+        int32_t cur = calls & 1 ? __atomic_load_n(w->cur, __ATOMIC_RELAXED) : -1;
         if (!(calls & 1) || calls != seen_calls || cur != seen_cur) {
             seen_calls = calls;
             seen_cur = cur;

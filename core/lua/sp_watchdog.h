@@ -20,7 +20,8 @@
 typedef struct sp_watchdog sp_watchdog;
 
 /* L: the lua_State that runs the script; cur: what changes with each
- * record (the batch's cur); limit_ms > 0. NULL when out of resources. */
+ * record (the batch's cur), which must outlive the watchdog; limit_ms > 0.
+ * NULL when out of resources. */
 sp_watchdog *sp_watchdog_create(void *L, const int32_t *cur, int64_t limit_ms);
 void sp_watchdog_destroy(sp_watchdog *w);
 /* Around every call into the script (main thread only). */

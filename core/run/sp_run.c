@@ -339,6 +339,13 @@ char *sp_run_default_app_id(const char *script) {
     return id;
 }
 
+/* The watchdogs' threads read the context's batch: they stop before the
+ * context goes. */
+static void stop_watchdogs(runner *r) {
+    if (r->lua) sp_lua_set_limits(r->lua, 0, 0);
+    if (r->prev) sp_lua_set_limits(r->prev, 0, 0);
+}
+
 void sp_run_shutdown_clients(runner *r) {
     sp_run_stop_global(r);
     sp_run_sync_drop_all(r);
@@ -364,6 +371,7 @@ void sp_run_shutdown_clients(runner *r) {
     if (r->prod) {
         sp_run_purge_stop(r);
         rd_kafka_flush(r->prod, 10000);
+        stop_watchdogs(r);
         sp_ctx_destroy(r->ctx); /* sinks hold topic handles of the producer */
         r->ctx = NULL;
         rd_kafka_destroy(r->prod);
@@ -571,6 +579,7 @@ static void free_runner(runner *r) {
     sp_metrics_destroy(r->metrics);
     r->metrics = NULL;
     sp_run_shutdown_clients(r);
+    stop_watchdogs(r);
     if (r->ctx) sp_ctx_destroy(r->ctx);
     sp_lua_destroy(r->lua);
     sp_lua_destroy(r->prev);
