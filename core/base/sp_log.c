@@ -38,26 +38,20 @@ void sp_log_set_field(const char *key, const char *value) {
     fields[i][1] = value ? strdup(value) : NULL;
 }
 
-static void write_line(int level, const char *const *kv, const char *msg);
+static void vlog(int level, const char *const *kv, const char *fmt, va_list ap);
 
 void sp_log(int level, const char *fmt, ...) {
-    if (level > log_level) return;
-    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog(level, NULL, fmt, ap);
     va_end(ap);
-    write_line(level, NULL, msg);
 }
 
 void sp_log_kv(int level, const char *const *kv, const char *fmt, ...) {
-    if (level > log_level) return;
-    char msg[4096];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
+    vlog(level, kv, fmt, ap);
     va_end(ap);
-    write_line(level, kv, msg);
 }
 
 /* "key":value, the value a number when it is one */
@@ -73,7 +67,10 @@ static void add_field(sp_buf *b, const char *key, const char *value) {
         sp_buf_append(b, "\"?\"", 3);
 }
 
-static void write_line(int level, const char *const *kv, const char *msg) {
+static void vlog(int level, const char *const *kv, const char *fmt, va_list ap) {
+    if (level > log_level) return;
+    char msg[4096];
+    vsnprintf(msg, sizeof msg, fmt, ap);
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;

@@ -20,8 +20,9 @@ struct sp_lua {
     int exactly_once;
     char *err;    /* the last error's message, valid until the next call */
     sp_watchdog *wd; /* sproc.script.timeout.ms; NULL: none */
-    /* the Lua heap, counted by a wrapper of LuaJIT's own allocator, and
-     * its cap (sproc.script.heap.max.bytes; 0: none) */
+    /* the Lua heap's cap (sproc.script.heap.max.bytes; 0: none) and,
+     * under one, its bytes, counted by a wrapper of LuaJIT's own
+     * allocator (which runs bare without a cap) */
     lua_Alloc base_alloc;
     void *base_ud;
     int64_t heap_used, heap_max, gc_floor;
@@ -31,7 +32,7 @@ struct sp_lua {
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     sp_lua *l = ud;
     int64_t grow = (int64_t)nsize - (int64_t)(ptr ? osize : 0);
-    if (grow > 0 && l->heap_max > 0 && l->heap_used + grow > l->heap_max) {
+    if (grow > 0 && l->heap_used + grow > l->heap_max) {
         l->heap_refused = 1;
         return NULL;
     }
@@ -82,8 +83,6 @@ sp_lua *sp_lua_create(sp_ctx *ctx) {
     l->ctx = ctx;
     l->env_ref = l->run_ref = LUA_NOREF;
     l->base_alloc = lua_getallocf(l->L, &l->base_ud);
-    l->heap_used = (int64_t)lua_gc(l->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(l->L, LUA_GCCOUNTB, 0);
-    lua_setallocf(l->L, heap_alloc, l);
     luaL_openlibs(l->L);
     sp_lua_preload(l->L);
     /* Tells sproc.core it runs inside the executable (symbols via ffi.C)
@@ -99,6 +98,12 @@ sp_lua *sp_lua_create(sp_ctx *ctx) {
 }
 
 int sp_lua_set_limits(sp_lua *l, int64_t timeout_ms, int64_t heap_max) {
+    if (heap_max > 0 && l->heap_max == 0) {
+        l->heap_used = (int64_t)lua_gc(l->L, LUA_GCCOUNT, 0) * 1024 + lua_gc(l->L, LUA_GCCOUNTB, 0);
+        lua_setallocf(l->L, heap_alloc, l);
+    } else if (heap_max == 0 && l->heap_max > 0) {
+        lua_setallocf(l->L, l->base_alloc, l->base_ud);
+    }
     l->heap_max = heap_max;
     sp_watchdog_destroy(l->wd);
     l->wd = timeout_ms > 0 ? sp_watchdog_create(l->L, &sp_ctx_batch(l->ctx)->cur, timeout_ms) : NULL;

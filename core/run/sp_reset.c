@@ -11,12 +11,6 @@ typedef struct plan {
     char *state_dir; /* NULL: none there */
 } plan;
 
-static int topic_exists(const rd_kafka_metadata_t *md, const char *name) {
-    for (int t = 0; t < md->topic_cnt; t++)
-        if (!md->topics[t].err && strcmp(md->topics[t].topic, name) == 0) return 1;
-    return 0;
-}
-
 /* Each partition of a source topic at the --to position. */
 static int plan_offsets(runner *r, const rd_kafka_metadata_t *md, const char *to, plan *p) {
     int64_t at_ms = -1;
@@ -65,11 +59,12 @@ static int plan_topics(runner *r, const rd_kafka_metadata_t *md, const char *app
         if (s->source) continue;
         char name[1024];
         snprintf(name, sizeof name, "%s-%s-changelog", app, s->name);
-        if (topic_exists(md, name) && !(p->topics[p->ntopics++] = strdup(name))) return -1;
+        if (sp_run_partitions_of(md, name) >= 0 && !(p->topics[p->ntopics++] = strdup(name)))
+            return -1;
     }
     for (int32_t i = 0; i < r->ctx->nsources; i++) {
         const sp_source *s = &r->ctx->sources[i];
-        if (!s->internal || !topic_exists(md, s->name)) continue;
+        if (!s->internal || sp_run_partitions_of(md, s->name) < 0) continue;
         int dup = 0;
         for (int k = 0; k < p->ntopics; k++) dup |= strcmp(p->topics[k], s->name) == 0;
         if (!dup && !(p->topics[p->ntopics++] = strdup(s->name))) return -1;
@@ -190,13 +185,10 @@ int sp_reset(const sp_opts *o, const char *to, int dry_run) {
     const rd_kafka_metadata_t *md = NULL;
     const char *msg = NULL;
     int rc = 2;
-    char def_id[256];
-    const char *base = strrchr(o->script, '/');
-    snprintf(def_id, sizeof def_id, "%s", base ? base + 1 : o->script);
-    if (strstr(def_id, ".lua")) *strstr(def_id, ".lua") = '\0';
+    char *def_id = sp_run_default_app_id(o->script);
     r.ctx = sp_ctx_create();
     r.lua = r.ctx ? sp_lua_create(r.ctx) : NULL;
-    if (!r.lua || !o->brokers) {
+    if (!def_id || !r.lua || !o->brokers) {
         fprintf(stderr, "sproc reset: %s\n", r.lua ? "give --brokers (or SPROC_BROKERS)" : "out of memory");
         goto done;
     }
@@ -250,6 +242,7 @@ done:
     free(p.state_dir);
     if (r.prod) rd_kafka_destroy(r.prod);
     free(r.brokers);
+    free(def_id);
     sp_lua_destroy(r.lua);
     sp_ctx_destroy(r.ctx);
     return rc;

@@ -5,8 +5,7 @@ volatile sig_atomic_t sp_run_got_signal;
 
 /* --- start-up checks ----------------------------------------------------- */
 
-/* The partitions of topic name (-1: no such topic). */
-static int partitions_of(const rd_kafka_metadata_t *md, const char *name) {
+int sp_run_partitions_of(const rd_kafka_metadata_t *md, const char *name) {
     for (int i = 0; i < md->topic_cnt; i++)
         if (strcmp(md->topics[i].topic, name) == 0 && !md->topics[i].err)
             return md->topics[i].partition_cnt;
@@ -60,11 +59,15 @@ int sp_run_check_copartitioned(runner *r) {
     return rc;
 }
 
-/* Whether a topic is in the metadata, without an error. */
 static int topic_exists(const rd_kafka_metadata_t *md, const char *name) {
-    for (int t = 0; t < md->topic_cnt; t++)
-        if (!md->topics[t].err && strcmp(md->topics[t].topic, name) == 0) return 1;
-    return 0;
+    return sp_run_partitions_of(md, name) >= 0;
+}
+
+/* Whether sink i is the first of the script's sinks to its topic. */
+static int first_to_its_topic(const runner *r, int32_t i) {
+    for (int32_t j = 0; j < i; j++)
+        if (strcmp(r->ctx->sinks[j]->name, r->ctx->sinks[i]->name) == 0) return 0;
+    return 1;
 }
 
 /* Every topic the script writes (outputs and the dead-letter topic; not
@@ -79,10 +82,9 @@ static int check_sinks(runner *r, const rd_kafka_metadata_t *md) {
     int missing = 0;
     for (int32_t i = 0; r->mock == NULL && i < r->ctx->nsinks; i++) {
         sp_sink *s = r->ctx->sinks[i];
-        if (!is_output_topic(s) || topic_exists(md, s->name)) continue;
-        int seen = 0; /* several sinks of one topic: named once */
-        for (int32_t j = 0; j < i; j++) seen |= strcmp(r->ctx->sinks[j]->name, s->name) == 0;
-        if (seen) continue;
+        /* several sinks of one topic: named once */
+        if (!is_output_topic(s) || topic_exists(md, s->name) || !first_to_its_topic(r, i))
+            continue;
         sp_error("output topic %s does not exist: create it first, e.g. kafka-topics.sh "
                  "--bootstrap-server %s --create --topic %s --partitions %d; or run with "
                  "--create-topics, or declare it in sproc.app{ topics = ... }",
@@ -129,7 +131,12 @@ static const rd_kafka_metadata_t *first_metadata(runner *r) {
     }
 }
 
-static const sp_topic_spec *declared(runner *r, const char *name);
+/* The topic a script declares (sproc.app{ topics }) by that name. */
+static const sp_topic_spec *declared(runner *r, const char *name) {
+    for (int32_t i = 0; i < r->ctx->ntopic_specs; i++)
+        if (strcmp(r->ctx->topic_specs[i].name, name) == 0) return &r->ctx->topic_specs[i];
+    return NULL;
+}
 
 /* Named source topics and output topics the metadata lacks (and sproc
  * would not create). */
@@ -163,13 +170,6 @@ static const rd_kafka_metadata_t *settled_metadata(runner *r, const rd_kafka_met
     return md;
 }
 
-/* The topic a script declares (sproc.app{ topics }) by that name. */
-static const sp_topic_spec *declared(runner *r, const char *name) {
-    for (int32_t i = 0; i < r->ctx->ntopic_specs; i++)
-        if (strcmp(r->ctx->topic_specs[i].name, name) == 0) return &r->ctx->topic_specs[i];
-    return NULL;
-}
-
 /* Creates the missing topics the script declares, and under
  * --create-topics its missing output and dead-letter topics (as many
  * partitions as the source, the cluster's default replication). Returns
@@ -177,11 +177,10 @@ static const sp_topic_spec *declared(runner *r, const char *name) {
 static int create_missing(runner *r, const rd_kafka_metadata_t *md) {
     int made = 0;
     int32_t dflt = 1; /* the most partitions of a named source topic */
-    for (int32_t i = 0; i < r->ctx->nsources; i++)
-        for (int t = 0; r->ctx->sources[i].kind == 0 && t < md->topic_cnt; t++)
-            if (!md->topics[t].err && strcmp(md->topics[t].topic, r->ctx->sources[i].name) == 0 &&
-                md->topics[t].partition_cnt > dflt)
-                dflt = md->topics[t].partition_cnt;
+    for (int32_t i = 0; i < r->ctx->nsources; i++) {
+        int n = r->ctx->sources[i].kind == 0 ? sp_run_partitions_of(md, r->ctx->sources[i].name) : -1;
+        if (n > dflt) dflt = n;
+    }
     for (int32_t i = 0; !r->mock && i < r->ctx->ntopic_specs; i++) {
         const sp_topic_spec *t = &r->ctx->topic_specs[i];
         if (topic_exists(md, t->name)) continue;
@@ -192,10 +191,9 @@ static int create_missing(runner *r, const rd_kafka_metadata_t *md) {
     }
     for (int32_t i = 0; !r->mock && r->o->create_topics && i < r->ctx->nsinks; i++) {
         sp_sink *s = r->ctx->sinks[i];
-        if (!is_output_topic(s) || topic_exists(md, s->name) || declared(r, s->name)) continue;
-        int seen = 0; /* several sinks of one topic: made once */
-        for (int32_t j = 0; j < i; j++) seen |= strcmp(r->ctx->sinks[j]->name, s->name) == 0;
-        if (seen) continue;
+        if (!is_output_topic(s) || topic_exists(md, s->name) || declared(r, s->name) ||
+            !first_to_its_topic(r, i))
+            continue;
         if (sp_topics_create(r->prod, s->name, dflt, -1, NULL, "output") != 0)
             return -1;
         made++;
@@ -285,7 +283,7 @@ int sp_run_ensure_internal(runner *r) {
             if (!in_group(r->ctx->copart[g], name)) continue;
             for (int32_t j = 0; j < r->ctx->nsources; j++) {
                 int n = r->ctx->sources[j].internal || !in_group(r->ctx->copart[g], r->ctx->sources[j].name)
-                            ? -1 : partitions_of(md, r->ctx->sources[j].name);
+                            ? -1 : sp_run_partitions_of(md, r->ctx->sources[j].name);
                 if (n > 0) parts = n;
             }
         }

@@ -295,6 +295,9 @@ int sp_run_open_io_event(runner *r, rd_kafka_queue_t *q, int fds[2]);
 int sp_run_open_files(runner *r);
 int sp_run_has_kafka_sources(runner *r);
 char *sp_run_default_app_id(const char *script);
+/* The partitions of a topic in the metadata (-1: not there, or with an
+ * error). */
+int sp_run_partitions_of(const rd_kafka_metadata_t *md, const char *name);
 void sp_run_shutdown_clients(runner *r);
 
 #endif
