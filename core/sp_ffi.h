@@ -173,6 +173,9 @@ typedef struct sp_file_opts {
     int32_t dictionary;      /* Parquet: dictionary-encode where it fits */
     int64_t row_group_bytes; /* Parquet: buffered bytes per row group */
     int64_t row_group_rows;  /* Parquet: rows per row group (0: no limit) */
+    const char *partition_by; /* "a,b": top-level schema fields whose values
+                                 name Hive-style directories (a=1/b=x/);
+                                 NULL: none */
 } sp_file_opts;
 int sp_sink_files(sp_ctx *ctx, const char *dir, const sp_file_opts *o,
                   const char **err);

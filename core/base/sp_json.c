@@ -180,6 +180,33 @@ static int scan_literal(scan *s, const char *lit, size_t n) {
 
 static int scan_value(scan *s, uint8_t *type);
 
+/* Indexes the value that starts at v and ends at s->p. */
+static int add_field(scan *s, sp_json_index *ix, const char *k, uint32_t klen, int kesc,
+                     const char *v, uint8_t type) {
+    if (ix->n == ix->cap) {
+        uint32_t cap = ix->cap ? ix->cap * 2 : 32;
+        sp_json_field *f = realloc(ix->fields, cap * sizeof *f);
+        if (!f) return fail(s, "out of memory");
+        ix->fields = f;
+        ix->cap = cap;
+    }
+    sp_json_field *f = &ix->fields[ix->n++];
+    f->key = k;
+    f->key_len = klen;
+    f->key_escaped = (uint8_t)kesc;
+    f->type = type;
+    if (type == SP_JSON_STRING) {
+        f->val = v + 1;
+        f->val_len = (uint32_t)(s->p - v - 2);
+        f->val_escaped = (uint8_t)s->escaped;
+    } else {
+        f->val = v;
+        f->val_len = (uint32_t)(s->p - v);
+        f->val_escaped = 0;
+    }
+    return 0;
+}
+
 static int scan_object_body(scan *s, sp_json_index *ix) {
     /* p is after '{' */
     ws(s);
@@ -203,29 +230,7 @@ static int scan_object_body(scan *s, sp_json_index *ix) {
         const char *v = s->p;
         uint8_t type;
         if (scan_value(s, &type)) return -1;
-        if (ix) {
-            if (ix->n == ix->cap) {
-                uint32_t cap = ix->cap ? ix->cap * 2 : 32;
-                sp_json_field *f = realloc(ix->fields, cap * sizeof *f);
-                if (!f) return fail(s, "out of memory");
-                ix->fields = f;
-                ix->cap = cap;
-            }
-            sp_json_field *f = &ix->fields[ix->n++];
-            f->key = k;
-            f->key_len = (uint32_t)(kend - k);
-            f->key_escaped = (uint8_t)kesc;
-            f->type = type;
-            if (type == SP_JSON_STRING) {
-                f->val = v + 1;
-                f->val_len = (uint32_t)(s->p - v - 2);
-                f->val_escaped = (uint8_t)s->escaped;
-            } else {
-                f->val = v;
-                f->val_len = (uint32_t)(s->p - v);
-                f->val_escaped = 0;
-            }
-        }
+        if (ix && add_field(s, ix, k, (uint32_t)(kend - k), kesc, v, type) != 0) return -1;
         ws(s);
         if (s->p >= s->end) return fail(s, "unterminated object");
         if (*s->p == ',') {
@@ -240,7 +245,7 @@ static int scan_object_body(scan *s, sp_json_index *ix) {
     }
 }
 
-static int scan_array_body(scan *s) {
+static int scan_array_body(scan *s, sp_json_index *ix) {
     ws(s);
     if (s->p < s->end && *s->p == ']') {
         s->p++;
@@ -250,7 +255,9 @@ static int scan_array_body(scan *s) {
         ws(s);
         if (s->p >= s->end) return fail(s, "unterminated array");
         uint8_t type;
+        const char *v = s->p;
         if (scan_value(s, &type)) return -1;
+        if (ix && add_field(s, ix, NULL, 0, 0, v, type) != 0) return -1;
         ws(s);
         if (s->p >= s->end) return fail(s, "unterminated array");
         if (*s->p == ',') {
@@ -283,7 +290,7 @@ static int scan_value(scan *s, uint8_t *type) {
         *type = SP_JSON_ARRAY;
         if (++s->depth > MAX_DEPTH) return fail(s, "nesting too deep");
         s->p++;
-        int rc = scan_array_body(s);
+        int rc = scan_array_body(s, NULL);
         s->depth--;
         return rc;
     }
@@ -326,6 +333,11 @@ int sp_json_index_parse(sp_json_index *ix, const char *text, size_t len,
         s.depth = 1;
         if (scan_object_body(&s, ix)) goto bad;
         ix->root_type = SP_JSON_OBJECT;
+    } else if (*s.p == '[') {
+        s.p++;
+        s.depth = 1;
+        if (scan_array_body(&s, ix)) goto bad;
+        ix->root_type = SP_JSON_ARRAY;
     } else {
         uint8_t type;
         if (scan_value(&s, &type)) goto bad;
@@ -413,6 +425,7 @@ size_t sp_json_unescape(const char *in, size_t len, char *out) {
 }
 
 int sp_json_index_find(const sp_json_index *ix, const char *name, size_t len) {
+    if (ix->root_type != SP_JSON_OBJECT) return -1; /* an array's elements have no keys */
     for (int i = (int)ix->n - 1; i >= 0; i--) {
         const sp_json_field *f = &ix->fields[i];
         if (!f->key_escaped) {

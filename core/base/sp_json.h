@@ -35,7 +35,8 @@ void sp_json_index_destroy(sp_json_index *ix);
 /* Validates the whole text (strict RFC 8259, nesting depth <= 64, any
  * surrounding whitespace; strings UTF-8 with paired surrogate escapes,
  * numbers within a double's range) and indexes the top-level fields when the root
- * is an object (n = 0 for any other root). Duplicate keys are kept in
+ * is an object, its elements (without keys) when it is an array (n = 0
+ * for any other root). Duplicate keys are kept in
  * order; lookups return the last, as most decoders do.
  * Returns 0, or -1 with *err set to a static message and *err_pos to the
  * byte offset of the problem. */

@@ -13,8 +13,14 @@
 #include "sp_schema.h"
 #include "sp_ffi.h"
 
+#include "sp_time.h"
+
+/* the leaf types, by their SP_SCH_* number */
 static const char *type_names[] = {"string", "int64", "double", "boolean",
-                                   "timestamp", "struct"};
+                                   "timestamp", NULL, "date"};
+
+#define TYPES_HINT "string, int64, double, boolean, timestamp, date, decimal(p,s), " \
+                   "struct{...} or list<type>"
 
 static int add_node(sp_schema *s, int32_t parent, const char *name,
                     size_t nlen) {
@@ -40,6 +46,100 @@ static int add_node(sp_schema *s, int32_t parent, const char *name,
         nd->depth = (int16_t)(p->depth + 1);
     }
     return s->nnodes++;
+}
+
+static int parse_fields(sp_schema *s, const char **pp, int32_t parent,
+                        const char **err);
+
+/* decimal(p,s): 0 with p at what follows, or -1 */
+static int parse_decimal(sp_schema_node *nd, const char **pp, const char **err) {
+    const char *p = *pp;
+    char *end;
+    long prec = strtol(p, &end, 10), scale = -1;
+    if (end != p && *end == ',') {
+        p = end + 1;
+        scale = strtol(p, &end, 10);
+    }
+    if (end == p || *end != ')' || prec < 1 || prec > SP_SCHEMA_DECIMAL_MAX_PRECISION ||
+        scale < 0 || scale > prec) {
+        *err = "schema: decimal(p,s) needs a precision p from 1 to 18 and a scale s from 0 to p";
+        return -1;
+    }
+    nd->precision = (int16_t)prec;
+    nd->scale = (int16_t)scale;
+    *pp = end + 1;
+    return 0;
+}
+
+/* type := leaf | decimal(p,s) | struct{fields} | list<leaf or decimal>;
+ * in_list: an element's type (no struct, no list) */
+static int parse_type(sp_schema *s, const char **pp, int32_t id, int in_list,
+                      const char **err) {
+    const char *p = *pp;
+    size_t tlen = strcspn(p, ",{}!<>(");
+    sp_schema_node *nd = &s->nodes[id];
+    nd->nullable = 1;
+    nd->type = -1;
+    for (int t = 0; t < (int)(sizeof type_names / sizeof *type_names); t++)
+        if (type_names[t] && strlen(type_names[t]) == tlen && memcmp(p, type_names[t], tlen) == 0)
+            nd->type = t;
+    if (tlen == 7 && memcmp(p, "decimal", 7) == 0 && p[7] == '(') {
+        nd->type = SP_SCH_DECIMAL;
+        p += 8;
+        if (parse_decimal(nd, &p, err) != 0) return -1;
+        *pp = p;
+        return 0;
+    }
+    int compound = (tlen == 6 && memcmp(p, "struct", 6) == 0) ||
+                   (tlen == 4 && memcmp(p, "list", 4) == 0);
+    if (in_list && compound) {
+        *err = "schema: a list's elements are of a plain type (no struct, no list)";
+        return -1;
+    }
+    if (tlen == 6 && memcmp(p, "struct", 6) == 0) {
+        nd->type = SP_SCH_STRUCT;
+        p += 6;
+        if (*p != '{') {
+            *err = "schema: a struct needs its fields";
+            return -1;
+        }
+        p++;
+        if (parse_fields(s, &p, id, err) != 0) return -1;
+        if (*p != '}') {
+            *err = "schema: unclosed struct";
+            return -1;
+        }
+        *pp = p + 1;
+        return 0;
+    }
+    if (tlen == 4 && memcmp(p, "list", 4) == 0) {
+        nd->type = SP_SCH_LIST;
+        p += 4;
+        if (*p != '<') {
+            *err = "schema: a list needs its element type: list<type>";
+            return -1;
+        }
+        p++;
+        int32_t el = add_node(s, id, "element", 7);
+        if (el < 0) {
+            *err = "out of memory";
+            return -1;
+        }
+        if (parse_type(s, &p, el, 1, err) != 0) return -1;
+        if (*p != '>') {
+            *err = "schema: unclosed list<type>";
+            return -1;
+        }
+        s->nlists++;
+        *pp = p + 1;
+        return 0;
+    }
+    if (nd->type < 0) {
+        *err = "schema: unknown type (" TYPES_HINT ")";
+        return -1;
+    }
+    *pp = p + tlen;
+    return 0;
 }
 
 /* fields := field (',' field)* ; field := name ':' type ['!'] */
@@ -77,33 +177,7 @@ static int parse_fields(sp_schema *s, const char **pp, int32_t parent,
             return -1;
         }
         p += nlen + 1;
-        size_t tlen = strcspn(p, ",{}!");
-        int type = -1;
-        for (int t = 0; t <= SP_SCH_STRUCT; t++)
-            if (strlen(type_names[t]) == tlen &&
-                memcmp(p, type_names[t], tlen) == 0)
-                type = t;
-        if (type < 0) {
-            *err = "schema: unknown type (string, int64, double, boolean, "
-                   "timestamp or a struct)";
-            return -1;
-        }
-        p += tlen;
-        s->nodes[id].type = type;
-        s->nodes[id].nullable = 1;
-        if (type == SP_SCH_STRUCT) {
-            if (*p != '{') {
-                *err = "schema: a struct needs its fields";
-                return -1;
-            }
-            p++;
-            if (parse_fields(s, &p, id, err) != 0) return -1;
-            if (*p != '}') {
-                *err = "schema: unclosed struct";
-                return -1;
-            }
-            p++;
-        }
+        if (parse_type(s, &p, id, 0, err) != 0) return -1;
         if (*p == '!') {
             s->nodes[id].nullable = 0;
             p++;
@@ -115,18 +189,24 @@ static int parse_fields(sp_schema *s, const char **pp, int32_t parent,
     return 0;
 }
 
-/* Definition levels and columns, in depth-first order. */
-static int number(sp_schema *s, int32_t n, int16_t def) {
+/* Definition and repetition levels and columns, in depth-first order.
+ * A list is Parquet's three levels: the list (optional or required), a
+ * repeated group (one more level: an empty list is defined up to it),
+ * then its element (optional). */
+static void number(sp_schema *s, int32_t n, int16_t def, int16_t rep) {
     sp_schema_node *nd = &s->nodes[n];
     nd->max_def = (int16_t)(def + (n > 0 && nd->nullable));
+    nd->max_rep = rep;
+    if (nd->type == SP_SCH_LIST) {
+        number(s, nd->kids[0], (int16_t)(nd->max_def + 1), 1);
+        return;
+    }
     if (n > 0 && nd->type != SP_SCH_STRUCT) {
         nd->column = s->ncolumns;
         s->leaves[s->ncolumns++] = n;
-        return 0;
+        return;
     }
-    for (int32_t k = 0; k < nd->nkids; k++)
-        if (number(s, nd->kids[k], nd->max_def) != 0) return -1;
-    return 0;
+    for (int32_t k = 0; k < nd->nkids; k++) number(s, nd->kids[k], nd->max_def, rep);
 }
 
 sp_schema *sp_schema_create(const char *spec, const char **err) {
@@ -154,11 +234,12 @@ sp_schema *sp_schema_create(const char *spec, const char **err) {
     }
     s->leaves = calloc((size_t)s->nnodes, sizeof *s->leaves);
     s->vals = calloc((size_t)s->nnodes, sizeof *s->vals);
-    if (!s->leaves || !s->vals) {
+    s->items = calloc((size_t)s->nnodes, sizeof *s->items);
+    if (!s->leaves || !s->vals || !s->items) {
         *err = "out of memory";
         goto fail;
     }
-    number(s, 0, 0);
+    number(s, 0, 0, 0);
     for (int32_t i = 0; i < s->nnodes; i++)
         if (s->nodes[i].type == SP_SCH_STRUCT && s->nodes[i].nkids == 0) {
             *err = "schema: a struct without fields";
@@ -179,6 +260,8 @@ void sp_schema_destroy(sp_schema *s) {
     free(s->nodes);
     free(s->leaves);
     free(s->vals);
+    for (int32_t i = 0; s->items && i < s->nnodes; i++) free(s->items[i].v);
+    free(s->items);
     for (int i = 0; i < SP_SCHEMA_DEPTH; i++) sp_json_index_destroy(&s->ix[i]);
     sp_buf_destroy(&s->scratch);
     free(s);
@@ -235,6 +318,7 @@ static void set_null(sp_schema *s, int32_t n, int def) {
     sp_schema_node *nd = &s->nodes[n];
     s->vals[n].present = 0;
     s->vals[n].def = (uint8_t)def;
+    if (nd->type == SP_SCH_LIST) s->items[nd->kids[0]].n = 0;
     for (int32_t k = 0; k < nd->nkids; k++) set_null(s, nd->kids[k], def);
 }
 
@@ -302,10 +386,67 @@ static int parse_time(const char *p, size_t len, int64_t *out) {
     return parse_int(p, len, out); /* epoch milliseconds as text */
 }
 
-static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
-                        int def, const char **err) {
+/* decimal(prec,scale) from a JSON number's text (or a string holding
+ * one): the unscaled value, rounded half up past the scale as Spark's
+ * Decimal does. 0, or -1 when it is no number or does not fit. */
+static int parse_decimal_value(const char *p, size_t len, int prec, int scale, int64_t *out) {
+    char d[96];
+    size_t nd = 0, i = 0;
+    int nfrac = 0, neg = 0, seen_point = 0;
+    long exp = 0;
+    if (i < len && (p[i] == '-' || p[i] == '+')) neg = p[i++] == '-';
+    for (; i < len && ((p[i] >= '0' && p[i] <= '9') || (p[i] == '.' && !seen_point)); i++) {
+        if (p[i] == '.') {
+            seen_point = 1;
+            continue;
+        }
+        if (nd == sizeof d) return -1;
+        d[nd++] = p[i];
+        nfrac += seen_point;
+    }
+    if (nd == 0) return -1;
+    if (i < len && (p[i] == 'e' || p[i] == 'E')) {
+        char *end;
+        char buf[16];
+        size_t el = len - i - 1;
+        if (el == 0 || el >= sizeof buf) return -1;
+        memcpy(buf, p + i + 1, el);
+        buf[el] = '\0';
+        exp = strtol(buf, &end, 10);
+        if (*end || exp > 400 || exp < -400) return -1;
+        i = len;
+    }
+    if (i != len) return -1;
+    long keep = (long)nd + scale - nfrac + exp; /* digits of d left of the unscaled point */
+    int64_t limit = 1, v = 0;
+    for (int k = 0; k < prec; k++) limit *= 10;
+    for (long k = 0; k < keep; k++) {
+        int digit = k < (long)nd ? d[k] - '0' : 0;
+        if (v > (limit - 1 - digit) / 10) return -1;
+        v = v * 10 + digit;
+    }
+    if (keep >= 0 && keep < (long)nd && d[keep] >= '5' && ++v >= limit) return -1;
+    *out = neg ? -v : v;
+    return 0;
+}
+
+/* A date: "YYYY-MM-DD", or the UTC day of an ISO-8601 time. */
+static int parse_date(const char *p, size_t len, int64_t *days) {
+    char buf[64];
+    int64_t ms;
+    if (len == 0 || len >= sizeof buf) return -1;
+    memcpy(buf, p, len);
+    buf[len] = '\0';
+    if (sp_time_parse(buf, &ms) != 0) return -1;
+    *days = ms >= 0 ? ms / 86400000 : -((-ms + 86399999) / 86400000);
+    return 0;
+}
+
+/* One value of leaf node n from JSON field f (NULL: missing) into v,
+ * below def defined levels. */
+static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f, int def, sp_value *v,
+                        const char **err) {
     const sp_schema_node *nd = &s->nodes[n];
-    sp_value *v = &s->vals[n];
     int jt = f ? f->type : SP_JSON_MISSING;
     const char *p = f ? f->val : NULL;
     size_t len = f ? f->val_len : 0;
@@ -330,6 +471,7 @@ static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
     }
     v->present = 1;
     v->def = (uint8_t)(def + nd->nullable);
+    int number = jt == SP_JSON_NUMBER || jt == SP_JSON_STRING;
     switch (nd->type) {
     case SP_SCH_STRING:
         v->v.s = p;
@@ -337,7 +479,7 @@ static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
         return 0;
     case SP_SCH_INT64:
     case SP_SCH_DOUBLE:
-        if (jt != SP_JSON_NUMBER && jt != SP_JSON_STRING)
+        if (!number)
             rc = -1;
         else if (nd->type == SP_SCH_INT64)
             rc = parse_int(p, len, &v->v.i);
@@ -348,6 +490,12 @@ static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
                                     nd->type == SP_SCH_INT64 ? "is not an int64"
                                                              : "is not a double",
                                     err);
+    case SP_SCH_DECIMAL:
+        if (number && parse_decimal_value(p, len, nd->precision, nd->scale, &v->v.i) == 0)
+            return 0;
+        char what[48];
+        snprintf(what, sizeof what, "is not a decimal(%d,%d)", nd->precision, nd->scale);
+        return fail_value(s, n, p, len, what, err);
     case SP_SCH_BOOLEAN:
         if (jt == SP_JSON_TRUE || jt == SP_JSON_FALSE)
             v->v.i = jt == SP_JSON_TRUE;
@@ -369,8 +517,51 @@ static int convert_leaf(sp_schema *s, int32_t n, const sp_json_field *f,
                        : fail_value(s, n, p, len,
                                     "is not a timestamp (ISO-8601 or epoch ms)",
                                     err);
+    case SP_SCH_DATE:
+        if (jt == SP_JSON_STRING && parse_date(p, len, &v->v.i) == 0) return 0;
+        return fail_value(s, n, p, len, "is not a date (YYYY-MM-DD or ISO-8601)", err);
     }
     return fail_value(s, n, NULL, 0, "has an unknown type", err);
+}
+
+/* A list field: its elements into the element node's items. */
+static int convert_list(sp_schema *s, int32_t n, const sp_json_field *f, int def,
+                        const char **err) {
+    const sp_schema_node *nd = &s->nodes[n];
+    int32_t el = nd->kids[0];
+    sp_items *it = &s->items[el];
+    it->n = 0;
+    if (!f || f->type == SP_JSON_NULL) {
+        if (!nd->nullable)
+            return fail_value(s, n, NULL, 0,
+                              f ? "is null and not nullable" : "is missing and not nullable", err);
+        set_null(s, n, def);
+        return 0;
+    }
+    if (f->type != SP_JSON_ARRAY) return fail_value(s, n, f->val, f->val_len, "is not an array", err);
+    sp_json_index *sub = &s->ix[nd->depth];
+    const char *perr;
+    size_t pos;
+    if (sp_json_index_parse(sub, f->val, f->val_len, &perr, &pos) != 0)
+        return fail_value(s, n, NULL, 0, perr, err);
+    if (sub->n > it->cap) {
+        uint32_t cap = it->cap ? it->cap : 16;
+        while (cap < sub->n) cap *= 2;
+        sp_value *t = realloc(it->v, cap * sizeof *t);
+        if (!t) {
+            *err = "out of memory";
+            return -1;
+        }
+        it->v = t;
+        it->cap = cap;
+    }
+    s->vals[n].present = 1;
+    s->vals[n].def = (uint8_t)(def + nd->nullable); /* defined, perhaps empty */
+    for (uint32_t i = 0; i < sub->n; i++)
+        if (convert_leaf(s, el, &sub->fields[i], def + nd->nullable + 1, &it->v[i], err) != 0)
+            return -1;
+    it->n = sub->n;
+    return 0;
 }
 
 static int convert_struct(sp_schema *s, int32_t n, const sp_json_index *ix,
@@ -382,8 +573,12 @@ static int convert_struct(sp_schema *s, int32_t n, const sp_json_index *ix,
         const sp_schema_node *kn = &s->nodes[kid];
         int i = lookup(ix, kn, &hint);
         const sp_json_field *f = i >= 0 ? &ix->fields[i] : NULL;
+        if (kn->type == SP_SCH_LIST) {
+            if (convert_list(s, kid, f, def, err) != 0) return -1;
+            continue;
+        }
         if (kn->type != SP_SCH_STRUCT) {
-            if (convert_leaf(s, kid, f, def, err) != 0) return -1;
+            if (convert_leaf(s, kid, f, def, &s->vals[kid], err) != 0) return -1;
             continue;
         }
         if (!f || f->type == SP_JSON_NULL) {
@@ -435,9 +630,39 @@ int sp_schema_convert(sp_schema *s, const char *text, size_t len,
     return convert_struct(s, 0, top, 0, err);
 }
 
-static int write_node(const sp_schema *s, int32_t n, sp_buf *out) {
-    const sp_schema_node *nd = &s->nodes[n];
-    const sp_value *v = &s->vals[n];
+/* decimal text of an unscaled value: "-12.30" for -1230 at scale 2 */
+static int write_decimal(sp_buf *out, int64_t v, int scale) {
+    char rev[24], buf[48];
+    int nd = 0;
+    size_t n = 0;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        rev[nd++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    while (nd <= scale) rev[nd++] = '0'; /* a digit before the point */
+    if (v < 0) buf[n++] = '-';
+    for (int i = nd - 1; i >= scale; i--) buf[n++] = rev[i];
+    if (scale > 0) buf[n++] = '.';
+    for (int i = scale - 1; i >= 0; i--) buf[n++] = rev[i];
+    return sp_buf_append(out, buf, n);
+}
+
+int sp_schema_value_text(const sp_schema_node *nd, const sp_value *v, sp_buf *out) {
+    char buf[32];
+    switch (nd->type) {
+    case SP_SCH_STRING: return sp_buf_append(out, v->v.s, v->len);
+    case SP_SCH_DOUBLE: return sp_json_write_number(out, v->v.d);
+    case SP_SCH_BOOLEAN: return v->v.i ? sp_buf_append(out, "true", 4) : sp_buf_append(out, "false", 5);
+    case SP_SCH_DATE: return sp_buf_append(out, buf, sp_time_format_date(v->v.i, buf));
+    case SP_SCH_TIMESTAMP: return sp_buf_append(out, buf, sp_time_format_ms(v->v.i, buf));
+    case SP_SCH_DECIMAL: return write_decimal(out, v->v.i, nd->scale);
+    default: return sp_json_write_int(out, v->v.i);
+    }
+}
+
+static int write_leaf(const sp_schema_node *nd, const sp_value *v, sp_buf *out) {
+    char buf[16];
     if (!v->present) return sp_buf_append(out, "null", 4);
     switch (nd->type) {
     case SP_SCH_STRING:
@@ -445,12 +670,27 @@ static int write_node(const sp_schema *s, int32_t n, sp_buf *out) {
     case SP_SCH_INT64:
     case SP_SCH_TIMESTAMP:
         return sp_json_write_int(out, v->v.i);
-    case SP_SCH_DOUBLE:
-        return sp_json_write_number(out, v->v.d);
-    case SP_SCH_BOOLEAN:
-        return v->v.i ? sp_buf_append(out, "true", 4)
-                      : sp_buf_append(out, "false", 5);
+    case SP_SCH_DATE:
+        return sp_buf_putc(out, '"') || sp_buf_append(out, buf, sp_time_format_date(v->v.i, buf)) ||
+               sp_buf_putc(out, '"');
     }
+    return sp_schema_value_text(nd, v, out);
+}
+
+static int write_node(const sp_schema *s, int32_t n, sp_buf *out) {
+    const sp_schema_node *nd = &s->nodes[n];
+    const sp_value *v = &s->vals[n];
+    if (!v->present) return sp_buf_append(out, "null", 4);
+    if (nd->type == SP_SCH_LIST) {
+        const sp_items *it = &s->items[nd->kids[0]];
+        if (sp_buf_putc(out, '[') != 0) return -1;
+        for (uint32_t i = 0; i < it->n; i++)
+            if ((i && sp_buf_putc(out, ',') != 0) ||
+                write_leaf(&s->nodes[nd->kids[0]], &it->v[i], out) != 0)
+                return -1;
+        return sp_buf_putc(out, ']');
+    }
+    if (nd->type != SP_SCH_STRUCT) return write_leaf(nd, v, out);
     if (sp_buf_putc(out, '{') != 0) return -1;
     for (int32_t k = 0; k < nd->nkids; k++) {
         const sp_schema_node *kn = &s->nodes[nd->kids[k]];

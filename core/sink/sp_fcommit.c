@@ -1,13 +1,17 @@
-/* Entries are small text files, one per published file, named after it:
+/* Entries are small text files, one per publication, named after its
+ * file (or its files' common name: partition directories each get a file
+ * of that name):
  *
  *   sproc-file-commit 1
  *   file trips-1764000000000-4242-00003.parquet
+ *   file pickup_date=2024-01-02/trips-1764000000000-4242-00003.parquet
  *   rows 120000
  *   offsets tripdata 0 1000 40999
  *
- * ("offsets TOPIC PARTITION FIRST LAST", inclusive). One file per entry
- * keeps a publication atomic (write, sync, rename) and lets processes of
- * one group share the directory without a lock. */
+ * ("offsets TOPIC PARTITION FIRST LAST", inclusive; a file line holds
+ * the rest of its line, spaces included). One file per entry keeps a
+ * publication atomic (write, sync, rename) and lets processes of one
+ * group share the directory without a lock. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -113,16 +117,48 @@ static void clear(range *a, size_t *n) {
     *n = 0;
 }
 
-/* Reads one entry; a name whose file is missing but whose synced
- * in-progress file is there gets the rename it was waiting for. */
+/* The in-progress path of out_dir/name: its base name hidden, in its
+ * own directory. */
+static void inprogress_path(const char *out_dir, const char *name, char *buf, size_t n) {
+    const char *base = strrchr(name, '/');
+    base = base ? base + 1 : name;
+    int w = snprintf(buf, n, "%s/%.*s.%s.inprogress", out_dir, (int)(base - name), name, base);
+    if (w < 0 || (size_t)w >= n) buf[0] = '\0'; /* no such file */
+}
+
+/* A listed file that is missing but whose synced in-progress file is
+ * there gets the rename it was waiting for. */
+static void finish_rename(sp_fcommit *c, const char *file) {
+    char final[4096], tmp[4096];
+    struct stat st;
+    snprintf(final, sizeof final, "%s/%s", c->out_dir, file);
+    if (stat(final, &st) == 0) return;
+    inprogress_path(c->out_dir, file, tmp, sizeof tmp);
+    const char *base = strrchr(file, '/') ? strrchr(file, '/') + 1 : file;
+    long pid = sp_fcommit_name_pid(base, strrchr(base, '.') ? strrchr(base, '.') : "");
+    if (pid > 0 && pid != (long)getpid() && pid_alive(pid)) return;
+    if (rename(tmp, final) == 0) {
+        sp_info("finished publishing %s (interrupted by a crash)", final);
+        *strrchr(final, '/') = '\0';
+        sp_fsync_dir(final);
+    } else {
+        sp_warn("file %s is listed in the checkpoint %s but missing", final, c->dir);
+    }
+}
+
+/* Reads one entry, finishing its renames. */
 static int read_entry(sp_fcommit *c, const char *path) {
     FILE *f = fopen(path, "r");
-    char line[1024], topic[512], file[512] = "";
+    char line[4096], topic[512];
     int32_t part;
     int64_t first, last;
     if (!f) return -1;
     while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "file %511s", file) == 1) continue;
+        if (strncmp(line, "file ", 5) == 0) {
+            line[strcspn(line, "\n")] = '\0';
+            if (line[5]) finish_rename(c, line + 5);
+            continue;
+        }
         if (sscanf(line, "offsets %511s %" SCNd32 " %" SCNd64 " %" SCNd64, topic,
                    &part, &first, &last) != 4)
             continue;
@@ -134,21 +170,6 @@ static int read_entry(sp_fcommit *c, const char *path) {
         if (last + 1 > r->first) r->first = last + 1;
     }
     fclose(f);
-    if (!*file) return 0;
-    char final[4096], tmp[4096];
-    struct stat st;
-    snprintf(final, sizeof final, "%s/%s", c->out_dir, file);
-    if (stat(final, &st) == 0) return 0;
-    snprintf(tmp, sizeof tmp, "%s/.%s.inprogress", c->out_dir, file);
-    long pid = sp_fcommit_name_pid(file, strrchr(file, '.') ? strrchr(file, '.') : "");
-    if (pid > 0 && pid != (long)getpid() && pid_alive(pid)) return 0;
-    if (rename(tmp, final) == 0) {
-        sp_info("finished publishing %s (interrupted by a crash)", final);
-        sp_fsync_dir(c->out_dir);
-    } else {
-        sp_warn("file %s is listed in the checkpoint %s but missing", final,
-                c->dir);
-    }
     return 0;
 }
 
@@ -227,16 +248,26 @@ int sp_fcommit_cover(sp_fcommit *c, const char *topic, int32_t partition,
 
 void sp_fcommit_discard(sp_fcommit *c) { clear(c->open, &c->nopen); }
 
-int sp_fcommit_publish(sp_fcommit *c, const char *tmp_path, const char *name,
-                       int64_t rows, const char **err) {
-    char entry[4096], entry_tmp[4096], final[4096];
+/* Renames tmp to out_dir/name and syncs its directory. */
+static int rename_synced(const sp_fcommit *c, const char *tmp, const char *name) {
+    char final[4096];
+    snprintf(final, sizeof final, "%s/%s", c->out_dir, name);
+    if (rename(tmp, final) != 0) return -1;
+    *strrchr(final, '/') = '\0';
+    return sp_fsync_dir(final);
+}
+
+int sp_fcommit_publish(sp_fcommit *c, const char *name, char *const *tmp_paths,
+                       char *const *names, int n, int64_t rows, const char **err) {
+    char entry[4096], entry_tmp[4096];
     snprintf(entry, sizeof entry, "%s/%s.commit", c->dir, name);
     snprintf(entry_tmp, sizeof entry_tmp, "%s/.%s.commit.tmp", c->dir, name);
-    snprintf(final, sizeof final, "%s/%s", c->out_dir, name);
     FILE *f = fopen(entry_tmp, "w");
     int ok = f != NULL;
     if (ok) {
-        fprintf(f, "sproc-file-commit 1\nfile %s\nrows %" PRId64 "\n", name, rows);
+        fprintf(f, "sproc-file-commit 1\n");
+        for (int i = 0; i < n; i++) fprintf(f, "file %s\n", names[i]);
+        fprintf(f, "rows %" PRId64 "\n", rows);
         for (size_t i = 0; i < c->nopen; i++)
             fprintf(f, "offsets %s %" PRId32 " %" PRId64 " %" PRId64 "\n",
                     c->open[i].topic, c->open[i].partition, c->open[i].first,
@@ -245,11 +276,11 @@ int sp_fcommit_publish(sp_fcommit *c, const char *tmp_path, const char *name,
         ok = fclose(f) == 0 && ok;
     }
     ok = ok && rename(entry_tmp, entry) == 0 && sp_fsync_dir(c->dir) == 0;
-    /* listed: from here on a restart finishes the rename if we do not */
-    ok = ok && rename(tmp_path, final) == 0 && sp_fsync_dir(c->out_dir) == 0;
+    /* listed: from here on a restart finishes the renames if we do not */
+    for (int i = 0; ok && i < n; i++) ok = rename_synced(c, tmp_paths[i], names[i]) == 0;
     if (!ok) {
-        sp_error("cannot publish %s with its checkpoint entry %s: %s", final,
-                 entry, strerror(errno));
+        sp_error("cannot publish the files of %s with its checkpoint entry: %s", entry,
+                 strerror(errno));
         *err = "cannot publish output file";
         return -1;
     }

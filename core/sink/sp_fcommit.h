@@ -26,10 +26,12 @@ int sp_fcommit_published(sp_fcommit *c, const char *topic, int32_t partition,
 /* Notes a record whose outputs go to the open file. */
 int sp_fcommit_cover(sp_fcommit *c, const char *topic, int32_t partition,
                      int64_t offset);
-/* Publishes the synced file tmp_path as out_dir/name holding rows rows:
- * entry first, then the rename. */
-int sp_fcommit_publish(sp_fcommit *c, const char *tmp_path, const char *name,
-                       int64_t rows, const char **err);
+/* Publishes the n synced files tmp_paths[i] as out_dir/names[i] (names
+ * relative to out_dir: a partition directory's file is "a=1/part-..."),
+ * holding rows rows together, under one entry named entry: the entry
+ * first, then the renames. */
+int sp_fcommit_publish(sp_fcommit *c, const char *entry, char *const *tmp_paths,
+                       char *const *names, int n, int64_t rows, const char **err);
 /* Forgets what the open file covered (it will not be published). */
 void sp_fcommit_discard(sp_fcommit *c);
 

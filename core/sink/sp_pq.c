@@ -1,8 +1,9 @@
 /* The Parquet layout written here: "PAR1", then per row group and column
  * an optional dictionary page and data pages (v1: 4-byte-length-prefixed
- * RLE definition levels, then the values), each after a Thrift page
- * header; then the FileMetaData footer, its length and "PAR1" again.
- * Columns hold no repetition levels: structs nest, nothing repeats. */
+ * RLE repetition levels for a list's elements, the same for definition
+ * levels, then the values), each after a Thrift page header; then the
+ * FileMetaData footer, its length and "PAR1" again. A list is Parquet's
+ * three-level LIST (list, repeated group "list", element). */
 #include <snappy-c.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,16 +12,22 @@
 #include "sp_pq.h"
 #include "sp_thrift.h"
 
-enum { PQ_BOOLEAN = 0, PQ_INT64 = 2, PQ_DOUBLE = 5, PQ_BYTE_ARRAY = 6 };
+enum { PQ_BOOLEAN = 0, PQ_INT32 = 1, PQ_INT64 = 2, PQ_DOUBLE = 5, PQ_BYTE_ARRAY = 6 };
 enum { ENC_PLAIN = 0, ENC_PLAIN_DICTIONARY = 2, ENC_RLE = 3 };
 enum { PAGE_DATA = 0, PAGE_DICTIONARY = 2 };
-enum { CONV_UTF8 = 0, CONV_TIMESTAMP_MILLIS = 9 };
+enum { CONV_UTF8 = 0, CONV_LIST = 3, CONV_DECIMAL = 5, CONV_DATE = 6, CONV_TIMESTAMP_MILLIS = 9 };
+enum { REQUIRED = 0, OPTIONAL = 1, REPEATED = 2 };
 
 /* Dictionaries stop paying (and readers' memory grows) past this. */
 #define DICT_MAX_BYTES (1 << 20)
+/* Longer strings leave a chunk without min and max (readers then read
+ * it): statistics stay small in the footer. */
+#define STAT_MAX_BYTES 1024
 
 typedef struct pq_col {
-    sp_buf defs;   /* a definition level per row */
+    sp_buf defs;   /* a definition level per entry (a row, or a list's
+                      element) */
+    sp_buf reps;   /* a repetition level per entry: columns under a list */
     sp_buf vals;   /* non-null values, PLAIN-encoded (booleans a byte each) */
     int64_t nvals;
 } pq_col;
@@ -29,6 +36,9 @@ typedef struct pq_chunk {
     int64_t dict_off; /* -1: none */
     int64_t data_off;
     int64_t uncomp, comp;
+    int64_t levels, nulls;
+    char *min, *max; /* PLAIN bytes (strings without their length); NULL: none */
+    uint32_t min_len, max_len;
 } pq_chunk;
 
 typedef struct pq_rg {
@@ -66,8 +76,20 @@ static int physical(int type) {
     case SP_SCH_STRING: return PQ_BYTE_ARRAY;
     case SP_SCH_DOUBLE: return PQ_DOUBLE;
     case SP_SCH_BOOLEAN: return PQ_BOOLEAN;
+    case SP_SCH_DATE: return PQ_INT32;
     default: return PQ_INT64;
     }
+}
+
+/* Bytes of the PLAIN value at p. */
+static size_t value_size(int ptype, const char *p);
+
+/* Whether column c is written (not a partition column). */
+static int column_on(const sp_pq_writer *w, int32_t c) {
+    if (!w->o.omit) return 1;
+    int32_t n = w->s->leaves[c];
+    while (w->s->nodes[n].depth > 1) n = w->s->nodes[n].parent;
+    return !w->o.omit[n];
 }
 
 static int bits(uint32_t v) {
@@ -87,6 +109,15 @@ static uint32_t rd32(const char *p) {
     const uint8_t *u = (const uint8_t *)p;
     return (uint32_t)u[0] | (uint32_t)u[1] << 8 | (uint32_t)u[2] << 16 |
            (uint32_t)u[3] << 24;
+}
+
+static size_t value_size(int ptype, const char *p) {
+    switch (ptype) {
+    case PQ_BYTE_ARRAY: return 4 + rd32(p);
+    case PQ_BOOLEAN: return 1;
+    case PQ_INT32: return 4;
+    default: return 8;
+    }
 }
 
 static int put_le(sp_buf *b, uint64_t v, int n) {
@@ -165,6 +196,7 @@ sp_pq_writer *sp_pq_create(const sp_schema *s, const sp_pq_opts *o, FILE *f,
     if (!w->cols) goto oom;
     for (int32_t c = 0; c < s->ncolumns; c++) {
         sp_buf_init(&w->cols[c].defs);
+        sp_buf_init(&w->cols[c].reps);
         sp_buf_init(&w->cols[c].vals);
     }
     if (o->codec == SP_CODEC_ZSTD && !(w->zstd = ZSTD_createCCtx())) goto oom;
@@ -186,10 +218,17 @@ void sp_pq_destroy(sp_pq_writer *w) {
     if (w->cols)
         for (int32_t c = 0; c < w->s->ncolumns; c++) {
             sp_buf_destroy(&w->cols[c].defs);
+            sp_buf_destroy(&w->cols[c].reps);
             sp_buf_destroy(&w->cols[c].vals);
         }
     free(w->cols);
-    for (int32_t i = 0; i < w->nrgs; i++) free(w->rgs[i].cols);
+    for (int32_t i = 0; i < w->nrgs; i++) {
+        for (int32_t c = 0; w->rgs[i].cols && c < w->s->ncolumns; c++) {
+            free(w->rgs[i].cols[c].min);
+            free(w->rgs[i].cols[c].max);
+        }
+        free(w->rgs[i].cols);
+    }
     free(w->rgs);
     sp_buf_destroy(&w->page);
     sp_buf_destroy(&w->comp);
@@ -299,7 +338,7 @@ static int build_dict(sp_pq_writer *w, const pq_col *col, int ptype) {
     w->ndict = 0;
     const char *p = col->vals.data;
     for (int64_t i = 0; i < col->nvals; i++) {
-        size_t n = ptype == PQ_BYTE_ARRAY ? 4 + rd32(p) : 8;
+        size_t n = value_size(ptype, p);
         uint64_t h = hash(p, n);
         size_t at = h & (cap - 1);
         while (w->ht[at].id >= 0 &&
@@ -318,6 +357,85 @@ static int build_dict(sp_pq_writer *w, const pq_col *col, int ptype) {
     return 1;
 }
 
+/* -1, 0 or 1 as a is below, equal to or above b, in the column's sort
+ * order (signed numbers; strings as unsigned bytes). */
+static int compare(int ptype, const char *a, const char *b) {
+    int64_t x = 0, y = 0;
+    double dx, dy;
+    switch (ptype) {
+    case PQ_BYTE_ARRAY: {
+        uint32_t la = rd32(a), lb = rd32(b);
+        int c = memcmp(a + 4, b + 4, la < lb ? la : lb);
+        return c ? (c < 0 ? -1 : 1) : (la > lb) - (la < lb);
+    }
+    case PQ_DOUBLE:
+        memcpy(&dx, a, 8);
+        memcpy(&dy, b, 8);
+        return (dx > dy) - (dx < dy);
+    case PQ_BOOLEAN: return (*a != 0) - (*b != 0);
+    case PQ_INT32:
+        x = (int32_t)rd32(a);
+        y = (int32_t)rd32(b);
+        return (x > y) - (x < y);
+    default:
+        memcpy(&x, a, 8); /* little-endian hosts only, as put_value */
+        memcpy(&y, b, 8);
+        return (x > y) - (x < y);
+    }
+}
+
+static char *stat_copy(int ptype, const char *v, uint32_t *len) {
+    if (ptype == PQ_BYTE_ARRAY) {
+        *len = rd32(v);
+        v += 4;
+    } else {
+        *len = (uint32_t)value_size(ptype, v);
+    }
+    char *c = malloc(*len ? *len : 1);
+    if (c) memcpy(c, v, *len);
+    return c;
+}
+
+/* The chunk's statistics: null count, and min and max of its values. */
+static int chunk_stats(const pq_col *col, int ptype, pq_chunk *ch) {
+    const char *p = col->vals.data, *lo = NULL, *hi = NULL;
+    size_t longest = 0;
+    ch->levels = (int64_t)col->defs.len;
+    ch->nulls = ch->levels - col->nvals;
+    for (int64_t i = 0; i < col->nvals; i++) {
+        size_t n = value_size(ptype, p);
+        if (n > longest) longest = n;
+        if (!lo || compare(ptype, p, lo) < 0) lo = p;
+        if (!hi || compare(ptype, p, hi) > 0) hi = p;
+        p += n;
+    }
+    if (!lo || longest > 4 + STAT_MAX_BYTES) return 0;
+    if (!(ch->min = stat_copy(ptype, lo, &ch->min_len)) ||
+        !(ch->max = stat_copy(ptype, hi, &ch->max_len)))
+        return -1;
+    if (ptype == PQ_DOUBLE) {
+        /* the format's rule for zeros: -0.0 as a min, +0.0 as a max */
+        double d;
+        memcpy(&d, ch->min, 8);
+        if (d == 0) d = -0.0, memcpy(ch->min, &d, 8);
+        memcpy(&d, ch->max, 8);
+        if (d == 0) d = 0.0, memcpy(ch->max, &d, 8);
+    }
+    return 0;
+}
+
+/* Levels of entries [from, to) as 4-byte-length-prefixed RLE. */
+static int put_levels(sp_pq_writer *w, const sp_buf *levels, size_t from, size_t to, int bw) {
+    const uint8_t *l = (const uint8_t *)levels->data;
+    uint8_t len[4];
+    if (grow_u32(&w->tmp, &w->tmp_cap, to - from) != 0) return -1;
+    for (size_t i = from; i < to; i++) w->tmp[i - from] = l[i];
+    sp_buf_reset(&w->lv);
+    if (sp_pq_rle(&w->lv, w->tmp, to - from, bw) != 0) return -1;
+    le32(len, (uint32_t)w->lv.len);
+    return sp_buf_append(&w->page, len, 4) || sp_buf_append(&w->page, w->lv.data, w->lv.len);
+}
+
 static int write_chunk(sp_pq_writer *w, int32_t c, pq_chunk *ch) {
     const pq_col *col = &w->cols[c];
     const sp_schema_node *nd = &w->s->nodes[w->s->leaves[c]];
@@ -325,6 +443,7 @@ static int write_chunk(sp_pq_writer *w, int32_t c, pq_chunk *ch) {
     int max_def = nd->max_def;
     int use_dict = 0;
     ch->dict_off = -1;
+    if (chunk_stats(col, ptype, ch) != 0) return -1;
     if (w->o.dictionary && ptype != PQ_BOOLEAN && col->nvals > 0) {
         use_dict = build_dict(w, col, ptype);
         if (use_dict < 0) return -1;
@@ -338,44 +457,37 @@ static int write_chunk(sp_pq_writer *w, int32_t c, pq_chunk *ch) {
     }
     ch->data_off = w->offset;
     const uint8_t *defs = (const uint8_t *)col->defs.data;
-    size_t rows = col->defs.len, row = 0, vpos = 0, vi = 0;
+    const uint8_t *reps = nd->max_rep ? (const uint8_t *)col->reps.data : NULL;
+    size_t entries = col->defs.len, at = 0, vpos = 0, vi = 0;
     int dbw = bits((uint32_t)max_def);
     int ibw = bits(w->ndict > 1 ? w->ndict - 1 : 1);
-    while (row < rows) {
-        size_t end = row, bytes = 0, nv = 0;
-        while (end < rows && bytes < (size_t)w->o.page_bytes) {
+    while (at < entries) {
+        size_t end = at, bytes = 0, nv = 0;
+        /* a page holds whole rows: it ends before an entry that starts one */
+        while (end < entries &&
+               (bytes < (size_t)w->o.page_bytes || (reps && end > at && reps[end] != 0))) {
             if (defs[end] == max_def) {
-                bytes += ptype == PQ_BYTE_ARRAY ? 4 + rd32(col->vals.data + vpos + bytes)
-                         : ptype == PQ_BOOLEAN  ? 1
-                                                : 8;
+                bytes += value_size(ptype, col->vals.data + vpos + bytes);
                 nv++;
             }
             end++;
         }
         sp_buf_reset(&w->page);
-        if (max_def > 0) {
-            if (grow_u32(&w->tmp, &w->tmp_cap, end - row) != 0) return -1;
-            for (size_t i = row; i < end; i++) w->tmp[i - row] = defs[i];
-            sp_buf_reset(&w->lv);
-            uint8_t len[4];
-            if (sp_pq_rle(&w->lv, w->tmp, end - row, dbw) != 0) return -1;
-            le32(len, (uint32_t)w->lv.len);
-            if (sp_buf_append(&w->page, len, 4) != 0 ||
-                sp_buf_append(&w->page, w->lv.data, w->lv.len) != 0)
-                return -1;
-        }
+        if ((reps && put_levels(w, &col->reps, at, end, 1) != 0) ||
+            (max_def > 0 && put_levels(w, &col->defs, at, end, dbw) != 0))
+            return -1;
         int rc = 0;
         if (use_dict) {
             rc = sp_buf_putc(&w->page, (char)ibw) ||
                  sp_pq_rle(&w->page, w->idx + vi, nv, ibw);
         } else if (ptype == PQ_BOOLEAN) {
-            size_t nb = (nv + 7) / 8, at = w->page.len;
+            size_t nb = (nv + 7) / 8, pos = w->page.len;
             rc = sp_buf_reserve(&w->page, nb);
             if (rc == 0) {
-                memset(w->page.data + at, 0, nb);
+                memset(w->page.data + pos, 0, nb);
                 for (size_t i = 0; i < nv; i++)
                     if (col->vals.data[vpos + i])
-                        w->page.data[at + i / 8] |= (char)(1 << (i % 8));
+                        w->page.data[pos + i / 8] |= (char)(1 << (i % 8));
                 w->page.len += nb;
             }
         } else {
@@ -383,10 +495,10 @@ static int write_chunk(sp_pq_writer *w, int32_t c, pq_chunk *ch) {
             rc = bytes ? sp_buf_append(&w->page, col->vals.data + vpos, bytes) : 0;
         }
         if (rc != 0 ||
-            write_page(w, PAGE_DATA, (int32_t)(end - row),
+            write_page(w, PAGE_DATA, (int32_t)(end - at),
                        use_dict ? ENC_PLAIN_DICTIONARY : ENC_PLAIN, ch) != 0)
             return -1;
-        row = end;
+        at = end;
         vpos += bytes;
         vi += nv;
     }
@@ -410,10 +522,12 @@ static int write_row_group(sp_pq_writer *w) {
     rg->rows = w->rows;
     rg->offset = w->offset;
     for (int32_t c = 0; c < w->s->ncolumns; c++) {
+        if (!column_on(w, c)) continue;
         if (write_chunk(w, c, &rg->cols[c]) != 0) return -1;
         rg->uncomp += rg->cols[c].uncomp;
         rg->comp += rg->cols[c].comp;
         sp_buf_reset(&w->cols[c].defs);
+        sp_buf_reset(&w->cols[c].reps);
         sp_buf_reset(&w->cols[c].vals);
         w->cols[c].nvals = 0;
     }
@@ -429,6 +543,7 @@ static int put_value(pq_col *col, const sp_schema_node *nd, const sp_value *v) {
     if (sp_buf_reserve(&col->vals, need) != 0) return -1;
     uint8_t *p = (uint8_t *)col->vals.data + col->vals.len;
     uint64_t u;
+    int n = 8;
     switch (nd->type) {
     case SP_SCH_STRING:
         le32(p, v->len);
@@ -442,12 +557,26 @@ static int put_value(pq_col *col, const sp_schema_node *nd, const sp_value *v) {
     case SP_SCH_DOUBLE:
         memcpy(&u, &v->v.d, 8);
         break;
+    case SP_SCH_DATE:
+        u = (uint64_t)v->v.i;
+        n = 4;
+        break;
     default:
         u = (uint64_t)v->v.i;
     }
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(u >> (8 * i));
-    col->vals.len += 8;
+    for (int i = 0; i < n; i++) p[i] = (uint8_t)(u >> (8 * i));
+    col->vals.len += (size_t)n;
     return 0;
+}
+
+/* One entry of column col: its levels, and its value when present. */
+static int put_entry(pq_col *col, const sp_schema_node *nd, const sp_value *v, int rep) {
+    if (sp_buf_putc(&col->defs, (char)v->def) != 0 ||
+        (nd->max_rep && sp_buf_putc(&col->reps, (char)rep) != 0))
+        return -1;
+    if (!v->present) return 0;
+    col->nvals++;
+    return put_value(col, nd, v);
 }
 
 int sp_pq_append(sp_pq_writer *w, const char **err) {
@@ -455,15 +584,24 @@ int sp_pq_append(sp_pq_writer *w, const char **err) {
     int64_t added = 0;
     int rc = w->failed;
     for (int32_t c = 0; c < s->ncolumns && rc == 0; c++) {
-        const sp_value *v = &s->vals[s->leaves[c]];
+        if (!column_on(w, c)) continue;
+        int32_t leaf = s->leaves[c];
+        const sp_schema_node *nd = &s->nodes[leaf];
         pq_col *col = &w->cols[c];
-        size_t before = col->vals.len;
-        rc = sp_buf_putc(&col->defs, (char)v->def);
-        if (rc == 0 && v->present) {
-            rc = put_value(col, &s->nodes[s->leaves[c]], v);
-            col->nvals++;
+        size_t before = col->vals.len + col->defs.len;
+        const sp_items *it = &s->items[leaf];
+        if (!nd->max_rep) {
+            rc = put_entry(col, nd, &s->vals[leaf], 0);
+        } else if (it->n == 0) {
+            /* a null or empty list: one entry, defined as far as the list */
+            sp_value none = {0};
+            none.def = s->vals[nd->parent].def;
+            rc = put_entry(col, nd, &none, 0);
+        } else {
+            for (uint32_t i = 0; i < it->n && rc == 0; i++)
+                rc = put_entry(col, nd, &it->v[i], i > 0);
         }
-        added += (int64_t)(col->vals.len - before) + 1;
+        added += (int64_t)(col->vals.len + col->defs.len - before);
     }
     if (rc != 0) {
         w->failed = 1;
@@ -483,20 +621,35 @@ int sp_pq_append(sp_pq_writer *w, const char **err) {
     return 0;
 }
 
-static void schema_element(sp_thrift *t, const sp_schema *s, int32_t n) {
-    const sp_schema_node *nd = &s->nodes[n];
-    sp_thrift_begin(t, 0);
-    if (nd->type != SP_SCH_STRUCT) sp_thrift_i32(t, 1, physical(nd->type));
-    if (n > 0) sp_thrift_i32(t, 3, nd->nullable ? 1 : 0);
-    sp_thrift_binary(t, 4, nd->name, nd->name_len);
-    if (nd->type == SP_SCH_STRUCT) sp_thrift_i32(t, 5, nd->nkids);
-    if (nd->type == SP_SCH_STRING) {
+static void logical_empty(sp_thrift *t, int16_t kind) {
+    sp_thrift_begin(t, 10);
+    sp_thrift_begin(t, kind);
+    sp_thrift_end(t);
+    sp_thrift_end(t);
+}
+
+static void leaf_types(sp_thrift *t, const sp_schema_node *nd) {
+    switch (nd->type) {
+    case SP_SCH_STRING:
         sp_thrift_i32(t, 6, CONV_UTF8);
-        sp_thrift_begin(t, 10); /* LogicalType.STRING */
-        sp_thrift_begin(t, 1);
+        logical_empty(t, 1); /* STRING */
+        break;
+    case SP_SCH_DATE:
+        sp_thrift_i32(t, 6, CONV_DATE);
+        logical_empty(t, 6); /* DATE */
+        break;
+    case SP_SCH_DECIMAL:
+        sp_thrift_i32(t, 6, CONV_DECIMAL);
+        sp_thrift_i32(t, 7, nd->scale);
+        sp_thrift_i32(t, 8, nd->precision);
+        sp_thrift_begin(t, 10); /* LogicalType.DECIMAL(scale, precision) */
+        sp_thrift_begin(t, 5);
+        sp_thrift_i32(t, 1, nd->scale);
+        sp_thrift_i32(t, 2, nd->precision);
         sp_thrift_end(t);
         sp_thrift_end(t);
-    } else if (nd->type == SP_SCH_TIMESTAMP) {
+        break;
+    case SP_SCH_TIMESTAMP:
         sp_thrift_i32(t, 6, CONV_TIMESTAMP_MILLIS);
         sp_thrift_begin(t, 10); /* LogicalType.TIMESTAMP(UTC, MILLIS) */
         sp_thrift_begin(t, 8);
@@ -507,8 +660,49 @@ static void schema_element(sp_thrift *t, const sp_schema *s, int32_t n) {
         sp_thrift_end(t);
         sp_thrift_end(t);
         sp_thrift_end(t);
+        break;
     }
+}
+
+/* Top-level fields written (partition columns are not). */
+static int32_t kids_on(const sp_pq_writer *w, int32_t n) {
+    const sp_schema_node *nd = &w->s->nodes[n];
+    int32_t k = 0;
+    for (int32_t i = 0; i < nd->nkids; i++) k += !(n == 0 && w->o.omit && w->o.omit[nd->kids[i]]);
+    return k;
+}
+
+/* Schema elements of node n and what is under it, in pre-order; the
+ * count in *count. */
+static void schema_elements(sp_thrift *t, const sp_pq_writer *w, int32_t n, int32_t *count) {
+    const sp_schema *s = w->s;
+    const sp_schema_node *nd = &s->nodes[n];
+    if (n > 0 && nd->depth == 1 && w->o.omit && w->o.omit[n]) return;
+    int group = nd->type == SP_SCH_STRUCT || nd->type == SP_SCH_LIST;
+    (*count)++;
+    if (!t) goto kids;
+    sp_thrift_begin(t, 0);
+    if (!group) sp_thrift_i32(t, 1, physical(nd->type));
+    if (n > 0) sp_thrift_i32(t, 3, nd->nullable ? OPTIONAL : REQUIRED);
+    sp_thrift_binary(t, 4, nd->name, nd->name_len);
+    if (group) sp_thrift_i32(t, 5, nd->type == SP_SCH_LIST ? 1 : kids_on(w, n));
+    if (nd->type == SP_SCH_LIST) {
+        sp_thrift_i32(t, 6, CONV_LIST);
+        logical_empty(t, 3); /* LIST */
+    }
+    leaf_types(t, nd);
     sp_thrift_end(t);
+    if (nd->type == SP_SCH_LIST) {
+        /* the repeated group between a list and its element */
+        sp_thrift_begin(t, 0);
+        sp_thrift_i32(t, 3, REPEATED);
+        sp_thrift_binary(t, 4, "list", 4);
+        sp_thrift_i32(t, 5, 1);
+        sp_thrift_end(t);
+    }
+kids:
+    if (nd->type == SP_SCH_LIST) (*count)++;
+    for (int32_t k = 0; k < nd->nkids; k++) schema_elements(t, w, nd->kids[k], count);
 }
 
 static void column_chunk(sp_thrift *t, const sp_pq_writer *w, int32_t c,
@@ -517,25 +711,38 @@ static void column_chunk(sp_thrift *t, const sp_pq_writer *w, int32_t c,
     const pq_chunk *ch = &rg->cols[c];
     int32_t leaf = s->leaves[c];
     const sp_schema_node *nd = &s->nodes[leaf];
-    int32_t chain[SP_SCHEMA_DEPTH], k = 0;
-    for (int32_t n = leaf; n > 0 && k < SP_SCHEMA_DEPTH; n = s->nodes[n].parent)
-        chain[k++] = n;
+    const char *chain[SP_SCHEMA_DEPTH + 1];
+    size_t lens[SP_SCHEMA_DEPTH + 1];
+    int k = 0;
+    for (int32_t n = leaf; n > 0 && k < SP_SCHEMA_DEPTH; n = s->nodes[n].parent) {
+        chain[k] = s->nodes[n].name;
+        lens[k++] = s->nodes[n].name_len;
+        if (s->nodes[s->nodes[n].parent].type == SP_SCH_LIST) {
+            chain[k] = "list";
+            lens[k++] = 4;
+        }
+    }
+    int ptype = physical(nd->type);
     sp_thrift_begin(t, 0);
     sp_thrift_i64(t, 2, ch->dict_off >= 0 ? ch->dict_off : ch->data_off);
     sp_thrift_begin(t, 3);
-    sp_thrift_i32(t, 1, physical(nd->type));
+    sp_thrift_i32(t, 1, ptype);
     sp_thrift_list(t, 2, SP_TT_I32, 2);
     sp_thrift_elem_i32(t, ENC_RLE);
     sp_thrift_elem_i32(t, ch->dict_off >= 0 ? ENC_PLAIN_DICTIONARY : ENC_PLAIN);
     sp_thrift_list(t, 3, SP_TT_BINARY, k);
-    while (k-- > 0)
-        sp_thrift_elem_binary(t, s->nodes[chain[k]].name, s->nodes[chain[k]].name_len);
+    while (k-- > 0) sp_thrift_elem_binary(t, chain[k], lens[k]);
     sp_thrift_i32(t, 4, w->o.codec);
-    sp_thrift_i64(t, 5, rg->rows);
+    sp_thrift_i64(t, 5, ch->levels);
     sp_thrift_i64(t, 6, ch->uncomp);
     sp_thrift_i64(t, 7, ch->comp);
     sp_thrift_i64(t, 9, ch->data_off);
     if (ch->dict_off >= 0) sp_thrift_i64(t, 11, ch->dict_off);
+    sp_thrift_begin(t, 12); /* Statistics */
+    sp_thrift_i64(t, 3, ch->nulls);
+    if (ch->max) sp_thrift_binary(t, 5, ch->max, ch->max_len);
+    if (ch->min) sp_thrift_binary(t, 6, ch->min, ch->min_len);
+    sp_thrift_end(t);
     sp_thrift_end(t);
     sp_thrift_end(t);
 }
@@ -547,16 +754,21 @@ int sp_pq_finish(sp_pq_writer *w, const char **err) {
     if (w->failed || write_row_group(w) != 0) goto fail;
     sp_buf_reset(&w->hdr);
     sp_thrift_init(&t, &w->hdr);
+    int32_t nelems = 0, ncols = 0;
+    schema_elements(NULL, w, 0, &nelems);
+    for (int32_t c = 0; c < s->ncolumns; c++) ncols += column_on(w, c);
     sp_thrift_i32(&t, 1, 1);
-    sp_thrift_list(&t, 2, SP_TT_STRUCT, s->nnodes);
-    for (int32_t n = 0; n < s->nnodes; n++) schema_element(&t, s, n);
+    sp_thrift_list(&t, 2, SP_TT_STRUCT, nelems);
+    nelems = 0;
+    schema_elements(&t, w, 0, &nelems);
     sp_thrift_i64(&t, 3, w->total_rows);
     sp_thrift_list(&t, 4, SP_TT_STRUCT, w->nrgs);
     for (int32_t i = 0; i < w->nrgs; i++) {
         const pq_rg *rg = &w->rgs[i];
         sp_thrift_begin(&t, 0);
-        sp_thrift_list(&t, 1, SP_TT_STRUCT, s->ncolumns);
-        for (int32_t c = 0; c < s->ncolumns; c++) column_chunk(&t, w, c, rg);
+        sp_thrift_list(&t, 1, SP_TT_STRUCT, ncols);
+        for (int32_t c = 0; c < s->ncolumns; c++)
+            if (column_on(w, c)) column_chunk(&t, w, c, rg);
         sp_thrift_i64(&t, 2, rg->uncomp);
         sp_thrift_i64(&t, 3, rg->rows);
         sp_thrift_i64(&t, 5, rg->offset);
@@ -565,6 +777,15 @@ int sp_pq_finish(sp_pq_writer *w, const char **err) {
     }
     static const char created_by[] = "sproc version " SPROC_VERSION;
     sp_thrift_binary(&t, 6, created_by, sizeof created_by - 1);
+    /* every column's min and max follow its type's order (signed
+     * numbers, strings as unsigned bytes): readers then trust them */
+    sp_thrift_list(&t, 7, SP_TT_STRUCT, ncols);
+    for (int32_t c = 0; c < ncols; c++) {
+        sp_thrift_begin(&t, 0);
+        sp_thrift_begin(&t, 1); /* TypeDefinedOrder */
+        sp_thrift_end(&t);
+        sp_thrift_end(&t);
+    }
     sp_thrift_end(&t);
     le32(len, (uint32_t)w->hdr.len);
     if (t.failed || emit(w, w->hdr.data, w->hdr.len) != 0 ||

@@ -1,10 +1,11 @@
-/* sp_parquet: a Parquet file writer for sp_schema rows (flat columns and
- * nested structs, no lists). Rows are buffered column by column and
- * written as a row group when the buffer reaches its size; each column
- * chunk is dictionary-encoded when its distinct values fit a dictionary,
- * else plain; pages are compressed with snappy or zstd. The layout is
- * Parquet 1.0 (data page v1, PLAIN_DICTIONARY), which every reader
- * reads. */
+/* sp_parquet: a Parquet file writer for sp_schema rows (flat columns,
+ * nested structs, lists of plain values). Rows are buffered column by
+ * column and written as a row group when the buffer reaches its size;
+ * each column chunk is dictionary-encoded when its distinct values fit a
+ * dictionary, else plain; pages are compressed with snappy or zstd. Each
+ * column chunk carries its statistics (min, max, null count), which
+ * readers use to skip row groups. The layout is Parquet 1.0 (data page
+ * v1, PLAIN_DICTIONARY), which every reader reads. */
 #ifndef SP_PARQUET_H
 #define SP_PARQUET_H
 
@@ -20,6 +21,9 @@ typedef struct sp_pq_opts {
     int64_t row_group_bytes; /* buffered bytes that make a row group */
     int64_t row_group_rows;  /* 0: no row limit */
     int64_t page_bytes;      /* values per data page, about */
+    const uint8_t *omit;     /* per schema node: 1 leaves the top-level field
+                                out of the file (Hive-style partition
+                                columns); NULL: none */
 } sp_pq_opts;
 
 typedef struct sp_pq_writer sp_pq_writer;

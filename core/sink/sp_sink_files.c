@@ -1,10 +1,12 @@
-/* Rolling files: outputs go to a hidden in-progress file that is fsynced
- * and renamed into place when it rolls (by size or age) or when the sink
- * is flushed, so no reader ever sees half a file. The input segments of
- * the records in the open file stay referenced until it is published:
- * their offsets are not committed before the file is in place. With a
- * checkpoint (sp_fcommit) publication is exactly-once. A file holds JSON
- * lines, or Parquet when the sink has a schema. */
+/* Rolling files: outputs go to hidden in-progress files that are fsynced
+ * and renamed into place when they roll (by size or age) or when the
+ * sink is flushed, so no reader ever sees half a file. The input segments
+ * of the records in the open files stay referenced until they are
+ * published: their offsets are not committed before the files are in
+ * place. With a checkpoint (sp_fcommit) publication is exactly-once. A
+ * file holds JSON lines, or Parquet when the sink has a schema. With
+ * partition columns (sp_hive) each partition directory has its own open
+ * file; they roll and are published together, under one name. */
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -18,21 +20,37 @@
 #include "sp_ctx.h"
 #include "sp_sink.h"
 #include "sp_fcommit.h"
+#include "sp_hive.h"
 #include "sp_log.h"
 #include "sp_pq.h"
+
+/* Open partition files past which the open ones are published before
+ * another opens (each buffers a row group). */
+#define MAX_OPEN_FILES 64
+
+typedef struct ofile {
+    char *rel;        /* its partition directory, "" for none */
+    char *tmp_path;   /* dir/rel/.name.inprogress */
+    char *name;       /* rel/name, relative to the sink's directory */
+    FILE *f;
+    sp_pq_writer *pw;
+    int64_t bytes, rows;
+} ofile;
 
 typedef struct files {
     char *prefix, *suffix;
     int64_t roll_bytes, roll_ms;
-    FILE *f;
-    char *tmp_path, *final_path, *name;
+    ofile *open; /* the files of the coming publication */
+    int nopen, open_cap, last;
     int64_t bytes, rows, opened_ms, seq, started_ms;
-    sp_seg **segs; /* referenced by the open file */
+    sp_seg **segs; /* referenced by the open files */
     size_t nsegs, segs_cap;
     sp_schema *schema; /* Parquet files when set */
     char *spec;        /* the schema's spec, to notice a reload's change */
+    char *parts_spec;  /* the partition columns, likewise */
+    sp_hive *hive;     /* partition columns; NULL: none */
+    sp_buf rel;
     sp_pq_opts pq;
-    sp_pq_writer *pw;
     sp_fcommit *commit; /* exactly-once when set */
     const sp_rec *last_in;
     int64_t last_offset;
@@ -49,65 +67,125 @@ static void release_segs(files *fs) {
     fs->nsegs = 0;
 }
 
-static int open_file(sp_sink *s, const char **err) {
+/* The publication's common name: the start time and pid keep names
+ * unique across restarts and across processes writing to one
+ * directory. */
+static void base_name(const sp_sink *s, char *buf, size_t n) {
+    const files *fs = s->impl;
+    snprintf(buf, n, "%s-%" PRId64 "-%ld-%05" PRId64 "%s", fs->prefix, fs->started_ms,
+             (long)getpid(), fs->seq, fs->suffix);
+}
+
+static void close_file(ofile *o) {
+    sp_pq_destroy(o->pw);
+    if (o->f) fclose(o->f);
+    free(o->rel);
+    free(o->tmp_path);
+    free(o->name);
+    memset(o, 0, sizeof *o);
+}
+
+/* Opens the file of partition directory rel (length len). */
+static int open_file(sp_sink *s, const char *rel, size_t len, const char **err) {
     files *fs = s->impl;
-    size_t n = strlen(s->name) + strlen(fs->prefix) + strlen(fs->suffix) + 96;
-    free(fs->tmp_path);
-    free(fs->final_path);
-    fs->tmp_path = malloc(n);
-    fs->final_path = malloc(n);
-    if (!fs->tmp_path || !fs->final_path) {
-        *err = "out of memory";
-        return SP_ENOMEM;
+    char base[1024];
+    if (fs->nopen == fs->open_cap) {
+        int cap = fs->open_cap ? fs->open_cap * 2 : 4;
+        ofile *t = realloc(fs->open, (size_t)cap * sizeof *t);
+        if (!t) goto oom;
+        fs->open = t;
+        fs->open_cap = cap;
     }
-    /* The start time and pid keep names unique across restarts and across
-     * processes writing to one directory. */
-    snprintf(fs->final_path, n, "%s/%s-%" PRId64 "-%ld-%05" PRId64 "%s",
-             s->name, fs->prefix, fs->started_ms, (long)getpid(), fs->seq,
-             fs->suffix);
-    snprintf(fs->tmp_path, n, "%s/.%s-%" PRId64 "-%ld-%05" PRId64 "%s.inprogress",
-             s->name, fs->prefix, fs->started_ms, (long)getpid(), fs->seq,
-             fs->suffix);
-    fs->name = fs->final_path + strlen(s->name) + 1;
-    fs->seq++;
-    fs->f = fopen(fs->tmp_path, "w");
-    if (!fs->f) {
-        sp_error("cannot create %s: %s", fs->tmp_path, strerror(errno));
+    ofile *o = &fs->open[fs->nopen];
+    memset(o, 0, sizeof *o);
+    base_name(s, base, sizeof base);
+    size_t n = strlen(s->name) + len + strlen(base) + 32;
+    if (!(o->rel = strndup(rel, len)) || !(o->tmp_path = malloc(n)) || !(o->name = malloc(n))) {
+        close_file(o);
+        goto oom;
+    }
+    snprintf(o->name, n, "%s%s%s", o->rel, len ? "/" : "", base);
+    snprintf(o->tmp_path, n, "%s/%s%s.%s.inprogress", s->name, o->rel, len ? "/" : "", base);
+    if (len) {
+        char dir[4096];
+        snprintf(dir, sizeof dir, "%s/%s", s->name, o->rel);
+        if (sp_mkdirs(dir) != 0) {
+            sp_error("cannot create directory %s: %s", dir, strerror(errno));
+            close_file(o);
+            *err = "cannot create output directory";
+            return SP_EIO;
+        }
+    }
+    if (!(o->f = fopen(o->tmp_path, "w"))) {
+        sp_error("cannot create %s: %s", o->tmp_path, strerror(errno));
+        close_file(o);
         *err = "cannot create output file";
         return SP_EIO;
     }
-    if (fs->schema && !(fs->pw = sp_pq_create(fs->schema, &fs->pq, fs->f, err)))
+    if (fs->schema && !(o->pw = sp_pq_create(fs->schema, &fs->pq, o->f, err))) {
+        close_file(o);
         return SP_EIO;
-    fs->bytes = 0;
-    fs->rows = 0;
-    fs->opened_ms = now_ms();
+    }
+    if (fs->nopen == 0) fs->opened_ms = now_ms();
+    fs->last = fs->nopen++;
     return SP_OK;
+oom:
+    *err = "out of memory";
+    return SP_ENOMEM;
+}
+
+/* Finishes, syncs and closes an open file; 0 or -1. */
+static int seal(ofile *o, const char **err) {
+    int rc = 0;
+    if (o->pw) {
+        rc = sp_pq_finish(o->pw, err);
+        sp_pq_destroy(o->pw);
+        o->pw = NULL;
+    }
+    if (fflush(o->f) != 0 || fsync(fileno(o->f)) != 0) rc = -1;
+    if (fclose(o->f) != 0) rc = -1;
+    o->f = NULL;
+    return rc;
 }
 
 static int publish(sp_sink *s, const char **err) {
     files *fs = s->impl;
-    int rc = SP_OK;
-    if (!fs->f) return SP_OK;
-    if (fs->pw) {
-        rc = sp_pq_finish(fs->pw, err) == 0 ? SP_OK : SP_EIO;
-        sp_pq_destroy(fs->pw);
-        fs->pw = NULL;
+    int rc = SP_OK, n = fs->nopen;
+    if (n == 0) return SP_OK;
+    char **tmps = calloc((size_t)n, sizeof *tmps), **names = calloc((size_t)n, sizeof *names);
+    for (int i = 0; i < n; i++) {
+        if (seal(&fs->open[i], err) != 0) rc = SP_EIO;
+        if (tmps && names) {
+            tmps[i] = fs->open[i].tmp_path;
+            names[i] = fs->open[i].name;
+        }
     }
-    if (fflush(fs->f) != 0 || fsync(fileno(fs->f)) != 0) rc = SP_EIO;
-    if (fclose(fs->f) != 0) rc = SP_EIO;
-    fs->f = NULL;
-    if (rc == SP_OK && fs->commit)
-        rc = sp_fcommit_publish(fs->commit, fs->tmp_path, fs->name, fs->rows,
-                                err) == 0 ? SP_OK : SP_EIO;
-    else if (rc == SP_OK && rename(fs->tmp_path, fs->final_path) != 0)
-        rc = SP_EIO;
+    if (!tmps || !names) {
+        rc = SP_ENOMEM;
+    } else if (rc == SP_OK && fs->commit) {
+        char base[1024];
+        base_name(s, base, sizeof base);
+        if (sp_fcommit_publish(fs->commit, base, tmps, names, n, fs->rows, err) != 0) rc = SP_EIO;
+    } else if (rc == SP_OK) {
+        for (int i = 0; i < n && rc == SP_OK; i++) {
+            char final[4096];
+            snprintf(final, sizeof final, "%s/%s", s->name, names[i]);
+            if (rename(tmps[i], final) != 0) rc = SP_EIO;
+        }
+    }
+    free(tmps);
+    free(names);
     if (rc != SP_OK) {
-        sp_error("cannot publish %s: %s", fs->final_path, strerror(errno));
+        sp_error("cannot publish the files of %s: %s", s->name, strerror(errno));
         *err = "cannot publish output file";
         return rc;
     }
-    sp_debug("published %s (%" PRId64 " rows, %" PRId64 " bytes)",
-             fs->final_path, fs->rows, fs->bytes);
+    sp_debug("published %d file(s) in %s (%" PRId64 " rows, %" PRId64 " bytes)", n, s->name,
+             fs->rows, fs->bytes);
+    for (int i = 0; i < n; i++) close_file(&fs->open[i]);
+    fs->nopen = 0;
+    fs->seq++;
+    fs->bytes = fs->rows = 0;
     release_segs(fs);
     return SP_OK;
 }
@@ -128,6 +206,16 @@ static int hold_seg(files *fs, sp_seg *seg) {
     return SP_OK;
 }
 
+/* The open file of partition directory rel, or -1. */
+static int find_open(const files *fs, const char *rel, size_t len) {
+    if (fs->nopen && strlen(fs->open[fs->last].rel) == len &&
+        memcmp(fs->open[fs->last].rel, rel, len) == 0)
+        return fs->last;
+    for (int i = 0; i < fs->nopen; i++)
+        if (strlen(fs->open[i].rel) == len && memcmp(fs->open[i].rel, rel, len) == 0) return i;
+    return -1;
+}
+
 static int files_write(sp_sink *s, sp_msg *m, const char **err) {
     files *fs = s->impl;
     int rc = SP_OK;
@@ -141,15 +229,27 @@ static int files_write(sp_sink *s, sp_msg *m, const char **err) {
         sp_schema_convert(fs->schema, m->val, m->val ? m->val_len : 0, NULL,
                           err) != 0)
         return SP_EMALFORMED;
-    /* Roll by size between input records only, so that all outputs of a
-     * record land in one file (the checkpoint lists whole records). */
+    if (fs->hive && (rc = sp_hive_path(fs->hive, fs->schema, &fs->rel, err)) != 0)
+        return rc == -2 ? SP_EMALFORMED : SP_ENOMEM;
+    const char *rel = fs->hive ? fs->rel.data : "";
+    size_t rel_len = fs->hive ? fs->rel.len : 0;
+    /* Roll between input records only, so that all outputs of a record
+     * are published together (the checkpoint lists whole records). */
     int same_record = m->in && m->in == fs->last_in &&
                       m->in->offset == fs->last_offset;
-    if (fs->f && !same_record && fs->roll_bytes > 0 &&
-        (fs->pw ? sp_pq_size(fs->pw) : fs->bytes) >= fs->roll_bytes &&
-        (rc = publish(s, err)) != SP_OK)
-        return rc;
-    if (!fs->f && (rc = open_file(s, err)) != SP_OK) return rc;
+    int at = find_open(fs, rel, rel_len);
+    if (fs->nopen && !same_record &&
+        ((fs->roll_bytes > 0 && fs->bytes >= fs->roll_bytes) ||
+         (at < 0 && fs->nopen >= MAX_OPEN_FILES))) {
+        if ((rc = publish(s, err)) != SP_OK) return rc;
+        at = -1;
+    }
+    if (at < 0) {
+        if ((rc = open_file(s, rel, rel_len, err)) != SP_OK) return rc;
+        at = fs->nopen - 1;
+    }
+    ofile *o = &fs->open[at];
+    fs->last = at;
     if (m->seg && hold_seg(fs, m->seg) != SP_OK) {
         *err = "out of memory";
         return SP_ENOMEM;
@@ -161,21 +261,24 @@ static int files_write(sp_sink *s, sp_msg *m, const char **err) {
     }
     fs->last_in = m->in;
     fs->last_offset = m->in ? m->in->offset : -1;
-    if (fs->pw) {
-        if (sp_pq_append(fs->pw, err) != 0) return SP_EIO;
-    } else if ((m->val_len && fwrite(m->val, 1, m->val_len, fs->f) != m->val_len) ||
-               fputc('\n', fs->f) == EOF) {
+    int64_t before = o->pw ? sp_pq_size(o->pw) : o->bytes;
+    if (o->pw) {
+        if (sp_pq_append(o->pw, err) != 0) return SP_EIO;
+    } else if ((m->val_len && fwrite(m->val, 1, m->val_len, o->f) != m->val_len) ||
+               fputc('\n', o->f) == EOF) {
         *err = "cannot write output file";
         return SP_EIO;
     }
-    fs->bytes += (int64_t)m->val_len + 1;
+    o->bytes += (int64_t)m->val_len + 1;
+    o->rows++;
+    fs->bytes += (o->pw ? sp_pq_size(o->pw) : o->bytes) - before;
     fs->rows++;
     return rc;
 }
 
 static int files_flush(sp_sink *s, int force, const char **err) {
     files *fs = s->impl;
-    if (!fs->f) return SP_OK;
+    if (!fs->nopen) return SP_OK;
     if (force || (fs->roll_ms > 0 && now_ms() - fs->opened_ms >= fs->roll_ms))
         return publish(s, err);
     return SP_OK;
@@ -193,63 +296,107 @@ static void files_destroy(sp_sink *s) {
     if (!fs) return;
     /* An unpublished file stays hidden: its records were not committed and
      * will be read again; the next start removes it. */
-    sp_pq_destroy(fs->pw);
-    if (fs->f) fclose(fs->f);
+    for (int i = 0; i < fs->nopen; i++) close_file(&fs->open[i]);
+    free(fs->open);
     release_segs(fs);
     sp_fcommit_destroy(fs->commit);
+    sp_hive_destroy(fs->hive);
     sp_schema_destroy(fs->schema);
+    sp_buf_destroy(&fs->rel);
     free(fs->spec);
+    free(fs->parts_spec);
     free(fs->segs);
-    free(fs->tmp_path);
-    free(fs->final_path);
     free(fs->prefix);
     free(fs->suffix);
     free(fs);
     s->impl = NULL;
 }
 
-int sp_sink_files_update(sp_sink *s, const sp_file_opts *o, const char **err) {
-    files *fs = s->impl;
-    sp_pq_opts pq = {o->codec, o->dictionary, o->row_group_bytes, o->row_group_rows, 0};
-    int same_schema = (!o->schema && !fs->spec) ||
-                      (o->schema && fs->spec && strcmp(o->schema, fs->spec) == 0);
-    fs->roll_bytes = o->roll_bytes;
-    fs->roll_ms = o->roll_ms;
-    if (same_schema && memcmp(&pq, &fs->pq, sizeof pq) == 0) return SP_OK;
-    sp_schema *schema = NULL;
-    char *spec = NULL;
-    if (o->schema && (!(schema = sp_schema_create(o->schema, err)) ||
-                      !(spec = strdup(o->schema)))) {
-        sp_schema_destroy(schema);
-        return schema ? SP_ENOMEM : SP_EINVAL;
+static int same_text(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/* The schema and partition columns of o: *schema and *hive set (NULL
+ * without), or an error. */
+static int make_format(const sp_file_opts *o, sp_schema **schema, sp_hive **hive,
+                       const char **err) {
+    *schema = NULL;
+    *hive = NULL;
+    if (o->partition_by && *o->partition_by && !o->schema) {
+        *err = "partition_by needs a schema";
+        return SP_EINVAL;
     }
-    int rc = publish(s, err); /* the open file keeps the schema it began with */
-    if (rc != SP_OK) {
-        sp_schema_destroy(schema);
-        free(spec);
-        return rc;
+    if (o->schema && !(*schema = sp_schema_create(o->schema, err))) return SP_EINVAL;
+    if (*schema && o->partition_by && *o->partition_by &&
+        !(*hive = sp_hive_create(*schema, o->partition_by, err))) {
+        sp_schema_destroy(*schema);
+        *schema = NULL;
+        return SP_EINVAL;
     }
-    char *suffix = strdup(o->suffix ? o->suffix : o->schema ? ".parquet" : ".jsonl");
-    if (!suffix) {
-        sp_schema_destroy(schema);
-        free(spec);
-        *err = "out of memory";
-        return SP_ENOMEM;
-    }
-    sp_schema_destroy(fs->schema);
-    free(fs->spec);
-    free(fs->suffix);
-    fs->schema = schema;
-    fs->spec = spec;
-    fs->suffix = suffix;
-    fs->pq = pq;
     return SP_OK;
 }
 
-/* In-progress files of processes that are gone: never published, their
- * records read again. */
-static void remove_abandoned(const char *dir, const char *prefix,
-                             const char *suffix) {
+/* Takes the format: schema, partition columns and Parquet options. */
+static int set_format(files *fs, const sp_file_opts *o, const char **err) {
+    sp_schema *schema;
+    sp_hive *hive;
+    int rc = make_format(o, &schema, &hive, err);
+    if (rc != SP_OK) return rc;
+    char *spec = o->schema ? strdup(o->schema) : NULL;
+    char *parts = o->partition_by ? strdup(o->partition_by) : NULL;
+    char *suffix = strdup(o->suffix ? o->suffix : o->schema ? ".parquet" : ".jsonl");
+    if ((o->schema && !spec) || (o->partition_by && !parts) || !suffix) {
+        sp_hive_destroy(hive);
+        sp_schema_destroy(schema);
+        free(spec);
+        free(parts);
+        free(suffix);
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    sp_hive_destroy(fs->hive);
+    sp_schema_destroy(fs->schema);
+    free(fs->spec);
+    free(fs->parts_spec);
+    free(fs->suffix);
+    fs->schema = schema;
+    fs->hive = hive;
+    fs->spec = spec;
+    fs->parts_spec = parts;
+    fs->suffix = suffix;
+    fs->pq = (sp_pq_opts){o->codec, o->dictionary, o->row_group_bytes, o->row_group_rows, 0,
+                          hive ? hive->omit : NULL};
+    return SP_OK;
+}
+
+int sp_sink_files_update(sp_sink *s, const sp_file_opts *o, const char **err) {
+    files *fs = s->impl;
+    sp_pq_opts pq = fs->pq;
+    pq.codec = o->codec;
+    pq.dictionary = o->dictionary;
+    pq.row_group_bytes = o->row_group_bytes;
+    pq.row_group_rows = o->row_group_rows;
+    fs->roll_bytes = o->roll_bytes;
+    fs->roll_ms = o->roll_ms;
+    if (same_text(o->schema, fs->spec) && same_text(o->partition_by, fs->parts_spec) &&
+        memcmp(&pq, &fs->pq, sizeof pq) == 0)
+        return SP_OK;
+    /* check the new format before publishing with the old one */
+    sp_schema *schema;
+    sp_hive *hive;
+    int rc = make_format(o, &schema, &hive, err);
+    sp_hive_destroy(hive);
+    sp_schema_destroy(schema);
+    if (rc != SP_OK) return rc;
+    /* the open files keep the format they began with */
+    if ((rc = publish(s, err)) != SP_OK) return rc;
+    return set_format(fs, o, err);
+}
+
+/* In-progress files of processes that are gone, in dir and its
+ * partition directories: never published, their records read again. */
+static void remove_abandoned(const char *dir, const char *prefix, const char *suffix,
+                             int depth) {
     DIR *d = opendir(dir);
     struct dirent *e;
     size_t pl = strlen(prefix);
@@ -257,6 +404,14 @@ static void remove_abandoned(const char *dir, const char *prefix,
     while ((e = readdir(d))) {
         const char *nm = e->d_name;
         size_t n = strlen(nm);
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, nm);
+        if (nm[0] != '.' && strchr(nm, '=') && depth < 16) {
+            struct stat st;
+            if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+                remove_abandoned(path, prefix, suffix, depth + 1);
+            continue;
+        }
         if (nm[0] != '.' || strncmp(nm + 1, prefix, pl) != 0 || nm[1 + pl] != '-' ||
             n < 12 || strcmp(nm + n - 11, ".inprogress") != 0)
             continue;
@@ -264,8 +419,6 @@ static void remove_abandoned(const char *dir, const char *prefix,
         if (pid <= 0 || pid == (long)getpid() || kill((pid_t)pid, 0) == 0 ||
             errno == EPERM)
             continue;
-        char path[4096];
-        snprintf(path, sizeof path, "%s/%s", dir, nm);
         if (unlink(path) == 0) sp_debug("removed abandoned %s", path);
     }
     closedir(d);
@@ -282,24 +435,20 @@ int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err) {
     }
     s->ops = &files_ops;
     s->impl = fs;
-    if (o->schema && (!(fs->schema = sp_schema_create(o->schema, err)) ||
-                      !(fs->spec = strdup(o->schema))))
-        return fs->schema ? SP_ENOMEM : SP_EINVAL;
+    sp_buf_init(&fs->rel);
     if (o->codec != SP_CODEC_NONE && o->codec != SP_CODEC_SNAPPY &&
         o->codec != SP_CODEC_ZSTD) {
         *err = "unknown Parquet compression (none, snappy or zstd)";
         return SP_EINVAL;
     }
-    fs->prefix = strdup(o->prefix ? o->prefix : "part");
-    fs->suffix = strdup(o->suffix ? o->suffix : o->schema ? ".parquet" : ".jsonl");
-    if (!fs->prefix || !fs->suffix) {
+    int rc = set_format(fs, o, err);
+    if (rc != SP_OK) return rc;
+    if (!(fs->prefix = strdup(o->prefix ? o->prefix : "part"))) {
         *err = "out of memory";
         return SP_ENOMEM;
     }
     fs->roll_bytes = o->roll_bytes;
     fs->roll_ms = o->roll_ms;
-    fs->pq = (sp_pq_opts){o->codec, o->dictionary, o->row_group_bytes,
-                          o->row_group_rows, 0};
     fs->started_ms = now_ms();
     if (sp_mkdirs(s->name) != 0) {
         sp_error("cannot create directory %s: %s", s->name, strerror(errno));
@@ -310,6 +459,6 @@ int sp_sink_files_open(sp_sink *s, const sp_file_opts *o, const char **err) {
     if (o->checkpoint && *o->checkpoint &&
         !(fs->commit = sp_fcommit_open(o->checkpoint, s->name, err)))
         return SP_EIO;
-    remove_abandoned(s->name, fs->prefix, fs->suffix);
+    remove_abandoned(s->name, fs->prefix, fs->suffix, 0);
     return SP_OK;
 }

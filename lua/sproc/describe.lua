@@ -52,7 +52,9 @@ local function label(n, env)
            table.concat(s.names, ", ") .. " (key " .. s.key .. ", value " .. s.value .. ")"
   elseif n.kind == "to" then return "to topic " .. n.opts.topic
   elseif n.kind == "to_files" then return "to files in " .. n.opts.dir
-  elseif n.kind == "to_parquet" then return "to Parquet files in " .. n.opts.dir
+  elseif n.kind == "to_parquet" then
+    return "to Parquet files in " .. n.opts.dir ..
+           (n.opts.partition_by and " (partitioned by " .. n.opts.partition_by .. ")" or "")
   elseif n.kind == "print" then return "print to stdout"
   elseif n.kind == "branch_out" then return "branch " .. n.index
   elseif n.kind == "window" then

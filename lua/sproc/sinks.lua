@@ -95,6 +95,8 @@ local function file_opts(n, keep)
   fo.dictionary = o.dictionary and 1 or 0
   fo.row_group_bytes = o.row_group_bytes or 64 * 1024 * 1024
   fo.row_group_rows = o.row_group_rows or 0
+  keep[5] = o.partition_by
+  fo.partition_by = keep[5]
   return fo
 end
 

@@ -211,19 +211,37 @@ local codecs = { none = true, snappy = true, zstd = true }
 --- schema = s (default: the source's), compression = "snappy" | "zstd" |
 --- "none", dictionary = true, row_group_bytes = 64 * 2^20,
 --- row_group_rows = n, roll_bytes = 128 * 2^20, roll_seconds = 60,
---- prefix = "part", checkpoint = "chk" }.
+--- prefix = "part", checkpoint = "chk", partition_by = { "day", ... } }.
+--- partition_by writes Hive-style directories (day=2024-01-02/) named by
+--- those top-level fields' values, which the files then leave out.
 function Stream:to_parquet(opts)
   if type(opts) ~= "table" or type(opts.dir) ~= "string" or opts.dir == "" then
     error("to_parquet() expects { dir = \"path\", schema = ..., ... }", 2)
   end
   options.check("to_parquet()", opts, { "dir", "schema", "compression", "dictionary",
                                         "row_group_bytes", "row_group_rows", "roll_bytes",
-                                        "roll_seconds", "prefix", "suffix", "checkpoint" }, 2)
+                                        "roll_seconds", "prefix", "suffix", "checkpoint",
+                                        "partition_by" }, 2)
   check_file_opts("to_parquet", opts, 3)
   local sch = opts.schema
   if sch == nil then sch = self.source and self.source.schema end
   if not schema.is_schema(sch) then
     error("to_parquet() needs schema = sproc.schema{...} (or a source with a schema)", 2)
+  end
+  local pb = opts.partition_by
+  if pb ~= nil then
+    if type(pb) == "string" then pb = { pb } end
+    if type(pb) ~= "table" or #pb == 0 then
+      error("to_parquet(): partition_by must be a list of field names", 2)
+    end
+    local fields = {}
+    for _, f in ipairs(sch.names) do fields[f] = true end
+    for _, f in ipairs(pb) do
+      if type(f) ~= "string" or not fields[f] then
+        error("to_parquet(): partition_by: " .. tostring(f) .. " is not a top-level field " ..
+              "of the schema (" .. table.concat(sch.names, ", ") .. ")", 2)
+      end
+    end
   end
   local c = opts.compression or "snappy"
   if not codecs[c] then
@@ -238,6 +256,7 @@ function Stream:to_parquet(opts)
   for k, v in pairs(opts) do o[k] = v end
   o.schema, o.compression = sch, c
   o.dictionary = opts.dictionary ~= false
+  o.partition_by = pb and table.concat(pb, ",")
   local n = node(self, "to_parquet", { opts = o })
   n.terminal = true
   return n

@@ -75,9 +75,16 @@ static void unescape(void) {
 }
 
 static void roots(void) {
-    SP_CHECK_INT(parse("[1,2]"), 0);
+    /* an array's elements are indexed without keys (a schema's lists) */
+    SP_CHECK_INT(parse("[1, \"a\\n\", [2], null]"), 0);
     SP_CHECK_INT(ix.root_type, SP_JSON_ARRAY);
-    SP_CHECK_INT(ix.n, 0);
+    SP_CHECK_INT(ix.n, 4);
+    SP_CHECK_MEM(ix.fields[0].val, ix.fields[0].val_len, "1");
+    SP_CHECK_MEM(ix.fields[1].val, ix.fields[1].val_len, "a\\n");
+    SP_CHECK_INT(ix.fields[1].val_escaped, 1);
+    SP_CHECK_MEM(ix.fields[2].val, ix.fields[2].val_len, "[2]");
+    SP_CHECK_INT(ix.fields[3].type, SP_JSON_NULL);
+    SP_CHECK_INT(sp_json_index_find(&ix, "", 0), -1);
     SP_CHECK_INT(parse("42"), 0);
     SP_CHECK_INT(ix.root_type, SP_JSON_NUMBER);
     SP_CHECK_INT(parse("\"s\""), 0);

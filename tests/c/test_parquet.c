@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "sp_fcommit.h"
+#include "sp_hive.h"
 #include "sp_pq.h"
 #include "sp_test.h"
 #include "sp_thrift.h"
@@ -180,13 +181,115 @@ static void test_schema(void) {
     sp_schema_destroy(s);
 }
 
+
+/* date, decimal(p,s) and list<T>: conversion, levels and canonical JSON */
+static void test_schema_types(void) {
+    const char *err = NULL;
+    sp_schema *s = sp_schema_create("d:date,amt:decimal(7,2)!,tags:list<string>,"
+                                    "xs:list<decimal(5,1)>!,o:struct{l:list<date>}", &err);
+    SP_CHECK(s != NULL);
+    if (!s) return;
+    SP_CHECK_INT(s->ncolumns, 5);
+    /* tags: optional list (1), repeated (2), optional element (3) */
+    SP_CHECK_INT(s->nodes[s->leaves[2]].max_def, 3);
+    SP_CHECK_INT(s->nodes[s->leaves[2]].max_rep, 1);
+    SP_CHECK_INT(s->nodes[s->leaves[3]].max_def, 2); /* xs required */
+    SP_CHECK_INT(s->nodes[s->leaves[4]].max_def, 4); /* under optional o */
+    SP_CHECK_INT(s->nodes[s->leaves[1]].max_rep, 0);
+    sp_buf out;
+    sp_buf_init(&out);
+    SP_CHECK_INT(conv(s, "{\"d\":\"2024-02-29\",\"amt\":\"-12.345\",\"tags\":[\"a\",null,\"c\\\"\"],"
+                         "\"xs\":[],\"o\":{\"l\":[\"1969-12-31T23:00:00Z\"]}}", &err), 0);
+    SP_CHECK_INT(s->vals[s->leaves[0]].v.i, 19782);
+    SP_CHECK_INT(s->vals[s->leaves[1]].v.i, -1235); /* half up, away from zero */
+    SP_CHECK_INT(s->items[s->leaves[2]].n, 3);
+    SP_CHECK_INT(s->items[s->leaves[2]].v[1].def, 2);
+    SP_CHECK_INT(s->items[s->leaves[2]].v[2].def, 3);
+    SP_CHECK_INT(s->items[s->leaves[3]].n, 0);
+    /* empty: defined as far as the list (required: level 0) */
+    SP_CHECK_INT(s->vals[s->nodes[s->leaves[3]].parent].def, 0);
+    sp_schema_write_json(s, &out);
+    SP_CHECK_MEM(out.data, out.len,
+                 "{\"d\":\"2024-02-29\",\"amt\":-12.35,\"tags\":[\"a\",null,\"c\\\"\"],"
+                 "\"xs\":[],\"o\":{\"l\":[\"1969-12-31\"]}}");
+    /* decimals: exponents, rounding, range; strings and numbers */
+    static const struct { const char *in; int64_t want; } dec[] = {
+        {"0.005", 1}, {"0.004", 0}, {"1e2", 10000}, {"12345.67", 1234567}, {"-0.01", -1},
+        {"99999.994", 9999999}, {"1.5E-1", 15}, {"\"7\"", 700}, {"\"000001.10\"", 110}};
+    for (size_t i = 0; i < sizeof dec / sizeof *dec; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"amt\":%s,\"xs\":[]}", dec[i].in);
+        SP_CHECK_INT(conv(s, json, &err), 0);
+        SP_CHECK_INT(s->vals[s->leaves[1]].v.i, dec[i].want);
+    }
+    static const char *bad_dec[] = {"99999.995", "100000", "\"1e400\"", "\"abc\"", "true",
+                                    "\"1.2.3\"", "\"1e\"", "\"-\""};
+    for (size_t i = 0; i < sizeof bad_dec / sizeof *bad_dec; i++) {
+        char json[128];
+        snprintf(json, sizeof json, "{\"amt\":%s,\"xs\":[]}", bad_dec[i]);
+        SP_CHECK_INT(conv(s, json, &err), -1);
+        SP_CHECK(strstr(err, "is not a decimal(7,2)") != NULL);
+    }
+    sp_buf_reset(&out);
+    SP_CHECK_INT(conv(s, "{\"amt\":0.05,\"xs\":[1.25,null],\"tags\":null,\"o\":null}", &err), 0);
+    sp_schema_write_json(s, &out);
+    SP_CHECK_MEM(out.data, out.len,
+                 "{\"d\":null,\"amt\":0.05,\"tags\":null,\"xs\":[1.3,null],\"o\":null}");
+    SP_CHECK_INT(s->items[s->leaves[4]].n, 0); /* o null: its list too */
+    SP_CHECK_INT(conv(s, "{\"amt\":1,\"xs\":5}", &err), -1);
+    SP_CHECK(strstr(err, "\"xs\"") && strstr(err, "is not an array"));
+    SP_CHECK_INT(conv(s, "{\"amt\":1}", &err), -1);
+    SP_CHECK(strstr(err, "field \"xs\" is missing and not nullable") != NULL);
+    SP_CHECK_INT(conv(s, "{\"amt\":1,\"xs\":[],\"d\":20240101}", &err), -1);
+    SP_CHECK(strstr(err, "is not a date") != NULL);
+    SP_CHECK_INT(conv(s, "{\"amt\":1,\"xs\":[\"x\"]}", &err), -1);
+    SP_CHECK(strstr(err, "xs.element") != NULL);
+
+    /* partition paths: Hive's escaping, nulls, timestamps */
+    sp_schema *p = sp_schema_create("day:date,who:string,t:timestamp,n:int64", &err);
+    SP_CHECK(p != NULL);
+    sp_hive *h = sp_hive_create(p, "day,who,t", &err);
+    SP_CHECK(h != NULL);
+    sp_buf path;
+    sp_buf_init(&path);
+    SP_CHECK_INT(conv(p, "{\"day\":\"2024-01-02\",\"who\":\"a/b=c%d e\",\"t\":1704190332500,\"n\":1}",
+                      &err), 0);
+    SP_CHECK_INT(sp_hive_path(h, p, &path, &err), 0);
+    SP_CHECK_MEM(path.data, path.len,
+                 "day=2024-01-02/who=a%2Fb%3Dc%25d e/t=2024-01-02 10%3A12%3A12.500");
+    SP_CHECK_INT(conv(p, "{\"who\":\"\"}", &err), 0);
+    SP_CHECK_INT(sp_hive_path(h, p, &path, &err), 0);
+    SP_CHECK_MEM(path.data, path.len,
+                 "day=__HIVE_DEFAULT_PARTITION__/who=__HIVE_DEFAULT_PARTITION__/"
+                 "t=__HIVE_DEFAULT_PARTITION__");
+    SP_CHECK_INT(h->omit[h->nodes[0]], 1);
+    sp_hive_destroy(h);
+    SP_CHECK(sp_hive_create(p, "nope", &err) == NULL);
+    SP_CHECK(sp_hive_create(p, "day,who,t,n", &err) == NULL);
+    SP_CHECK(strstr(err, "nothing is left") != NULL);
+    SP_CHECK(sp_hive_create(s, "tags", &err) == NULL);
+    SP_CHECK(strstr(err, "plain type") != NULL);
+    sp_buf_destroy(&path);
+    sp_schema_destroy(p);
+
+    SP_CHECK(sp_schema_create("a:decimal(19,2)", &err) == NULL);
+    SP_CHECK(strstr(err, "precision") != NULL);
+    SP_CHECK(sp_schema_create("a:decimal(3,4)", &err) == NULL);
+    SP_CHECK(sp_schema_create("a:list<struct{b:int64}>", &err) == NULL);
+    SP_CHECK(strstr(err, "plain type") != NULL);
+    SP_CHECK(sp_schema_create("a:list<list<int64>>", &err) == NULL);
+    SP_CHECK(sp_schema_create("a:list<int64", &err) == NULL);
+    sp_buf_destroy(&out);
+    sp_schema_destroy(s);
+}
+
 static void test_file_frame(void) {
     const char *err = NULL;
     sp_schema *s = trip_schema();
     char path[] = "/tmp/sp_test_pq_XXXXXX";
     int fd = mkstemp(path);
     FILE *f = fdopen(fd, "w+");
-    sp_pq_opts o = {SP_CODEC_ZSTD, 1, 1 << 20, 1000, 0};
+    sp_pq_opts o = {SP_CODEC_ZSTD, 1, 1 << 20, 1000, 0, NULL};
     sp_pq_writer *w = sp_pq_create(s, &o, f, &err);
     SP_CHECK(w != NULL);
     char json[256];
@@ -239,7 +342,8 @@ static void test_fcommit(void) {
     snprintf(name, sizeof name, "p-1-%ld-00000.jsonl", (long)getpid());
     snprintf(tmp, sizeof tmp, "%s/.%s.inprogress", out, name);
     touch(tmp);
-    SP_CHECK_INT(sp_fcommit_publish(c, tmp, name, 11, &err), 0);
+    char *tmps[] = {tmp}, *names[] = {name};
+    SP_CHECK_INT(sp_fcommit_publish(c, name, tmps, names, 1, 11, &err), 0);
     SP_CHECK_INT(sp_fcommit_published(c, "t", 0, 19), 1);
     SP_CHECK_INT(sp_fcommit_published(c, "t", 0, 20), 0);
     SP_CHECK_INT(sp_fcommit_published(c, "t", 1, 5), 1);
@@ -267,6 +371,32 @@ static void test_fcommit(void) {
     SP_CHECK_INT(sp_fcommit_published(c, "t", 0, 29), 1);
     SP_CHECK_INT(sp_fcommit_published(c, "t", 0, 30), 0);
     sp_fcommit_destroy(c);
+
+    /* partition directories: one entry lists a file in each, and a crash
+     * before their renames is finished by a restart, in each directory */
+    char dir_a[400], dir_b[400], tmp_a[1024], tmp_b[1024], fin[1024];
+    snprintf(name, sizeof name, "p-1-%ld-00002.parquet", (long)child);
+    snprintf(dir_a, sizeof dir_a, "%s/d=2024-01-01", out);
+    snprintf(dir_b, sizeof dir_b, "%s/d=2024-01-02 10%%3A00%%3A00", out);
+    sp_mkdirs(dir_a);
+    sp_mkdirs(dir_b);
+    snprintf(tmp_a, sizeof tmp_a, "%s/.%s.inprogress", dir_a, name);
+    snprintf(tmp_b, sizeof tmp_b, "%s/.%s.inprogress", dir_b, name);
+    touch(tmp_a);
+    touch(tmp_b);
+    snprintf(entry, sizeof entry, "%s/%s.commit", chk, name);
+    f = fopen(entry, "w");
+    fprintf(f, "sproc-file-commit 1\nfile d=2024-01-01/%s\nfile d=2024-01-02 10%%3A00%%3A00/%s\n"
+               "rows 2\noffsets t 0 30 31\n", name, name);
+    fclose(f);
+    c = sp_fcommit_open(chk, out, &err);
+    SP_CHECK(c != NULL);
+    snprintf(fin, sizeof fin, "%s/%s", dir_a, name);
+    SP_CHECK_INT(stat(fin, &st), 0);
+    snprintf(fin, sizeof fin, "%s/%s", dir_b, name);
+    SP_CHECK_INT(stat(fin, &st), 0);
+    SP_CHECK_INT(sp_fcommit_published(c, "t", 0, 31), 1);
+    sp_fcommit_destroy(c);
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     SP_CHECK_INT(system(cmd), 0);
@@ -276,6 +406,7 @@ int main(void) {
     test_thrift();
     test_rle();
     test_schema();
+    test_schema_types();
     test_file_frame();
     test_fcommit();
     return sp_test_summary();

@@ -18,8 +18,10 @@ import subprocess
 import threading
 import time
 
+import pytest
 import duckdb
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from conftest import FAST, ROOT, wait_until, write_script
@@ -160,28 +162,34 @@ def published_rows(chk):
     return n
 
 
-def test_parquet_exactly_once_across_kills(kafka, sproc, tmp_path):
+@pytest.mark.parametrize("partition_by", [None, "vendorid"])
+def test_parquet_exactly_once_across_kills(kafka, sproc, tmp_path, partition_by):
+    """Also with Hive-style partition directories (one open file per
+    vendor, published together under one checkpoint entry)."""
     total, rate = 300_000, 25_000
     values, want = trips(total, 12, tmp_path)
-    topic = kafka.create("pq-crash", partitions=4)
+    name = "pq-crash" + (f"-{partition_by}" if partition_by else "")
+    topic = kafka.create(name, partitions=4)
+    parts = f', partition_by = {{ "{partition_by}" }}' if partition_by else ""
     script = write_script(tmp_path, "crash.lua", f"""
 local sproc = require "sproc"
 {SCHEMA_LUA}
 sproc.source{{ topic = "{topic}", schema = trip }}
   :to_parquet{{ dir = "out", compression = "zstd", roll_seconds = 1, checkpoint = "chk",
-               row_group_rows = 2000 }}
+               row_group_rows = 2000{parts} }}
 """)
     # offsets are committed every 5 s while files publish every second: most
     # kills land after a publication and before its commit, so the restart
     # reads published records again and must not write them twice
-    args = [script, "--brokers", kafka.bootstrap, "--app", kafka.topic("pq-crash-app"),
-            "--set", "group.instance.id=pq-crash-1"] + FAST + [
+    args = [script, "--brokers", kafka.bootstrap, "--app", kafka.topic(name + "-app"),
+            "--set", f"group.instance.id={name}-1"] + FAST + [
             "--set", "sproc.commit.interval.ms=5000"]
+    in_progress = str(tmp_path / "out" / ("*/" if partition_by else "") / ".*.inprogress")
 
     def feed():  # input keeps arriving while sproc is killed and restarted
         step = rate // 10
         for i in range(0, total, step):
-            kafka.produce("pq-crash", ((str(j % 7), values[j]) for j in range(i, min(i + step, total))))
+            kafka.produce(name, ((str(j % 7), values[j]) for j in range(i, min(i + step, total))))
             time.sleep(0.1)
     feeder = threading.Thread(target=feed)
     feeder.start()
@@ -194,11 +202,9 @@ sproc.source{{ topic = "{topic}", schema = trip }}
             run = sproc(args, name=f"run{k}")
             wait_until(lambda: published_rows(tmp_path / "chk") >= mark, timeout=180,
                        what=f"kill {k} at {int(mark)} published rows (seed {seed})")
-            wait_until(lambda: any(os.path.getsize(f) > 4 for f in
-                                   glob.glob(str(tmp_path / "out" / ".*.inprogress"))),
+            wait_until(lambda: any(os.path.getsize(f) > 4 for f in glob.glob(in_progress)),
                        timeout=30, what="an open file with rows")
-            unpublished_at_kill.append(max(os.path.getsize(f) for f in
-                                           glob.glob(str(tmp_path / "out" / ".*.inprogress"))))
+            unpublished_at_kill.append(max(os.path.getsize(f) for f in glob.glob(in_progress)))
             run.kill()
     finally:
         feeder.join()
@@ -209,12 +215,21 @@ sproc.source{{ topic = "{topic}", schema = trip }}
     assert last.wait(60) == 0, last.stderr()
     print(f"kills at {[int(m) for m in marks]} published rows (seed {seed}); "
           f"open-file bytes at each kill: {unpublished_at_kill}")
-    files, got = read_dir(tmp_path / "out")
+    if partition_by:
+        files = sorted(glob.glob(str(tmp_path / "out" / "*" / "*.parquet")))
+        assert {os.path.basename(os.path.dirname(f)) for f in files} == \
+            {f"{partition_by}={v}" for v in set(want.column(partition_by).to_pylist())}
+        part = ds.partitioning(pa.schema([(partition_by, pa.int64())]), flavor="hive")
+        got = ds.dataset(str(tmp_path / "out"), format="parquet", partitioning=part) \
+            .to_table().select(ARROW.names).sort_by("id")
+    else:
+        files, got = read_dir(tmp_path / "out")
     ids = got.column("id").to_pylist()
     assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} rows twice (seed {seed})"
     assert len(ids) == total, f"{total - len(ids)} rows missing (seed {seed})"
     assert got.cast(ARROW).equals(want)
     # every published file is listed, and nothing is left in progress
-    listed = {os.path.basename(e)[:-len(".commit")] for e in glob.glob(str(tmp_path / "chk" / "*.commit"))}
-    assert {os.path.basename(f) for f in files} == listed
-    assert not glob.glob(str(tmp_path / "out" / ".*inprogress"))
+    listed = {ln[5:].strip() for e in glob.glob(str(tmp_path / "chk" / "*.commit"))
+              for ln in open(e) if ln.startswith("file ")}
+    assert {os.path.relpath(f, tmp_path / "out") for f in files} == listed
+    assert not glob.glob(in_progress)

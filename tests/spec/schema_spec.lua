@@ -70,7 +70,24 @@ describe("sproc.schema at a source", function()
     assert.has_error(function() sproc.schema{ id = "int64" } end,
       'sproc.schema: "id" is not a field: give fields as { "id", "type" } in a list (a list keeps the column order)')
     assert.has_error(function() sproc.schema{ { "id", "int32" } } end,
-      'sproc.schema: field id has unknown type "int32" (string, int64, double, boolean, timestamp or a struct)')
+      'sproc.schema: field id: unknown type "int32" (string, int64, double, boolean, timestamp, ' ..
+      'date, decimal(p,s), list<type> or a struct)')
+    assert.has_error(function() sproc.schema{ { "amt", "decimal(20,2)" } } end,
+      "sproc.schema: field amt: decimal(p,s) needs a precision p from 1 to 18 and a scale s from 0 to p")
+    assert.has_error(function() sproc.schema{ { "xs", "list<list<int64>>" } } end,
+      "sproc.schema: field xs: a list's elements are of a plain type (string, int64, double, " ..
+      "boolean, timestamp, date or decimal(p,s))")
+    assert.has_error(function()
+      testing.driver(function(s)
+        s.source{ topic = "in", schema = trips(s) }:to_parquet{ dir = "/tmp/x", partition_by = { "day" } }
+      end)
+    end, "to_parquet(): partition_by: day is not a top-level field of the schema " ..
+         "(id, pickup, fare, cash, flag, where)")
+    assert.has_error(function()
+      testing.driver(function(s)
+        s.source{ topic = "in", schema = trips(s) }:to_parquet{ dir = "/tmp/x", partition_by = { "where" } }
+      end)
+    end)
     assert.has_error(function() sproc.schema{ { "a", "string" }, { "a", "double" } } end,
       "sproc.schema: field a is declared twice")
     assert.has_error(function()
@@ -81,6 +98,50 @@ describe("sproc.schema at a source", function()
         s.source{ topic = "in", schema = trips(s) }:to_parquet{ dir = "/tmp/x", compression = "lz4" }
       end)
     end, 'to_parquet(): compression must be "snappy", "zstd" or "none", got lz4')
+  end)
+end)
+
+describe("dates, decimals and lists", function()
+  it("convert in C and come out canonical: dates as text, decimals at their scale, lists as arrays", function()
+    local d = testing.driver(function(sproc)
+      local s = sproc.schema{ { "day", "date" }, { "amt", "decimal(9,2)" }, { "tags", "list<string>" },
+                              { "xs", "list<decimal(4,1)>", nullable = false } }
+      sproc.source{ topic = "in", schema = s }:to{ topic = "out" }
+      sproc.source{ topic = "in2", schema = s }
+        :map(function(r) return r.value.day .. " " .. r.value.amt .. " " .. #r.value.tags end)
+        :to{ topic = "read" }
+    end)
+    d:pipe("in", { value = '{"day":"2024-01-02T23:30:00-02:00","amt":"12.345","tags":["a",null],"xs":[1]}' })
+    assert.are.same({ '{"day":"2024-01-03","amt":12.35,"tags":["a",null],"xs":[1.0]}' }, d:values("out"))
+    d:pipe("in2", { value = '{"day":"2024-01-02","amt":1,"tags":["a","b","c"],"xs":[]}' })
+    assert.are.same({ "2024-01-02 1 3" }, d:values("read"))
+  end)
+end)
+
+describe("Parquet partitioned by columns", function()
+  it("writes Hive-style directories, one file each per publication, under one checkpoint entry", function()
+    local out = tmpdir()
+    local d = testing.driver(function(sproc)
+      local s = sproc.schema{ { "day", "date" }, { "who", "string" }, { "n", "int64" } }
+      sproc.source{ topic = "in", schema = s }
+        :to_parquet{ dir = out, partition_by = { "day", "who" }, checkpoint = out .. "/_chk" }
+    end)
+    d:pipe("in", { { value = '{"day":"2024-01-01","who":"a/b","n":1}' },
+                   { value = '{"day":"2024-01-02","who":"c","n":2}' },
+                   { value = '{"day":"2024-01-01","who":"a/b","n":3}' },
+                   { value = '{"day":null,"who":"c","n":4}' } })
+    d:flush()
+    local p = io.popen("cd " .. out .. " && find . -name '*.parquet' | sort")
+    local names = {}
+    for n in p:lines() do names[#names + 1] = n:gsub("/part%-.*", "") end
+    p:close()
+    assert.are.same({ "./day=2024-01-01/who=a%2Fb", "./day=2024-01-02/who=c",
+                      "./day=__HIVE_DEFAULT_PARTITION__/who=c" }, names)
+    local entries = files.ls(out .. "/_chk")
+    assert.are.equal(1, #entries)
+    local entry = files.read(out .. "/_chk/" .. entries[1])
+    assert.matches("file day=2024-01-01/who=a%2Fb/part-", entry, 1, true)
+    assert.matches("rows 4\noffsets in 0 0 3\n", entry, 1, true)
   end)
 end)
 

@@ -178,8 +178,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         return 0;
     }
     FZ_CHECK(ix.root_type != SP_JSON_MISSING);
-    FZ_CHECK(ix.root_type == SP_JSON_OBJECT || ix.n == 0);
-    check_fields(&ix);
+    FZ_CHECK(ix.root_type == SP_JSON_OBJECT || ix.root_type == SP_JSON_ARRAY || ix.n == 0);
+    if (ix.root_type == SP_JSON_OBJECT) check_fields(&ix);
+    for (uint32_t i = 0; ix.root_type == SP_JSON_ARRAY && i < ix.n; i++) {
+        /* an element: no key, and a value that parses alone */
+        const sp_json_field *f = &ix.fields[i];
+        FZ_CHECK(f->key == NULL && f->key_len == 0);
+        sp_json_index one;
+        sp_json_index_init(&one);
+        const char *e2;
+        size_t p2;
+        if (f->type == SP_JSON_STRING) {
+            FZ_CHECK(f->val[-1] == '"' && f->val[f->val_len] == '"');
+            FZ_CHECK(sp_json_index_parse(&one, f->val - 1, f->val_len + 2, &e2, &p2) == 0);
+        } else {
+            FZ_CHECK(sp_json_index_parse(&one, f->val, f->val_len, &e2, &p2) == 0);
+        }
+        FZ_CHECK(one.root_type == f->type);
+        sp_json_index_destroy(&one);
+    }
+    FZ_CHECK(sp_json_index_find(&ix, "", 0) < 0 || ix.root_type == SP_JSON_OBJECT);
 
     sp_buf once, twice;
     sp_buf_init(&once);

@@ -2,7 +2,7 @@
  * schemas and rows. The input's bytes choose the writer's options, a
  * schema (nested structs, nullable or not, every type) and rows written
  * as JSON the way producers write it (numbers as strings, ISO times,
- * escapes, nulls, missing and unknown fields); the rows that convert go
+ * dates, decimals, lists, escapes, nulls, missing and unknown fields); the rows that convert go
  * through the writer into memory. The file must be framed (PAR1 at both
  * ends), and its footer must decode as Thrift compact to exactly its
  * length, with the schema's node count and the row count written.
@@ -24,15 +24,43 @@
 /* --- the schema --------------------------------------------------------- */
 
 static const char *const type_names[] = {"string", "int64", "double", "boolean", "timestamp",
-                                         "struct"};
+                                         "struct", "date", "decimal", "list"};
+
+/* A plain type (a list's elements' too) into spec. */
+static void gen_plain(fz_in *in, sp_buf *spec, int type) {
+    char t[32];
+    if (type == SP_SCH_DECIMAL) {
+        unsigned p = 1 + fz_below(in, SP_SCHEMA_DECIMAL_MAX_PRECISION);
+        snprintf(t, sizeof t, "decimal(%u,%u)", p, fz_below(in, p + 1));
+    } else {
+        snprintf(t, sizeof t, "%s", type_names[type]);
+    }
+    FZ_CHECK(sp_buf_append(spec, t, strlen(t)) == 0);
+}
+
+static int plain_type(fz_in *in) {
+    static const int plain[] = {SP_SCH_STRING, SP_SCH_INT64, SP_SCH_DOUBLE, SP_SCH_BOOLEAN,
+                                SP_SCH_TIMESTAMP, SP_SCH_DATE, SP_SCH_DECIMAL};
+    return plain[fz_below(in, sizeof plain / sizeof *plain)];
+}
 
 static void gen_fields(fz_in *in, sp_buf *spec, int depth, int *names) {
     unsigned n = 1 + fz_below(in, depth ? 3 : 5);
     for (unsigned i = 0; i < n; i++) {
         char name[32];
-        int type = (int)fz_below(in, depth < 3 ? 6 : 5);
-        snprintf(name, sizeof name, "%sf%d:%s", i ? "," : "", (*names)++, type_names[type]);
+        unsigned pick = fz_below(in, depth < 3 ? 9 : 7);
+        int type = pick == 7 ? SP_SCH_STRUCT : pick == 8 ? SP_SCH_LIST : plain_type(in);
+        snprintf(name, sizeof name, "%sf%d:", i ? "," : "", (*names)++);
         FZ_CHECK(sp_buf_append(spec, name, strlen(name)) == 0);
+        if (type == SP_SCH_LIST) {
+            FZ_CHECK(sp_buf_append(spec, "list<", 5) == 0);
+            gen_plain(in, spec, plain_type(in));
+            FZ_CHECK(sp_buf_putc(spec, '>') == 0);
+        } else if (type != SP_SCH_STRUCT) {
+            gen_plain(in, spec, type);
+        } else {
+            FZ_CHECK(sp_buf_append(spec, "struct", 6) == 0);
+        }
         if (type == SP_SCH_STRUCT) {
             FZ_CHECK(sp_buf_putc(spec, '{') == 0);
             gen_fields(in, spec, depth + 1, names);
@@ -103,11 +131,50 @@ static void gen_time(fz_in *in, sp_buf *b) {
 
 static void gen_object(fz_in *in, const sp_schema *s, int32_t n, sp_buf *b);
 
+static void gen_date(fz_in *in, sp_buf *b) {
+    char t[64];
+    if (fz_below(in, 2)) return gen_time(in, b); /* the day of a time */
+    snprintf(t, sizeof t, "\"%04u-%02u-%02u\"", fz_below(in, 10000), 1 + fz_below(in, 12),
+             1 + fz_below(in, 31));
+    put(b, t);
+}
+
+/* Digits around a point, perhaps an exponent, perhaps quoted: some do
+ * not fit the column's decimal (the row is then left out). */
+static void gen_decimal(fz_in *in, sp_buf *b) {
+    char t[64];
+    int quoted = (int)fz_below(in, 3) == 0, n = 0;
+    if (quoted) t[n++] = '"';
+    if (fz_below(in, 3) == 0) t[n++] = '-';
+    unsigned ints = fz_below(in, 12), fracs = fz_below(in, 8);
+    t[n++] = (char)('1' + fz_below(in, 9));
+    for (unsigned i = 0; i < ints; i++) t[n++] = (char)('0' + fz_below(in, 10));
+    if (fracs) t[n++] = '.';
+    for (unsigned i = 0; i < fracs; i++) t[n++] = (char)('0' + fz_below(in, 10));
+    if (fz_below(in, 6) == 0) n += snprintf(t + n, sizeof t - (size_t)n, "e%d", (int)fz_below(in, 9) - 4);
+    if (quoted) t[n++] = '"';
+    t[n] = '\0';
+    put(b, t);
+}
+
+static void gen_value(fz_in *in, const sp_schema *s, int32_t n, sp_buf *b);
+
+static void gen_list(fz_in *in, const sp_schema *s, int32_t n, sp_buf *b) {
+    unsigned k = fz_below(in, 6);
+    put(b, "[");
+    for (unsigned i = 0; i < k; i++) {
+        if (i) put(b, ",");
+        gen_value(in, s, s->nodes[n].kids[0], b);
+    }
+    put(b, "]");
+}
+
 static void gen_value(fz_in *in, const sp_schema *s, int32_t n, sp_buf *b) {
     const sp_schema_node *nd = &s->nodes[n];
     unsigned how = fz_below(in, 10);
     if (how == 0) return put(b, "null");
-    if (how == 1 && nd->type != SP_SCH_STRING && nd->type != SP_SCH_STRUCT)
+    if (how == 1 && nd->type != SP_SCH_STRING && nd->type != SP_SCH_STRUCT &&
+        nd->type != SP_SCH_LIST)
         return put(b, "\"\""); /* null too, for anything but a string */
     switch (nd->type) {
     case SP_SCH_STRING: return gen_string(in, b);
@@ -122,6 +189,9 @@ static void gen_value(fz_in *in, const sp_schema *s, int32_t n, sp_buf *b) {
         return put(b, v[fz_below(in, 4)]);
     }
     case SP_SCH_TIMESTAMP: return gen_time(in, b);
+    case SP_SCH_DATE: return gen_date(in, b);
+    case SP_SCH_DECIMAL: return gen_decimal(in, b);
+    case SP_SCH_LIST: return gen_list(in, s, n, b);
     default: return gen_object(in, s, n, b);
     }
 }
@@ -239,7 +309,7 @@ static void check_file(const uint8_t *f, size_t len, const sp_schema *s, int64_t
     r_struct(&r, 0, fields);
     FZ_CHECK(r.p == r.end);          /* the footer is exactly its length */
     FZ_CHECK(fields[1] == 1);        /* version */
-    FZ_CHECK(fields[2] == s->nnodes); /* schema: the root and every field */
+    FZ_CHECK(fields[2] == s->nnodes + s->nlists); /* the root, every field, lists' groups */
     FZ_CHECK(fields[3] == rows);     /* num_rows */
 }
 
