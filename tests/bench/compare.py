@@ -57,6 +57,7 @@ processor runs pinned to core N (scripts/bench pins the broker to another).
                                          outputs must agree)
   (scripts/bench runs it with a broker of its own.)"""
 import argparse
+import atexit
 import collections
 import datetime
 import json
@@ -66,6 +67,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -75,6 +77,9 @@ from confluent_kafka.admin import AdminClient, NewTopic
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 SPROC = os.environ.get("SPROC_BIN", os.path.join(ROOT, "build", "sproc"))
+# store checkpoints ($XDG_CACHE_HOME/sproc/state) go to a temporary directory
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sproc-bench-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 PARTS = 4
 SCENARIOS = ("s0", "s1", "s2", "s3", "s4", "s5")
 JOINS = ("s4", "s5")    # inputs of their own, sproc and Kafka Streams only

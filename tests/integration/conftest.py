@@ -1,12 +1,15 @@
 """Shared fixtures of the integration suite: a real Kafka broker (started by
 scripts/test, address in SPROC_TEST_BROKERS), topics with a per-test prefix,
 and helpers to run sproc processes and read what they wrote."""
+import atexit
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import threading
 import time
 import uuid
@@ -17,6 +20,12 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SPROC = os.environ.get("SPROC_BIN", os.path.join(ROOT, "build", "sproc"))
+
+# sproc keeps store checkpoints in $XDG_CACHE_HOME/sproc/state/<app>: every
+# process this session starts keeps them in a temporary directory instead
+# (tests write nowhere else, and no run sees an earlier run's checkpoints)
+os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="sproc-test-cache-")
+atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
 # Short session timeouts keep rebalances after a kill within seconds.
 FAST = ["--set", "session.timeout.ms=6000", "--set", "heartbeat.interval.ms=500",
         "--set", "sproc.commit.interval.ms=200"]
