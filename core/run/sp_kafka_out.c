@@ -69,6 +69,16 @@ static int ksink_write(sp_sink *s, sp_msg *m, const char **err) {
     if (e) {
         if (m->seg) sp_seg_unref(m->seg);
         if (m->hdrs) rd_kafka_headers_destroy(m->hdrs);
+        if (k->ko->txn && e == RD_KAFKA_RESP_ERR__STATE) {
+            /* the transaction failed (Kafka made it abortable) and takes
+             * no more outputs: not this record's fault, nor fatal; the
+             * transaction is aborted before anything commits and the
+             * record is processed again (sp_run_recover_txn) */
+            if (!k->ko->txn_failed[0])
+                snprintf(k->ko->txn_failed, sizeof k->ko->txn_failed,
+                         "output to topic %s refused: the transaction failed", s->name);
+            return SP_OK;
+        }
         *err = rd_kafka_err2str(e);
         return SP_EIO;
     }

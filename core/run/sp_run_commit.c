@@ -199,7 +199,7 @@ static int txn_outcome(runner *r, rd_kafka_error_t *e, const char *what, int ret
  * may hold aborted changes, and a restart restores it from the committed
  * changelogs. */
 void sp_run_commit_txn(runner *r) {
-    if (!r->in_txn || r->exit_code) return;
+    if (r->exit_code || (!r->in_txn && !r->ko.txn_failed[0])) return;
     if (sp_run_flush_state(r) != 0) return;
     sp_kafka_out_poll(&r->ko, 0);
     if (r->ko.txn_failed[0]) {

@@ -144,10 +144,31 @@ sproc.source{{ topic = "{src}" }}
     print(f"{feed.sent} records; transactions aborted and started over: "
           f"{log.count('transaction aborted:')}")
     seen = {}
-    for rec in k.read("out", isolation="read_committed"):
+    outs = k.read("out", isolation="read_committed")
+    for rec in outs:
         v = json.loads(rec["value"])
         seen.setdefault(v["k"], []).append(v["n"])
     wrong = {key: (len(seen.get(key, [])), t) for key, t in feed.truth.items()
              if sorted(seen.get(key, [])) != list(range(1, t + 1))}
     assert not wrong, f"{len(wrong)} keys not counted 1..n once (outputs, truth): " \
-                      f"{dict(list(wrong.items())[:5])}\n{log[-3000:]}"
+                      f"{dict(list(wrong.items())[:5])}\n{explain(k, wrong, outs, log)}"
+
+
+def explain(k, wrong, outs, log):
+    """What a failure needs to be told apart: whether the input itself
+    holds what the feed meant to send, where the wrong key's outputs are,
+    and what sproc warned about."""
+    inputs = {}
+    for rec in k.read("in", isolation="read_committed"):
+        key = rec["key"].decode()
+        if key in wrong:
+            inputs.setdefault(key, []).append((rec["partition"], rec["offset"]))
+    lines = [f"{key}: {len(inputs.get(key, []))} records in the input topic, "
+             f"{t} sent, {n} outputs" for key, (n, t) in list(wrong.items())[:5]]
+    first = next(iter(wrong))
+    ns = [(r["partition"], r["offset"], json.loads(r["value"])["n"]) for r in outs
+          if json.loads(r["value"])["k"] == first]
+    lines.append(f"outputs of {first} (partition, offset, n): {ns}")
+    lines += [ln for ln in log.splitlines() if " warn: " in ln or " error: " in ln
+              or "assigned" in ln or "revoked" in ln or "lost" in ln][-80:]
+    return "\n".join(lines)
