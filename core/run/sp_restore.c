@@ -69,7 +69,11 @@ struct sp_restore {
     } *deferred;
     int ndeferred, deferred_cap;
     sp_restore_committed_fn committed;
+    sp_restore_positions_fn positions;
     void *committed_opaque;
+    int exactly_once;
+    sp_buf ckpt_pos; /* a checkpoint's positions */
+    int32_t stale; /* sp_restore_take_stale; -1 none */
     sp_buf tagged; /* a table record's value as its store keeps it */
     rd_kafka_message_t *msgs[2048];
 };
@@ -84,9 +88,18 @@ static char *changelog_of(sp_ctx *ctx, const char *app_id, int32_t i) {
     return t;
 }
 
-void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn, void *opaque) {
+void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn,
+                              sp_restore_positions_fn positions, void *opaque, int exactly_once) {
     rs->committed = fn;
+    rs->positions = positions;
     rs->committed_opaque = opaque;
+    rs->exactly_once = exactly_once;
+}
+
+int32_t sp_restore_take_stale(sp_restore *rs) {
+    int32_t p = rs->stale;
+    rs->stale = -1;
+    return p;
 }
 
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
@@ -99,6 +112,7 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
         return NULL;
     }
     rs->ctx = ctx;
+    rs->stale = -1;
     rs->ends_conf = rd_kafka_conf_dup(conf);
     if (rd_kafka_conf_set(rs->ends_conf, "isolation.level", "read_uncommitted", errbuf,
                           errsize)) {
@@ -136,6 +150,7 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
     for (int32_t i = 0; i < ctx->nstores; i++)
         if (!(rs->topics[i] = changelog_of(ctx, app_id, i))) goto fail;
     sp_buf_init(&rs->tagged);
+    sp_buf_init(&rs->ckpt_pos);
     return rs;
 fail:
     if (!errbuf[0]) snprintf(errbuf, errsize, "out of memory");
@@ -159,6 +174,7 @@ void sp_restore_destroy(sp_restore *rs) {
     free(rs->deferred);
     free(rs->dir);
     sp_buf_destroy(&rs->tagged);
+    sp_buf_destroy(&rs->ckpt_pos);
     free(rs);
 }
 
@@ -214,7 +230,7 @@ static int64_t load_checkpoint(sp_restore *rs, int32_t i, int32_t partition,
     int64_t at = -1;
     *keys = -1;
     if (!rs->dir || !p || p->count > 0 || s->disk || s->source) return -1;
-    int rc = sp_checkpoint_load(rs->dir, s, p, &at, keys);
+    int rc = sp_checkpoint_load(rs->dir, s, p, &at, keys, &rs->ckpt_pos);
     if (rc < 0) return -2;
     return rc == 1 ? at : -1;
 }
@@ -251,6 +267,29 @@ static rd_kafka_t *ends_client(sp_restore *rs) {
     return rs->ends_rk;
 }
 
+/* Whether positions (SP_CHANGELOG_POSITIONS' text) name input of
+ * partition past the group's committed offsets (sp_restore.h). */
+static int positions_beyond(sp_restore *rs, const char *p, size_t size, int32_t partition) {
+    const char *end = p + size;
+    char topic[512];
+    if (!rs->committed) return 0;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl) break;
+        char *sp;
+        long long at = strtoll(p, &sp, 10);
+        size_t tl = (size_t)(nl - sp - 1);
+        if (sp >= nl || *sp != ' ' || tl == 0 || tl >= sizeof topic) break;
+        memcpy(topic, sp + 1, tl);
+        topic[tl] = '\0';
+        int64_t c = rs->committed(rs->committed_opaque, topic, partition);
+        /* -2: an input not assigned here, whose offset is not known */
+        if (c != -2 && at > c) return 1;
+        p = nl + 1;
+    }
+    return 0;
+}
+
 /* A disk store's partition: its LMDB is its own checkpoint when a clean
  * hand-over recorded its offset (the changelog's tail is read after it);
  * otherwise (a crash) it starts over. 1 when restoring started, 0 when
@@ -265,9 +304,17 @@ static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, 
         return -1;
     }
     /* a table's LMDB holds no offset of its own: it starts over */
-    int64_t off = s->source ? -1 : sp_lmdb_offset(l, partition);
+    int64_t off = s->source ? -1 : sp_lmdb_offset(l, partition, &rs->ckpt_pos);
     keys = -1;
     int64_t from = -1;
+    if (off >= 0 && positions_beyond(rs, rs->ckpt_pos.data, rs->ckpt_pos.len, partition)) {
+        /* kept state ahead of the committed offsets: as a checkpoint's */
+        store_info(s->name, partition,
+                   "store %s partition %" PRId32 ": its kept state is ahead of the group's "
+                   "committed offsets; restoring from the changelog", s->name, partition);
+        if (rs->exactly_once) rs->stale = partition;
+        off = -1;
+    }
     if (off >= 0 && off <= hi) {
         from = off;
         keys = sp_lmdb_count(l, partition);
@@ -275,7 +322,8 @@ static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, 
         sp_error("store %s: %s", s->name, err);
         return -1;
     }
-    if (sp_lmdb_set_offset(l, partition, -1, &err) != 0 || sp_lmdb_commit(l, &err) != 0) {
+    if (sp_lmdb_set_offset(l, partition, -1, NULL, 0, &err) != 0 ||
+        sp_lmdb_commit(l, &err) != 0) {
         sp_error("store %s: %s", s->name, err);
         return -1;
     }
@@ -312,7 +360,19 @@ static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo
                  "the memory budget", s->name, partition);
         return -1;
     }
-    if (from > hi) {
+    if (from >= 0 && positions_beyond(rs, rs->ckpt_pos.data, rs->ckpt_pos.len, partition)) {
+        /* the state is ahead of the committed offsets: a stale read
+         * (exactly-once reads them again) or a rewind, whose state the
+         * changelog gives (its later records left out) */
+        store_info(s->name, partition,
+                   "store %s partition %" PRId32 ": its checkpoint is ahead of the group's "
+                   "committed offsets; restoring from the changelog", s->name, partition);
+        if (rs->exactly_once) rs->stale = partition;
+        else sp_checkpoint_remove(rs->dir, s, partition);
+        sp_kv_drop_part(s, partition);
+        from = -1;
+        keys = -1;
+    } else if (from > hi) {
         /* the changelog is not the one the checkpoint was made from
          * (the topic was recreated): start over from the changelog */
         sp_warn("store %s partition %" PRId32 ": checkpoint at offset %" PRId64
@@ -490,6 +550,8 @@ static int retry_deferred(sp_restore *rs, int32_t *done, int max) {
 
 int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
     int rc = 0;
+    sp_buf_reset(&rs->ckpt_pos);
+    if (rs->positions) rs->positions(rs->committed_opaque, partition, &rs->ckpt_pos);
     for (int32_t i = 0; i < rs->ctx->nstores; i++) {
         sp_store *s = rs->ctx->stores[i];
         sp_kv_part *p = sp_kv_part_of(s, partition, 0);
@@ -499,7 +561,9 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
             continue;
         if (s->disk) {
             sp_lmdb *l = sp_store_disk(rs->ctx, s, &err);
-            if (!l || sp_lmdb_set_offset(l, partition, p->changelog_end, &err) != 0 ||
+            if (!l ||
+                sp_lmdb_set_offset(l, partition, p->changelog_end, rs->ckpt_pos.data,
+                                   rs->ckpt_pos.len, &err) != 0 ||
                 sp_lmdb_commit(l, &err) != 0) {
                 sp_warn("store %s partition %" PRId32 ": cannot record its offset: %s",
                         s->name, partition, err);
@@ -508,7 +572,7 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
             continue;
         }
         if (!rs->dir) continue;
-        if (sp_checkpoint_write(rs->dir, s, p, &err) != 0) {
+        if (sp_checkpoint_write(rs->dir, s, p, rs->ckpt_pos.data, rs->ckpt_pos.len, &err) != 0) {
             sp_warn("cannot write the checkpoint of store %s partition %" PRId32
                     " in %s: %s", s->name, partition, rs->dir, err);
             rc = -1;
@@ -518,31 +582,15 @@ int sp_restore_checkpoint(sp_restore *rs, int32_t partition) {
 }
 
 /* Whether a changelog record holds the effect of input past the group's
- * committed offsets (sp_restore.h). */
+ * committed offsets. */
 static int beyond_committed(sp_restore *rs, rd_kafka_message_t *m) {
     rd_kafka_headers_t *h = NULL;
     const void *v;
     size_t size;
-    char topic[512];
     if (!rs->committed || rd_kafka_message_headers(m, &h) != RD_KAFKA_RESP_ERR_NO_ERROR ||
         rd_kafka_header_get_last(h, SP_CHANGELOG_POSITIONS, &v, &size) != RD_KAFKA_RESP_ERR_NO_ERROR)
         return 0;
-    const char *p = v, *end = p + size;
-    while (p < end) {
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl) break;
-        char *sp;
-        long long at = strtoll(p, &sp, 10);
-        size_t tl = (size_t)(nl - sp - 1);
-        if (sp >= nl || *sp != ' ' || tl == 0 || tl >= sizeof topic) break;
-        memcpy(topic, sp + 1, tl);
-        topic[tl] = '\0';
-        int64_t c = rs->committed(rs->committed_opaque, topic, m->partition);
-        /* -2: an input not assigned here, whose offset is not known */
-        if (c != -2 && at > c) return 1;
-        p = nl + 1;
-    }
-    return 0;
+    return positions_beyond(rs, v, size, m->partition);
 }
 
 static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
@@ -612,6 +660,7 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                 if (s->source && !m->key) {
                     /* a table skips records without a key */
                 } else if (p && !s->source && beyond_committed(rs, m)) {
+                    if (rs->exactly_once) rs->stale = j->partition;
                     p->changelog_end = m->offset + 1;
                     j->skipped++;
                 } else if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key,

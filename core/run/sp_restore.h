@@ -38,7 +38,20 @@ const char *sp_restore_topic(sp_restore *rs, int32_t store);
  * that will be processed again (at-least-once after a crash). */
 #define SP_CHANGELOG_POSITIONS "sproc.pos"
 typedef int64_t (*sp_restore_committed_fn)(void *opaque, const char *topic, int32_t partition);
-void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn, void *opaque);
+/* The text of SP_CHANGELOG_POSITIONS for partition now, into out (reset
+ * first): kept with a local checkpoint, which the restore compares with
+ * the committed offsets as it does a changelog record's. */
+typedef void (*sp_restore_positions_fn)(void *opaque, int32_t partition, sp_buf *out);
+/* exactly_once: offsets commit in the transaction that writes the
+ * changelog, so a committed changelog record never names input past the
+ * committed offsets; one that does says the offsets read were stale (a
+ * group coordinator not yet caught up after a failover): the record is not
+ * applied and sp_restore_take_stale names its partition. */
+void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn,
+                              sp_restore_positions_fn positions, void *opaque, int exactly_once);
+/* A partition whose restore met such a record (its committed offsets must
+ * be read again and its restore started over), or -1; cleared. */
+int32_t sp_restore_take_stale(sp_restore *rs);
 
 /* Starts restoring every store's partition (a no-op for a partition being
  * restored or already here). Returns 1 when restoring started, 0 when

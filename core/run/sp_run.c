@@ -602,6 +602,7 @@ int sp_run(const sp_opts *o) {
     runner R;
     runner *r = &R;
     memset(r, 0, sizeof *r);
+    r->stale_partition = -1;
     r->o = o;
     r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
     r->max_batch = (int)sp_run_setting_int(o, "sproc.batch.size", 1000);

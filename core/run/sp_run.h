@@ -121,6 +121,11 @@ typedef struct runner {
     int64_t txns;   /* transactions committed */
     int64_t txn_aborts;  /* aborted, the process going on (sp_run_recover_txn) */
     int txn_failures;    /* of those, since the last commit */
+    /* exactly-once: a partition whose committed offsets read stale waits
+     * to read them again (sp_run_rebalance.c); -1 none */
+    int32_t stale_partition;
+    int stale_accepted; /* taken as a rewind: the restore leaves out later records */
+    double stale_since, stale_last;
     char txn_id[512];    /* the producer's transactional.id */
     int txn_id_static;   /* made of group.instance.id, not unique to this process */
 
@@ -256,6 +261,8 @@ void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c);
  * (-1: none; -2: not assigned here): where a table's state is restored to
  * and which changelog records a restore keeps (sp_restore). */
 int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition);
+/* sp_restore_positions_fn: where partition's inputs are now. */
+void sp_run_positions(void *opaque, int32_t partition, sp_buf *out);
 /* A store partition's changelog records' header: the positions of the
  * inputs of that partition number (SP_CHANGELOG_POSITIONS). */
 rd_kafka_headers_t *sp_run_changelog_headers(void *opaque, int32_t partition);

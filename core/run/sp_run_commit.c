@@ -80,8 +80,23 @@ void sp_run_resume_times(runner *r, const rd_kafka_topic_partition_list_t *c) {
 int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition) {
     runner *r = opaque;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
-        if (tp->partition == partition && strcmp(tp->topic, topic) == 0) return tp->group_offset;
+        if (tp->assigned && tp->partition == partition && strcmp(tp->topic, topic) == 0)
+            return tp->group_offset;
     return -2;
+}
+
+void sp_run_positions(void *opaque, int32_t partition, sp_buf *out) {
+    runner *r = opaque;
+    char buf[64];
+    sp_buf_reset(out);
+    /* the inputs just revoked too: a checkpoint is written as they go */
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if (tp->partition != partition || tp->position < 0) continue;
+        int n = snprintf(buf, sizeof buf, "%" PRId64 " ", tp->position);
+        if (sp_buf_append(out, buf, (size_t)n) != 0 ||
+            sp_buf_append(out, tp->topic, strlen(tp->topic)) != 0 || sp_buf_putc(out, '\n') != 0)
+            return;
+    }
 }
 
 void sp_run_partition_ready(runner *r, int32_t partition) {

@@ -20,14 +20,66 @@ void sp_run_resume_restored(runner *r, int32_t partition) {
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* How long committed offsets may read older than the committed changelog
+ * before they are taken as a rewind (a coordinator catches up within
+ * seconds of a failover). */
+#define SP_RUN_STALE_OFFSETS_S 15.0
+
+/* Exactly-once: the committed offsets read for partition's inputs are
+ * older than its committed changelog (sp_restore_set_committed). Going on
+ * would process committed input again: the partition is dropped and
+ * assigned again, which reads the offsets again, at most once a second.
+ * Offsets that stay older are someone's rewind (an offset reset): the
+ * changelog's later records are then left out, as at-least-once does, so
+ * that the state is what those offsets had. */
+static void reread_stale(runner *r, int32_t partition) {
+    double now = sp_clock_s();
+    if (r->stale_since == 0) r->stale_since = now;
+    if (now - r->stale_since > SP_RUN_STALE_OFFSETS_S && !r->stale_accepted) {
+        sp_warn("partition %" PRId32 ": the committed offsets stayed older than the committed "
+                "changelog for %.0f s: taken as a rewind (an offset reset); the state is "
+                "restored to them and the input after them processed again",
+                partition, SP_RUN_STALE_OFFSETS_S);
+        r->stale_accepted = 1;
+        sp_restore_set_committed(r->rs, sp_run_group_offset, sp_run_positions, r, 0);
+        r->stale_last = 0;
+    }
+    if (now - r->stale_last < 1 && (r->stale_partition < 0 || r->stale_partition == partition)) {
+        r->stale_partition = partition; /* the restore timer comes back */
+        return;
+    }
+    if (r->stale_partition >= 0 && r->stale_partition != partition) {
+        int32_t other = r->stale_partition;
+        r->stale_last = 0;
+        r->stale_partition = -1;
+        reread_stale(r, other);
+    }
+    r->stale_last = now;
+    r->stale_partition = -1;
+    sp_warn("partition %" PRId32 ": the committed offsets read at assignment are older than "
+            "its committed changelog (a group coordinator not caught up after a failover); "
+            "reading them again", partition);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(4);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next)
+        if (tp->assigned && tp->partition == partition)
+            rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+    if (l->cnt > 0) {
+        sp_run_on_revoke(r, l, SP_RUN_REWIND);
+        sp_run_on_assign(r, l);
+        r->rebalances[0]--; /* not a rebalance */
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 void sp_run_on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)revents;
     runner *r = w->data;
     int32_t done[2048];
     const char *err;
+    if (r->stale_partition >= 0) reread_stale(r, r->stale_partition);
     /* a slice of restore work per tick, so that the partitions that are
      * here keep being processed meanwhile */
-    for (int round = 0; round < 32 && sp_restore_pending(r->rs); round++) {
+    for (int round = 0; round < 32 && sp_restore_pending(r->rs) && !r->exit_code; round++) {
         int n = sp_restore_poll(r->rs, done, 2048, &err);
         if (n < 0) {
             char buf[512];
@@ -35,12 +87,21 @@ void sp_run_on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
             sp_run_fatal(r, buf);
             return;
         }
+        int32_t stale = sp_restore_take_stale(r->rs);
         for (int i = 0; i < n; i++) {
+            /* a partition whose offsets read stale starts over */
+            if (done[i] == stale || done[i] == r->stale_partition) continue;
             sp_run_partition_ready(r, done[i]);
             sp_run_resume_restored(r, done[i]);
         }
+        if (stale >= 0) reread_stale(r, stale);
     }
-    if (!sp_restore_pending(r->rs)) {
+    if (r->exit_code) return;
+    if (!sp_restore_pending(r->rs) && r->stale_partition < 0) {
+        r->stale_since = 0;
+        if (r->stale_accepted)
+            sp_restore_set_committed(r->rs, sp_run_group_offset, sp_run_positions, r, r->eos);
+        r->stale_accepted = 0;
         ev_timer_stop(loop, w);
         sp_run_check_finished(r);
     }
@@ -126,7 +187,7 @@ int sp_run_setup_state(runner *r) {
         sp_error("cannot create the restore consumer: %s", r->errstr);
         return -1;
     }
-    sp_restore_set_committed(r->rs, sp_run_group_offset, r);
+    sp_restore_set_committed(r->rs, sp_run_group_offset, sp_run_positions, r, r->eos);
     r->ctx->changelog_headers = sp_run_changelog_headers;
     r->ctx->changelog_headers_opaque = r;
     /* the dev cluster makes topics as sinks open them */
@@ -208,6 +269,15 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         return;
     }
     sp_run_resume_times(r, c);
+    /* consuming starts where the state is restored to: at the offsets
+     * just read, not at those of a second read librdkafka would make
+     * (after a coordinator failover two reads may disagree) */
+    for (int i = 0; i < c->cnt; i++) {
+        rd_kafka_topic_partition_t *p =
+            rd_kafka_topic_partition_list_find(parts, c->elems[i].topic, c->elems[i].partition);
+        if (p && p->offset == RD_KAFKA_OFFSET_INVALID && c->elems[i].offset >= 0)
+            p->offset = c->elems[i].offset;
+    }
     if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
     for (int i = 0; i < c->cnt; i++)
         if (c->elems[i].offset < 0 && is_table_topic(r, c->elems[i].topic))

@@ -9,19 +9,20 @@
 
 #include "sp_log.h"
 
-/* File: the magic line, the changelog offset and the entry count, the
- * entries (key length, value length, time, key, value), then the count
- * again so that a truncated file is recognized. Native byte order: a
- * checkpoint is a cache for this machine, the changelog is the truth. */
-static const char MAGIC[] = "sproc-checkpoint 1\n";
+/* File: the magic line, the changelog offset, the inputs' positions
+ * (length, text), the entry count, the entries (key length, value
+ * length, time, key, value), then the count again so that a truncated
+ * file is recognized. Native byte order: a checkpoint is a cache for
+ * this machine, the changelog is the truth. */
+static const char MAGIC[] = "sproc-checkpoint 2\n";
 
 static void path_of(char *buf, size_t n, const char *dir, const char *store,
                     int32_t partition, const char *suffix) {
     snprintf(buf, n, "%s/%s.%" PRId32 ".ckpt%s", dir, store, partition, suffix);
 }
 
-int sp_checkpoint_write(const char *dir, sp_store *s, sp_kv_part *p,
-                        const char **err) {
+int sp_checkpoint_write(const char *dir, sp_store *s, sp_kv_part *p, const char *positions,
+                        size_t positions_len, const char **err) {
     char tmp[4096], final[4096];
     path_of(tmp, sizeof tmp, dir, s->name, p->partition, ".tmp");
     path_of(final, sizeof final, dir, s->name, p->partition, "");
@@ -30,8 +31,11 @@ int sp_checkpoint_write(const char *dir, sp_store *s, sp_kv_part *p,
     int64_t count = 0;
     for (sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0); n; n = sp_kv_seek(p, n->key, n->klen, 1))
         count++;
+    uint32_t plen = (uint32_t)positions_len;
     ok = ok && fwrite(MAGIC, 1, sizeof MAGIC - 1, f) == sizeof MAGIC - 1 &&
          fwrite(&p->changelog_end, sizeof p->changelog_end, 1, f) == 1 &&
+         fwrite(&plen, sizeof plen, 1, f) == 1 &&
+         (plen == 0 || fwrite(positions, 1, plen, f) == plen) &&
          fwrite(&count, sizeof count, 1, f) == 1;
     for (sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0); ok && n;
          n = sp_kv_seek(p, n->key, n->klen, 1)) {
@@ -60,7 +64,7 @@ void sp_checkpoint_remove(const char *dir, const sp_store *s, int32_t partition)
 }
 
 int sp_checkpoint_load(const char *dir, sp_store *s, sp_kv_part *p,
-                       int64_t *offset, int64_t *keys) {
+                       int64_t *offset, int64_t *keys, sp_buf *positions) {
     char path[4096], magic[sizeof MAGIC];
     path_of(path, sizeof path, dir, s->name, p->partition, "");
     FILE *f = fopen(path, "rb");
@@ -69,11 +73,17 @@ int sp_checkpoint_load(const char *dir, sp_store *s, sp_kv_part *p,
     char *buf = NULL;
     size_t cap = 0;
     int rc = 0;
-    const char *err = "truncated or corrupt";
+    const char *err = "truncated, corrupt or of an older format";
+    uint32_t plen = 0;
+    sp_buf_reset(positions);
     if (fread(magic, 1, sizeof MAGIC - 1, f) != sizeof MAGIC - 1 ||
         memcmp(magic, MAGIC, sizeof MAGIC - 1) != 0 ||
-        fread(offset, sizeof *offset, 1, f) != 1 || fread(&count, sizeof count, 1, f) != 1)
+        fread(offset, sizeof *offset, 1, f) != 1 || fread(&plen, sizeof plen, 1, f) != 1 ||
+        plen > 1 << 20 || sp_buf_reserve(positions, plen) != 0 ||
+        (plen && fread(positions->data, 1, plen, f) != plen) ||
+        fread(&count, sizeof count, 1, f) != 1)
         goto bad;
+    positions->len = plen;
     for (; i < count; i++) {
         uint32_t kl, vl;
         int64_t ts;

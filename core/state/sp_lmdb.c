@@ -280,7 +280,7 @@ int sp_lmdb_drop(sp_lmdb *l, int32_t part, const char **err) {
     return rc ? fail(err, rc) : 0;
 }
 
-int64_t sp_lmdb_offset(sp_lmdb *l, int32_t part) {
+int64_t sp_lmdb_offset(sp_lmdb *l, int32_t part, sp_buf *positions) {
     const char *err;
     char name[32];
     int64_t off;
@@ -289,17 +289,31 @@ int64_t sp_lmdb_offset(sp_lmdb *l, int32_t part) {
     if (txn(l, &err) || mdb_get(l->txn, l->meta, &k, &v) || v.mv_size != sizeof off)
         return -1;
     memcpy(&off, v.mv_data, sizeof off);
+    if (!positions) return off;
+    sp_buf_reset(positions);
+    snprintf(name, sizeof name, "pos.p%" PRId32, part);
+    k = (MDB_val){strlen(name), name};
+    if (mdb_get(l->txn, l->meta, &k, &v) == 0 &&
+        sp_buf_append(positions, v.mv_data, v.mv_size) != 0)
+        return -1;
     return off;
 }
 
-int sp_lmdb_set_offset(sp_lmdb *l, int32_t part, int64_t offset, const char **err) {
-    char name[32];
+int sp_lmdb_set_offset(sp_lmdb *l, int32_t part, int64_t offset, const char *positions,
+                       size_t positions_len, const char **err) {
+    char name[32], pname[32];
     snprintf(name, sizeof name, "offset.p%" PRId32, part);
+    snprintf(pname, sizeof pname, "pos.p%" PRId32, part);
     MDB_val k = {strlen(name), name}, v = {sizeof offset, &offset};
+    MDB_val pk = {strlen(pname), pname}, pv = {positions_len, (void *)positions};
     if (txn(l, err)) return -1;
     int rc = offset < 0 ? mdb_del(l->txn, l->meta, &k, NULL)
                         : mdb_put(l->txn, l->meta, &k, &v, 0);
     if (rc == MDB_NOTFOUND) rc = 0;
+    int prc = offset < 0 || !positions_len ? mdb_del(l->txn, l->meta, &pk, NULL)
+                                           : mdb_put(l->txn, l->meta, &pk, &pv, 0);
+    if (prc == MDB_NOTFOUND) prc = 0;
+    if (!rc) rc = prc;
     return rc ? fail(err, rc) : 0;
 }
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sp_buf.h"
+
 typedef struct sp_lmdb sp_lmdb;
 
 /* 0, or -1 with *err. dir is created if missing. */
@@ -42,11 +44,12 @@ int64_t sp_lmdb_expire(sp_lmdb *l, int32_t part, int64_t ts,
                        void *arg);
 /* Empties a partition's database. */
 int sp_lmdb_drop(sp_lmdb *l, int32_t part, const char **err);
-/* The changelog offset recorded by a clean hand-over (-1: none), and
- * recording or clearing it. */
-int64_t sp_lmdb_offset(sp_lmdb *l, int32_t part);
-int sp_lmdb_set_offset(sp_lmdb *l, int32_t part, int64_t offset,
-                       const char **err);
+/* The changelog offset recorded by a clean hand-over (-1: none), with
+ * where the partition's inputs were then (text, as a checkpoint's, into
+ * positions when not NULL); and recording or (offset -1) clearing them. */
+int64_t sp_lmdb_offset(sp_lmdb *l, int32_t part, sp_buf *positions);
+int sp_lmdb_set_offset(sp_lmdb *l, int32_t part, int64_t offset, const char *positions,
+                       size_t positions_len, const char **err);
 /* Partitions with a database: fills up to max, returns how many. */
 int32_t sp_lmdb_partitions(sp_lmdb *l, int32_t *out, int32_t max);
 /* Ends the batch: commits the write transaction. */
