@@ -271,12 +271,13 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
     sp_run_resume_times(r, c);
     /* consuming starts where the state is restored to: at the offsets
      * just read, not at those of a second read librdkafka would make
-     * (after a coordinator failover two reads may disagree) */
+     * (after a coordinator failover two reads may disagree), nor at an
+     * offset parts carries (a list from rd_kafka_assignment holds those
+     * the partitions were assigned with, long ago) */
     for (int i = 0; i < c->cnt; i++) {
         rd_kafka_topic_partition_t *p =
             rd_kafka_topic_partition_list_find(parts, c->elems[i].topic, c->elems[i].partition);
-        if (p && p->offset == RD_KAFKA_OFFSET_INVALID && c->elems[i].offset >= 0)
-            p->offset = c->elems[i].offset;
+        if (p) p->offset = c->elems[i].offset >= 0 ? c->elems[i].offset : RD_KAFKA_OFFSET_INVALID;
     }
     if (r->start_ms >= 0 || r->o->until_end) start_positions(r, parts, c);
     for (int i = 0; i < c->cnt; i++)

@@ -91,7 +91,7 @@ local sproc = require "sproc"
 sproc.app{{ processing_guarantee = "exactly_once" }}
 local counts = sproc.store{{ name = "counts" }}
 sproc.source{{ topic = "{src}" }}
-  :map(function(r) return {{ k = r.key, n = counts:incr(r.key) }} end)
+  :map(function(r) return {{ k = r.key, n = counts:incr(r.key), p = r.partition, o = r.offset }} end)
   :to{{ topic = "{dst}" }}
 """)
     rate = int(os.environ.get("SPROC_TEST_C3_RATE", "2000"))
@@ -166,9 +166,17 @@ def explain(k, wrong, outs, log):
     lines = [f"{key}: {len(inputs.get(key, []))} records in the input topic, "
              f"{t} sent, {n} outputs" for key, (n, t) in list(wrong.items())[:5]]
     first = next(iter(wrong))
-    ns = [(r["partition"], r["offset"], json.loads(r["value"])["n"]) for r in outs
-          if json.loads(r["value"])["k"] == first]
-    lines.append(f"outputs of {first} (partition, offset, n): {ns}")
+    mine = [(r["partition"], r["offset"], json.loads(r["value"])) for r in outs
+            if json.loads(r["value"])["k"] == first]
+    seen, twice = set(), []
+    for part, off, v in mine:
+        if (v["p"], v["o"]) in seen:
+            twice.append((v["p"], v["o"], part, off, v["n"]))
+        seen.add((v["p"], v["o"]))
+    lines.append(f"outputs of {first} (partition, offset, n, input partition, input offset): "
+                 f"{[(part, off, v['n'], v['p'], v['o']) for part, off, v in mine]}")
+    lines.append(f"inputs of {first} output twice (input partition, offset, then output "
+                 f"partition, offset, n): {twice[:40]}")
     lines += [ln for ln in log.splitlines() if " warn: " in ln or " error: " in ln
               or "assigned" in ln or "revoked" in ln or "lost" in ln][-80:]
     return "\n".join(lines)

@@ -369,3 +369,46 @@ def test_offsets_rewound_behind_the_state(kafka, sproc, tmp_path, guarantee, bac
         seen.setdefault(v["k"], []).append(v["n"])
     wrong = {k: n for k, n in truth.items() if sorted(seen.get(k, [])) != sorted(list(range(1, n + 1)) * 2)}
     assert not wrong, f"{len(wrong)} keys not counted 1..n twice\n{log[-3000:]}"
+
+
+def test_exactly_once_recovers_in_process_from_committed_offsets(kafka, sproc, tmp_path):
+    """An output Kafka refuses (too large for its topic) makes the open
+    transaction abortable: sproc aborts it and goes on from the last
+    committed transaction in the same process. The group had committed
+    offsets before the start, so the partitions were assigned at explicit
+    offsets: the recovery must start from the offsets committed since,
+    not from those (it once did, counting most input twice)."""
+    from confluent_kafka import Consumer, TopicPartition
+    src = kafka.create("in", partitions=2)
+    dst = kafka.create("out", partitions=2, config={"max.message.bytes": "1000000"})
+    truth = produce_keys(kafka, 1500, 9)
+    boom_at = kafka.end_offsets("in")[0]  # in the second half, after commits
+    app = kafka.topic("app")
+    c = Consumer({"bootstrap.servers": kafka.bootstrap, "group.id": app})
+    c.commit(offsets=[TopicPartition(src, part, 0) for part in (0, 1)], asynchronous=False)
+    c.close()
+    script = write_script(tmp_path, "boom.lua", f"""
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "exactly_once" }}
+local counts = sproc.store{{ name = "counts" }}
+local boom = true
+sproc.source{{ topic = "{src}" }}
+  :map(function(r)
+    local n = counts:incr(r.key)
+    if boom and r.partition == 0 and r.offset >= {boom_at} then
+      boom = false  -- once: the records are processed again after the abort
+      return {{ k = r.key, n = n, pad = string.rep("x", 1100000) }}
+    end
+    return {{ k = r.key, n = n }}
+  end)
+  :to{{ topic = "{dst}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", app,
+               "--set", "message.max.bytes=3000000"] + FAST, name="boom")
+    wait_committed_to_end(kafka, app, "in", proc=p)
+    for k, n in produce_keys(kafka, 1500, 10).items():
+        truth[k] = truth.get(k, 0) + n
+    wait_committed_to_end(kafka, app, "in", proc=p)
+    log = p.stderr()
+    assert "transaction aborted" in log and p.alive(), log
+    assert_exact_counts(kafka, truth, log)
