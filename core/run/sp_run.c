@@ -526,7 +526,10 @@ static int start_loop(runner *r) {
     ev_signal_start(r->loop, &r->hup_w);
     if (r->o->watch) {
         sp_run_watch_files(r);
-        ev_timer_init(&r->watch_w, sp_run_on_watch, 0.1, 0.1);
+        /* with inotify, looking at the files is the fallback (file systems
+         * that do not tell, such as NFS) */
+        double every = r->inotify_fd >= 0 ? 1.0 : 0.1;
+        ev_timer_init(&r->watch_w, sp_run_on_watch, every, every);
         r->watch_w.data = r;
         ev_timer_start(r->loop, &r->watch_w);
         sp_info("watching %s: saving it reloads the pipeline", r->o->script);
@@ -603,6 +606,7 @@ int sp_run(const sp_opts *o) {
     runner *r = &R;
     memset(r, 0, sizeof *r);
     r->stale_partition = -1;
+    r->inotify_fd = -1;
     r->o = o;
     r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
     r->max_batch = (int)sp_run_setting_int(o, "sproc.batch.size", 1000);

@@ -131,6 +131,8 @@ typedef struct runner {
 
     /* hot reload */
     ev_timer watch_w;
+    int inotify_fd;       /* the watched files' directories; -1 none */
+    ev_io inotify_w;
     char **wfiles;        /* the script and its modules */
     struct stat *wstats;  /* as last seen */
     int nwfiles;
