@@ -20,6 +20,9 @@ static void usage(FILE *f) {
         "       sproc test [DIR] [busted options]   run busted specs\n"
         "       sproc reset SCRIPT.lua [--to earliest|latest|TIME] [--dry-run]\n"
         "                   [--app ID] --brokers LIST   start the application over\n"
+        "       sproc capture TOPIC --brokers LIST [--partition N]... [--from OFFSET|TIME]\n"
+        "                   [--to OFFSET|TIME] [--key KEY] [--max N] [--out FILE]\n"
+        "                   a slice of a topic as a fixture for sproc.testing\n"
         "\n"
         "options:\n"
         "  --brokers LIST          Kafka bootstrap servers (env SPROC_BROKERS);\n"
@@ -251,6 +254,7 @@ int main(int argc, char **argv) {
         return describe(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "test") == 0)
         return run_tests(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "capture") == 0) return sp_capture(argc - 1, argv + 1);
     int reset = argc > 1 && strcmp(argv[1], "reset") == 0, dry_run = 0;
     const char *to = "earliest";
     if (reset) {

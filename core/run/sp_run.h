@@ -58,6 +58,8 @@ int sp_run(const sp_opts *o);
  * local state deleted, refused while the group has active members;
  * dry_run prints the plan only. Returns the exit code. */
 int sp_reset(const sp_opts *o, const char *to, int dry_run);
+/* sproc capture TOPIC ...: argv[0] is "capture"; the exit code. */
+int sp_capture(int argc, char **argv);
 
 typedef struct file_src {
     FILE *f;

@@ -418,4 +418,49 @@ end
 
 M.partition_for = function(key, n) return C.sp_partition_for(key, #key, n) end
 
+local B64 = {}
+for i = 1, 64 do
+  B64[("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"):byte(i)] = i - 1
+end
+
+local function unbase64(s)
+  local out, n = {}, 0
+  for i = 1, #s, 4 do
+    local a, b, c, d = s:byte(i, i + 3)
+    local v = B64[a] * 262144 + B64[b] * 4096 + (B64[c] or 0) * 64 + (B64[d] or 0)
+    n = n + 1
+    out[n] = string.char(math.floor(v / 65536) % 256, math.floor(v / 256) % 256, v % 256)
+      :sub(1, c == 61 and 1 or d == 61 and 2 or 3)
+  end
+  return table.concat(out)
+end
+
+--- The records of a fixture file that `sproc capture` wrote, in the order
+--- it read them, as pipe() takes them: { key, value, ts, partition,
+--- offset, headers }. d:pipe(topic, testing.fixture(path)) replays them.
+function M.fixture(path)
+  local f, err = io.open(path, "rb")
+  if not f then error("fixture: " .. tostring(err), 2) end
+  local recs, n = {}, 0
+  for line in f:lines() do
+    if line ~= "" then
+      local r, e = json.decode(line)
+      if type(r) ~= "table" then
+        f:close()
+        error("fixture " .. path .. ": line " .. (n + 1) .. " is not a record (" ..
+              tostring(e) .. ")", 2)
+      end
+      local key = r.key_b64 and unbase64(r.key_b64) or r.key
+      local value = r.value_b64 and unbase64(r.value_b64) or r.value
+      n = n + 1
+      recs[n] = { key = key ~= json.null and key or nil,
+                  value = value ~= json.null and value or nil,
+                  ts = r.timestamp, partition = r.partition, offset = r.offset,
+                  headers = r.headers }
+    end
+  end
+  f:close()
+  return recs
+end
+
 return M
