@@ -75,8 +75,38 @@ struct sp_restore {
     sp_buf ckpt_pos; /* a checkpoint's positions */
     int32_t stale; /* sp_restore_take_stale; -1 none */
     sp_buf tagged; /* a table record's value as its store keeps it */
+    /* the highest changelog end this process saw per store partition
+     * (its restores, its own acknowledged writes): a log's end never goes
+     * back, so an end read below it comes from a broker not caught up */
+    struct seen {
+        int32_t store, partition;
+        int64_t end;
+    } *seen;
+    int nseen, seen_cap;
     rd_kafka_message_t *msgs[2048];
 };
+
+static struct seen *seen_of(sp_restore *rs, int32_t store, int32_t partition, int add) {
+    for (int i = 0; i < rs->nseen; i++)
+        if (rs->seen[i].store == store && rs->seen[i].partition == partition) return &rs->seen[i];
+    if (!add) return NULL;
+    if (rs->nseen == rs->seen_cap) {
+        int cap = rs->seen_cap ? rs->seen_cap * 2 : 32;
+        struct seen *t = realloc(rs->seen, (size_t)cap * sizeof *t);
+        if (!t) return NULL;
+        rs->seen = t;
+        rs->seen_cap = cap;
+    }
+    rs->seen[rs->nseen] = (struct seen){store, partition, -1};
+    return &rs->seen[rs->nseen++];
+}
+
+/* Notes the changelog end a store partition's state reached. */
+static void saw_end(sp_restore *rs, int32_t store, int32_t partition) {
+    sp_kv_part *p = sp_kv_part_of(rs->ctx->stores[store], partition, 0);
+    struct seen *e = p && p->changelog_end >= 0 ? seen_of(rs, store, partition, 1) : NULL;
+    if (e && p->changelog_end > e->end) e->end = p->changelog_end;
+}
 
 /* Store i's changelog: <app>-<store>-changelog, or a table's topic. */
 static char *changelog_of(sp_ctx *ctx, const char *app_id, int32_t i) {
@@ -172,6 +202,7 @@ void sp_restore_destroy(sp_restore *rs) {
     free(rs->jobs);
     free(rs->present);
     free(rs->deferred);
+    free(rs->seen);
     free(rs->dir);
     sp_buf_destroy(&rs->tagged);
     sp_buf_destroy(&rs->ckpt_pos);
@@ -434,6 +465,13 @@ static int changelog_bounds(sp_restore *rs, rd_kafka_t *ends, int32_t partition,
                      rs->topics[i], partition, rd_kafka_err2str(e));
             return -1;
         }
+        const struct seen *was = seen_of(rs, i, partition, 0);
+        if (was && hi[i] < was->end) {
+            snprintf(why, whysize, "the end of changelog %s [%" PRId32 "] read as %" PRId64
+                     ", before the %" PRId64 " this process saw (a broker not caught up)",
+                     rs->topics[i], partition, hi[i], was->end);
+            return -1;
+        }
     }
     return 0;
 }
@@ -605,6 +643,7 @@ static int find_job(sp_restore *rs, const char *topic, int32_t partition) {
 static int finish(sp_restore *rs, int i) {
     job j = rs->jobs[i];
     assign_one(rs, j.store, j.partition, 0, 0);
+    saw_end(rs, j.store, j.partition);
     const char *name = rs->ctx->stores[j.store]->name;
     if (j.ckpt_keys >= 0)
         store_info(name, j.partition,
@@ -711,8 +750,10 @@ void sp_restore_drop(sp_restore *rs, int32_t partition) {
             assign_one(rs, rs->jobs[i].store, partition, 0, 0);
             rs->jobs[i] = rs->jobs[--rs->njobs];
         }
-    for (int32_t i = 0; i < rs->ctx->nstores; i++)
+    for (int32_t i = 0; i < rs->ctx->nstores; i++) {
+        if (i < rs->ntopics) saw_end(rs, i, partition);
         sp_kv_drop_part(rs->ctx->stores[i], partition);
+    }
 }
 
 /* The changelog topics: compacted, one partition per input partition. */
