@@ -36,8 +36,11 @@ static int parse(int argc, char **argv, capture *c) {
             return usage("an option without its value");
         } else if (!strcmp(a, "--brokers") || !strcmp(a, "--bootstrap-server")) {
             c->brokers = v;
-        } else if (!strcmp(a, "--partition") && c->nparts < 256) {
-            c->parts[c->nparts++] = (int32_t)atoi(v);
+        } else if (!strcmp(a, "--partition")) {
+            int32_t p = (int32_t)atoi(v), dup = 0;
+            for (int k = 0; k < c->nparts; k++) dup |= c->parts[k] == p;
+            if (!dup && c->nparts == 256) return usage("at most 256 partitions");
+            if (!dup) c->parts[c->nparts++] = p;
         } else if (!strcmp(a, "--from")) {
             c->from = v;
         } else if (!strcmp(a, "--to")) {
@@ -72,9 +75,9 @@ static int64_t bound(rd_kafka_t *rk, const char *topic, int32_t part, const char
     if (sp_time_parse(b, &ms) != 0) return -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, topic, part)->offset = ms;
-    int64_t at = hi;
-    if (rd_kafka_offsets_for_times(rk, l, 10000) == 0 && !l->elems[0].err && l->elems[0].offset >= 0)
-        at = l->elems[0].offset;
+    int64_t at = -1; /* a lookup that failed is an error, not the end */
+    if (rd_kafka_offsets_for_times(rk, l, 10000) == 0 && !l->elems[0].err)
+        at = l->elems[0].offset >= 0 ? l->elems[0].offset : hi; /* nothing after the time */
     rd_kafka_topic_partition_list_destroy(l);
     return at;
 }
@@ -120,12 +123,30 @@ static int write_record(FILE *f, sp_buf *b, const rd_kafka_message_t *m) {
         const char *name;
         const void *val;
         size_t vlen;
-        rc = sp_buf_append(b, ",\"headers\":{", 12);
+        /* name and value pairs, in order (a name may come twice); a value
+         * that is not UTF-8 as {"b64": ...}, a null one as null */
+        rc = sp_buf_append(b, ",\"headers\":[", 12);
         for (size_t i = 0; !rc && rd_kafka_header_get_all(h, i, &name, &val, &vlen) == 0; i++) {
-            rc = (i && sp_buf_putc(b, ',')) || sp_json_write_string(b, name, strlen(name)) ||
-                 sp_buf_putc(b, ':') || sp_json_write_string(b, val ? val : "", vlen);
+            rc = (i && sp_buf_putc(b, ',')) || sp_buf_putc(b, '[') ||
+                 sp_json_write_string(b, name, strlen(name)) || sp_buf_putc(b, ',');
+            if (!rc && !val) {
+                rc = sp_buf_append(b, "null", 4);
+            } else if (!rc) {
+                size_t at = b->len;
+                int w = sp_json_write_string(b, val, vlen);
+                if (w == SP_JSON_EUTF8) {
+                    b->len = at;
+                    rc = sp_buf_putc(b, '{') || put_bytes(b, "b", val, vlen) ||
+                         sp_buf_putc(b, '}');
+                    /* put_bytes wrote ",\"b_b64\":...": drop its comma */
+                    if (!rc) memmove(b->data + at + 1, b->data + at + 2, b->len - at - 2), b->len--;
+                } else {
+                    rc = w;
+                }
+            }
+            if (!rc) rc = sp_buf_putc(b, ']');
         }
-        if (!rc) rc = sp_buf_putc(b, '}');
+        if (!rc) rc = sp_buf_putc(b, ']');
     }
     if (!rc) rc = sp_buf_append(b, "}\n", 2);
     return rc || fwrite(b->data, 1, b->len, f) != b->len ? -1 : 0;
@@ -167,7 +188,10 @@ int sp_capture(int argc, char **argv) {
         for (int32_t p = 0; p < nall && p < 256; p++) c.parts[c.nparts++] = p;
     l = rd_kafka_topic_partition_list_new(c.nparts);
     ends = calloc((size_t)c.nparts, sizeof *ends);
-    if (!ends) goto fail;
+    if (!ends) {
+        snprintf(err, sizeof err, "out of memory");
+        goto fail;
+    }
     int open = 0;
     for (int i = 0; i < c.nparts; i++) {
         int64_t lo, hi;
@@ -179,7 +203,8 @@ int sp_capture(int argc, char **argv) {
         int64_t from = bound(rk, c.topic, c.parts[i], c.from, lo, hi);
         int64_t to = bound(rk, c.topic, c.parts[i], c.to, hi, hi);
         if (from < 0 || to < 0) {
-            snprintf(err, sizeof err, "--from and --to take an offset or an ISO-8601 time");
+            snprintf(err, sizeof err, "--from and --to take an offset or an ISO-8601 time "
+                     "(or the offset of a time could not be read)");
             goto fail;
         }
         if (from < lo) from = lo;

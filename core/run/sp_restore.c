@@ -73,7 +73,8 @@ struct sp_restore {
     void *committed_opaque;
     int exactly_once;
     sp_buf ckpt_pos; /* a checkpoint's positions */
-    int32_t stale; /* sp_restore_take_stale; -1 none */
+    int32_t stale[64]; /* sp_restore_take_stale's partitions */
+    int nstale;
     sp_buf tagged; /* a table record's value as its store keeps it */
     /* the highest changelog end this process saw per store partition
      * (its restores, its own acknowledged writes): a log's end never goes
@@ -126,10 +127,21 @@ void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn,
     rs->exactly_once = exactly_once;
 }
 
+/* Notes a partition whose committed offsets read stale (once). */
+static void mark_stale(sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->nstale; i++)
+        if (rs->stale[i] == partition) return;
+    if (rs->nstale < (int)(sizeof rs->stale / sizeof *rs->stale)) rs->stale[rs->nstale++] = partition;
+}
+
 int32_t sp_restore_take_stale(sp_restore *rs) {
-    int32_t p = rs->stale;
-    rs->stale = -1;
-    return p;
+    return rs->nstale > 0 ? rs->stale[--rs->nstale] : -1;
+}
+
+int sp_restore_is_stale(const sp_restore *rs, int32_t partition) {
+    for (int i = 0; i < rs->nstale; i++)
+        if (rs->stale[i] == partition) return 1;
+    return 0;
 }
 
 sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
@@ -142,7 +154,6 @@ sp_restore *sp_restore_create(sp_ctx *ctx, const char *app_id,
         return NULL;
     }
     rs->ctx = ctx;
-    rs->stale = -1;
     rs->ends_conf = rd_kafka_conf_dup(conf);
     if (rd_kafka_conf_set(rs->ends_conf, "isolation.level", "read_uncommitted", errbuf,
                           errsize)) {
@@ -343,7 +354,7 @@ static int start_disk(sp_restore *rs, int32_t i, int32_t partition, int64_t lo, 
         store_info(s->name, partition,
                    "store %s partition %" PRId32 ": its kept state is ahead of the group's "
                    "committed offsets; restoring from the changelog", s->name, partition);
-        if (rs->exactly_once) rs->stale = partition;
+        if (rs->exactly_once) mark_stale(rs, partition);
         off = -1;
     }
     if (off >= 0 && off <= hi) {
@@ -398,7 +409,7 @@ static int start_memory(sp_restore *rs, int32_t i, int32_t partition, int64_t lo
         store_info(s->name, partition,
                    "store %s partition %" PRId32 ": its checkpoint is ahead of the group's "
                    "committed offsets; restoring from the changelog", s->name, partition);
-        if (rs->exactly_once) rs->stale = partition;
+        if (rs->exactly_once) mark_stale(rs, partition);
         else sp_checkpoint_remove(rs->dir, s, partition);
         sp_kv_drop_part(s, partition);
         from = -1;
@@ -699,7 +710,7 @@ int sp_restore_poll(sp_restore *rs, int32_t *done, int max, const char **err) {
                 if (s->source && !m->key) {
                     /* a table skips records without a key */
                 } else if (p && !s->source && beyond_committed(rs, m)) {
-                    if (rs->exactly_once) rs->stale = j->partition;
+                    if (rs->exactly_once) mark_stale(rs, j->partition);
                     p->changelog_end = m->offset + 1;
                     j->skipped++;
                 } else if (!p || sp_store_restore_apply(rs->ctx, s, j->partition, m->key,

@@ -50,8 +50,10 @@ typedef void (*sp_restore_positions_fn)(void *opaque, int32_t partition, sp_buf 
 void sp_restore_set_committed(sp_restore *rs, sp_restore_committed_fn fn,
                               sp_restore_positions_fn positions, void *opaque, int exactly_once);
 /* A partition whose restore met such a record (its committed offsets must
- * be read again and its restore started over), or -1; cleared. */
+ * be read again and its restore started over), or -1; each is given
+ * once. */
 int32_t sp_restore_take_stale(sp_restore *rs);
+int sp_restore_is_stale(const sp_restore *rs, int32_t partition);
 
 /* Starts restoring every store's partition (a no-op for a partition being
  * restored or already here). Returns 1 when restoring started, 0 when

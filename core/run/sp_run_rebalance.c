@@ -87,14 +87,14 @@ void sp_run_on_restore(struct ev_loop *loop, ev_timer *w, int revents) {
             sp_run_fatal(r, buf);
             return;
         }
-        int32_t stale = sp_restore_take_stale(r->rs);
         for (int i = 0; i < n; i++) {
             /* a partition whose offsets read stale starts over */
-            if (done[i] == stale || done[i] == r->stale_partition) continue;
+            if (sp_restore_is_stale(r->rs, done[i]) || done[i] == r->stale_partition) continue;
             sp_run_partition_ready(r, done[i]);
             sp_run_resume_restored(r, done[i]);
         }
-        if (stale >= 0) reread_stale(r, stale);
+        for (int32_t stale; (stale = sp_restore_take_stale(r->rs)) >= 0 && !r->exit_code;)
+            reread_stale(r, stale);
     }
     if (r->exit_code) return;
     if (!sp_restore_pending(r->rs) && r->stale_partition < 0) {

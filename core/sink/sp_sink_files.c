@@ -52,6 +52,10 @@ typedef struct files {
     sp_buf rel;
     sp_pq_opts pq;
     sp_fcommit *commit; /* exactly-once when set */
+    /* a publication failed, or a record's outputs were written only in
+     * part: the open files are never published (their records are read
+     * again after a restart), whatever flushes them */
+    int failed;
     const sp_rec *last_in;
     int64_t last_offset;
 } files;
@@ -137,6 +141,7 @@ oom:
 /* Finishes, syncs and closes an open file; 0 or -1. */
 static int seal(ofile *o, const char **err) {
     int rc = 0;
+    if (!o->f) return -1; /* sealed by a publication that failed */
     if (o->pw) {
         rc = sp_pq_finish(o->pw, err);
         sp_pq_destroy(o->pw);
@@ -152,6 +157,10 @@ static int publish(sp_sink *s, const char **err) {
     files *fs = s->impl;
     int rc = SP_OK, n = fs->nopen;
     if (n == 0) return SP_OK;
+    if (fs->failed) {
+        *err = "the sink's files cannot be published (an earlier write or publication failed)";
+        return SP_EIO;
+    }
     char **tmps = calloc((size_t)n, sizeof *tmps), **names = calloc((size_t)n, sizeof *names);
     for (int i = 0; i < n; i++) {
         if (seal(&fs->open[i], err) != 0) rc = SP_EIO;
@@ -176,6 +185,7 @@ static int publish(sp_sink *s, const char **err) {
     free(tmps);
     free(names);
     if (rc != SP_OK) {
+        fs->failed = 1;
         sp_error("cannot publish the files of %s: %s", s->name, strerror(errno));
         *err = "cannot publish output file";
         return rc;
@@ -245,8 +255,15 @@ static int files_write(sp_sink *s, sp_msg *m, const char **err) {
         at = -1;
     }
     if (at < 0) {
-        if ((rc = open_file(s, rel, rel_len, err)) != SP_OK) return rc;
+        if ((rc = open_file(s, rel, rel_len, err)) != SP_OK) {
+            if (same_record) fs->failed = 1; /* the record's other outputs are written */
+            return rc;
+        }
         at = fs->nopen - 1;
+    }
+    if (fs->failed) {
+        *err = "the sink's files cannot be published (an earlier write or publication failed)";
+        return SP_EIO;
     }
     ofile *o = &fs->open[at];
     fs->last = at;
@@ -263,9 +280,13 @@ static int files_write(sp_sink *s, sp_msg *m, const char **err) {
     fs->last_offset = m->in ? m->in->offset : -1;
     int64_t before = o->pw ? sp_pq_size(o->pw) : o->bytes;
     if (o->pw) {
-        if (sp_pq_append(o->pw, err) != 0) return SP_EIO;
+        if (sp_pq_append(o->pw, err) != 0) {
+            fs->failed = 1;
+            return SP_EIO;
+        }
     } else if ((m->val_len && fwrite(m->val, 1, m->val_len, o->f) != m->val_len) ||
                fputc('\n', o->f) == EOF) {
+        fs->failed = 1;
         *err = "cannot write output file";
         return SP_EIO;
     }

@@ -452,11 +452,18 @@ function M.fixture(path)
       end
       local key = r.key_b64 and unbase64(r.key_b64) or r.key
       local value = r.value_b64 and unbase64(r.value_b64) or r.value
+      local headers
+      for _, h in ipairs(type(r.headers) == "table" and r.headers or {}) do
+        local v = h[2]
+        if type(v) == "table" then v = unbase64(v.b_b64) end
+        headers = headers or {}
+        if v ~= json.null then headers[h[1]] = v end  -- pipe() takes one value a name
+      end
       n = n + 1
       recs[n] = { key = key ~= json.null and key or nil,
                   value = value ~= json.null and value or nil,
                   ts = r.timestamp, partition = r.partition, offset = r.offset,
-                  headers = r.headers }
+                  headers = headers }
     end
   end
   f:close()

@@ -18,6 +18,8 @@ def test_a_captured_slice_replays_to_the_live_outputs(kafka, sproc, tmp_path):
     for i in range(3000):
         key = f"user{i % 37}".encode()
         headers = [("origin", b"web")] if i % 10 == 0 else None
+        if i == 7:
+            headers = [("trace", b"\x00\xff\x01"), ("origin", b"web")]
         recs.append((key, {"i": i, "amount": i % 50}, headers, 1_700_000_000_000 + i))
     recs.append((b"\xff\xfebinary", {"i": 3000, "amount": 42}))
     recs.append((b"user1", None))
@@ -45,7 +47,10 @@ sproc.source{{ topic = "{src}", value = "json", tombstones = "skip" }}
     lines = [json.loads(x) for x in fixture.read_text().splitlines()]
     assert len(lines) == len(recs) and "3002 records" in cap.stderr
     assert any("key_b64" in x for x in lines) and any(x["value"] is None for x in lines)
-    assert sum(1 for x in lines if x.get("headers") == {"origin": "web"}) == 300
+    assert sum(1 for x in lines if x.get("headers") == [["origin", "web"]]) == 300
+    assert [x["headers"] for x in lines if x["offset"] is not None and
+            json.loads(x["value"] or "null") and json.loads(x["value"])["i"] == 7] == \
+        [[["trace", {"b_b64": "AP8B"}], ["origin", "web"]]]
 
     got_path = tmp_path / "replayed.jsonl"
     spec = tmp_path / "replay_spec.lua"
