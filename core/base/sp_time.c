@@ -67,7 +67,12 @@ int sp_time_parse(const char *s, int64_t *ms) {
     if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) ||
         *p++ != '-' || digits(&p, 2, &d))
         return -1;
-    if (mo < 1 || mo > 12 || d < 1 || d > 31) return -1;
+    /* a day the month does not have is no date (it would be read as the
+     * next month's: 2024-02-30 as March 1st) */
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 ||
+        d > days[mo - 1] + (mo == 2 && y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+        return -1;
     if (*p == 'T' || *p == 't' || *p == ' ') {
         p++;
         if (digits(&p, 2, &h) || *p++ != ':' || digits(&p, 2, &mi)) return -1;

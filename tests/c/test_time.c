@@ -17,6 +17,11 @@ int main(void) {
     SP_CHECK_INT(ms("2015-12-31T19:00:00-0500"), 1451606400000LL);
     SP_CHECK_INT(ms("1969-12-31T23:59:59Z"), -1000);
     SP_CHECK_INT(ms("2016-13-01"), -42);
+    SP_CHECK_INT(ms("2024-02-30"), -42); /* no such day (it once read as March 1st) */
+    SP_CHECK_INT(ms("2023-02-29"), -42);
+    SP_CHECK_INT(ms("2000-02-29"), 951782400000LL);
+    SP_CHECK_INT(ms("1900-02-29"), -42);
+    SP_CHECK_INT(ms("2023-04-31T00:00:00Z"), -42);
     SP_CHECK_INT(ms("yesterday"), -42);
     SP_CHECK_INT(ms("2016-01-01T10"), -42);
     SP_CHECK_INT(ms("2016-01-01Tx"), -42);
