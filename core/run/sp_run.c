@@ -587,6 +587,7 @@ static void free_runner(runner *r) {
     sp_run_free_watched(r);
     sp_kafka_out_destroy(&r->ko);
     sp_offsets_destroy(&r->offs);
+    sp_buf_destroy(&r->positions);
     for (int i = 0; i < 2; i++) {
         if (r->cons_fd[i] >= 0) close(r->cons_fd[i]);
         if (r->prod_fd[i] >= 0) close(r->prod_fd[i]);

@@ -126,6 +126,7 @@ typedef struct runner {
     /* exactly-once: a partition whose committed offsets read stale waits
      * to read them again (sp_run_rebalance.c); -1 none */
     int32_t stale_partition;
+    sp_buf positions; /* a changelog header's text, made again for each */
     int stale_accepted; /* taken as a rewind: the restore leaves out later records */
     double stale_since, stale_last;
     char txn_id[512];    /* the producer's transactional.id */

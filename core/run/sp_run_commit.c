@@ -32,21 +32,33 @@ int sp_run_flush_state(runner *r) {
     return -1;
 }
 
+/* SP_CHANGELOG_POSITIONS' text for partition into out (reset first):
+ * "<position> <topic>\n" for each of its inputs (assigned ones only, or
+ * those just revoked too); -1 when out of memory. */
+static int positions_text(runner *r, int32_t partition, int assigned_only, sp_buf *out) {
+    char num[32];
+    sp_buf_reset(out);
+    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
+        if ((assigned_only && !tp->assigned) || tp->partition != partition || tp->position < 0)
+            continue;
+        int n = snprintf(num, sizeof num, "%" PRId64 " ", tp->position);
+        if (sp_buf_append(out, num, (size_t)n) != 0 ||
+            sp_buf_append(out, tp->topic, strlen(tp->topic)) != 0 || sp_buf_putc(out, '\n') != 0)
+            return -1;
+    }
+    return 0;
+}
+
 rd_kafka_headers_t *sp_run_changelog_headers(void *opaque, int32_t partition) {
     runner *r = opaque;
-    char buf[4096];
-    size_t n = 0;
-    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
-        if (!tp->assigned || tp->partition != partition || tp->position < 0) continue;
-        int w = snprintf(buf + n, sizeof buf - n, "%" PRId64 " %s\n", tp->position, tp->topic);
-        /* too many topics for the header: none, and the restore keeps the
-         * record (at-least-once as before) */
-        if (w < 0 || (size_t)w >= sizeof buf - n) return NULL;
-        n += (size_t)w;
-    }
-    if (n == 0) return NULL;
+    /* too many topics for the header (4 KiB): none, and the restore keeps
+     * the record (at-least-once as before) */
+    if (positions_text(r, partition, 1, &r->positions) != 0 || r->positions.len == 0 ||
+        r->positions.len >= 4096)
+        return NULL;
     rd_kafka_headers_t *h = rd_kafka_headers_new(1);
-    rd_kafka_header_add(h, SP_CHANGELOG_POSITIONS, -1, buf, (ssize_t)n);
+    rd_kafka_header_add(h, SP_CHANGELOG_POSITIONS, -1, r->positions.data,
+                        (ssize_t)r->positions.len);
     return h;
 }
 
@@ -86,17 +98,8 @@ int64_t sp_run_group_offset(void *opaque, const char *topic, int32_t partition) 
 }
 
 void sp_run_positions(void *opaque, int32_t partition, sp_buf *out) {
-    runner *r = opaque;
-    char buf[64];
-    sp_buf_reset(out);
     /* the inputs just revoked too: a checkpoint is written as they go */
-    for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
-        if (tp->partition != partition || tp->position < 0) continue;
-        int n = snprintf(buf, sizeof buf, "%" PRId64 " ", tp->position);
-        if (sp_buf_append(out, buf, (size_t)n) != 0 ||
-            sp_buf_append(out, tp->topic, strlen(tp->topic)) != 0 || sp_buf_putc(out, '\n') != 0)
-            return;
-    }
+    positions_text(opaque, partition, 0, out);
 }
 
 void sp_run_partition_ready(runner *r, int32_t partition) {
