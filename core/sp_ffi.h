@@ -500,6 +500,14 @@ int sp_store_apply(sp_ctx *ctx, int store, int32_t partition, const char *key, s
  * -1 when full). */
 int64_t *sp_ctx_op_counters(sp_ctx *ctx);
 int32_t sp_ctx_operator(sp_ctx *ctx, const char *name, int32_t parent);
+/* Taps (sproc tap): per operator, how many records may be sampled now
+ * (the executable refills it while someone taps; 0 otherwise, so an
+ * untapped operator costs one comparison). A sampled record is offered
+ * with its key, value (JSON text, or bytes written as a string), time,
+ * partition and offset (-1: none); the offer takes one of the count. */
+int32_t *sp_ctx_op_taps(sp_ctx *ctx);
+void sp_ctx_tap_offer(sp_ctx *ctx, int32_t op, const char *key, size_t klen, const char *val,
+                      size_t vlen, int64_t ts, int32_t partition, int64_t offset);
 
 /* SP_FFI_END */
 

@@ -608,3 +608,26 @@ int sp_json_write_number(sp_buf *b, double v) {
     }
     return sp_buf_append(b, tmp, (size_t)n);
 }
+
+int sp_json_write_base64(sp_buf *b, const void *p, size_t n) {
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const unsigned char *u = p;
+    int rc = sp_buf_putc(b, '"');
+    for (size_t i = 0; i < n && rc == 0; i += 3) {
+        uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
+                     (i + 2 < n ? u[i + 2] : 0);
+        char q[4] = {tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
+        rc = sp_buf_append(b, q, 4);
+    }
+    return rc || sp_buf_putc(b, '"') ? -1 : 0;
+}
+
+int sp_json_write_text(sp_buf *b, const char *s, size_t len) {
+    size_t at = b->len;
+    int rc = sp_json_write_string(b, s, len);
+    if (rc != SP_JSON_EUTF8) return rc;
+    b->len = at;
+    return sp_buf_append(b, "{\"b64\":", 7) || sp_json_write_base64(b, s, len) ||
+           sp_buf_putc(b, '}') ? -1 : 0;
+}

@@ -73,6 +73,11 @@ size_t sp_utf8_len(const char *s, const char *end);
  * within 2^53 without exponent or fraction; NaN and infinities as null
  * (JSON has no such numbers). */
 int sp_json_write_number(sp_buf *b, double v);
+/* Bytes as a quoted base64 string (RFC 4648, padded): for what is not
+ * UTF-8. */
+int sp_json_write_base64(sp_buf *b, const void *p, size_t n);
+/* A JSON string of bytes that are UTF-8, else {"b64": "..."}. */
+int sp_json_write_text(sp_buf *b, const char *s, size_t len);
 int sp_json_write_int(sp_buf *b, int64_t v);
 
 #endif

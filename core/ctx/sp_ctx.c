@@ -132,8 +132,40 @@ int32_t sp_ctx_operator(sp_ctx *ctx, const char *name, int32_t parent) {
     return o->n++;
 }
 
+int32_t *sp_ctx_op_taps(sp_ctx *ctx) {
+    return sp_ctx_op_counters(ctx) ? ctx->ops->taps : NULL;
+}
+
+void sp_ctx_tap_offer(sp_ctx *ctx, int32_t op, const char *key, size_t klen, const char *val,
+                      size_t vlen, int64_t ts, int32_t partition, int64_t offset) {
+    sp_opstats *o = ctx->ops;
+    if (!o || op < 0 || op >= o->n || o->taps[op] <= 0) return;
+    o->taps[op]--;
+    if (!o->on_tap) return;
+    sp_buf *b = &o->line;
+    sp_json_index ix;
+    const char *err;
+    size_t pos;
+    sp_buf_reset(b);
+    int rc = sp_buf_append(b, "{\"operator\":", 12) | sp_json_write_string(b, o->name[op], strlen(o->name[op])) |
+             sp_buf_append(b, ",\"key\":", 7);
+    rc |= key ? sp_json_write_text(b, key, klen) : sp_buf_append(b, "null", 4);
+    rc |= sp_buf_append(b, ",\"value\":", 9);
+    /* JSON text as it is; other bytes as a string */
+    sp_json_index_init(&ix);
+    if (!val) rc |= sp_buf_append(b, "null", 4);
+    else if (vlen && sp_json_index_parse(&ix, val, vlen, &err, &pos) == 0) rc |= sp_buf_append(b, val, vlen);
+    else rc |= sp_json_write_text(b, val, vlen);
+    sp_json_index_destroy(&ix);
+    rc |= sp_buf_append(b, ",\"ts\":", 6) | sp_json_write_int(b, ts) |
+          sp_buf_append(b, ",\"partition\":", 13) | sp_json_write_int(b, partition) |
+          sp_buf_append(b, ",\"offset\":", 10) | sp_json_write_int(b, offset) | sp_buf_append(b, "}\n", 2);
+    if (rc == 0) o->on_tap(o->tap_opaque, op, b->data, b->len);
+}
+
 static void free_ops(sp_ctx *ctx) {
     if (!ctx->ops) return;
+    sp_buf_destroy(&ctx->ops->line);
     for (int32_t i = 0; i < ctx->ops->n; i++) free(ctx->ops->name[i]);
     free(ctx->ops);
     ctx->ops = NULL;

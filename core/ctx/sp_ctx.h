@@ -226,7 +226,12 @@ typedef struct sp_opstats {
     int64_t in[SP_MAX_OPERATORS];
     char *name[SP_MAX_OPERATORS];
     int32_t parent[SP_MAX_OPERATORS]; /* -1: a source */
+    int32_t taps[SP_MAX_OPERATORS];   /* samples allowed now (sp_ffi.h) */
     int32_t n;
+    /* where sampled records go: a JSON line each (the executable's taps) */
+    void (*on_tap)(void *opaque, int32_t op, const char *line, size_t len);
+    void *tap_opaque;
+    sp_buf line;
 } sp_opstats;
 int sp_ctx_timer_add(sp_ctx *ctx, int32_t topic, int64_t every, int wall,
                      const char **err);

@@ -84,7 +84,6 @@ static int64_t bound(rd_kafka_t *rk, const char *topic, int32_t part, const char
 
 /* Appends p as a JSON string field, or in base64 when it is not UTF-8. */
 static int put_bytes(sp_buf *b, const char *name, const void *p, size_t n) {
-    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     size_t at = b->len;
     int rc = sp_buf_putc(b, ',') || sp_json_write_string(b, name, strlen(name)) ||
              sp_buf_putc(b, ':');
@@ -94,18 +93,9 @@ static int put_bytes(sp_buf *b, const char *name, const void *p, size_t n) {
     b->len = at;
     char field[64];
     snprintf(field, sizeof field, "%s_b64", name);
-    if (sp_buf_putc(b, ',') || sp_json_write_string(b, field, strlen(field)) ||
-        sp_buf_append(b, ":\"", 2))
+    if (sp_buf_putc(b, ',') || sp_json_write_string(b, field, strlen(field)) || sp_buf_putc(b, ':'))
         return -1;
-    const unsigned char *u = p;
-    for (size_t i = 0; i < n; i += 3) {
-        uint32_t v = (uint32_t)u[i] << 16 | (i + 1 < n ? (uint32_t)u[i + 1] << 8 : 0) |
-                     (i + 2 < n ? u[i + 2] : 0);
-        char q[4] = {tab[v >> 18], tab[(v >> 12) & 63], i + 1 < n ? tab[(v >> 6) & 63] : '=',
-                     i + 2 < n ? tab[v & 63] : '='};
-        if (sp_buf_append(b, q, 4)) return -1;
-    }
-    return sp_buf_putc(b, '"');
+    return sp_json_write_base64(b, p, n);
 }
 
 static int write_record(FILE *f, sp_buf *b, const rd_kafka_message_t *m) {

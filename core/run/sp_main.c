@@ -23,6 +23,12 @@ static void usage(FILE *f) {
         "       sproc capture TOPIC --brokers LIST [--partition N]... [--from OFFSET|TIME]\n"
         "                   [--to OFFSET|TIME] [--key KEY] [--max N] [--out FILE]\n"
         "                   a slice of a topic as a fixture for sproc.testing\n"
+        "       sproc query SCRIPT.lua|--app ID STORE [KEY] [--brokers LIST|--at HOST:PORT]\n"
+        "                   [--from X] [--to Y] [--prefix P] [--limit N]\n"
+        "                   a store of the running application (processes with --metrics)\n"
+        "       sproc tap SCRIPT.lua|--app ID [OPERATOR] [--out] [--rate N] [--max N]\n"
+        "                   [--brokers LIST|--at HOST:PORT]\n"
+        "                   a live sample of an operator's records (names: sproc describe)\n"
         "\n"
         "options:\n"
         "  --brokers LIST          Kafka bootstrap servers (env SPROC_BROKERS);\n"
@@ -40,8 +46,9 @@ static void usage(FILE *f) {
         "                          default replication); sproc.app{ topics }\n"
         "                          declares topics made when missing\n"
         "  --watch                 reload the script when it changes\n"
-        "  --metrics HOST:PORT     serve /metrics (Prometheus), /health/live and\n"
-        "                          /health/ready (HOST defaults to 127.0.0.1)\n"
+        "  --metrics HOST:PORT     serve /metrics (Prometheus), /health/live,\n"
+        "                          /health/ready, /state (queries) and /tap; HOST\n"
+        "                          defaults to 127.0.0.1\n"
         "  --set KEY=VALUE         a librdkafka setting (consumer./producer.\n"
         "                          prefixes pick one client) or a sproc setting\n"
         "                          (below); repeatable\n"
@@ -72,6 +79,10 @@ static void usage(FILE *f) {
         "                                    repartition topics the group committed\n"
         "                                    are deleted\n"
         "  sproc.dev.partitions=4            partitions of the dev cluster's topics\n"
+        "  sproc.tap.max.rate=1000           records a second a tap may ask for\n"
+        "  sproc.query.address=HOST:PORT     where other processes send queries for\n"
+        "                                    this one's partitions (default: the\n"
+        "                                    --metrics address)\n"
         "\n"
         "exit codes: 0 success, 1 runtime failure, 2 usage or script error\n",
         f);
@@ -255,6 +266,8 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "test") == 0)
         return run_tests(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "capture") == 0) return sp_capture(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "query") == 0) return sp_query(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "tap") == 0) return sp_tap(argc - 1, argv + 1);
     int reset = argc > 1 && strcmp(argv[1], "reset") == 0, dry_run = 0;
     const char *to = "earliest";
     if (reset) {

@@ -7,15 +7,110 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A stream waits for bytes suspended (MHD's way: no busy polling), and
+ * is resumed by a write. */
+struct sp_metrics_stream {
+    sp_metrics *m;
+    struct MHD_Connection *conn;
+    sp_buf buf;
+    size_t off;
+    int suspended, ended;
+    sp_metrics_stream *next;
+};
+
+#define STREAM_MAX_PENDING (1 << 20)
+
 struct sp_metrics {
     struct MHD_Daemon *d;
+    sp_metrics_stream *streams;
     struct ev_loop *loop;
     ev_io io_w;
     ev_timer tick_w;
     sp_metrics_source src;
-    sp_buf body;
+    sp_buf body, location;
     int port;
+    char address[300];
 };
+
+static const char *get_arg(void *conn, const char *name) {
+    return MHD_lookup_connection_value(conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
+    (void)pos;
+    sp_metrics_stream *s = cls;
+    size_t left = s->buf.len - s->off;
+    if (left == 0) {
+        if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        s->suspended = 1;
+        MHD_suspend_connection(s->conn);
+        return 0;
+    }
+    if (left > max) left = max;
+    memcpy(out, s->buf.data + s->off, left);
+    s->off += left;
+    if (s->off == s->buf.len) {
+        sp_buf_reset(&s->buf);
+        s->off = 0;
+    }
+    return (ssize_t)left;
+}
+
+static void stream_free(void *cls) {
+    sp_metrics_stream *s = cls, **pp = &s->m->streams;
+    while (*pp && *pp != s) pp = &(*pp)->next;
+    if (*pp) *pp = s->next;
+    if (s->m->src.stream_closed) s->m->src.stream_closed(s->m->src.opaque, s);
+    sp_buf_destroy(&s->buf);
+    free(s);
+}
+
+static void stream_wake(sp_metrics_stream *s) {
+    if (!s->suspended) return;
+    s->suspended = 0;
+    MHD_resume_connection(s->conn);
+}
+
+int sp_metrics_stream_write(sp_metrics_stream *s, const char *p, size_t n) {
+    if (s->ended || s->buf.len - s->off + n > STREAM_MAX_PENDING) return -1;
+    if (sp_buf_append(&s->buf, p, n)) return -1;
+    stream_wake(s);
+    return 0;
+}
+
+void sp_metrics_stream_end(sp_metrics_stream *s) {
+    s->ended = 1;
+    stream_wake(s);
+}
+
+/* A GET of /tap...: a stream when the source takes it. */
+static enum MHD_Result answer_stream(sp_metrics *m, struct MHD_Connection *c, const char *url,
+                                     unsigned *status) {
+    sp_metrics_args args = {c, get_arg};
+    sp_metrics_stream *s = calloc(1, sizeof *s);
+    if (!s) return MHD_NO;
+    s->m = m;
+    s->conn = c;
+    sp_buf_init(&s->buf);
+    if (!m->src.stream(m->src.opaque, url, &args, s, status, &m->body)) {
+        sp_buf_destroy(&s->buf);
+        free(s);
+        return MHD_YES; /* answered in body */
+    }
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16384,
+                                                               stream_read, s, stream_free);
+    if (!r) {
+        stream_free(s);
+        return MHD_NO;
+    }
+    s->next = m->streams;
+    m->streams = s;
+    MHD_add_response_header(r, "Content-Type", "application/x-ndjson");
+    enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, r);
+    MHD_destroy_response(r);
+    *status = 0;
+    return rc;
+}
 
 static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *url,
                               const char *method, const char *version,
@@ -25,6 +120,7 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
     unsigned status = MHD_HTTP_OK;
     const char *type = "text/plain; charset=utf-8";
     sp_buf_reset(&m->body);
+    sp_buf_reset(&m->location);
     if (strcmp(method, "GET") != 0) {
         status = MHD_HTTP_NOT_FOUND;
         sp_buf_append(&m->body, "GET only\n", 9);
@@ -37,14 +133,24 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
         int ok = m->src.ready(m->src.opaque);
         status = ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE;
         sp_buf_append(&m->body, ok ? "ready\n" : "restoring state\n", ok ? 6 : 16);
+    } else if (m->src.query && strncmp(url, "/state", 6) == 0 && (url[6] == '\0' || url[6] == '/')) {
+        sp_metrics_args args = {c, get_arg};
+        type = "application/json";
+        m->src.query(m->src.opaque, url, &args, &status, &m->body, &m->location);
+    } else if (m->src.stream && strncmp(url, "/tap", 4) == 0 && (url[4] == '\0' || url[4] == '/')) {
+        type = "application/json";
+        enum MHD_Result rc = answer_stream(m, c, url, &status);
+        if (rc != MHD_YES || status == 0) return rc;
     } else {
         status = MHD_HTTP_NOT_FOUND;
-        sp_buf_append(&m->body, "/metrics, /health/live, /health/ready\n", 38);
+        sp_buf_append(&m->body, "/metrics, /health/live, /health/ready, /state, /tap\n", 52);
     }
     struct MHD_Response *r = MHD_create_response_from_buffer(
         m->body.len, m->body.data ? m->body.data : (char *)"", MHD_RESPMEM_MUST_COPY);
     if (!r) return MHD_NO;
     MHD_add_response_header(r, "Content-Type", type);
+    if (m->location.len && sp_buf_putc(&m->location, '\0') == 0)
+        MHD_add_response_header(r, "Location", m->location.data);
     enum MHD_Result rc = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return rc;
@@ -94,7 +200,8 @@ sp_metrics *sp_metrics_create(struct ev_loop *loop, const char *listen,
     m->loop = loop;
     m->src = *src;
     sp_buf_init(&m->body);
-    m->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG, (uint16_t)port, NULL, NULL,
+    sp_buf_init(&m->location);
+    m->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_USE_ERROR_LOG | MHD_ALLOW_SUSPEND_RESUME, (uint16_t)port, NULL, NULL,
                             answer, m, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&sa,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)10, MHD_OPTION_END);
     const union MHD_DaemonInfo *fd = m->d ? MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_EPOLL_FD)
@@ -106,6 +213,7 @@ sp_metrics *sp_metrics_create(struct ev_loop *loop, const char *listen,
     }
     const union MHD_DaemonInfo *bound = MHD_get_daemon_info(m->d, MHD_DAEMON_INFO_BIND_PORT);
     m->port = bound ? bound->port : (int)port;
+    snprintf(m->address, sizeof m->address, "%s:%d", host, m->port);
     ev_io_init(&m->io_w, on_io, fd->epoll_fd, EV_READ);
     m->io_w.data = m;
     ev_io_start(loop, &m->io_w);
@@ -118,12 +226,19 @@ sp_metrics *sp_metrics_create(struct ev_loop *loop, const char *listen,
 void sp_metrics_destroy(sp_metrics *m) {
     if (!m) return;
     if (m->d) {
+        /* suspended streams are resumed to end (MHD does not stop with
+         * connections suspended) */
+        for (sp_metrics_stream *s = m->streams; s; s = s->next) sp_metrics_stream_end(s);
+        MHD_run(m->d);
         ev_io_stop(m->loop, &m->io_w);
         ev_timer_stop(m->loop, &m->tick_w);
         MHD_stop_daemon(m->d);
     }
     sp_buf_destroy(&m->body);
+    sp_buf_destroy(&m->location);
     free(m);
 }
 
 int sp_metrics_port(const sp_metrics *m) { return m->port; }
+
+const char *sp_metrics_address(const sp_metrics *m) { return m->address; }

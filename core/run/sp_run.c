@@ -353,6 +353,7 @@ void sp_run_shutdown_clients(runner *r) {
     if (r->cq) rd_kafka_queue_destroy(r->cq);
     if (r->pq) rd_kafka_queue_destroy(r->pq);
     r->cq = r->pq = NULL;
+    sp_run_stop_members(r);
     if (r->cons) {
         /* closing revokes the assignment, which makes effects safe and
          * commits through on_revoke */
@@ -469,7 +470,7 @@ static int start_consuming(runner *r) {
     }
     if (r->ctx->nstores > 0 && sp_run_setup_state(r) != 0) return -1;
     if (sp_run_start_global(r) != 0) return -1;
-    if (sp_run_make_consumer(r) != 0) return -1;
+    if (sp_run_make_consumer(r) != 0 || sp_run_start_members(r) != 0) return -1;
     rd_kafka_topic_partition_list_t *subs = subscriptions(r);
     rd_kafka_resp_err_t e = rd_kafka_subscribe(r->cons, subs);
     rd_kafka_topic_partition_list_destroy(subs);
@@ -539,13 +540,16 @@ static int start_loop(runner *r) {
 
 static int start_metrics(runner *r) {
     if (!r->o->metrics) return 0;
-    sp_metrics_source src = {r, sp_run_render_metrics, sp_run_is_ready};
+    sp_metrics_source src = {r, sp_run_render_metrics, sp_run_is_ready, sp_run_query,
+                             sp_run_tap_open, sp_run_tap_closed};
     r->metrics = sp_metrics_create(r->loop, r->o->metrics, &src, r->errstr, sizeof r->errstr);
     if (!r->metrics) {
         sp_error("%s", r->errstr);
         return -1;
     }
-    sp_info("metrics on port %d: /metrics, /health/live, /health/ready (--metrics %s)",
+    const char *self = sp_run_sproc_setting(r->o, "sproc.query.address");
+    snprintf(r->query_self, sizeof r->query_self, "%s", self ? self : sp_metrics_address(r->metrics));
+    sp_info("metrics on port %d: /metrics, /health/live, /health/ready, /state (--metrics %s)",
             sp_metrics_port(r->metrics), r->o->metrics);
     return 0;
 }
@@ -610,6 +614,7 @@ int sp_run(const sp_opts *o) {
     r->inotify_fd = -1;
     r->o = o;
     r->cons_fd[0] = r->cons_fd[1] = r->prod_fd[0] = r->prod_fd[1] = -1;
+    r->members_fd[0] = r->members_fd[1] = -1;
     r->max_batch = (int)sp_run_setting_int(o, "sproc.batch.size", 1000);
     r->commit_interval_ms = sp_run_setting_int(o, "sproc.commit.interval.ms", 1000);
     r->idle_ms = sp_run_setting_int(o, "sproc.max.task.idle.ms", 0);
@@ -626,12 +631,15 @@ int sp_run(const sp_opts *o) {
     if (rc == 0) {
         sp_store_set_budget(r->ctx, sp_run_setting_int(o, "sproc.state.max.bytes", (int64_t)1 << 30));
         r->loop = ev_default_loop(EVFLAG_AUTO);
+        /* before the consumer: its client.id carries the address */
+        if (start_metrics(r) != 0) rc = 2;
+    }
+    if (rc == 0) {
         if (sp_run_has_kafka_sources(r) ? start_consuming(r) != 0
                                          : writes_topics(r) && sp_run_wait_for_kafka(r) != 0)
             rc = 1;
     }
     if (rc == 0 && start_loop(r) != 0) rc = 1;
-    if (rc == 0 && start_metrics(r) != 0) rc = 2;
     if (rc == 0) {
         if (!(o->until_end && sp_run_all_done(r))) ev_run(r->loop, 0);
         rc = stop(r);

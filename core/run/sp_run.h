@@ -31,6 +31,7 @@
 #include "sp_offsets.h"
 #include "sp_prefetch.h"
 #include "sp_restore.h"
+#include "sp_members.h"
 #include "sp_metrics.h"
 #include "sp_kafka_out.h"
 #include "sp_topics.h"
@@ -60,6 +61,10 @@ int sp_run(const sp_opts *o);
 int sp_reset(const sp_opts *o, const char *to, int dry_run);
 /* sproc capture TOPIC ...: argv[0] is "capture"; the exit code. */
 int sp_capture(int argc, char **argv);
+/* sproc query SCRIPT|--app ID STORE [KEY] ...: argv[0] is "query". */
+int sp_query(int argc, char **argv);
+/* sproc tap SCRIPT|--app ID [OPERATOR] ...: argv[0] is "tap". */
+int sp_tap(int argc, char **argv);
 
 typedef struct file_src {
     FILE *f;
@@ -147,6 +152,16 @@ typedef struct runner {
 
     /* observability */
     sp_metrics *metrics;
+    /* interactive queries (sp_run_query.c): this process's address, and
+     * where the group's other members are */
+    char query_self[300];
+    sp_members *members;
+    ev_io members_w;
+    ev_timer members_tick_w;
+    int members_fd[2];
+    struct sp_run_tapper *taps; /* sproc tap's streams (sp_run_tap.c) */
+    ev_timer tap_w;
+    double tap_heartbeat;
     int64_t rebalances[3]; /* assigned, revoked, lost */
     int64_t reloads, reload_failures;
     int64_t interrupts_before; /* by the watchdogs of versions gone */
@@ -296,6 +311,16 @@ void sp_run_on_hup(struct ev_loop *loop, ev_signal *w, int revents);
 int sp_run_metric(sp_buf *b, const char *fmt, ...);
 int64_t sp_run_lag_of(runner *r, sp_tp *tp);
 int sp_run_render_metrics(void *opaque, sp_buf *b);
+/* Interactive queries: sp_metrics_source.query, and following the group's
+ * members (once the consumer is made; stopped before it closes). */
+void sp_run_query(void *opaque, const char *path, const sp_metrics_args *args,
+                  unsigned *status, sp_buf *body, sp_buf *location);
+int sp_run_start_members(runner *r);
+/* sproc tap: sp_metrics_source.stream and .stream_closed. */
+int sp_run_tap_open(void *opaque, const char *path, const sp_metrics_args *args,
+                    sp_metrics_stream *s, unsigned *status, sp_buf *body);
+void sp_run_tap_closed(void *opaque, sp_metrics_stream *s);
+void sp_run_stop_members(runner *r);
 int sp_run_is_ready(void *opaque);
 void sp_run_show_progress(runner *r);
 int sp_run_wait_for_kafka(runner *r);

@@ -287,6 +287,12 @@ int sp_run_replace_producer(runner *r) {
     return 0;
 }
 
+static int set_client_id(runner *r, rd_kafka_conf_t *conf) {
+    char id[sizeof r->query_self + 16];
+    snprintf(id, sizeof id, SP_MEMBERS_CLIENT_PREFIX "%s", r->query_self);
+    return sp_run_conf_set(r, conf, "client.id", id);
+}
+
 int sp_run_make_consumer(runner *r) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     const char *reset = r->o->start && strcmp(r->o->start, "latest") == 0
@@ -312,6 +318,10 @@ int sp_run_make_consumer(runner *r) {
         sp_run_conf_set(r, conf, "queued.min.messages", "10000") ||
         sp_run_conf_set(r, conf, "queued.max.messages.kbytes", "2048") ||
         sp_run_conf_set(r, conf, "max.partition.fetch.bytes", "131072") ||
+        /* the group's description tells the other processes where this
+         * one answers queries (sp_members.h); a client.id of the user's
+         * wins, and then queries are not forwarded to this process */
+        (r->metrics && set_client_id(r, conf)) ||
         sp_run_apply_sets(r, conf, 1)) {
         rd_kafka_conf_destroy(conf);
         return -1;

@@ -374,4 +374,6 @@ void sp_run_rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         sp_run_on_assign(r, parts);
     else
         sp_run_on_revoke(r, parts, rd_kafka_assignment_lost(rk));
+    /* where queries for the partitions that moved go now */
+    if (r->members) sp_members_refresh(r->members);
 }

@@ -19,6 +19,7 @@ static const known sproc_keys[] = {
     {"sproc.idle.timeout.ms", 0},    {"sproc.max.task.idle.ms", 3},
     {"sproc.script.timeout.ms", 0},  {"sproc.script.heap.max.bytes", 0},
     {"sproc.repartition.purge.interval.ms", 0},
+    {"sproc.query.address", 1},      {"sproc.tap.max.rate", 0},
     {NULL, 0}};
 
 int sp_settings_distance(const char *a, const char *b) {

@@ -20,5 +20,16 @@ int sp_windows_render(sp_ctx *ctx, sp_buf *b);
 void sp_windows_log(sp_ctx *ctx);
 /* The shortest emit interval of update-mode windows (0: none). */
 int64_t sp_windows_interval_min(sp_ctx *ctx);
+/* Interactive queries: the open windows of an aggregation's store (store
+ * id) on one partition, each as its result JSON, given to fn with its key
+ * (the user's): of key only (NULL: every key), with a start within [from,
+ * to]. fn returns nonzero to stop. SP_OK, SP_EINVAL when the store is no
+ * aggregation's, SP_ENOMEM. */
+typedef int (*sp_window_query_fn)(void *arg, const char *key, size_t klen, const char *json,
+                                  size_t jlen);
+int sp_window_query(sp_ctx *ctx, int32_t store, int32_t partition, const char *key,
+                    size_t klen, int64_t from, int64_t to, sp_window_query_fn fn, void *arg);
+/* 1 when store id is an aggregation's window store. */
+int sp_window_is_store(sp_ctx *ctx, int32_t store);
 
 #endif

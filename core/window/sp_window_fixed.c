@@ -64,7 +64,7 @@ int64_t sp_window_first_window(const sp_winop *op, int64_t p, int64_t stream) {
 }
 
 /* A key's cursor (NULL: it has no panes), and its setting. */
-static int64_t *cursor_of(sp_winop *op, int32_t part, const char *key, size_t klen) {
+int64_t *sp_window_cursor_of(sp_winop *op, int32_t part, const char *key, size_t klen) {
     sp_kv_part *p = sp_kv_part_of(&op->cursors, part, 0);
     sp_kv_node *n = p ? sp_kv_get(p, key, klen) : NULL;
     return n ? (int64_t *)(void *)n->val : NULL;
@@ -99,7 +99,7 @@ int sp_window_add_pane(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
     /* a new pane may hold the key's earliest open window (a record out of
      * order): the cursor moves back to it */
     if (rc == SP_OK && made) {
-        int64_t *cur = cursor_of(op, part, key, klen);
+        int64_t *cur = sp_window_cursor_of(op, part, key, klen);
         if (!cur || s < *cur) rc = sp_window_set_cursor(op, part, key, klen, s, x);
     }
     return rc;
@@ -111,7 +111,7 @@ int sp_window_add_pane(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const c
  * pane. */
 int sp_window_close_panes(sp_ctx *ctx, sp_winop *op, widx *x, const hent *e) {
     sp_windows *w = ctx->windows;
-    int64_t *cur = cursor_of(op, x->partition, e->key, e->klen);
+    int64_t *cur = sp_window_cursor_of(op, x->partition, e->key, e->klen);
     if (!cur || *cur != e->start) return SP_OK; /* a cursor moved since */
     int64_t c = e->start, end = c + op->size, next = -1;
     acc_hdr h, ph;

@@ -159,6 +159,9 @@ int sp_window_add_to(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const cha
                   size_t klen, int64_t start, int64_t end, int64_t ts, const double *vals,
                   const char *const *sv, const size_t *sl, int *made, const char **err);
 int64_t sp_window_first_window(const sp_winop *op, int64_t p, int64_t stream);
+/* A pane layout's key: the start of its next window to close (NULL: the
+ * key has no panes). */
+int64_t *sp_window_cursor_of(sp_winop *op, int32_t part, const char *key, size_t klen);
 int sp_window_set_cursor(sp_winop *op, int32_t part, const char *key, size_t klen, int64_t c,
                       widx *x);
 int sp_window_add_pane(sp_ctx *ctx, sp_winop *op, int32_t part, widx *x, const char *key,

@@ -8,10 +8,11 @@ local sproc = require "sproc"
 local record = require "sproc.record"
 local store = require "sproc.store"
 local errors = require "sproc.errors"
+local encode = require "sproc.encode"
 
 local C = core.C
 local errp, cerr, bad_input = errors.errp, errors.cerr, errors.bad_input
-local type, tostring, rawset, error = type, tostring, rawset, error
+local type, tostring, tonumber, rawset, error, pcall = type, tostring, tonumber, rawset, error, pcall
 
 local M = {}
 
@@ -37,11 +38,32 @@ end
 
 local c = {}
 
+M.op_name = op_name
+
+-- A sampled record for sproc tap: its key and value as a sink would write
+-- them. Never the pipeline's failure: a value that cannot be written as
+-- JSON is left out of the sample.
+local function tapper(env)
+  local ctx, batch = env.ctx, env.batch
+  local enc = encode.encoder("json", batch, "value")
+  local function offer(idx, r)
+    local v, vl = encode.value_bytes(r, enc, batch)
+    local k = encode.key_string(r.key)
+    C.sp_ctx_tap_offer(ctx, idx, k, k and #k or 0, v, vl or 0, tonumber(r.ts) or -1,
+                       tonumber(r.partition) or -1, tonumber(r.offset) or -1)
+  end
+  return function(idx, r) pcall(offer, idx, r) end
+end
+
 -- Every operator counts the records that enter it (the metrics endpoint
--- reads the counters; what leaves one is what enters those after it).
+-- reads the counters; what leaves one is what enters those after it), and
+-- offers them to a tap while its allowance lasts.
 function c.node(n, env)
   local ctx = env.ctx
   local counts = C.sp_ctx_op_counters(ctx)
+  local taps = C.sp_ctx_op_taps(ctx)
+  env.tap = env.tap or tapper(env)
+  local tap = env.tap
   local idx = counts ~= nil and C.sp_ctx_operator(ctx, op_name(n), env.op_parent or -1) or -1
   local saved = env.op_parent
   env.op_parent = idx >= 0 and idx or saved
@@ -53,6 +75,7 @@ function c.node(n, env)
   if idx < 0 then return f end
   return function(r)
     counts[idx] = counts[idx] + 1
+    if taps[idx] > 0 then tap(idx, r) end
     return f(r)
   end
 end

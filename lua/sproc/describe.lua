@@ -2,6 +2,7 @@
 -- Graphviz DOT.
 local sproc = require "sproc"
 local aggregate = require "sproc.aggregate"
+local op_name = require("sproc.compile").op_name
 
 local M = {}
 
@@ -111,7 +112,8 @@ local function as_text(env, topo, label, out)
   out[#out + 1] = "application " .. env.app_id .. " (errors: " .. env.policy ..
                   (env.policy == "dlq" and (", dead letters to " .. env.dlq) or "") .. ")"
   local function walk(n, depth)
-    out[#out + 1] = string.rep("  ", depth) .. label(n)
+    -- the name metrics and sproc tap know the operator by
+    out[#out + 1] = string.rep("  ", depth) .. label(n) .. "  [" .. op_name(n) .. "]"
     for _, c in ipairs(n.children) do walk(c, depth + 1) end
     -- a join's operators after it, under its left side
     if n.kind == "join_side" and n.side == "left" then
