@@ -171,6 +171,9 @@ struct sp_ctx {
     int32_t scanned; /* batch records already counted in stream time */
     struct sp_windows *windows; /* windowed aggregations; NULL none */
     struct sp_opstats *ops;     /* per-operator counters; NULL until used */
+    int ttl_hold; /* entries past their TTL stay visible until swept: windows
+                   * closing read what their companion stores kept for them,
+                   * however far stream time jumped in one batch */
     int64_t store_bytes;  /* all in-memory stores together */
     int64_t store_budget; /* 0: no limit */
     char *state_dir;      /* disk stores (and checkpoints); NULL: a

@@ -236,7 +236,7 @@ static int lookup(sp_ctx *ctx, sp_store *s, int32_t part, const char *key,
         *vlen = n->vlen;
         *tsp = n->ts;
     }
-    return s->ttl > 0 && *tsp <= store_now(ctx, s, part) - s->ttl ? 0 : 1;
+    return s->ttl > 0 && !ctx->ttl_hold && *tsp <= store_now(ctx, s, part) - s->ttl ? 0 : 1;
 }
 
 /* A disk store's changes are listed in the partition's tree until the
@@ -420,7 +420,7 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
             *vlen = n->vlen;
             ts = n->ts;
         }
-        if (s->ttl <= 0 || ts > now - s->ttl) return 1;
+        if (s->ttl <= 0 || ctx->ttl_hold || ts > now - s->ttl) return 1;
         /* expired, not swept yet: skip it */
         from = *key;
         flen = *klen;

@@ -336,7 +336,20 @@ void sp_windows_drop_partition(sp_ctx *ctx, int32_t partition) {
 
 /* Closes what stream time (or the end of a bounded run) closed, then moves
  * the results into the batch; returns how many records were appended. */
+static int32_t fire(sp_ctx *ctx);
+
+/* A window closes before the sweep that expires what it holds: a batch
+ * that moves stream time past both (a gap in event time longer than the
+ * companion stores' TTL) must not find its records or Lua accumulators
+ * gone already. */
 int32_t sp_windows_fire(sp_ctx *ctx) {
+    ctx->ttl_hold = 1;
+    int32_t n = fire(ctx);
+    ctx->ttl_hold = 0;
+    return n;
+}
+
+static int32_t fire(sp_ctx *ctx) {
     sp_windows *w = ctx->windows;
     if (!w) return 0;
     for (int32_t i = 0; i < w->nops; i++) {

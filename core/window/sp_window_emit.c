@@ -138,7 +138,20 @@ int sp_window_emit_changed(sp_ctx *ctx, sp_winop *op, int32_t part, const char *
 
 /* --- closing ------------------------------------------------------------ */
 
+static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream);
+
+/* Also when a record's time closes windows before it is added (sliding
+ * windows, panes): what those windows kept must still be visible, however
+ * far the record moved stream time (sp_ctx.ttl_hold). */
 int sp_window_close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
+    int held = ctx->ttl_hold;
+    ctx->ttl_hold = 1;
+    int rc = close_due(ctx, op, x, stream);
+    ctx->ttl_hold = held;
+    return rc;
+}
+
+static int close_due(sp_ctx *ctx, sp_winop *op, widx *x, int64_t stream) {
     sp_windows *w = ctx->windows;
     acc_hdr h;
     double s[MAX_AGGS][2];

@@ -603,3 +603,44 @@ describe("Lua aggregates on sliding windows", function()
     assert.are.same({ "101:2,3:2", "104:2:1", "120:4:1", "90:1:1", "93:1,3:2", "95:1,2,3:3" }, got)
   end)
 end)
+
+describe("a jump in event time", function()
+  -- A gap in event time longer than what a window's kept records live (the
+  -- records of sliding windows, Lua accumulators: 2 x (size + grace) + 1 h
+  -- of stream time) closes the windows open before it with what they held:
+  -- their records went nowhere before the windows closed.
+  local function after_gap(window, batches)
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }
+        :window(window(sproc))
+        :aggregate{ n = sproc.agg.count(), total = sproc.agg.sum(function(r) return r.value.v end),
+                    mine = sproc.agg.custom{ init = function() return 0 end,
+                                             add = function(a, r) return a + r.value.v end,
+                                             merge = function(a, b) return a + b end } }
+        :to{ topic = "out" }
+    end)
+    local recs = { rec("a", 1000, 1), rec("a", 1500, 2), rec("b", 2000, 10) }
+    if batches then for _, r in ipairs(recs) do d:pipe("in", r) end else d:pipe("in", recs) end
+    d:pipe("in", rec("z", 10 * 3600 * 1000, 0))  -- ten hours later
+    local got = {}
+    for _, r in ipairs(d:output("out", { json = true })) do
+      got[#got + 1] = r.key .. ":" .. r.value.n .. "/" .. r.value.total .. "/" .. tostring(r.value.mine)
+    end
+    table.sort(got)
+    return got
+  end
+
+  it("leaves tumbling windows' Lua aggregates as they were", function()
+    local tumbling = function(sproc) return sproc.window.tumbling{ size = "10s", grace = "0s" } end
+    assert.are.same({ "a:2/3/3", "b:1/10/10" }, after_gap(tumbling))
+    assert.are.same({ "a:2/3/3", "b:1/10/10" }, after_gap(tumbling, true))
+  end)
+
+  it("gives sliding windows their records", function()
+    local sliding = function(sproc) return sproc.window.sliding{ size = "1s", grace = "0s" } end
+    -- a's windows: [0, 1000] holds 1000; [500, 1500] holds both; [1001, 2001] holds 1500
+    local want = { "a:1/1/1", "a:1/2/2", "a:2/3/3", "b:1/10/10" }
+    assert.are.same(want, after_gap(sliding))
+    assert.are.same(want, after_gap(sliding, true))
+  end)
+end)
