@@ -21,6 +21,7 @@ typedef struct sp_run_tapper {
     int32_t op;
     int out;
     int64_t rate, max, sent, dropped, tokens;
+    double credit;
     struct sp_run_tapper *next;
 } sp_run_tapper;
 
@@ -58,8 +59,10 @@ static void refill(runner *r) {
     memset(o->taps, 0, sizeof o->taps);
     for (sp_run_tapper *t = r->taps; t; t = t->next) {
         if (t->max && t->sent >= t->max) continue;
-        t->tokens = (int64_t)(t->rate * TAP_TICK + 0.999);
-        if (t->tokens < 1) t->tokens = 1;
+        /* a rate under one a tick: a record every few ticks */
+        t->credit += (double)t->rate * TAP_TICK;
+        t->tokens = (int64_t)t->credit;
+        t->credit -= (double)t->tokens;
         for (int32_t j = 0; j < o->n; j++)
             if (wants(o, t, j)) o->taps[j] += (int32_t)t->tokens;
     }
