@@ -348,6 +348,10 @@ int32_t sp_store_partitions(sp_ctx *ctx, int store, int32_t *out, int32_t max);
 /* Entries live ttl_ms of stream time after their last write (0:
  * forever); expired ones read as missing and leave with a tombstone. */
 int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err);
+/* The task (sp_ctx_task) whose records a store holds, known when the
+ * pipeline is built (an aggregation's): its partitions are that task's
+ * topics' before a record is written (queries route by it). */
+void sp_store_add_task(sp_ctx *ctx, int store, int32_t task);
 /* Keeps a store's entries on disk (LMDB, under the state directory)
  * instead of in memory: for state larger than memory. */
 int sp_store_set_disk(sp_ctx *ctx, int store, const char **err);

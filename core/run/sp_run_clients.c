@@ -303,7 +303,16 @@ int sp_run_make_consumer(runner *r) {
         sp_run_conf_set(r, conf, "enable.auto.commit", "false") ||
         sp_run_conf_set(r, conf, "enable.auto.offset.store", "false") ||
         sp_run_conf_set(r, conf, "auto.offset.reset", reset) ||
-        sp_run_conf_set(r, conf, "partition.assignment.strategy", "cooperative-sticky") ||
+        /* range: partition p of every topic (of one partition count) goes
+         * to one process, where the state of partition p is kept. A
+         * table's partition p is where the stream's partition p is
+         * joined with it, and a store's changelog partition p is kept up
+         * to date only where its input's partition p is processed
+         * (Kafka Streams' assignor makes them one task). cooperative-sticky
+         * balances topic partitions one by one: it gave one process every
+         * partition of a stream and the other every partition of the
+         * table it joins, and all of the joins read rows never updated */
+        sp_run_conf_set(r, conf, "partition.assignment.strategy", "range") ||
         sp_run_conf_set(r, conf, "isolation.level", "read_committed") ||
         /* the ends of partitions: for a bounded run, and for joined
          * partitions, which wait for each other while one has records

@@ -33,7 +33,8 @@ static void put_str(req *q, const char *s, size_t n) { q->rc |= sp_json_write_te
 static void put_int(req *q, int64_t v) { q->rc |= sp_json_write_int(q->body, v); }
 static const char *arg(req *q, const char *name) { return q->args->get(q->args->conn, name); }
 
-static void fail(req *q, unsigned status, const char *fmt, ...) {
+/* An error answer: {"error": ..., "partition": p} (p < 0: none). */
+static void fail(req *q, unsigned status, int32_t p, const char *fmt, ...) {
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
@@ -43,6 +44,10 @@ static void fail(req *q, unsigned status, const char *fmt, ...) {
     sp_buf_reset(q->body);
     put(q, "{\"error\":");
     put_str(q, msg, strlen(msg));
+    if (p >= 0) {
+        put(q, ",\"partition\":");
+        q->rc |= sp_json_write_int(q->body, p);
+    }
     put(q, "}");
 }
 
@@ -78,15 +83,25 @@ static const char *kind_of(runner *r, int32_t id) {
     return s->kind == SP_STORE_WINDOW ? "window" : "kv";
 }
 
+/* A topic a table holds (a stream's store does not follow it). */
+static int is_table_topic(runner *r, const char *topic) {
+    for (int32_t i = 0; i < r->ctx->nstores; i++)
+        if (r->ctx->stores[i]->source && strcmp(r->ctx->stores[i]->source, topic) == 0) return 1;
+    return 0;
+}
+
 /* The topic a store's partitions follow: a table's, else the first topic
- * of the first task that wrote it, else the first source's. */
+ * of the first task whose records it holds, else the first stream's
+ * (a store of the user's that nothing wrote here yet). */
 static void store_topic(runner *r, int32_t id, char *out, size_t size) {
     sp_store *s = r->ctx->stores[id];
     const char *t = s->source;
     for (int32_t i = 0; !t && i < r->ctx->ntasks; i++)
         if (s->tasks & ((uint64_t)1 << i)) t = r->ctx->tasks[i];
-    for (int32_t i = 0; !t && i < r->ctx->nsources; i++)
-        if (r->ctx->sources[i].kind == 0 && !r->ctx->sources[i].global) t = r->ctx->sources[i].name;
+    for (int32_t i = 0; !t && i < r->ctx->nsources; i++) {
+        sp_source *src = &r->ctx->sources[i];
+        if (src->kind == 0 && !src->global && !is_table_topic(r, src->name)) t = src->name;
+    }
     size_t n = t ? strcspn(t, ",") : 0;
     if (n >= size) n = size - 1;
     memcpy(out, t ? t : "", n);
@@ -95,9 +110,12 @@ static void store_topic(runner *r, int32_t id, char *out, size_t size) {
 
 /* Held here, and how: 1 ready, 0 restoring (or waiting to read its
  * offsets again), -1 not held. */
-static int held(runner *r, int32_t id, int32_t p) {
+static int held(runner *r, int32_t id, const char *topic, int32_t p) {
     if (r->ctx->stores[id]->global) return p == 0 ? 1 : -1;
-    if (!r->cons || !sp_run_partition_assigned(r, p)) return -1;
+    int assigned = 0;
+    for (sp_tp *tp = r->cons ? r->offs.tps : NULL; tp && !assigned; tp = tp->next)
+        assigned = tp->assigned && tp->partition == p && strcmp(tp->topic, topic) == 0;
+    if (!assigned) return -1;
     if (r->rs && (sp_restore_is_restoring(r->rs, p) || sp_restore_is_stale(r->rs, p))) return 0;
     return r->stale_partition == p ? 0 : 1;
 }
@@ -137,7 +155,7 @@ static void redirect(req *q, const char *owner, const char *store, const char *k
         put_escaped(l, &rc, v, strlen(v));
     }
     q->rc |= rc;
-    fail(q, 307, "partition %" PRId32 " is at %s", p, owner);
+    fail(q, 307, p, "partition %" PRId32 " is at %s", p, owner);
 }
 
 /* A time parameter: epoch milliseconds or ISO-8601; def when absent. 0,
@@ -177,20 +195,20 @@ static void answer_key(req *q, int32_t id, const char *store, const char *key, s
     const char *pa = arg(q, "partition");
     int32_t p = r->ctx->stores[id]->global ? 0 : pa ? (int32_t)atoi(pa) : sp_partition_for(key, klen, n);
     int64_t from, to;
-    int h = held(r, id, p);
+    int h = held(r, id, topic, p);
     if (h < 0) {
         const char *owner = sp_members_owner(r->members, topic, p);
         if (owner && strcmp(owner, r->query_self) != 0 && !arg(q, "hop")) {
             redirect(q, owner, store, key, klen, p);
         } else {
             if (r->members) sp_members_refresh(r->members);
-            fail(q, 503, "partition %" PRId32 " of %s is not held here and its owner is not known",
+            fail(q, 503, p, "partition %" PRId32 " of %s is not held here and its owner is not known",
                  p, topic);
         }
     } else if (h == 0) {
-        fail(q, 503, "partition %" PRId32 " is restoring", p);
+        fail(q, 503, p, "partition %" PRId32 " is restoring", p);
     } else if (time_arg(q, "from", INT64_MIN, &from) != 0 || time_arg(q, "to", INT64_MAX, &to) != 0) {
-        fail(q, 400, "from and to take epoch milliseconds or an ISO-8601 time");
+        fail(q, 400, -1, "from and to take epoch milliseconds or an ISO-8601 time");
     } else if (sp_window_is_store(r->ctx, id)) {
         put(q, "{\"key\":");
         put_str(q, key, klen);
@@ -205,7 +223,7 @@ static void answer_key(req *q, int32_t id, const char *store, const char *key, s
         size_t vl;
         int64_t ts;
         if (sp_store_get_ts(r->ctx, id, p, key, klen, &v, &vl, &ts) != 1) {
-            fail(q, 404, "no key '%.*s' in %s (partition %" PRId32 ")", (int)(klen > 200 ? 200 : klen),
+            fail(q, 404, p, "no key '%.*s' in %s (partition %" PRId32 ")", (int)(klen > 200 ? 200 : klen),
                  key, store, p);
             return;
         }
@@ -393,17 +411,16 @@ static void put_list(req *q, const int32_t *v, int n) {
     put(q, "]");
 }
 
-/* The partitions a store has here, split into ready and restoring. */
+/* The partitions of a store held here (whether it has entries in them
+ * or not), split into ready and restoring. */
 static void local_parts(runner *r, int32_t id, int32_t *ready, int *nr, int32_t *restoring,
                         int *ns, int max) {
-    int32_t all[1024];
-    int32_t n = sp_store_partitions(r->ctx, id, all, 1024);
+    char topic[512];
+    store_topic(r, id, topic, sizeof topic);
     *nr = *ns = 0;
     for (int32_t p = 0; p < 1024 && (*nr < max && *ns < max); p++) {
-        int known = 0;
-        for (int32_t i = 0; i < n; i++) known |= all[i] == p;
-        int h = held(r, id, p);
-        if (h == 1 && known) ready[(*nr)++] = p;
+        int h = held(r, id, topic, p);
+        if (h == 1) ready[(*nr)++] = p;
         else if (h == 0) restoring[(*ns)++] = p;
     }
 }
@@ -517,16 +534,16 @@ void sp_run_query(void *opaque, const char *path, const sp_metrics_args *args,
     if (sl == 0) {
         answer_list(&q);
     } else if (sl >= sizeof store) {
-        fail(&q, 404, "no such store");
+        fail(&q, 404, -1, "no such store");
     } else {
         memcpy(store, rest, sl);
         store[sl] = '\0';
         int32_t id = sp_store_find(q.r->ctx, store);
-        if (id < 0) fail(&q, 404, "no store named '%s'", store);
+        if (id < 0) fail(&q, 404, -1, "no store named '%s'", store);
         else if (rest[sl] == '/' && rest[sl + 1]) answer_key(&q, id, store, rest + sl + 1, strlen(rest + sl + 1));
         else answer_range(&q, id, store);
     }
-    if (q.rc) fail(&q, 500, "out of memory");
+    if (q.rc) fail(&q, 500, -1, "out of memory");
 }
 
 /* The group's members: described again at each rebalance here, every few

@@ -262,6 +262,18 @@ static int read_committed(runner *r, rd_kafka_topic_partition_list_t *c) {
     }
 }
 
+/* How the assignment changes: by the partitions given (cooperative), or
+ * whole (eager, the range assignor's protocol: a revoke takes every
+ * partition, an assignment gives them all). */
+static rd_kafka_error_t *change_assignment(runner *r, rd_kafka_topic_partition_list_t *parts,
+                                           int add) {
+    if (strcmp(rd_kafka_rebalance_protocol(r->cons), "COOPERATIVE") == 0)
+        return add ? rd_kafka_incremental_assign(r->cons, parts)
+                   : rd_kafka_incremental_unassign(r->cons, parts);
+    rd_kafka_resp_err_t e = rd_kafka_assign(r->cons, add ? parts : NULL);
+    return e ? rd_kafka_error_new(e, "%s", rd_kafka_err2str(e)) : NULL;
+}
+
 void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
     rd_kafka_topic_partition_list_t *c = rd_kafka_topic_partition_list_copy(parts);
     if (read_committed(r, c) != 0) {
@@ -298,7 +310,7 @@ void sp_run_on_assign(runner *r, rd_kafka_topic_partition_list_t *parts) {
         tp->committable = -1;
         tp->position = -1;
     }
-    rd_kafka_error_t *e = rd_kafka_incremental_assign(r->cons, parts);
+    rd_kafka_error_t *e = change_assignment(r, parts, 1);
     sp_prefetch_assign(r->pf, parts);
     if (e) {
         sp_error("assign failed: %s", rd_kafka_error_string(e));
@@ -346,7 +358,7 @@ void sp_run_on_revoke(runner *r, rd_kafka_topic_partition_list_t *parts,
         if (tp) sp_run_sync_drop(r, tp); /* read again by the next owner */
         if (tp) tp->at_end = 0;
     }
-    rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->cons, parts);
+    rd_kafka_error_t *e = change_assignment(r, parts, 0);
     sp_prefetch_revoke(r->pf, parts);
     if (e) {
         sp_error("unassign failed: %s", rd_kafka_error_string(e));

@@ -428,6 +428,11 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
     }
 }
 
+void sp_store_add_task(sp_ctx *ctx, int store, int32_t task) {
+    sp_store *s = get_store(ctx, store);
+    if (s && task >= 0 && task < SP_MAX_TASKS) s->tasks |= (uint64_t)1 << task;
+}
+
 int sp_store_set_ttl(sp_ctx *ctx, int store, int64_t ttl_ms, const char **err) {
     sp_store *s = get_store(ctx, store);
     if (!s || ttl_ms < 0) {

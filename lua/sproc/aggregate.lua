@@ -111,6 +111,7 @@ local function create_operator(n, env)
   local op = C.sp_window_create(env.ctx, n.store_name, window_kinds[w.kind], size, w.advance or size,
                                 w.grace, emit, na, kinds, names, topicp, errp)
   if op < 0 then error(cerr("aggregate(" .. n.store_name .. ")"), 0) end
+  C.sp_store_add_task(env.ctx, C.sp_store_find(env.ctx, n.store_name), env.task)
   return op
 end
 
