@@ -243,6 +243,25 @@ double sp_json_to_number(const char *p, size_t len);
 int sp_schema_define(sp_ctx *ctx, const char *spec, const char **err);
 int sp_schema_apply(sp_ctx *ctx, int schema, const char **err);
 
+/* Avro in the Confluent wire format: a zero byte, the schema's id (4
+ * bytes, big-endian), the datum (base/sp_avro.h gives the JSON a datum
+ * reads as). Schemas by id come from the registry the executable reaches,
+ * or are added (the test driver). sp_rec_avro decodes record rec's key
+ * (which = 0) or value (1) into JSON that becomes the record's and parses
+ * it into the slot, as sp_rec_json does. sp_avro_register registers a
+ * sink's schema under a subject and returns its id (< 0 on error);
+ * sp_avro_frame encodes a JSON value under schema id, into a context
+ * buffer valid until the next call. */
+int sp_avro_add_schema(sp_ctx *ctx, int32_t id, const char *json, size_t len, const char **err);
+int sp_rec_avro(sp_ctx *ctx, int32_t rec, int32_t which, size_t *err_pos, const char **err);
+int32_t sp_avro_register(sp_ctx *ctx, const char *subject, const char *schema, size_t len,
+                         const char **err);
+int sp_avro_frame(sp_ctx *ctx, int32_t id, const char *json, size_t len, const char **out,
+                  size_t *out_len, const char **err);
+/* A framed datum as JSON, in the same buffer as sp_avro_frame's. */
+int sp_avro_unframe(sp_ctx *ctx, const char *p, size_t len, const char **out, size_t *out_len,
+                    const char **err);
+
 /* The test driver's side: records in, outputs out. */
 int sp_batch_reset(sp_ctx *ctx);
 int sp_batch_push(sp_ctx *ctx, int32_t topic, int32_t partition,

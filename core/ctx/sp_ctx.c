@@ -47,6 +47,7 @@ void sp_ctx_fini(sp_ctx *ctx) {
     free(ctx->sinks);
     sp_ctx_destroy_timers(ctx);
     sp_ctx_destroy_schemas(ctx);
+    sp_ctx_destroy_avro(ctx);
     free_ops(ctx);
     sp_ctx_clear_sources(ctx);
     free(ctx->sources);

@@ -70,6 +70,19 @@ typedef struct sp_kafka_backend {
     int (*open)(void *opaque, sp_sink *s, const char **err);
 } sp_kafka_backend;
 
+/* Where Avro schemas come from and go (a Schema Registry): the executable
+ * plugs in its client; without one (the test driver) schemas are added
+ * by hand and sinks' schemas get ids of the context's own. */
+typedef struct sp_registry_backend {
+    void *opaque;
+    /* The schema (Avro's JSON) of id into out: 0, or -1 and why. */
+    int (*fetch)(void *opaque, int32_t id, sp_buf *out, char *err, size_t errsize);
+    /* Registers schema under subject (or finds it there): 0 and its id,
+     * or -1 and why (the registry's message for an incompatible one). */
+    int (*register_schema)(void *opaque, const char *subject, const char *schema, size_t len,
+                           int32_t *id, char *err, size_t errsize);
+} sp_registry_backend;
+
 typedef struct sp_source {
     int kind; /* 0 kafka topic, 1 kafka pattern, 2 file, 3 timer, 4 window
                * results */
@@ -179,6 +192,8 @@ struct sp_ctx {
     char *state_dir;      /* disk stores (and checkpoints); NULL: a
                            * temporary one made on first use */
     int state_dir_temp;
+    sp_registry_backend registry;
+    struct sp_avro_cache *avro; /* Avro schemas by id (sp_ctx_avro.c); NULL none */
     struct sp_schema **schemas; /* declared by sources (sp_schema_define) */
     int32_t nschemas;
     sp_buf canon; /* the current record's value as its schema converted it */
@@ -201,6 +216,7 @@ int sp_sink_find(sp_ctx *ctx, const char *kind, const char *name);
 /* Tells the sinks that partitions were assigned. */
 void sp_ctx_sinks_assigned(sp_ctx *ctx);
 void sp_ctx_destroy_schemas(sp_ctx *ctx);
+void sp_ctx_destroy_avro(sp_ctx *ctx);
 /* A zeroed record at the end of the batch, or NULL when out of memory. */
 sp_rec *sp_batch_add(sp_ctx *ctx);
 /* A record's headers, parsed when first needed (NULL: none). */

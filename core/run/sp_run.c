@@ -382,6 +382,29 @@ void sp_run_shutdown_clients(runner *r) {
 
 /* Options and the script: the context, the Lua state, the dev cluster when
  * no broker is given, the script loaded. 0, 1 or 2 (the exit code). */
+/* schema.registry.url: a registry that must answer at start (exit 1
+ * naming its URL), as Kafka's clients' serializers need it. */
+static int start_registry(runner *r) {
+    const char *url = sp_run_sproc_setting(r->o, "schema.registry.url");
+    if (!url) return 0;
+    r->registry = sp_registry_create(url, sp_run_sproc_setting(r->o, "basic.auth.user.info"),
+                                     sp_run_sproc_setting(r->o, "schema.registry.ssl.ca.location"));
+    char err[512];
+    if (!r->registry) {
+        sp_error("out of memory");
+        return -1;
+    }
+    if (sp_registry_check(r->registry, err, sizeof err) != 0) {
+        sp_error("%s", err);
+        return -1;
+    }
+    r->ctx->registry.opaque = r->registry;
+    r->ctx->registry.fetch = sp_registry_fetch;
+    r->ctx->registry.register_schema = sp_registry_register;
+    sp_info("schema registry at %s", sp_registry_url(r->registry));
+    return 0;
+}
+
 static int start_script(runner *r, char *def_id) {
     const sp_opts *o = r->o;
     const char *msg = NULL;
@@ -411,6 +434,8 @@ static int start_script(runner *r, char *def_id) {
     r->ko.on_topic = sp_run_dev_topic;
     r->ko.fetch = sp_run_refetch;
     r->ko.opaque = r;
+    /* before the script: its Avro sinks register their schemas as it loads */
+    if (start_registry(r) != 0) return 1;
     if (sp_lua_load(r->lua, o->script, o->app, def_id, &msg) != 0) {
         fprintf(stderr, "sproc: cannot load %s:\n%s\n", o->script, msg);
         return 2;
@@ -604,6 +629,7 @@ static void free_runner(runner *r) {
     free(r->msgs);
     free(r->released);
     free(r->brokers);
+    sp_registry_destroy(r->registry);
 }
 
 int sp_run(const sp_opts *o) {

@@ -30,6 +30,7 @@
 #include "sp_lua.h"
 #include "sp_offsets.h"
 #include "sp_prefetch.h"
+#include "sp_registry.h"
 #include "sp_restore.h"
 #include "sp_members.h"
 #include "sp_metrics.h"
@@ -160,6 +161,7 @@ typedef struct runner {
     ev_timer members_tick_w;
     int members_fd[2];
     struct sp_run_tapper *taps; /* sproc tap's streams (sp_run_tap.c) */
+    sp_registry *registry; /* schema.registry.url's client; NULL none */
     ev_timer tap_w;
     double tap_heartbeat;
     int64_t rebalances[3]; /* assigned, revoked, lost */

@@ -1,5 +1,6 @@
 /* Kafka clients: settings, the dev cluster, the producer and consumer, and the side clients (ends read read_uncommitted, inputs read again for dead letters). */
 #include "sp_run.h"
+#include "sp_settings.h"
 
 /* --- configuration ------------------------------------------------------- */
 
@@ -47,7 +48,7 @@ int sp_run_apply_sets(runner *r, rd_kafka_conf_t *conf, int is_consumer) {
         if (!eq) continue; /* checked by the CLI */
         *eq = '\0';
         const char *k = kv, *v = eq + 1;
-        if (strncmp(k, "sproc.", 6) == 0) continue;
+        if (strncmp(k, "sproc.", 6) == 0 || sp_settings_registry(k)) continue;
         if (is_consumer == 2 && (strncmp(k, "consumer.", 9) == 0 ||
                                  strncmp(k, "producer.", 9) == 0 ||
                                  sp_run_one_of(k, consumer_only) || sp_run_one_of(k, producer_only)))

@@ -119,6 +119,17 @@ static int check_sproc(const char *key, const char *val, char **msg) {
     return -1;
 }
 
+/* The Schema Registry's settings, named as Confluent's clients name them:
+ * sproc's registry client reads them, librdkafka never sees them. */
+static const char *const registry_keys[] = {"schema.registry.url", "basic.auth.user.info",
+                                            "schema.registry.ssl.ca.location", NULL};
+
+int sp_settings_registry(const char *key) {
+    for (int i = 0; registry_keys[i]; i++)
+        if (strcmp(key, registry_keys[i]) == 0) return 1;
+    return 0;
+}
+
 int sp_settings_check(const char *const *sets, int nsets, char **msg) {
     char errstr[512], kv[1024];
     char *names = NULL;
@@ -134,6 +145,7 @@ int sp_settings_check(const char *const *sets, int nsets, char **msg) {
             rc = check_sproc(key, val, msg);
             continue;
         }
+        if (sp_settings_registry(key)) continue;
         if (strncmp(key, "consumer.", 9) == 0 || strncmp(key, "producer.", 9) == 0) key += 9;
         rd_kafka_conf_t *conf = rd_kafka_conf_new();
         rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, key, val, errstr, sizeof errstr);

@@ -13,4 +13,7 @@ int sp_settings_check(const char *const *sets, int nsets, char **msg);
 /* Edit distance of two short strings (the "did you mean" hints). */
 int sp_settings_distance(const char *a, const char *b);
 
+/* 1 for a Schema Registry setting (schema.registry.url, ...). */
+int sp_settings_registry(const char *key);
+
 #endif

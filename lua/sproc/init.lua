@@ -31,7 +31,7 @@ local function check_table(fname, t)
   end
 end
 
-local serdes = { bytes = true, string = true, json = true }
+local serdes = { bytes = true, string = true, json = true, avro = true }
 local policies = { fail = true, skip = true, dlq = true }
 local schema = require "sproc.schema"
 
@@ -149,6 +149,10 @@ function M.source(opts)
   src.value = src.value or "string"
   if not serdes[src.key] then error("sproc.source: unknown key serde " .. tostring(src.key), 2) end
   if not serdes[src.value] then error("sproc.source: unknown value serde " .. tostring(src.value), 2) end
+  -- Avro decodes to JSON that becomes the record's: from there on the
+  -- source is a JSON one
+  if src.value == "avro" then src.value, src.avro_value = "json", true end
+  if src.key == "avro" then src.key, src.avro_key = "json", true end
   if src.time ~= nil and type(src.time) ~= "function" then
     error("sproc.source: time must be a function of the record returning epoch milliseconds", 2)
   end

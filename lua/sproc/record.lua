@@ -178,20 +178,23 @@ end
 -- Parses record i's JSON (and checks its schema) as the source's serdes
 -- say; returns an error message when it does not parse. nil: nothing to
 -- parse.
-local function parser(ctx, batch, schema_id, value_json, key_json)
+local function parser(ctx, batch, src, value_json, key_json)
   if not (value_json or key_json) then return nil end
+  local schema_id = src.schema_id
+  -- Avro decodes to JSON (sp_rec_avro), parsed as a JSON value is
+  local value_parse = src.avro_value and C.sp_rec_avro or C.sp_rec_json
+  local key_parse = src.avro_key and C.sp_rec_avro or C.sp_rec_json
+  local vwhat = src.avro_value and "malformed Avro value: " or "malformed JSON value: "
+  local kwhat = src.avro_key and "malformed Avro key: " or "malformed JSON key: "
   return function(i)
-    if value_json and C.sp_rec_json(ctx, i, 1, M.errpos, M.errp) ~= 0 then
-      return "malformed JSON value: " .. ffi_string(M.errp[0]) ..
-             " at byte " .. tonumber(M.errpos[0])
+    if value_json and value_parse(ctx, i, 1, M.errpos, M.errp) ~= 0 then
+      return vwhat .. ffi_string(M.errp[0]) .. " at byte " .. tonumber(M.errpos[0])
     end
     if schema_id and C.sp_schema_apply(ctx, schema_id, M.errp) ~= 0 then
       return "value does not fit the schema: " .. ffi_string(M.errp[0])
     end
-    if key_json and batch.recs[i].key ~= nil and
-       C.sp_rec_json(ctx, i, 0, M.errpos, M.errp) ~= 0 then
-      return "malformed JSON key: " .. ffi_string(M.errp[0]) ..
-             " at byte " .. tonumber(M.errpos[0])
+    if key_json and batch.recs[i].key ~= nil and key_parse(ctx, i, 0, M.errpos, M.errp) ~= 0 then
+      return kwhat .. ffi_string(M.errp[0]) .. " at byte " .. tonumber(M.errpos[0])
     end
   end
 end
@@ -224,7 +227,7 @@ function M.new_view(ctx, batch, src)
     end,
   })
 
-  local parse = parser(ctx, batch, src.schema_id, value_json, key_json)
+  local parse = parser(ctx, batch, src, value_json, key_json)
 
   -- Forgets the previous record's fields; returns an error message when
   -- the record's JSON does not parse.

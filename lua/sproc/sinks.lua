@@ -32,6 +32,17 @@ function compile.to(n, env)
   local fwd = o.forward_headers == false and 0 or 1
   local raw_key, raw_val = takes_raw(o.key, env.serdes.key), takes_raw(o.value, env.serdes.value)
   local what = "output to topic " .. o.topic
+  -- Avro: the value as JSON (the record's own, a projection or a
+  -- replacement), then as a datum of the registered schema
+  local avro_id
+  if o.value == "avro" then
+    local subject = o.subject or (o.topic .. "-value")
+    avro_id = C.sp_avro_register(ctx, subject, o.schema, #o.schema, errp)
+    if avro_id < 0 then error(cerr("to(" .. o.topic .. "): schema of subject " .. subject), 0) end
+    raw_val = false
+    enc_val = encoder("json", batch, "value")
+  end
+  local framed, framed_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
   return function(r)
     local kraw = raw_key and not rawget(r, KSET)
     local vraw = raw_val and not rawget(r, VSET)
@@ -51,6 +62,12 @@ function compile.to(n, env)
     else
       local set = rawget(r, VSET)
       if set and set ~= true then vp, vl = proj[0], proj_len[0] else vp, vl = enc_val(r.value) end
+    end
+    if avro_id and vp ~= nil then
+      if C.sp_avro_frame(ctx, avro_id, vp, vl, framed, framed_len, errp) ~= 0 then
+        error("value does not fit the Avro schema: " .. ffi.string(errp[0]), 0)
+      end
+      vp, vl = framed[0], framed_len[0]
     end
     if headers then
       for hk, hv in pairs(headers(r) or {}) do

@@ -136,12 +136,12 @@ function Stream:branch(...)
   return unpack(outs)
 end
 
-local sink_serdes = { auto = true, json = true, string = true, bytes = true }
+local sink_serdes = { auto = true, json = true, string = true, bytes = true, avro = true }
 
 local function check_serde(what, v)
   if v ~= nil and not sink_serdes[v] then
     error("to(): unknown " .. what .. " serde " .. tostring(v) ..
-          " (auto, json, string or bytes)", 3)
+          " (auto, json, string, bytes or avro)", 3)
   end
 end
 
@@ -153,9 +153,26 @@ function Stream:to(opts)
   if type(opts) ~= "table" or type(opts.topic) ~= "string" or opts.topic == "" then
     error("to() expects { topic = \"name\", ... }", 2)
   end
-  options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers" }, 2)
+  options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers", "schema",
+                                "subject" }, 2)
   check_serde("key", opts.key)
   check_serde("value", opts.value)
+  if opts.key == "avro" then error("to(): Avro keys are not written yet (value = \"avro\" is)", 2) end
+  if (opts.value == "avro") ~= (opts.schema ~= nil) then
+    error("to(): value = \"avro\" takes a schema (Avro's JSON, as a string or a table), " ..
+          "and a schema goes with value = \"avro\"", 2)
+  end
+  if opts.schema ~= nil then
+    local t = type(opts.schema)
+    if t == "table" then
+      opts.schema = require("sproc.json").encode(opts.schema)
+    elseif t ~= "string" then
+      error("to(): schema must be Avro's JSON, as a string or a table", 2)
+    end
+  end
+  if opts.subject ~= nil and (type(opts.subject) ~= "string" or opts.subject == "") then
+    error("to(): subject must be a name (default: the topic's name .. \"-value\")", 2)
+  end
   if opts.headers ~= nil and type(opts.headers) ~= "function" then
     error("to(): headers must be a function of the record returning a table", 2)
   end

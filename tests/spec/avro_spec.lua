@@ -1,0 +1,79 @@
+-- Avro sources and sinks on the test driver: records in the Confluent
+-- wire format decoded to fields as JSON values are, filtered, projected
+-- and written as Avro of another schema.
+local testing = require "sproc.testing"
+local json = require "sproc.json"
+
+local TRIP = {
+  type = "record", name = "Trip", namespace = "nyc",
+  fields = {
+    { name = "id", type = "long" },
+    { name = "vendor", type = { "null", "string" }, default = json.null },
+    { name = "fare", type = { type = "bytes", logicalType = "decimal", precision = 9, scale = 2 } },
+    { name = "pickup", type = { type = "long", logicalType = "timestamp-millis" } },
+    { name = "tags", type = { type = "array", items = "string" } },
+  },
+}
+local OUT = [[{"type":"record","name":"Fare","fields":[
+  {"name":"id","type":"long"},{"name":"fare","type":"double"},
+  {"name":"vendor","type":["null","string"],"default":null}]}]]
+
+local function pipeline()
+  return testing.driver(function(sproc)
+    sproc.source{ topic = "trips", value = "avro" }
+      :filter(function(r) return r.value.fare > 10 end)
+      :map(function(r) return { id = r.value.id, fare = r.value.fare, vendor = r.value.vendor } end)
+      :to{ topic = "fares", value = "avro", schema = OUT }
+  end)
+end
+
+describe("Avro", function()
+  it("reads fields of Avro values and writes Avro of another schema", function()
+    local d = pipeline()
+    local recs = {}
+    for i = 1, 20 do
+      recs[i] = { key = "t" .. i, value = d:avro(TRIP, {
+        id = i, vendor = i % 3 == 0 and json.null or ("v" .. i), fare = string.format("%d.%02d", i, i),
+        pickup = "2024-01-02T03:04:05Z", tags = { "a" } }, "trips-value") }
+    end
+    d:pipe("trips", recs)
+    local got = {}
+    for _, r in ipairs(d:output("fares")) do got[#got + 1] = d:from_avro(r.value) end
+    assert.are.equal(11, #got)                 -- fares 10.10 .. 20.20
+    assert.are.same({ id = 10, fare = 10.1, vendor = "v10" }, got[1])
+    assert.are.equal(json.null, got[3].vendor) -- 12 is a multiple of 3
+    assert.are.equal(20.2, got[11].fare)
+  end)
+
+  it("sends a record that is not Avro to the error policy", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "dlq", dlq = "dead" }
+      sproc.source{ topic = "trips", value = "avro" }:to{ topic = "out" }
+    end)
+    d:pipe("trips", { { key = "a", value = '{"id":1}' } })
+    local dead = d:output("dead")
+    assert.are.equal(1, #dead)
+    assert.matches("not Avro", dead[1].headers["sproc.error"] or "")
+  end)
+
+  it("refuses a value that does not fit the sink's schema, naming the field", function()
+    local d = testing.driver(function(sproc)
+      sproc.app{ errors = "dlq", dlq = "dead" }
+      sproc.source{ topic = "in", value = "json" }:to{ topic = "out", value = "avro", schema = OUT }
+    end)
+    d:pipe("in", { { key = "a", value = { id = 1, fare = "x" } }, { key = "b", value = { id = 2, fare = 3 } } })
+    assert.are.equal(1, #d:output("out"))
+    assert.matches("field fare: expected a number", d:output("dead")[1].headers["sproc.error"] or "")
+  end)
+
+  it("checks its options while the pipeline is built", function()
+    assert.has_error(function()
+      testing.driver(function(sproc) sproc.source{ topic = "in" }:to{ topic = "o", value = "avro" } end)
+    end)
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }:to{ topic = "o", value = "avro", schema = '{"type":"nosuch"}' }
+      end)
+    end)
+  end)
+end)
