@@ -134,6 +134,7 @@ typedef struct runner {
     int32_t stale_partition;
     sp_buf positions; /* a changelog header's text, made again for each */
     int stale_accepted; /* taken as a rewind: the restore leaves out later records */
+    int rewinding;      /* partitions given up and taken again in place (no rebalance) */
     double stale_since, stale_last;
     char txn_id[512];    /* the producer's transactional.id */
     int txn_id_static;   /* made of group.instance.id, not unique to this process */

@@ -173,8 +173,10 @@ void sp_run_recover_txn(runner *r, const char *why) {
         return;
     }
     if (parts->cnt > 0) {
+        r->rewinding = 1;
         sp_run_on_revoke(r, parts, SP_RUN_REWIND);
         sp_run_on_assign(r, parts);
+        r->rewinding = 0;
         r->rebalances[0]--; /* not a rebalance */
     }
     rd_kafka_topic_partition_list_destroy(parts);

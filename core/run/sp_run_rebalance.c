@@ -64,8 +64,10 @@ static void reread_stale(runner *r, int32_t partition) {
         if (tp->assigned && tp->partition == partition)
             rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
     if (l->cnt > 0) {
+        r->rewinding = 1;
         sp_run_on_revoke(r, l, SP_RUN_REWIND);
         sp_run_on_assign(r, l);
+        r->rewinding = 0;
         r->rebalances[0]--; /* not a rebalance */
     }
     rd_kafka_topic_partition_list_destroy(l);
@@ -270,6 +272,24 @@ static rd_kafka_error_t *change_assignment(runner *r, rd_kafka_topic_partition_l
     if (strcmp(rd_kafka_rebalance_protocol(r->cons), "COOPERATIVE") == 0)
         return add ? rd_kafka_incremental_assign(r->cons, parts)
                    : rd_kafka_incremental_unassign(r->cons, parts);
+    if (r->rewinding) {
+        /* not a rebalance (sp_run_recover_txn, offsets read stale): eager
+         * assignment changes only whole, so the partitions stay assigned;
+         * given up, they are paused, and taken again, they go back to the
+         * offsets just read */
+        if (!add) {
+            rd_kafka_pause_partitions(r->cons, parts);
+            return NULL;
+        }
+        for (int i = 0; i < parts->cnt; i++)
+            if (parts->elems[i].offset == RD_KAFKA_OFFSET_INVALID)
+                parts->elems[i].offset = r->o->start && strcmp(r->o->start, "latest") == 0
+                                             ? RD_KAFKA_OFFSET_END
+                                             : RD_KAFKA_OFFSET_BEGINNING;
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(r->cons, parts, 10000);
+        rd_kafka_resume_partitions(r->cons, parts);
+        return e;
+    }
     rd_kafka_resp_err_t e = rd_kafka_assign(r->cons, add ? parts : NULL);
     return e ? rd_kafka_error_new(e, "%s", rd_kafka_err2str(e)) : NULL;
 }
