@@ -1,0 +1,161 @@
+"""Avro with a real Schema Registry (Apicurio's Confluent-compatible API,
+scripts/registry), checked against Confluent's own Python serializers:
+what confluent-kafka's AvroSerializer writes, sproc reads; what sproc
+writes, its AvroDeserializer reads; schema evolution; an incompatible
+schema refused with the registry's message; a registry that is down."""
+import decimal
+import json
+import os
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from conftest import ROOT, SPROC, free_port, wait_committed_to_end, write_script
+
+REGISTRY = os.path.join(ROOT, "scripts", "registry")
+
+TRIP = {
+    "type": "record", "name": "Trip", "namespace": "nyc",
+    "fields": [
+        {"name": "id", "type": "long"},
+        {"name": "vendor", "type": ["null", "string"], "default": None},
+        {"name": "fare", "type": {"type": "bytes", "logicalType": "decimal", "precision": 9, "scale": 2}},
+        {"name": "pickup", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        {"name": "passengers", "type": "int"},
+        {"name": "zones", "type": {"type": "array", "items": "string"}},
+    ],
+}
+FARE = {"type": "record", "name": "Fare", "fields": [
+    {"name": "id", "type": "long"}, {"name": "fare", "type": "double"},
+    {"name": "vendor", "type": ["null", "string"], "default": None}]}
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    env = dict(os.environ, SPROC_REGISTRY_DIR=str(tmp_path_factory.mktemp("registry")))
+    port = free_port()
+    r = subprocess.run([REGISTRY, "start", "--port", str(port)], capture_output=True, text=True,
+                       env=env, timeout=600)
+    assert r.returncode == 0, r.stderr
+    url = r.stdout.strip().splitlines()[-1]
+    yield url
+    subprocess.run([REGISTRY, "stop"], env=env, timeout=60)
+
+
+def client(url):
+    return SchemaRegistryClient({"url": url})
+
+
+def produce_avro(kafka, topic, url, schema, values):
+    ser = AvroSerializer(client(url), json.dumps(schema))
+    p = Producer({"bootstrap.servers": kafka.bootstrap})
+    for i, v in enumerate(values):
+        p.produce(kafka.topic(topic), key=str(i).encode(),
+                  value=ser(v, SerializationContext(kafka.topic(topic), MessageField.VALUE)))
+    assert p.flush(30) == 0
+
+
+def read_avro(kafka, topic, url):
+    de = AvroDeserializer(client(url))
+    return [de(r["value"], SerializationContext(kafka.topic(topic), MessageField.VALUE))
+            for r in kafka.read(topic)]
+
+
+def trips(n, start=0):
+    return [{"id": i, "vendor": None if i % 7 == 0 else f"v{i % 5}",
+             "fare": decimal.Decimal(f"{i % 40}.{i % 100:02d}"),
+             "pickup": 1_704_164_645_000 + i * 1000, "passengers": i % 6,
+             "zones": [f"z{i % 3}", f"z{i % 4}"]} for i in range(start, start + n)]
+
+
+def run(kafka, tmp_path, script, url, app, extra=()):
+    r = subprocess.run([SPROC, script, "--brokers", kafka.bootstrap, "--app", kafka.topic(app),
+                        "--until-end", "--set", f"schema.registry.url={url}", *extra],
+                       capture_output=True, text=True, timeout=300, cwd=str(tmp_path))
+    return r
+
+
+def test_reads_what_confluent_writes_and_writes_what_it_reads(kafka, tmp_path, registry):
+    kafka.create("trips", partitions=2)
+    kafka.create("fares", partitions=2)
+    data = trips(2000)
+    produce_avro(kafka, "trips", registry, TRIP, data)
+    script = write_script(tmp_path, "fares.lua", f"""
+local sproc = require "sproc"
+local s = sproc.source{{ topic = "{kafka.topic('trips')}", value = "avro" }}
+  :filter(function(r) return r.value.fare > 10 and r.value.passengers > 0 end)
+  :map(function(r) return {{ id = r.value.id, fare = r.value.fare, vendor = r.value.vendor }} end)
+s:to{{ topic = "{kafka.topic('fares')}", value = "avro", schema = [[{json.dumps(FARE)}]] }}
+s:to_parquet{{ dir = "{tmp_path}/pq",
+               schema = sproc.schema{{ {{ "id", "int64" }}, {{ "fare", "double" }}, {{ "vendor", "string" }} }} }}
+""")
+    r = run(kafka, tmp_path, script, registry, "fares")
+    assert r.returncode == 0, r.stderr
+    want = {t["id"]: (float(t["fare"]), t["vendor"]) for t in data
+            if t["fare"] > 10 and t["passengers"] > 0}
+    got = {v["id"]: (v["fare"], v["vendor"]) for v in read_avro(kafka, "fares", registry)}
+    assert got == want, f"{len(set(got.items()) ^ set(want.items()))} values differ"
+    # the subject sproc registered is the topic's, with the schema it gave
+    latest = client(registry).get_latest_version(kafka.topic("fares") + "-value")
+    assert json.loads(latest.schema.schema_str)["name"] == "Fare"
+    import pyarrow.dataset as ds
+    rows = ds.dataset(str(tmp_path / "pq"), format="parquet").to_table().to_pylist()
+    assert {row["id"]: (row["fare"], row["vendor"]) for row in rows} == want
+    print(f"{len(data)} trips in, {len(got)} fares out, equal in Avro (AvroDeserializer) and Parquet")
+
+
+def test_schema_evolution_and_an_incompatible_schema(kafka, tmp_path, registry):
+    kafka.create("ev", partitions=1)
+    kafka.create("ev-out", partitions=1)
+    subject = kafka.topic("ev") + "-value"
+    client(registry).set_compatibility(subject_name=subject, level="BACKWARD")
+    v1 = {"type": "record", "name": "Ride", "fields": [{"name": "id", "type": "long"},
+                                                     {"name": "km", "type": "double"},
+                                                     {"name": "note", "type": "string", "default": ""}]}
+    # v2 adds a field with a default and removes one: backward compatible
+    v2 = {"type": "record", "name": "Ride", "fields": [{"name": "id", "type": "long"},
+                                                     {"name": "km", "type": "double"},
+                                                     {"name": "city", "type": "string", "default": "?"}]}
+    produce_avro(kafka, "ev", registry, v1, [{"id": i, "km": i / 2, "note": "n"} for i in range(50)])
+    produce_avro(kafka, "ev", registry, v2, [{"id": i, "km": i / 2, "city": "ams"} for i in range(50, 100)])
+    script = write_script(tmp_path, "ev.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{kafka.topic('ev')}", value = "avro" }}
+  :map(function(r) return {{ id = r.value.id, km = r.value.km, city = r.value.city or "none" }} end)
+  :to{{ topic = "{kafka.topic('ev-out')}" }}
+""")
+    r = run(kafka, tmp_path, script, registry, "ev")
+    assert r.returncode == 0, r.stderr
+    out = sorted((json.loads(x["value"]) for x in kafka.read("ev-out")), key=lambda v: v["id"])
+    assert [v["city"] for v in out] == ["none"] * 50 + ["ams"] * 50, "each record read by its own writer schema"
+    assert [v["km"] for v in out] == [i / 2 for i in range(100)]
+    # a sink whose schema the subject's compatibility refuses: the registry's message
+    bad = {"type": "record", "name": "Ride", "fields": [{"name": "id", "type": "string"}]}
+    script = write_script(tmp_path, "bad.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{kafka.topic('ev')}", value = "avro" }}
+  :to{{ topic = "{kafka.topic('ev')}", value = "avro", schema = [[{json.dumps(bad)}]] }}
+""")
+    r = run(kafka, tmp_path, script, registry, "bad")
+    assert r.returncode != 0
+    assert "Incompatible" in r.stderr and subject in r.stderr, r.stderr
+
+
+def test_a_registry_that_is_down_stops_sproc_naming_it(kafka, tmp_path):
+    kafka.create("down", partitions=1)
+    url = f"http://127.0.0.1:{free_port()}/apis/ccompat/v7"
+    script = write_script(tmp_path, "down.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{kafka.topic('down')}", value = "avro" }}:print()
+""")
+    t0 = time.time()
+    r = run(kafka, tmp_path, script, url, "down")
+    took = time.time() - t0
+    assert r.returncode == 1, r.stderr
+    assert url in r.stderr, r.stderr
+    assert took < 30, f"took {took:.1f} s"
