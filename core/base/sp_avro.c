@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "sp_json.h"
+#include "sp_time.h"
 
 enum { AV_NULL, AV_BOOLEAN, AV_INT, AV_LONG, AV_FLOAT, AV_DOUBLE, AV_BYTES, AV_STRING,
        AV_RECORD, AV_ENUM, AV_ARRAY, AV_MAP, AV_UNION, AV_FIXED };
@@ -509,6 +510,14 @@ static int decode(const sp_avro_schema *s, int32_t id, reader *r, int depth) {
     case AV_INT: case AV_LONG:
         if (read_long(r, &v) != 0) return -1;
         if (n->type == AV_INT && (v < INT32_MIN || v > INT32_MAX)) return fail(r->err, r->errsize, "an int out of range");
+        if (n->logical == LT_DATE && v >= sp_time_days(1, 1, 1) && v <= sp_time_days(9999, 12, 31)) {
+            /* as sproc's schemas and Parquet take a date (one ISO-8601
+             * cannot write stays a number of days) */
+            char d[32];
+            size_t dl = sp_time_format_date(v, d);
+            rc = sp_buf_putc(out, '"') | sp_buf_append(out, d, dl) | sp_buf_putc(out, '"');
+            break;
+        }
         rc = sp_json_write_int(out, v);
         break;
     case AV_FLOAT: case AV_DOUBLE: {

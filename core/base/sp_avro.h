@@ -9,9 +9,9 @@
  * as the value of its branch (null as null), enums as their symbol,
  * bytes and fixed as a string when UTF-8 and {"b64": "..."} otherwise,
  * NaN and infinities as null. Logical types: decimal as a number with its
- * scale (unscaled values of up to 16 bytes), date as days since the
- * epoch, time-millis, timestamp-millis and timestamp-micros as their
- * integers, uuid as its string. Encoding takes the same JSON, and also an
+ * scale (unscaled values of up to 16 bytes), date as "YYYY-MM-DD",
+ * time-millis, timestamp-millis and timestamp-micros as their integers,
+ * uuid as its string. Encoding takes the same JSON, and also an
  * ISO-8601 string for date and the timestamps, a string for a decimal. */
 #ifndef SP_AVRO_H
 #define SP_AVRO_H

@@ -39,9 +39,11 @@ local schema = require "sproc.schema"
 --- {"pickup", "timestamp"}, {"where", { {"lat", "double"}, {"lon", "double"} }} }.
 --- Give it to a source (schema = s) to convert every value, and to
 --- to_parquet (the source's is the default).
-function M.schema(fields)
-  return schema.new(fields, 2)
-end
+--- sproc.schema.from_avro(avro) derives one from an Avro record schema,
+--- and s:to_avro(name) gives an Avro schema of one.
+M.schema = setmetatable({
+  from_avro = function(avro) return schema.from_avro(avro, 2) end,
+}, { __call = function(_, fields) return schema.new(fields, 2) end })
 
 --- Application settings: id (group id and prefix of internal topics),
 --- errors ("fail", "skip" or "dlq"), dlq (the dead-letter topic) and

@@ -28,8 +28,8 @@ static const char *HEX =
 static const char *JSON =
     "{\"id\":-123456789012,\"vendor\":\"V\xc3\xa9\",\"fare\":12.5,\"ok\":true,\"tags\":[\"a\",\"b\"],"
     "\"extra\":{\"x\":-1,\"y\":300},\"kind\":\"C\",\"price\":-1234.56,\"at\":1704164645678,"
-    "\"day\":19782,\"f\":1.5,\"next\":{\"id\":1,\"vendor\":null,\"fare\":0,\"ok\":false,\"tags\":[],"
-    "\"extra\":{},\"kind\":\"A\",\"price\":0.01,\"at\":0,\"day\":0,\"f\":-0.25,\"next\":null}}";
+    "\"day\":\"2024-02-29\",\"f\":1.5,\"next\":{\"id\":1,\"vendor\":null,\"fare\":0,\"ok\":false,\"tags\":[],"
+    "\"extra\":{},\"kind\":\"A\",\"price\":0.01,\"at\":0,\"day\":\"1970-01-01\",\"f\":-0.25,\"next\":null}}";
 
 static size_t unhex(const char *h, char *out) {
     size_t n = 0;

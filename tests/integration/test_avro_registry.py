@@ -87,12 +87,14 @@ def test_reads_what_confluent_writes_and_writes_what_it_reads(kafka, tmp_path, r
     produce_avro(kafka, "trips", registry, TRIP, data)
     script = write_script(tmp_path, "fares.lua", f"""
 local sproc = require "sproc"
-local s = sproc.source{{ topic = "{kafka.topic('trips')}", value = "avro" }}
+local src = sproc.source{{ topic = "{kafka.topic('trips')}", value = "avro" }}
+-- every trip as it came, its Avro types kept in Parquet
+src:to_parquet{{ dir = "{tmp_path}/raw", schema = sproc.schema.from_avro([[{json.dumps(TRIP)}]]) }}
+local s = src
   :filter(function(r) return r.value.fare > 10 and r.value.passengers > 0 end)
   :map(function(r) return {{ id = r.value.id, fare = r.value.fare, vendor = r.value.vendor }} end)
 s:to{{ topic = "{kafka.topic('fares')}", value = "avro", schema = [[{json.dumps(FARE)}]] }}
-s:to_parquet{{ dir = "{tmp_path}/pq",
-               schema = sproc.schema{{ {{ "id", "int64" }}, {{ "fare", "double" }}, {{ "vendor", "string" }} }} }}
+s:to_parquet{{ dir = "{tmp_path}/pq", schema = sproc.schema.from_avro([[{json.dumps(FARE)}]]) }}
 """)
     r = run(kafka, tmp_path, script, registry, "fares")
     assert r.returncode == 0, r.stderr
@@ -106,7 +108,18 @@ s:to_parquet{{ dir = "{tmp_path}/pq",
     import pyarrow.dataset as ds
     rows = ds.dataset(str(tmp_path / "pq"), format="parquet").to_table().to_pylist()
     assert {row["id"]: (row["fare"], row["vendor"]) for row in rows} == want
-    print(f"{len(data)} trips in, {len(got)} fares out, equal in Avro (AvroDeserializer) and Parquet")
+    raw = ds.dataset(str(tmp_path / "raw"), format="parquet").to_table()
+    types = {f.name: str(f.type) for f in raw.schema}
+    assert types == {"id": "int64", "vendor": "string", "fare": "decimal128(9, 2)",
+                     "pickup": "timestamp[ms, tz=UTC]", "passengers": "int64",
+                     "zones": "list<element: string>"}, types
+    back = {row["id"]: row for row in raw.to_pylist()}
+    for t in data:
+        row = back[t["id"]]
+        assert (row["vendor"], row["fare"], row["zones"]) == (t["vendor"], t["fare"], t["zones"]), row
+        assert int(row["pickup"].timestamp() * 1000) == t["pickup"], row
+    print(f"{len(data)} trips in, {len(got)} fares out, equal in Avro (AvroDeserializer) and Parquet; "
+          f"the trips in Parquet with their Avro types")
 
 
 def test_schema_evolution_and_an_incompatible_schema(kafka, tmp_path, registry):
