@@ -154,7 +154,7 @@ function Stream:to(opts)
     error("to() expects { topic = \"name\", ... }", 2)
   end
   options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers", "schema",
-                                "subject" }, 2)
+                                "subject", "subject_strategy" }, 2)
   check_serde("key", opts.key)
   check_serde("value", opts.value)
   if opts.key == "avro" then error("to(): Avro keys are not written yet (value = \"avro\" is)", 2) end
@@ -172,6 +172,20 @@ function Stream:to(opts)
   end
   if opts.subject ~= nil and (type(opts.subject) ~= "string" or opts.subject == "") then
     error("to(): subject must be a name (default: the topic's name .. \"-value\")", 2)
+  end
+  -- Confluent's subject name strategies: the topic's (the default) or the
+  -- record's full name
+  local ss = opts.subject_strategy
+  if ss ~= nil and ss ~= "topic" and ss ~= "record" then
+    error("to(): subject_strategy is \"topic\" (<topic>-value) or \"record\" (the record's " ..
+          "full name)", 2)
+  end
+  if ss == "record" and not opts.subject then
+    local ok, t = pcall(require("sproc.json").decode, opts.schema or "")
+    if not ok or type(t) ~= "table" or type(t.name) ~= "string" then
+      error("to(): subject_strategy = \"record\" needs a named record schema", 2)
+    end
+    opts.subject = (t.name:find(".", 1, true) or not t.namespace) and t.name or (t.namespace .. "." .. t.name)
   end
   if opts.headers ~= nil and type(opts.headers) ~= "function" then
     error("to(): headers must be a function of the record returning a table", 2)

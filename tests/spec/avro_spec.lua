@@ -106,3 +106,24 @@ describe("sproc schemas and Avro schemas", function()
                       where = { lat = 52.3, ok = true } }, v)
   end)
 end)
+
+describe("Avro subjects", function()
+  it("registers under the topic's name or, with subject_strategy = \"record\", the record's", function()
+    local NYC = [[{"type":"record","name":"Fare","namespace":"nyc","fields":[{"name":"id","type":"long"}]}]]
+    local d = testing.driver(function(sproc)
+      local s = sproc.source{ topic = "in", value = "json" }
+      s:to{ topic = "a", value = "avro", schema = OUT }
+      s:to{ topic = "b", value = "avro", subject_strategy = "record", schema = NYC }
+    end)
+    local C = require("sproc.core").C
+    local errp = require("ffi").new("const char *[1]")
+    -- the same subject and schema give the same id: the sinks registered these
+    local a = C.sp_avro_register(d.ctx, "a-value", OUT, #OUT, errp)
+    local b = C.sp_avro_register(d.ctx, "nyc.Fare", NYC, #NYC, errp)
+    d:pipe("in", { key = "k", value = { id = 7, fare = 1.5 } })
+    local ida = string.byte(d:output("a")[1].value, 5)
+    local idb = string.byte(d:output("b")[1].value, 5)
+    assert.are.equal(a % 256, ida)
+    assert.are.equal(b % 256, idb)
+  end)
+end)
