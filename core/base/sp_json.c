@@ -631,3 +631,11 @@ int sp_json_write_text(sp_buf *b, const char *s, size_t len) {
     return sp_buf_append(b, "{\"b64\":", 7) || sp_json_write_base64(b, s, len) ||
            sp_buf_putc(b, '}') ? -1 : 0;
 }
+
+int sp_json_append_line(sp_buf *b, const char *json, size_t len) {
+    size_t at = b->len;
+    if (sp_buf_append(b, json, len)) return -1;
+    for (size_t i = at; i < b->len; i++)
+        if (b->data[i] == '\n' || b->data[i] == '\r') b->data[i] = ' ';
+    return 0;
+}

@@ -76,6 +76,10 @@ int sp_json_write_number(sp_buf *b, double v);
 /* Bytes as a quoted base64 string (RFC 4648, padded): for what is not
  * UTF-8. */
 int sp_json_write_base64(sp_buf *b, const void *p, size_t n);
+/* Valid JSON text appended on one line: its newlines (outside strings,
+ * where JSON allows no raw control character) become spaces, for
+ * formats of a record a line. */
+int sp_json_append_line(sp_buf *b, const char *json, size_t len);
 /* A JSON string of bytes that are UTF-8, else {"b64": "..."}. */
 int sp_json_write_text(sp_buf *b, const char *s, size_t len);
 int sp_json_write_int(sp_buf *b, int64_t v);

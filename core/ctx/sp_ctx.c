@@ -155,7 +155,7 @@ void sp_ctx_tap_offer(sp_ctx *ctx, int32_t op, const char *key, size_t klen, con
     /* JSON text as it is; other bytes as a string */
     sp_json_index_init(&ix);
     if (!val) rc |= sp_buf_append(b, "null", 4);
-    else if (vlen && sp_json_index_parse(&ix, val, vlen, &err, &pos) == 0) rc |= sp_buf_append(b, val, vlen);
+    else if (vlen && sp_json_index_parse(&ix, val, vlen, &err, &pos) == 0) rc |= sp_json_append_line(b, val, vlen);
     else rc |= sp_json_write_text(b, val, vlen);
     sp_json_index_destroy(&ix);
     rc |= sp_buf_append(b, ",\"ts\":", 6) | sp_json_write_int(b, ts) |

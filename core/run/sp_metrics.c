@@ -23,6 +23,10 @@ struct sp_metrics_stream {
 struct sp_metrics {
     struct MHD_Daemon *d;
     sp_metrics_stream *streams;
+    ev_timer kick_w;  /* MHD_run again soon: a stream resumed, or MHD has
+                       * more to write (external epoll mode does not wake
+                       * the epoll descriptor for either) */
+    int closing;      /* no new streams: the endpoint is going away */
     struct ev_loop *loop;
     ev_io io_w;
     ev_timer tick_w;
@@ -41,7 +45,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max) {
     sp_metrics_stream *s = cls;
     size_t left = s->buf.len - s->off;
     if (left == 0) {
-        if (s->ended) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (s->ended || s->m->closing) return MHD_CONTENT_READER_END_OF_STREAM;
         s->suspended = 1;
         MHD_suspend_connection(s->conn);
         return 0;
@@ -69,10 +73,17 @@ static void stream_wake(sp_metrics_stream *s) {
     if (!s->suspended) return;
     s->suspended = 0;
     MHD_resume_connection(s->conn);
+    if (!ev_is_active(&s->m->kick_w)) ev_timer_start(s->m->loop, &s->m->kick_w);
 }
 
 int sp_metrics_stream_write(sp_metrics_stream *s, const char *p, size_t n) {
     if (s->ended || s->buf.len - s->off + n > STREAM_MAX_PENDING) return -1;
+    /* what was read goes, so that the buffer holds what is pending only */
+    if (s->off > 0 && s->off >= s->buf.len / 2) {
+        memmove(s->buf.data, s->buf.data + s->off, s->buf.len - s->off);
+        s->buf.len -= s->off;
+        s->off = 0;
+    }
     if (sp_buf_append(&s->buf, p, n)) return -1;
     stream_wake(s);
     return 0;
@@ -87,6 +98,11 @@ void sp_metrics_stream_end(sp_metrics_stream *s) {
 static enum MHD_Result answer_stream(sp_metrics *m, struct MHD_Connection *c, const char *url,
                                      unsigned *status) {
     sp_metrics_args args = {c, get_arg};
+    if (m->closing) {
+        *status = MHD_HTTP_SERVICE_UNAVAILABLE;
+        sp_buf_append(&m->body, "{\"error\":\"stopping\"}", 20);
+        return MHD_YES;
+    }
     sp_metrics_stream *s = calloc(1, sizeof *s);
     if (!s) return MHD_NO;
     s->m = m;
@@ -157,17 +173,29 @@ static enum MHD_Result answer(void *cls, struct MHD_Connection *c, const char *u
 }
 
 /* MHD's epoll descriptor turns readable when a socket needs it. */
+/* A turn of MHD, and another soon when it says it has more to do now
+ * (a stream's next chunk). */
+static void run_mhd(sp_metrics *m) {
+    MHD_run(m->d);
+    MHD_UNSIGNED_LONG_LONG to;
+    if (MHD_get_timeout(m->d, &to) == MHD_YES && to == 0 && !ev_is_active(&m->kick_w))
+        ev_timer_start(m->loop, &m->kick_w);
+}
+
 static void on_io(struct ev_loop *loop, ev_io *w, int revents) {
     (void)loop, (void)revents;
-    sp_metrics *m = w->data;
-    MHD_run(m->d);
+    run_mhd(w->data);
 }
 
 /* and its timeouts (idle connections) need a turn now and then */
 static void on_tick(struct ev_loop *loop, ev_timer *w, int revents) {
     (void)loop, (void)revents;
-    sp_metrics *m = w->data;
-    MHD_run(m->d);
+    run_mhd(w->data);
+}
+
+static void on_kick(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop, (void)revents;
+    run_mhd(w->data);
 }
 
 sp_metrics *sp_metrics_create(struct ev_loop *loop, const char *listen,
@@ -220,17 +248,26 @@ sp_metrics *sp_metrics_create(struct ev_loop *loop, const char *listen,
     ev_timer_init(&m->tick_w, on_tick, 1.0, 1.0);
     m->tick_w.data = m;
     ev_timer_start(loop, &m->tick_w);
+    ev_timer_init(&m->kick_w, on_kick, 0.0, 0.0);
+    m->kick_w.data = m;
     return m;
 }
 
 void sp_metrics_destroy(sp_metrics *m) {
     if (!m) return;
     if (m->d) {
-        /* suspended streams are resumed to end (MHD does not stop with
-         * connections suspended) */
-        for (sp_metrics_stream *s = m->streams; s; s = s->next) sp_metrics_stream_end(s);
-        MHD_run(m->d);
+        /* no new stream (a tap asked for while sproc stopped would
+         * suspend at once), and the suspended ones resumed to end: MHD
+         * aborts a stop with connections suspended */
+        m->closing = 1;
+        for (int round = 0, suspended = 1; round < 10 && suspended; round++) {
+            for (sp_metrics_stream *s = m->streams; s; s = s->next) sp_metrics_stream_end(s);
+            MHD_run(m->d);
+            suspended = 0;
+            for (sp_metrics_stream *s = m->streams; s; s = s->next) suspended |= s->suspended;
+        }
         ev_io_stop(m->loop, &m->io_w);
+        ev_timer_stop(m->loop, &m->kick_w);
         ev_timer_stop(m->loop, &m->tick_w);
         MHD_stop_daemon(m->d);
     }

@@ -107,6 +107,7 @@ char **sp_query_addresses(const sp_query_target *o) {
         char kv[512];
         snprintf(kv, sizeof kv, "%s", o->sets[i]);
         char *eq = strchr(kv, '=');
+        if (!eq) continue; /* cut short: not a setting librdkafka has */
         *eq = '\0';
         if (strncmp(kv, "sproc.", 6) != 0 && rd_kafka_conf_set(conf, kv, eq + 1, err, sizeof err))
             fprintf(stderr, "sproc query: %s\n", err);
@@ -151,7 +152,9 @@ static long get(CURL *c, const char *url, sp_buf *body) {
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
-    if (curl_easy_perform(c) == CURLE_OK) {
+    CURLcode done = curl_easy_perform(c);
+    curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL); /* err is going */
+    if (done == CURLE_OK) {
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     } else {
         sp_buf_reset(body);
@@ -211,6 +214,7 @@ static void say_error(const sp_buf *body, long status, const char *addr) {
 typedef struct entry {
     char *key; /* unescaped */
     size_t klen;
+    size_t seq; /* arrival: a key's windows stay in their time order */
     char *text; /* the entry's JSON */
     size_t tlen;
 } entry;
@@ -218,7 +222,9 @@ typedef struct entry {
 static int cmp_entry(const void *a, const void *b) {
     const entry *x = a, *y = b;
     int c = memcmp(x->key, y->key, x->klen < y->klen ? x->klen : y->klen);
-    return c ? c : (x->klen > y->klen) - (x->klen < y->klen);
+    if (c) return c;
+    if (x->klen != y->klen) return x->klen < y->klen ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
 /* A range's entries from one answer, added to es. */
@@ -251,6 +257,7 @@ static int take_entries(const sp_buf *body, entry **es, size_t *n, size_t *cap) 
                 e->text = malloc(f->val_len + 1);
                 if (e->key && e->text) {
                     e->klen = sp_json_unescape(one.fields[k].val, one.fields[k].val_len, e->key);
+                    e->seq = *n;
                     memcpy(e->text, f->val, f->val_len);
                     e->tlen = f->val_len;
                     (*n)++;

@@ -68,7 +68,7 @@ static void put_value(req *q, const char *v, size_t vl) {
         }
         break;
     case SP_VAL_STRING: put_str(q, v + 1, vl - 1); return;
-    case SP_VAL_JSON: q->rc |= sp_buf_append(q->body, v + 1, vl - 1); return;
+    case SP_VAL_JSON: q->rc |= sp_json_append_line(q->body, v + 1, vl - 1); return;
     case SP_VAL_TRUE: put(q, "true"); return;
     case SP_VAL_FALSE: put(q, "false"); return;
     }
@@ -261,7 +261,9 @@ static int in_range(req *q, const char *k, size_t kl) {
 static void advance(req *q, int32_t id, cursor *c) {
     const char *k, *v;
     size_t kl, vl;
-    c->has = sp_store_next(q->r->ctx, id, c->p, c->key.len || c->strict ? c->key.data : NULL,
+    /* after an empty key, "" (not NULL, which is the first key again) */
+    c->has = sp_store_next(q->r->ctx, id, c->p,
+                           c->key.len || c->strict ? (c->key.data ? c->key.data : "") : NULL,
                            c->key.len, c->strict, &k, &kl, &v, &vl) == 1 &&
              in_range(q, k, kl);
     c->strict = 1;

@@ -287,8 +287,20 @@ static rd_kafka_error_t *change_assignment(runner *r, rd_kafka_topic_partition_l
                                              ? RD_KAFKA_OFFSET_END
                                              : RD_KAFKA_OFFSET_BEGINNING;
         rd_kafka_error_t *e = rd_kafka_seek_partitions(r->cons, parts, 10000);
+        const char *why = e ? rd_kafka_error_string(e) : NULL;
+        for (int i = 0; !why && i < parts->cnt; i++)
+            if (parts->elems[i].err) why = rd_kafka_err2str(parts->elems[i].err);
+        if (why) {
+            /* going on would process from where the partition was, past
+             * what the restored state holds */
+            char msg[512];
+            snprintf(msg, sizeof msg, "cannot go back to the committed offsets: %s", why);
+            sp_run_fatal(r, msg);
+            if (e) rd_kafka_error_destroy(e);
+            return NULL;
+        }
         rd_kafka_resume_partitions(r->cons, parts);
-        return e;
+        return NULL;
     }
     rd_kafka_resp_err_t e = rd_kafka_assign(r->cons, add ? parts : NULL);
     return e ? rd_kafka_error_new(e, "%s", rd_kafka_err2str(e)) : NULL;

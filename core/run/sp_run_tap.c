@@ -64,7 +64,8 @@ static void refill(runner *r) {
         t->tokens = (int64_t)t->credit;
         t->credit -= (double)t->tokens;
         for (int32_t j = 0; j < o->n; j++)
-            if (wants(o, t, j)) o->taps[j] += (int32_t)t->tokens;
+            if (wants(o, t, j))
+                o->taps[j] = t->tokens > INT32_MAX - o->taps[j] ? INT32_MAX : o->taps[j] + (int32_t)t->tokens;
     }
 }
 
@@ -117,6 +118,7 @@ int sp_run_tap_open(void *opaque, const char *path, const sp_metrics_args *args,
     if (t->rate < 1) t->rate = 1;
     if (t->rate > most) t->rate = most;
     t->max = max ? atoll(max) : 0;
+    if (t->max < 0) t->max = 0; /* no end */
     t->next = r->taps;
     r->taps = t;
     o->on_tap = deliver;

@@ -88,8 +88,8 @@ static CURL *open_tap(CURLM *multi, const topts *o, const char *addr, feed *f, s
     sp_buf_append(url, "/tap/", 5);
     if (e) sp_buf_append(url, e, strlen(e));
     char q[128];
-    snprintf(q, sizeof q, "?dir=%s&rate=%s%s%s", o->out ? "out" : "in", o->rate ? o->rate : "10",
-             o->max ? "&max=" : "", o->max ? o->max : "");
+    long long rate = o->rate ? atoll(o->rate) : 10, max = o->max ? atoll(o->max) : 0;
+    snprintf(q, sizeof q, "?dir=%s&rate=%lld&max=%lld", o->out ? "out" : "in", rate, max > 0 ? max : 0);
     sp_buf_append(url, q, strlen(q));
     sp_buf_putc(url, '\0');
     curl_free(e);

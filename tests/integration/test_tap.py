@@ -151,3 +151,39 @@ def test_a_reader_that_goes_away_closes_its_tap(kafka, sproc, tmp_path):
     finally:
         feed.stop()
     assert ps[0].alive()
+
+
+def test_a_tap_keeps_up_with_its_rate_and_stopping_with_one_open_exits_cleanly(kafka, sproc, tmp_path):
+    import signal
+    import threading
+    app, ports, ps = start(kafka, sproc, tmp_path)
+    feed = Feed(kafka, rate=4000)
+    feed.start()
+    try:
+        # 1,000 a second asked for, from a pipeline taking 4,000 a second:
+        # the stream must carry them (MHD was run once a second for a
+        # resumed stream: one 32 KB chunk, about 250 lines, a second)
+        t0 = time.time()
+        rc, got, err = tap(["--at", f"127.0.0.1:{ports[0]}", "filter#2", "--rate", "1000", "--max", "3000"])
+        took = time.time() - t0
+        assert rc == 0 and len(got) == 3000, err
+        assert took < 6, f"3,000 lines at 1,000 a second took {took:.1f} s"
+    finally:
+        feed.stop()
+    # a tap asked for while sproc stops: it must not abort the stop
+    # (a stream suspended at once made MHD_stop_daemon abort)
+    ps[0].signal(signal.SIGSTOP)
+    answers = []
+    def ask():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/tap/filter%232", timeout=30) as r:
+                answers.append(r.read())
+        except OSError as e:
+            answers.append(e)
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(0.5)
+    ps[0].signal(signal.SIGTERM)
+    ps[0].signal(signal.SIGCONT)
+    assert ps[0].wait(timeout=60) == 0, ps[0].stderr()[-2000:]
+    t.join(30)
