@@ -34,13 +34,21 @@ function compile.to(n, env)
   local what = "output to topic " .. o.topic
   -- Avro: the value as JSON (the record's own, a projection or a
   -- replacement), then as a datum of the registered schema
-  local avro_id
+  local function register(subject, schema)
+    local id = C.sp_avro_register(ctx, subject, schema, #schema, errp)
+    if id < 0 then error(cerr("to(" .. o.topic .. "): schema of subject " .. subject), 0) end
+    return id
+  end
+  local avro_id, avro_key_id
   if o.value == "avro" then
-    local subject = o.subject or (o.topic .. "-value")
-    avro_id = C.sp_avro_register(ctx, subject, o.schema, #o.schema, errp)
-    if avro_id < 0 then error(cerr("to(" .. o.topic .. "): schema of subject " .. subject), 0) end
+    avro_id = register(o.subject or (o.topic .. "-value"), o.schema)
     raw_val = false
     enc_val = encoder("json", batch, "value")
+  end
+  if o.key == "avro" then
+    avro_key_id = register(o.key_subject or (o.topic .. "-key"), o.key_schema)
+    raw_key = false
+    enc_key = encoder("json", batch, "key")
   end
   local framed, framed_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
   return function(r)
@@ -62,6 +70,14 @@ function compile.to(n, env)
     else
       local set = rawget(r, VSET)
       if set and set ~= true then vp, vl = proj[0], proj_len[0] else vp, vl = enc_val(r.value) end
+    end
+    if avro_key_id and kp ~= nil then
+      if C.sp_avro_frame(ctx, avro_key_id, kp, kl, framed, framed_len, errp) ~= 0 then
+        error("key does not fit the Avro schema: " .. ffi.string(errp[0]), 0)
+      end
+      -- the frame's buffer is reused by the value's
+      kp = ffi.string(framed[0], framed_len[0])
+      kl = #kp
     end
     if avro_id and vp ~= nil then
       if C.sp_avro_frame(ctx, avro_id, vp, vl, framed, framed_len, errp) ~= 0 then

@@ -154,20 +154,22 @@ function Stream:to(opts)
     error("to() expects { topic = \"name\", ... }", 2)
   end
   options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers", "schema",
-                                "subject", "subject_strategy" }, 2)
+                                "subject", "subject_strategy", "key_schema", "key_subject" }, 2)
   check_serde("key", opts.key)
   check_serde("value", opts.value)
-  if opts.key == "avro" then error("to(): Avro keys are not written yet (value = \"avro\" is)", 2) end
-  if (opts.value == "avro") ~= (opts.schema ~= nil) then
-    error("to(): value = \"avro\" takes a schema (Avro's JSON, as a string or a table), " ..
-          "and a schema goes with value = \"avro\"", 2)
-  end
-  if opts.schema ~= nil then
-    local t = type(opts.schema)
-    if t == "table" then
-      opts.schema = require("sproc.json").encode(opts.schema)
-    elseif t ~= "string" then
-      error("to(): schema must be Avro's JSON, as a string or a table", 2)
+  for _, w in ipairs { { "value", "schema" }, { "key", "key_schema" } } do
+    local serde, sk = w[1], w[2]
+    if (opts[serde] == "avro") ~= (opts[sk] ~= nil) then
+      error("to(): " .. serde .. " = \"avro\" takes " .. sk .. " (Avro's JSON, as a string or a " ..
+            "table), and " .. sk .. " goes with " .. serde .. " = \"avro\"", 2)
+    end
+    if opts[sk] ~= nil then
+      local t = type(opts[sk])
+      if t == "table" then
+        opts[sk] = require("sproc.json").encode(opts[sk])
+      elseif t ~= "string" then
+        error("to(): " .. sk .. " must be Avro's JSON, as a string or a table", 2)
+      end
     end
   end
   if opts.subject ~= nil and (type(opts.subject) ~= "string" or opts.subject == "") then

@@ -127,3 +127,19 @@ describe("Avro subjects", function()
     assert.are.equal(b % 256, idb)
   end)
 end)
+
+describe("Avro keys", function()
+  it("are read and written like values, under <topic>-key", function()
+    local KEY = [[{"type":"record","name":"K","fields":[{"name":"trip","type":"long"}]}]]
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", key = "avro", value = "json" }
+        :map(function(r) return { seen = r.key.trip } end)
+        :to{ topic = "out", key = "avro", key_schema = KEY, value = "avro", schema =
+             [[{"type":"record","name":"V","fields":[{"name":"seen","type":"long"}]}]] }
+    end)
+    d:pipe("in", { key = d:avro(KEY, { trip = 42 }, "in-key"), value = { x = 1 } })
+    local o = d:output("out")[1]
+    assert.are.same({ trip = 42 }, d:from_avro(o.key))
+    assert.are.same({ seen = 42 }, d:from_avro(o.value))
+  end)
+end)
