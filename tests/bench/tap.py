@@ -81,8 +81,9 @@ def main():
     work = tempfile.mkdtemp(prefix="sproc-tapbench-")
     topic, out = "tapbench-in-" + uuid.uuid4().hex[:6], "tapbench-out-" + uuid.uuid4().hex[:6]
     from confluent_kafka.admin import AdminClient, NewTopic
-    AdminClient({"bootstrap.servers": a.brokers}).create_topics(
-        [NewTopic(topic, 4, 1), NewTopic(out, 4, 1)])[topic].result(30)
+    admin = AdminClient({"bootstrap.servers": a.brokers})
+    for f in admin.create_topics([NewTopic(topic, 4, 1), NewTopic(out, 4, 1)]).values():
+        f.result(30)
     subprocess.run([os.path.join(BUILD, "rate_feed"), a.brokers, topic, str(a.records), "1", "0"],
                    check=True, stdout=subprocess.DEVNULL)
     script = os.path.join(work, "s1.lua")
