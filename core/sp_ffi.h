@@ -258,6 +258,9 @@ int32_t sp_avro_register(sp_ctx *ctx, const char *subject, const char *schema, s
                          const char **err);
 int sp_avro_frame(sp_ctx *ctx, int32_t id, const char *json, size_t len, const char **out,
                   size_t *out_len, const char **err);
+/* A sink's fixed schema id: its schema fetched from the registry (or
+ * added) now, so that sp_avro_frame can use it; 0, or < 0 and why. */
+int sp_avro_use_id(sp_ctx *ctx, int32_t id, const char **err);
 /* A framed datum as JSON, in the same buffer as sp_avro_frame's. */
 int sp_avro_unframe(sp_ctx *ctx, const char *p, size_t len, const char **out, size_t *out_len,
                     const char **err);

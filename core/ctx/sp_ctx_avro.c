@@ -228,3 +228,12 @@ int sp_avro_frame(sp_ctx *ctx, int32_t id, const char *json, size_t len, const c
     *out_len = c->enc.len;
     return SP_OK;
 }
+
+int sp_avro_use_id(sp_ctx *ctx, int32_t id, const char **err) {
+    struct sp_avro_cache *c = cache_of(ctx);
+    if (!c) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    return schema_of(ctx, c, id, err) ? SP_OK : SP_EINVAL;
+}

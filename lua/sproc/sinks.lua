@@ -40,7 +40,13 @@ function compile.to(n, env)
     return id
   end
   local avro_id, avro_key_id
-  if o.value == "avro" then
+  if o.value == "avro" and o.schema_id then
+    -- a fixed id: its schema is the registry's, nothing is registered
+    avro_id = o.schema_id
+    if C.sp_avro_use_id(ctx, avro_id, errp) ~= 0 then error(cerr("to(" .. o.topic .. "): schema_id"), 0) end
+    raw_val = false
+    enc_val = encoder("json", batch, "value")
+  elseif o.value == "avro" then
     avro_id = register(o.subject or (o.topic .. "-value"), o.schema)
     raw_val = false
     enc_val = encoder("json", batch, "value")

@@ -154,12 +154,19 @@ function Stream:to(opts)
     error("to() expects { topic = \"name\", ... }", 2)
   end
   options.check("to()", opts, { "topic", "key", "value", "headers", "forward_headers", "schema",
-                                "subject", "subject_strategy", "key_schema", "key_subject" }, 2)
+                                "subject", "subject_strategy", "key_schema", "key_subject",
+                                "schema_id" }, 2)
   check_serde("key", opts.key)
   check_serde("value", opts.value)
+  if opts.schema_id ~= nil then
+    if opts.value ~= "avro" or opts.schema ~= nil
+       or type(opts.schema_id) ~= "number" or opts.schema_id < 0 or opts.schema_id % 1 ~= 0 then
+      error("to(): schema_id (a registered schema's id) goes with value = \"avro\", instead of schema", 2)
+    end
+  end
   for _, w in ipairs { { "value", "schema" }, { "key", "key_schema" } } do
     local serde, sk = w[1], w[2]
-    if (opts[serde] == "avro") ~= (opts[sk] ~= nil) then
+    if (opts[serde] == "avro") ~= (opts[sk] ~= nil or (sk == "schema" and opts.schema_id ~= nil)) then
       error("to(): " .. serde .. " = \"avro\" takes " .. sk .. " (Avro's JSON, as a string or a " ..
             "table), and " .. sk .. " goes with " .. serde .. " = \"avro\"", 2)
     end

@@ -85,6 +85,10 @@ def test_reads_what_confluent_writes_and_writes_what_it_reads(kafka, tmp_path, r
     kafka.create("fares", partitions=2)
     data = trips(2000)
     produce_avro(kafka, "trips", registry, TRIP, data)
+    # a sink with a fixed id: the schema registered beforehand, by someone else
+    kafka.create("fixed", partitions=1)
+    fixed_id = client(registry).register_schema(kafka.topic("fixed") + "-value",
+                                                Schema(json.dumps(FARE), "AVRO"))
     script = write_script(tmp_path, "fares.lua", f"""
 local sproc = require "sproc"
 local src = sproc.source{{ topic = "{kafka.topic('trips')}", value = "avro" }}
@@ -95,6 +99,7 @@ local s = src
   :map(function(r) return {{ id = r.value.id, fare = r.value.fare, vendor = r.value.vendor }} end)
 s:to{{ topic = "{kafka.topic('fares')}", value = "avro", schema = [[{json.dumps(FARE)}]] }}
 s:to_parquet{{ dir = "{tmp_path}/pq", schema = sproc.schema.from_avro([[{json.dumps(FARE)}]]) }}
+s:to{{ topic = "{kafka.topic('fixed')}", value = "avro", schema_id = {fixed_id} }}
 """)
     r = run(kafka, tmp_path, script, registry, "fares")
     assert r.returncode == 0, r.stderr
@@ -102,6 +107,9 @@ s:to_parquet{{ dir = "{tmp_path}/pq", schema = sproc.schema.from_avro([[{json.du
             if t["fare"] > 10 and t["passengers"] > 0}
     got = {v["id"]: (v["fare"], v["vendor"]) for v in read_avro(kafka, "fares", registry)}
     assert got == want, f"{len(set(got.items()) ^ set(want.items()))} values differ"
+    fixed = kafka.read("fixed")
+    assert {int.from_bytes(r["value"][1:5], "big") for r in fixed} == {fixed_id}
+    assert {v["id"]: (v["fare"], v["vendor"]) for v in read_avro(kafka, "fixed", registry)} == want
     # the subject sproc registered is the topic's, with the schema it gave
     latest = client(registry).get_latest_version(kafka.topic("fares") + "-value")
     assert json.loads(latest.schema.schema_str)["name"] == "Fare"

@@ -143,3 +143,18 @@ describe("Avro keys", function()
     assert.are.same({ seen = 42 }, d:from_avro(o.value))
   end)
 end)
+
+describe("Avro with a fixed schema id", function()
+  it("needs the id known to the registry when the pipeline is built", function()
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in", value = "json" }:to{ topic = "out", value = "avro", schema_id = 7 }
+      end)
+    end, "to(out): schema_id: no schema with id 7 (no registry)")
+    assert.has_error(function()
+      testing.driver(function(sproc)
+        sproc.source{ topic = "in" }:to{ topic = "out", value = "json", schema_id = 7 }
+      end)
+    end)
+  end)
+end)
