@@ -110,6 +110,13 @@ static int32_t find_named(parser *p, const char *name, const char *ns) {
 
 static int32_t parse_value(parser *p, const char *text, size_t len, const char *ns, int depth);
 
+/* The type a field of a schema object gives (a string's text keeps its
+ * quotes: parse_value tells names from objects by the first byte). */
+static int32_t parse_field(parser *p, const sp_json_field *f, const char *ns, int depth) {
+    int str = f->type == SP_JSON_STRING;
+    return parse_value(p, str ? f->val - 1 : f->val, str ? f->val_len + 2 : f->val_len, ns, depth);
+}
+
 /* A type given by name: a primitive or a named type defined before. */
 static int32_t parse_name(parser *p, const char *name, const char *ns) {
     for (int t = AV_NULL; t <= AV_STRING; t++)
@@ -212,9 +219,7 @@ static int32_t parse_record(parser *p, int32_t id, const sp_json_index *ix, int 
         } else {
             char *fname = str_of(name);
             /* the node table may move while the field's type is parsed */
-            int32_t kid = fname ? parse_value(p, type->type == SP_JSON_STRING ? type->val - 1 : type->val,
-                                              type->type == SP_JSON_STRING ? type->val_len + 2 : type->val_len,
-                                              inner, depth + 1)
+            int32_t kid = fname ? parse_field(p, type, inner, depth + 1)
                                 : fail(p->err, p->errsize, "out of memory");
             n = &p->s->n[id];
             n->names[n->nnames] = fname;
@@ -305,8 +310,7 @@ static int32_t parse_object(parser *p, const char *text, size_t len, const char 
     } else if (!strcmp(type, "array") || !strcmp(type, "map")) {
         const sp_json_field *it = field(&ix, type[0] == 'a' ? "items" : "values");
         int32_t kid = !it ? fail(p->err, p->errsize, "an %s needs its %s", type, type[0] == 'a' ? "items" : "values")
-                          : parse_value(p, it->type == SP_JSON_STRING ? it->val - 1 : it->val,
-                                        it->type == SP_JSON_STRING ? it->val_len + 2 : it->val_len, ns, depth + 1);
+                          : parse_field(p, it, ns, depth + 1);
         if (kid >= 0 && (id = new_node(p, type[0] == 'a' ? AV_ARRAY : AV_MAP)) >= 0) {
             p->s->n[id].kids = malloc(sizeof(int32_t));
             if (!p->s->n[id].kids) id = fail(p->err, p->errsize, "out of memory");
@@ -334,8 +338,7 @@ static int32_t parse_union(parser *p, const char *text, size_t len, const char *
         int32_t *kids = calloc(ix.n, sizeof *kids);
         for (uint32_t i = 0; kids && i < ix.n && id >= 0; i++) {
             const sp_json_field *f = &ix.fields[i];
-            int32_t k = parse_value(p, f->type == SP_JSON_STRING ? f->val - 1 : f->val,
-                                    f->type == SP_JSON_STRING ? f->val_len + 2 : f->val_len, ns, depth + 1);
+            int32_t k = parse_field(p, f, ns, depth + 1);
             if (k < 0) id = -1;
             else if (p->s->n[k].type == AV_UNION) id = fail(p->err, p->errsize, "a union in a union");
             else kids[i] = k;
