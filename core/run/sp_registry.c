@@ -17,10 +17,27 @@
 struct sp_registry {
     CURL *c;
     char *url, *userinfo, *ca;
+    char *shown; /* the URL in messages: user info in it becomes *** */
     sp_buf body, req;
 };
 
 #define TRIES 3
+
+/* url without the password libcurl would take from it
+ * (http://user:pass@host/) */
+static char *shown_url(const char *url) {
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    const char *at = strchr(host, '@'), *slash = strchr(host, '/');
+    if (!at || (slash && slash < at)) return strdup(url);
+    size_t pre = (size_t)(host - url), rest = strlen(at);
+    char *s = malloc(pre + 3 + rest + 1);
+    if (!s) return NULL;
+    memcpy(s, url, pre);
+    memcpy(s + pre, "***", 3);
+    memcpy(s + pre + 3, at, rest + 1);
+    return s;
+}
 
 sp_registry *sp_registry_create(const char *url, const char *userinfo, const char *ca) {
     sp_registry *r = calloc(1, sizeof *r);
@@ -30,11 +47,12 @@ sp_registry *sp_registry_create(const char *url, const char *userinfo, const cha
     size_t n = strlen(url);
     while (n && url[n - 1] == '/') n--; /* the paths start with one */
     r->url = strndup(url, n);
+    r->shown = r->url ? shown_url(r->url) : NULL;
     r->userinfo = userinfo ? strdup(userinfo) : NULL;
     r->ca = ca ? strdup(ca) : NULL;
     sp_buf_init(&r->body);
     sp_buf_init(&r->req);
-    if (!r->c || !r->url || (userinfo && !r->userinfo) || (ca && !r->ca)) {
+    if (!r->c || !r->url || !r->shown || (userinfo && !r->userinfo) || (ca && !r->ca)) {
         sp_registry_destroy(r);
         return NULL;
     }
@@ -46,6 +64,7 @@ void sp_registry_destroy(sp_registry *r) {
     if (r->c) curl_easy_cleanup(r->c);
     curl_global_cleanup();
     free(r->url);
+    free(r->shown);
     free(r->userinfo);
     free(r->ca);
     sp_buf_destroy(&r->body);
@@ -53,7 +72,7 @@ void sp_registry_destroy(sp_registry *r) {
     free(r);
 }
 
-const char *sp_registry_url(const sp_registry *r) { return r->url; }
+const char *sp_registry_url(const sp_registry *r) { return r->shown; }
 
 static size_t collect(char *p, size_t size, size_t n, void *buf) {
     return sp_buf_append(buf, p, size * n) == 0 ? size * n : 0;
@@ -102,6 +121,7 @@ static long request(sp_registry *r, const char *path, const sp_buf *post, char *
         sp_buf_reset(&r->body);
         cerr[0] = '\0';
         CURLcode rc = curl_easy_perform(r->c);
+        curl_easy_setopt(r->c, CURLOPT_ERRORBUFFER, NULL); /* cerr goes out of scope */
         curl_slist_free_all(h);
         status = 0;
         if (rc == CURLE_OK) curl_easy_getinfo(r->c, CURLINFO_RESPONSE_CODE, &status);
@@ -113,9 +133,9 @@ static long request(sp_registry *r, const char *path, const sp_buf *post, char *
     if (status >= 400) {
         char msg[512];
         message_of(&r->body, msg, sizeof msg);
-        snprintf(err, errsize, "schema registry at %s: %s (HTTP %ld)", r->url, msg, status);
+        snprintf(err, errsize, "schema registry at %s: %s (HTTP %ld)", r->shown, msg, status);
     } else {
-        snprintf(err, errsize, "schema registry at %s: %s", r->url,
+        snprintf(err, errsize, "schema registry at %s: %s", r->shown,
                  status ? "an error answer" : cerr[0] ? cerr : "no answer");
     }
     return status;
@@ -143,7 +163,7 @@ int sp_registry_fetch(void *opaque, int32_t id, sp_buf *out, char *err, size_t e
         out->len = sp_json_unescape(ix.fields[i].val, ix.fields[i].val_len, out->data);
         rc = 0;
     } else {
-        snprintf(err, errsize, "schema registry at %s: no schema in its answer for id %d", r->url, (int)id);
+        snprintf(err, errsize, "schema registry at %s: no schema in its answer for id %d", r->shown, (int)id);
     }
     sp_json_index_destroy(&ix);
     return rc;
@@ -176,7 +196,7 @@ int sp_registry_register(void *opaque, const char *subject, const char *schema, 
         *id = (int32_t)sp_json_number(ix.fields[i].val, ix.fields[i].val_len);
         rc = 0;
     } else {
-        snprintf(err, errsize, "schema registry at %s: no id in its answer for subject %s", r->url, subject);
+        snprintf(err, errsize, "schema registry at %s: no id in its answer for subject %s", r->shown, subject);
     }
     sp_json_index_destroy(&ix);
     return rc;
