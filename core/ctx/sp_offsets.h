@@ -66,6 +66,7 @@ struct sp_tp {
      * order, until they are the earliest of their partition number. */
     void **held;         /* consumed messages, a ring */
     int32_t nheld, held_head, held_cap;
+    int32_t held_paused; /* paused because it holds many (sp_run_sync.c) */
     int32_t sync_group;  /* index of its group of joined topics; -1 none,
                           * -2 not looked up yet */
     int at_end;          /* the consumer said it reached the end since the

@@ -10,6 +10,25 @@
  * be written. At equal timestamps a table's record goes first. */
 #include "sp_run.h"
 
+/* A partition holding this many records is paused until half of them
+ * went out: the consumer would otherwise fetch a whole backlog of one
+ * side while the other is behind (RSS grew by 400 MB in a benchmark of
+ * 2M records, and malloc slowed down with it). Pausing drops what
+ * librdkafka fetched ahead for the partition; resumed, it fetches on
+ * after the last record it handed over, so nothing is lost. */
+#define SP_RUN_HOLD_MAX 5000
+
+static void pause_one(runner *r, sp_tp *tp, int pause) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, tp->topic, tp->partition);
+    if (pause)
+        rd_kafka_pause_partitions(r->cons, l);
+    else
+        rd_kafka_resume_partitions(r->cons, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    tp->held_paused = pause;
+}
+
 /* The group of joined topics a topic partition is in (-1: none). */
 static int32_t group_of(runner *r, sp_tp *tp) {
     if (tp->sync_group != -2) return tp->sync_group;
@@ -46,6 +65,7 @@ int sp_run_sync_hold(runner *r, sp_tp *tp, rd_kafka_message_t *m) {
     tp->nheld++;
     tp->at_end = 0;
     r->held++;
+    if (tp->nheld >= SP_RUN_HOLD_MAX && !tp->held_paused && !tp->done) pause_one(r, tp, 1);
     return 0;
 }
 
@@ -102,6 +122,12 @@ void sp_run_sync_pop(runner *r, sp_tp *tp) {
     tp->held_head = (tp->held_head + 1) % tp->held_cap;
     tp->nheld--;
     r->held--;
+    if (tp->held_paused && tp->nheld <= SP_RUN_HOLD_MAX / 2) {
+        if (tp->done)
+            tp->held_paused = 0; /* a finished bounded partition stays paused */
+        else
+            pause_one(r, tp, 0);
+    }
 }
 
 void sp_run_sync_at_end(runner *r, sp_tp *tp) {
@@ -117,6 +143,10 @@ void sp_run_sync_drop(runner *r, sp_tp *tp) {
         tp->nheld--;
         r->held--;
     }
+    /* revoked or read again from elsewhere: librdkafka keeps an
+     * application's pause across assignments */
+    if (tp->held_paused && !tp->done) pause_one(r, tp, 0);
+    tp->held_paused = 0;
 }
 
 void sp_run_sync_drop_all(runner *r) {

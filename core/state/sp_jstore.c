@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "sp_ffi.h"
+#include "sp_store.h"
 
 /* Longer than 2 bytes, shorter than any record's key, after every time
  * (the Lua side of the join reads them too). */
@@ -63,8 +64,12 @@ int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t 
         int rc = put_number(ctx, store, OBSERVED, obs, err);
         if (rc != 0) return rc;
     }
-    /* the other side can no longer look this far back */
+    /* the other side can no longer look this far back: such records are
+     * not kept, and those kept go (Kafka Streams drops a window store's
+     * segments by its own stream time too) */
     if ((double)ts <= obs - (double)retention) return 0;
+    if (obs - (double)retention >= 0)
+        sp_store_sweep(ctx, store, -1, (int64_t)obs - retention, retention / 2 > 0 ? retention / 2 : 1);
     double seq;
     int rc = sp_store_incr(ctx, store, -1, SEQ, BOOK_LEN, 1, &seq, err);
     if (rc != 0) return rc;

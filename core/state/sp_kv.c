@@ -96,20 +96,22 @@ static void probe_done(kv_probe *probe, sp_kv_node *q) {
     if (q != &probe->n) free(q);
 }
 
+/* The key found last, or its neighbour (a key's windows one after the
+ * other): what a lookup tries before a search from the root. */
+static sp_kv_node *hinted(sp_kv_part *p, const sp_kv_node *q) {
+    sp_kv_node *n = p->last;
+    if (!n) return NULL;
+    int c = kv_cmp(q, n);
+    if (c == 0) return n;
+    n = c < 0 ? RB_PREV(sp_kv_tree, &p->tree, n) : RB_NEXT(sp_kv_tree, &p->tree, n);
+    return n && kv_cmp(q, n) == 0 ? n : NULL;
+}
+
 static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
     kv_probe probe;
     sp_kv_node *q = probe_of(&probe, key, klen);
     if (!q) return NULL;
-    /* the key found last, or its neighbour (a key's windows one after the
-     * other), before a search from the root */
-    sp_kv_node *n = p->last;
-    if (n) {
-        int c = kv_cmp(q, n);
-        if (c != 0) {
-            n = c < 0 ? RB_PREV(sp_kv_tree, &p->tree, n) : RB_NEXT(sp_kv_tree, &p->tree, n);
-            if (n && kv_cmp(q, n) != 0) n = NULL;
-        }
-    }
+    sp_kv_node *n = hinted(p, q);
     if (!n) n = RB_FIND(sp_kv_tree, &p->tree, q);
     probe_done(&probe, q);
     if (n) p->last = n;
@@ -155,46 +157,28 @@ static void unmark_dirty(sp_kv_part *p, sp_kv_node *n) {
     n->dirty = 0;
 }
 
-/* put with the lookup done: n is key's node, or NULL when it has none. */
-static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *key, size_t klen,
-                  const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
-    if (n && n->val && n->vlen == vlen) {
+static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n);
+
+/* put with the lookup done: n is key's node. */
+static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *val, size_t vlen,
+                  int64_t ts, int mark, const char **err) {
+    if (n->val && n->vlen == vlen) {
         /* same size (counters, accumulators): overwritten in place */
         if (vlen) memmove(n->val, val, vlen);
-        n->ts = ts;
-        if (!mark) n->logged = 1;
-        if (mark && mark_dirty(s, p, n) != 0) goto oom;
-        return 0;
-    }
-    char *v = malloc(vlen ? vlen : 1);
-    if (!v) goto oom;
-    if (vlen) memcpy(v, val, vlen);
-    if (!n) {
-        if (charge(s, NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen, err) != 0) {
-            free(v);
-            return SP_STORE_EFULL;
-        }
-        n = calloc(1, sizeof *n + klen);
-        if (!n) {
-            charge(s, -(NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen), err);
-            free(v);
-            goto oom;
-        }
-        n->klen = (uint32_t)klen;
-        memcpy(n->key, key, klen);
-        RB_INSERT(sp_kv_tree, &p->tree, n);
-        p->count++;
     } else {
         int64_t delta = (int64_t)vlen - (n->val ? (int64_t)n->vlen : 0);
+        char *v = malloc(vlen ? vlen : 1);
+        if (!v) goto oom;
         if (charge(s, delta, err) != 0) {
             free(v);
             return SP_STORE_EFULL;
         }
+        if (vlen) memcpy(v, val, vlen);
         if (!n->val) p->count++;
         free(n->val);
+        n->val = v;
+        n->vlen = (uint32_t)vlen;
     }
-    n->val = v;
-    n->vlen = (uint32_t)vlen;
     n->ts = ts;
     p->last = n;
     if (!mark) n->logged = 1; /* a changelog record being restored */
@@ -205,10 +189,51 @@ oom:
     return -1;
 }
 
+/* put of a key without a known node: a new node goes into the tree in one
+ * search, which finds the key's node instead when it has one (most such
+ * puts are of new keys: a join's records, a window's first update). */
+static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+                  const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
+    int64_t size = NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen;
+    if (charge(s, size, err) != 0) {
+        /* a full budget: only a key there already can change */
+        sp_kv_node *n = find(p, key, klen);
+        return n ? put_at(s, p, n, val, vlen, ts, mark, err) : SP_STORE_EFULL;
+    }
+    sp_kv_node *n = calloc(1, sizeof *n + klen);
+    if (!n) goto oom;
+    n->klen = (uint32_t)klen;
+    memcpy(n->key, key, klen);
+    sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
+    if (had) {
+        free(n);
+        charge(s, -size, err);
+        return put_at(s, p, had, val, vlen, ts, mark, err);
+    }
+    /* a node without a value is not counted yet: put_at counts it */
+    charge(s, -(int64_t)vlen, err);
+    int rc = put_at(s, p, n, val, vlen, ts, mark, err);
+    if (rc != 0 && !n->val) unlink_node(s, p, n);
+    return rc;
+oom:
+    charge(s, -size, err);
+    *err = "out of memory";
+    return -1;
+}
+
 static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                const char *val, size_t vlen, int64_t ts, int mark,
                const char **err) {
-    return put_at(s, p, find(p, key, klen), key, klen, val, vlen, ts, mark, err);
+    kv_probe probe;
+    sp_kv_node *q = probe_of(&probe, key, klen);
+    if (!q) {
+        *err = "out of memory";
+        return -1;
+    }
+    sp_kv_node *n = hinted(p, q);
+    probe_done(&probe, q);
+    return n ? put_at(s, p, n, val, vlen, ts, mark, err)
+             : insert(s, p, key, klen, val, vlen, ts, mark, err);
 }
 
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
@@ -227,7 +252,8 @@ char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         char *tmp = vlen <= sizeof zero ? zero : calloc(1, vlen);
         if (!tmp) goto oom;
         if (tmp == zero) memset(zero, 0, vlen);
-        int rc = put_at(s, p, n, key, klen, tmp, vlen, ts, 1, &err);
+        int rc = n ? put_at(s, p, n, tmp, vlen, ts, 1, &err)
+                   : insert(s, p, key, klen, tmp, vlen, ts, 1, &err);
         if (tmp != zero) free(tmp);
         if (rc == SP_STORE_EFULL) {
             *created = SP_STORE_EFULL;
@@ -265,9 +291,7 @@ void sp_kv_drop_part(sp_store *s, int32_t partition) {
     }
 }
 
-static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-               int mark, const char **err) {
-    sp_kv_node *n = find(p, key, klen);
+static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const char **err) {
     if (!n || !n->val) return 0;
     charge(s, -(int64_t)n->vlen, err);
     free(n->val);
@@ -290,6 +314,11 @@ static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     return 0;
 }
 
+static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+               int mark, const char **err) {
+    return del_node(s, p, find(p, key, klen), mark, err);
+}
+
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err) {
     return del(s, p, key, klen, 1, err);
@@ -308,8 +337,8 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
     for (x = RB_MIN(sp_kv_tree, &p->tree); x; x = next) {
         next = RB_NEXT(sp_kv_tree, &p->tree, x);
         if (x->val && x->ts <= ts) {
-            /* del may free x: the next node is taken first */
-            if (del(s, p, x->key, x->klen, 1, &err) == 0) n++;
+            /* del_node may free x: the next node is taken first */
+            if (del_node(s, p, x, 1, &err) == 0) n++;
         }
     }
     return n;

@@ -514,6 +514,17 @@ int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts)
     return l ? sp_lmdb_expire(l, partition, ts, expired_key, arg) : 0;
 }
 
+int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every) {
+    const char *err;
+    sp_store *s = get_store(ctx, store);
+    if (!s) return 0;
+    partition = s->global ? 0 : which_partition(ctx, partition, &err);
+    sp_kv_part *p = partition >= 0 ? sp_kv_part_of(s, partition, s->disk) : NULL;
+    if (!p || (p->swept_ms >= 0 && ts - p->swept_ms < every)) return 0;
+    p->swept_ms = ts;
+    return sp_store_expire(ctx, s, partition, ts);
+}
+
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err) {

@@ -17,6 +17,11 @@ int sp_store_set_dir(sp_ctx *ctx, const char *dir);
 /* Backend-neutral store operations for the core's own callers: expiry
  * (timers), restored changelog records, and a disk store's LMDB. */
 int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts);
+/* Expiry on a clock of the caller's (a join side's latest record time):
+ * entries of store's partition (-1: the current record's) with a time <=
+ * ts go, once ts moved on by every since the partition's last such sweep
+ * (each is a full scan). */
+int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every);
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);

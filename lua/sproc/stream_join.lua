@@ -69,12 +69,8 @@ local function stores(j, env)
     if id < 0 or (j.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0) then
       error(cerr("join " .. j.name), 0)
     end
-    -- what the join can no longer see goes after a while (a key never
-    -- seen again leaves nothing behind)
-    if part ~= "outer" and C.sp_store_set_ttl(ctx, id, math.max(2 * retention, retention + 3600000),
-                                              errp) ~= 0 then
-      error(cerr("join " .. j.name), 0)
-    end
+    -- (what the join can no longer see leaves a side's store as its
+    -- records move on: core/state/sp_jstore.c)
     s[part] = id
   end
   env.join_stores[j] = s
