@@ -6,6 +6,7 @@ schema refused with the registry's message; a registry that is down."""
 import decimal
 import json
 import os
+import signal
 import subprocess
 import time
 
@@ -15,7 +16,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from conftest import ROOT, SPROC, free_port, wait_committed_to_end, write_script
+from conftest import (FAST, ROOT, SPROC, Probe, free_port, kill_in_open_transaction, wait_committed_to_end,
+                      wait_until, write_script)
 
 REGISTRY = os.path.join(ROOT, "scripts", "registry")
 
@@ -180,3 +182,77 @@ sproc.source{{ topic = "{kafka.topic('down')}", value = "avro" }}:print()
     assert r.returncode == 1, r.stderr
     assert url in r.stderr, r.stderr
     assert took < 30, f"took {took:.1f} s"
+
+
+EOS_SCRIPT = """
+local sproc = require "sproc"
+sproc.app{{ processing_guarantee = "exactly_once" }}
+local function work()  -- time enough per record for kills to land mid-run
+  local t = os.clock() + 0.0002
+  while os.clock() < t do end
+end
+sproc.source{{ topic = "{src}", value = "avro" }}
+  :filter(function(r) return r.value.passengers > 0 end)
+  :map(function(r) work(); return {{ id = r.value.id, fare = r.value.fare, vendor = r.value.vendor{extra} }} end)
+  :to{{ topic = "{dst}", value = "avro", schema = [[{schema}]] }}
+"""
+# the version the reload brings: one more field, with a default (BACKWARD)
+FARE2 = dict(FARE, fields=FARE["fields"] + [{"name": "version", "type": "int", "default": 1}])
+
+
+def test_avro_under_exactly_once_through_kills_and_a_reload(kafka, sproc, tmp_path, registry):
+    """Avro in and out under exactly-once, killed twice in an open
+    transaction, then a reload that registers a new version of the output's
+    schema while records flow: read_committed, every trip that passes comes
+    out exactly once, equal, written under the old schema id before the
+    reload and the new one after."""
+    n = 12_000
+    kafka.create("trips", partitions=4)
+    kafka.create("fares", partitions=4)
+    client(registry).set_compatibility(subject_name=kafka.topic("fares") + "-value", level="BACKWARD")
+    data = trips(n)
+    produce_avro(kafka, "trips", registry, TRIP, data)
+    path = tmp_path / "fares.lua"
+
+    def version(extra, schema):
+        path.write_text(EOS_SCRIPT.format(src=kafka.topic("trips"), dst=kafka.topic("fares"),
+                                          extra=extra, schema=json.dumps(schema)))
+    version("", FARE)
+    group = kafka.topic("eos")
+    args = [str(path), "--brokers", kafka.bootstrap, "--app", group, "--set",
+            f"schema.registry.url={registry}"] + FAST
+    probe = Probe(kafka, group, "trips", "fares")
+    for i, goal in enumerate((0.2 * n, 0.45 * n)):
+        p = sproc(args, name=f"kill{i}")
+        kill_in_open_transaction(p, lambda: probe.committed() >= goal, [probe],
+                                 what=f"{goal:.0f} trips committed")
+    p = sproc(args, name="last")
+    wait_until(lambda: probe.committed() >= 0.6 * n, timeout=180, what="60% committed", proc=p)
+    version(", version = 2", FARE2)
+    p.signal(signal.SIGHUP)
+    wait_until(lambda: "version 2 runs" in p.stderr(), timeout=60, what="the reload", proc=p)
+    wait_committed_to_end(kafka, group, "trips", proc=p)
+    probe.close()
+    p.signal(signal.SIGTERM)
+    assert p.wait(60) == 0, p.stderr()[-3000:]
+
+    recs = kafka.read("fares", isolation="read_committed")
+    de = AvroDeserializer(client(registry))
+    ctx = SerializationContext(kafka.topic("fares"), MessageField.VALUE)
+    got = [(int.from_bytes(r["value"][1:5], "big"), de(r["value"], ctx)) for r in recs]
+    ids = [v["id"] for _, v in got]
+    want = {t["id"]: (float(t["fare"]), t["vendor"]) for t in data if t["passengers"] > 0}
+    assert len(ids) == len(set(ids)), f"{len(ids) - len(set(ids))} trips came out twice"
+    assert {v["id"]: (v["fare"], v["vendor"]) for _, v in got} == want
+    v1 = client(registry).get_version(kafka.topic("fares") + "-value", 1).schema_id
+    v2 = client(registry).get_latest_version(kafka.topic("fares") + "-value").schema_id
+    assert v1 != v2
+    by_id = {}
+    for sid, v in got:
+        by_id.setdefault(sid, []).append(v)
+    assert set(by_id) == {v1, v2}, set(by_id)
+    assert all("version" not in v for v in by_id[v1])
+    assert all(v["version"] == 2 for v in by_id[v2])
+    print(f"{len(ids)} fares exactly once through 2 kills and a reload; "
+          f"{len(by_id[v1])} under schema {v1}, {len(by_id[v2])} under {v2}")
+
