@@ -51,6 +51,11 @@ static size_t wkey(unsigned char *out, const char *key, size_t klen, int64_t ts,
     return klen + 14;
 }
 
+int sp_jstore_open(sp_ctx *ctx, int store, const char **err) {
+    /* records come in about time order: the oldest go first */
+    return sp_store_set_aged(ctx, store, err);
+}
+
 int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
                   const char *val, size_t vlen, int64_t retention, const char **err) {
     unsigned char small[SMALL + 14], *k = small;

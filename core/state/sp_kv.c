@@ -107,6 +107,26 @@ static sp_kv_node *hinted(sp_kv_part *p, const sp_kv_node *q) {
     return n && kv_cmp(q, n) == 0 ? n : NULL;
 }
 
+/* The age list of an aged store: entries with a value, oldest write
+ * first. */
+static void age_unlink(sp_kv_part *p, sp_kv_node *n) {
+    if (!n->aged) return;
+    if (n->older) n->older->newer = n->newer; else p->oldest = n->newer;
+    if (n->newer) n->newer->older = n->older; else p->newest = n->older;
+    n->older = n->newer = NULL;
+    n->aged = 0;
+}
+
+/* n was written: it goes to the young end */
+static void age_touch(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
+    if (!s->aged) return;
+    age_unlink(p, n);
+    n->older = p->newest;
+    if (p->newest) p->newest->newer = n; else p->oldest = n;
+    p->newest = n;
+    n->aged = 1;
+}
+
 static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
     kv_probe probe;
     sp_kv_node *q = probe_of(&probe, key, klen);
@@ -181,6 +201,7 @@ static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *val, si
     }
     n->ts = ts;
     p->last = n;
+    age_touch(s, p, n);
     if (!mark) n->logged = 1; /* a changelog record being restored */
     if (mark && mark_dirty(s, p, n) != 0) goto oom;
     return 0;
@@ -264,6 +285,7 @@ char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         return n->val;
     }
     n->ts = ts;
+    age_touch(s, p, n);
     if (mark_dirty(s, p, n) != 0) goto oom;
     return n->val;
 oom:
@@ -274,6 +296,8 @@ oom:
 static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     const char *err;
     if (p->last == n) p->last = NULL;
+    if (p->cursor == n) p->cursor = NULL;
+    age_unlink(p, n);
     RB_REMOVE(sp_kv_tree, &p->tree, n);
     charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
     free(n);
@@ -294,6 +318,7 @@ void sp_kv_drop_part(sp_store *s, int32_t partition) {
 static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const char **err) {
     if (!n || !n->val) return 0;
     charge(s, -(int64_t)n->vlen, err);
+    age_unlink(p, n);
     free(n->val);
     n->val = NULL;
     n->vlen = 0;
@@ -344,10 +369,40 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
     return n;
 }
 
+int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
+    const char *err;
+    int64_t n = 0;
+    sp_kv_node *x;
+    /* del_node takes x off the list */
+    while ((x = p->oldest) && x->ts <= ts) {
+        if (!x->val) {
+            age_unlink(p, x);
+            continue;
+        }
+        if (del_node(s, p, x, 1, &err) != 0) break;
+        n++;
+    }
+    return n;
+}
+
+void sp_kv_set_aged(sp_store *s) {
+    if (s->aged) return;
+    s->aged = 1;
+    /* entries there already (rare: stores are marked when opened) join in
+     * key order */
+    for (int32_t i = 0; i < s->nparts; i++)
+        for (sp_kv_node *n = RB_MIN(sp_kv_tree, &s->parts[i].tree); n;
+             n = RB_NEXT(sp_kv_tree, &s->parts[i].tree, n))
+            if (n->val) age_touch(s, &s->parts[i], n);
+}
+
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
     sp_kv_node *n;
     if (!from) {
         n = RB_MIN(sp_kv_tree, &p->tree);
+    } else if (p->cursor && p->cursor->klen == flen && memcmp(p->cursor->key, from, flen) == 0) {
+        /* a scan going on from the key it was given last */
+        n = strict ? RB_NEXT(sp_kv_tree, &p->tree, p->cursor) : p->cursor;
     } else {
         kv_probe probe;
         sp_kv_node *q = probe_of(&probe, from, flen);
@@ -358,6 +413,7 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
             n = RB_NEXT(sp_kv_tree, &p->tree, n);
     }
     while (n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    p->cursor = n;
     return n;
 }
 

@@ -26,6 +26,8 @@ typedef struct sp_kv_node {
     uint8_t logged; /* the changelog has a value of this key: a delete
                      * needs a tombstone there (a key put and deleted
                      * between two flushes needs nothing) */
+    uint8_t aged;   /* in its partition's age list (sp_store.aged) */
+    struct sp_kv_node *older, *newer;
     char key[];
 } sp_kv_node;
 
@@ -48,7 +50,10 @@ typedef struct sp_kv_part {
                             * unknown */
     sp_kv_node *last;      /* the node found last: reads are often followed
                             * by a write of the same key */
+    sp_kv_node *cursor;    /* the node a seek gave last: a scan's next seek
+                            * starts from its key */
     int64_t swept_ms;      /* stream time of the last TTL sweep; -1 none */
+    sp_kv_node *oldest, *newest; /* the age list of an aged store */
 } sp_kv_part;
 
 struct sp_lmdb;
@@ -76,6 +81,9 @@ typedef struct sp_store {
     int source_tag;       /* the SP_VAL_* its values are stored with */
     int global;           /* every partition of source in partition 0, on
                            * every process: never dropped nor restored */
+    int aged;             /* entries with a value are also listed in the
+                           * order they were last written, so that expiry
+                           * takes the oldest first (sp_kv_expire_oldest) */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */
@@ -106,6 +114,12 @@ int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
 /* Deletes (as changes for the changelog) the entries last written at or
  * before ts; returns how many. */
 int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts);
+/* The same for an aged store, from its oldest write on: stops at the first
+ * entry written after ts (one written out of time order holds back those
+ * after it until its own time comes). */
+int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts);
+/* Makes a store aged (its entries listed by write order too). */
+void sp_kv_set_aged(sp_store *s);
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
 /* The first live node with key >= from (> from when strict), or NULL. */

@@ -522,7 +522,18 @@ int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, in
     sp_kv_part *p = partition >= 0 ? sp_kv_part_of(s, partition, s->disk) : NULL;
     if (!p || (p->swept_ms >= 0 && ts - p->swept_ms < every)) return 0;
     p->swept_ms = ts;
+    if (s->aged && !s->disk) return sp_kv_expire_oldest(s, p, ts);
     return sp_store_expire(ctx, s, partition, ts);
+}
+
+int sp_store_set_aged(sp_ctx *ctx, int store, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s) {
+        *err = "no such store";
+        return SP_EINVAL;
+    }
+    if (!s->disk) sp_kv_set_aged(s);
+    return SP_OK;
 }
 
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,

@@ -22,6 +22,9 @@ int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts)
  * ts go, once ts moved on by every since the partition's last such sweep
  * (each is a full scan). */
 int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every);
+/* An in-memory store's entries also listed by write order: a sweep then
+ * takes the oldest first instead of scanning them all. */
+int sp_store_set_aged(sp_ctx *ctx, int store, const char **err);
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);

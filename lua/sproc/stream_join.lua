@@ -66,7 +66,8 @@ local function stores(j, env)
   for _, part in ipairs { "left", "right", "outer" } do
     local name = j.name .. "." .. part
     local id = C.sp_store_open(ctx, name, C.SP_STORE_KV, errp)
-    if id < 0 or (j.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0) then
+    if id < 0 or (j.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0)
+       or (part ~= "outer" and C.sp_jstore_open(ctx, id, errp) ~= 0) then
       error(cerr("join " .. j.name), 0)
     end
     -- (what the join can no longer see leaves a side's store as its
@@ -186,6 +187,26 @@ function M.side(n, env, c)
 
   local this_id, other_id = s[side], s[is_left and "right" or "left"]
   local hit = ffi.new("sp_jstore_hit")
+  local other_side = is_left and "right" or "left"
+
+  -- the partner in hit joins r; then the next one: 1, 0 at the end, < 0
+  -- out of memory
+  local function joined_with(r, v, key, k, ts)
+    local ots = tonumber(hit.ts)
+    local ov = decode(hit.val, tonumber(hit.vlen))
+    -- the partner is no longer waiting for one
+    if uses_outer then forget_waiting(outer, ots, other_side, k) end
+    with_value(nxt, r, join(v, ov, key), ts > ots and ts or ots)
+    return jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
+  end
+
+  -- a record with more than one partner: a loop of its own, so that the
+  -- usual one with none or one compiles without an inner loop
+  local function the_others(r, v, key, k, ts)
+    local rc
+    repeat rc = joined_with(r, v, key, k, ts) until rc ~= 1
+    return rc
+  end
 
   return function(r)
     local ts = r.ts
@@ -207,21 +228,14 @@ function M.side(n, env, c)
     if uses_outer and ts == now then emit_closed(r, now) end
     -- the other side's records of the key within the window, and still
     -- within its store's retention
-    local found = false
     hit.started = 0
-    while true do
-      local rc = jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
-      if rc ~= 1 then
-        if rc < 0 then error("join " .. j.name .. ": out of memory", 0) end
-        break
-      end
-      local ots = tonumber(hit.ts)
-      found = true
-      local ov = decode(hit.val, tonumber(hit.vlen))
-      -- the partner is no longer waiting for one
-      if uses_outer then forget_waiting(outer, ots, is_left and "right" or "left", k) end
-      with_value(nxt, r, join(v, ov, key), ts > ots and ts or ots)
+    local rc = jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
+    local found = rc == 1
+    if found then
+      rc = joined_with(r, v, key, k, ts)
+      if rc == 1 then rc = the_others(r, v, key, k, ts) end
     end
+    if rc < 0 then error("join " .. j.name .. ": out of memory", 0) end
     if not found and this_outer then
       if not uses_outer or ts + after < now then
         with_value(nxt, r, join(v, nil, key))

@@ -111,8 +111,41 @@ static void expiry(void) {
     SP_CHECK_INT(used, 0);
 }
 
+/* An aged store expires oldest write first, without a scan: a rewrite
+ * makes an entry young again, a delete takes it off the list, and one
+ * written out of time order holds back the ones written after it. */
+static void expiry_oldest_first(void) {
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_kv_init(&s, "t", 0, &used, 0);
+    s.track = 1;
+    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    sp_kv_set_aged(&s);
+    sp_kv_put(&s, p, S("a"), S("1"), 100, &err);
+    sp_kv_put(&s, p, S("b"), S("2"), 110, &err);
+    sp_kv_put(&s, p, S("c"), S("3"), 120, &err);
+    sp_kv_put(&s, p, S("a"), S("4"), 130, &err); /* a is young again */
+    SP_CHECK_INT(sp_kv_delete(&s, p, S("c"), &err), 0);
+    sp_kv_put(&s, p, S("late"), S("5"), 105, &err);
+    sp_kv_put(&s, p, S("d"), S("6"), 106, &err);
+    sp_kv_clean(&s, p);
+    SP_CHECK_INT(sp_kv_expire_oldest(&s, p, 125), 1); /* b; a is at 130 now */
+    SP_CHECK(sp_kv_get(p, S("b")) == NULL && sp_kv_get(p, S("a")) != NULL);
+    SP_CHECK(sp_kv_get(p, S("late")) != NULL); /* held back by a */
+    SP_CHECK_INT(p->ndirty, 1);                /* b's tombstone */
+    SP_CHECK_INT(sp_kv_expire_oldest(&s, p, 130), 3); /* a, late and d */
+    SP_CHECK_INT(p->count, 0);
+    SP_CHECK(p->oldest == NULL && p->newest == NULL);
+    sp_kv_clean(&s, p);
+    SP_CHECK_INT(sp_kv_expire_oldest(&s, p, 1000), 0);
+    sp_kv_destroy(&s);
+    SP_CHECK_INT(used, 0);
+}
+
 int main(void) {
     expiry();
+    expiry_oldest_first();
     ordered_scans();
     dirty_lists_and_tombstones();
     memory_budget();
