@@ -27,6 +27,8 @@ static void pause_one(runner *r, sp_tp *tp, int pause) {
         rd_kafka_resume_partitions(r->cons, l);
     rd_kafka_topic_partition_list_destroy(l);
     tp->held_paused = pause;
+    sp_debug("%s %s [%" PRId32 "] holding %" PRId32 " records", pause ? "paused" : "resumed",
+             tp->topic, tp->partition, tp->nheld);
 }
 
 /* The group of joined topics a topic partition is in (-1: none). */

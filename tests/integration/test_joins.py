@@ -277,3 +277,51 @@ def test_joins_exactly_once_killed_five_times_equal_a_run_without_kills(kafka, s
         assert not missing and not extra, \
             f"{side}: {sum(missing.values())} missing (e.g. {list(missing)[:5]}), " \
             f"{sum(extra.values())} unexpected (e.g. {list(extra)[:5]})\n{log[-4000:]}"
+
+
+def test_held_records_are_bounded_and_survive_a_rebalance(kafka, sproc, tmp_path):
+    """Joined partitions read from a backlog are paused while they hold
+    5,000 records waiting for the other side (the consumer would fetch the
+    whole backlog), and a second process joining mid-run takes half of
+    them over: every trip paid within the window comes out, none twice."""
+    import signal
+    from conftest import wait_committed_to_end
+    n = 40_000
+    for t in ("trips", "payments", "out"):
+        kafka.create(t, partitions=4)
+    base = 1_700_000_000_000
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i}, None, base + i * 10) for i in range(n)])
+    # each payment 0-9 s after its trip, one in ten a minute late (outside)
+    kafka.produce("payments", sorted(((f"t{i}".encode(), {"amount": i % 97}, None,
+                                       base + i * 10 + (60_000 if i % 10 == 9 else i * 7 % 9_000))
+                                      for i in range(n)), key=lambda r: r[3]))
+    script = write_script(tmp_path, "held.lua", f"""
+local sproc = require "sproc"
+local function work()  -- slower than the fetch, so records pile up held
+  local t = os.clock() + 0.0002
+  while os.clock() < t do end
+end
+local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(payments, function(t, p) work(); return {{ id = t.id, amount = p.amount }} end,
+        {{ within = "10s", grace = "1s" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    group = kafka.topic("app")
+    args = [script, "--brokers", kafka.bootstrap, "--app", group, "--log-level", "debug"] + FAST
+    a = sproc(args, name="a")
+    want = {i for i in range(n) if i % 10 != 9}
+    wait_until(lambda: kafka.count("out") >= len(want) // 5, timeout=180, what="a fifth joined", proc=a)
+    b = sproc(args, name="b")
+    wait_until(lambda: "assigned" in b.stderr(), timeout=60, what="the second process assigned", proc=b)
+    at_rebalance = kafka.count("out")
+    assert at_rebalance < 0.9 * len(want), f"the rebalance came late: {at_rebalance} joined"
+    wait_committed_to_end(kafka, group, "trips", proc=a)
+    wait_committed_to_end(kafka, group, "payments", proc=a)
+    for p in (a, b):
+        p.signal(signal.SIGTERM)
+        assert p.wait(60) == 0, p.stderr()[-3000:]
+    assert "records" in a.stderr() and " paused " in a.stderr(), "the bound was not reached"
+    got = Counter(json.loads(r["value"])["id"] for r in kafka.read("out"))
+    assert set(got) == want, f"{len(want - set(got))} missing, {len(set(got) - want)} unexpected"
+    assert max(got.values()) == 1, f"{sum(v > 1 for v in got.values())} trips joined twice"
