@@ -31,6 +31,16 @@ static void pause_one(runner *r, sp_tp *tp, int pause) {
              tp->topic, tp->partition, tp->nheld);
 }
 
+/* Ends a pause of pause_one's (a finished bounded partition stays
+ * paused: sp_run_mark_done paused it). */
+static void unpause(runner *r, sp_tp *tp) {
+    if (!tp->held_paused) return;
+    if (tp->done)
+        tp->held_paused = 0;
+    else
+        pause_one(r, tp, 0);
+}
+
 /* The group of joined topics a topic partition is in (-1: none). */
 static int32_t group_of(runner *r, sp_tp *tp) {
     if (tp->sync_group != -2) return tp->sync_group;
@@ -124,12 +134,7 @@ void sp_run_sync_pop(runner *r, sp_tp *tp) {
     tp->held_head = (tp->held_head + 1) % tp->held_cap;
     tp->nheld--;
     r->held--;
-    if (tp->held_paused && tp->nheld <= SP_RUN_HOLD_MAX / 2) {
-        if (tp->done)
-            tp->held_paused = 0; /* a finished bounded partition stays paused */
-        else
-            pause_one(r, tp, 0);
-    }
+    if (tp->nheld <= SP_RUN_HOLD_MAX / 2) unpause(r, tp);
 }
 
 void sp_run_sync_at_end(runner *r, sp_tp *tp) {
@@ -147,8 +152,7 @@ void sp_run_sync_drop(runner *r, sp_tp *tp) {
     }
     /* revoked or read again from elsewhere: librdkafka keeps an
      * application's pause across assignments */
-    if (tp->held_paused && !tp->done) pause_one(r, tp, 0);
-    tp->held_paused = 0;
+    unpause(r, tp);
 }
 
 void sp_run_sync_drop_all(runner *r) {

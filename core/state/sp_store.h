@@ -20,7 +20,7 @@ int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts)
 /* Expiry on a clock of the caller's (a join side's latest record time):
  * entries of store's partition (-1: the current record's) with a time <=
  * ts go, once ts moved on by every since the partition's last such sweep
- * (each is a full scan). */
+ * (a full scan, but for an aged store's oldest-first walk). */
 int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every);
 /* An in-memory store's entries also listed by write order: a sweep then
  * takes the oldest first instead of scanning them all. */
