@@ -30,7 +30,8 @@ static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
 
 RB_GENERATE_STATIC(sp_kv_tree, sp_kv_node, rb, kv_cmp)
 
-#define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16)
+/* the allocator's own and the index's (a slot at most 3/4 full) */
+#define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16 + 12)
 
 int sp_kv_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
                   int64_t budget) {
@@ -52,6 +53,7 @@ void sp_kv_destroy(sp_store *s) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_clear(s, &s->parts[i]);
         sp_kv_release_segs(&s->parts[i]);
+        sp_kv_index_destroy(&s->parts[i].index);
         free(s->parts[i].dirty);
     }
     if (s->budget_used) *s->budget_used -= s->bytes;
@@ -96,17 +98,6 @@ static void probe_done(kv_probe *probe, sp_kv_node *q) {
     if (q != &probe->n) free(q);
 }
 
-/* The key found last, or its neighbour (a key's windows one after the
- * other): what a lookup tries before a search from the root. */
-static sp_kv_node *hinted(sp_kv_part *p, const sp_kv_node *q) {
-    sp_kv_node *n = p->last;
-    if (!n) return NULL;
-    int c = kv_cmp(q, n);
-    if (c == 0) return n;
-    n = c < 0 ? RB_PREV(sp_kv_tree, &p->tree, n) : RB_NEXT(sp_kv_tree, &p->tree, n);
-    return n && kv_cmp(q, n) == 0 ? n : NULL;
-}
-
 /* The age list of an aged store: entries with a value, oldest write
  * first. */
 static void age_unlink(sp_kv_part *p, sp_kv_node *n) {
@@ -127,15 +118,18 @@ static void age_touch(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     n->aged = 1;
 }
 
-static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
-    kv_probe probe;
-    sp_kv_node *q = probe_of(&probe, key, klen);
-    if (!q) return NULL;
-    sp_kv_node *n = hinted(p, q);
-    if (!n) n = RB_FIND(sp_kv_tree, &p->tree, q);
-    probe_done(&probe, q);
+/* The node of key (hash h): the one found last (reads are often followed by
+ * a write of the same key), or the index's. */
+static sp_kv_node *find_hashed(sp_kv_part *p, const char *key, size_t klen, uint32_t h) {
+    sp_kv_node *n = p->last;
+    if (!(n && n->hash == h && n->klen == klen && memcmp(n->key, key, klen) == 0))
+        n = sp_kv_index_find(&p->index, key, klen, h);
     if (n) p->last = n;
     return n;
+}
+
+static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
+    return find_hashed(p, key, klen, sp_kv_index_hash(key, klen));
 }
 
 sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen) {
@@ -210,27 +204,21 @@ oom:
     return -1;
 }
 
-/* put of a key without a known node: a new node goes into the tree in one
- * search, which finds the key's node instead when it has one (most such
- * puts are of new keys: a join's records, a window's first update). */
-static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
+/* put of a key the partition does not have (its hash h). */
+static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen, uint32_t h,
                   const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
     int64_t size = NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen;
-    if (charge(s, size, err) != 0) {
-        /* a full budget: only a key there already can change */
-        sp_kv_node *n = find(p, key, klen);
-        return n ? put_at(s, p, n, val, vlen, ts, mark, err) : SP_STORE_EFULL;
-    }
+    if (charge(s, size, err) != 0) return SP_STORE_EFULL;
     sp_kv_node *n = calloc(1, sizeof *n + klen);
     if (!n) goto oom;
     n->klen = (uint32_t)klen;
+    n->hash = h;
     memcpy(n->key, key, klen);
-    sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
-    if (had) {
+    if (sp_kv_index_add(&p->index, n) != 0) {
         free(n);
-        charge(s, -size, err);
-        return put_at(s, p, had, val, vlen, ts, mark, err);
+        goto oom;
     }
+    RB_INSERT(sp_kv_tree, &p->tree, n);
     /* a node without a value is not counted yet: put_at counts it */
     charge(s, -(int64_t)vlen, err);
     int rc = put_at(s, p, n, val, vlen, ts, mark, err);
@@ -245,16 +233,10 @@ oom:
 static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                const char *val, size_t vlen, int64_t ts, int mark,
                const char **err) {
-    kv_probe probe;
-    sp_kv_node *q = probe_of(&probe, key, klen);
-    if (!q) {
-        *err = "out of memory";
-        return -1;
-    }
-    sp_kv_node *n = hinted(p, q);
-    probe_done(&probe, q);
+    uint32_t h = sp_kv_index_hash(key, klen);
+    sp_kv_node *n = find_hashed(p, key, klen, h);
     return n ? put_at(s, p, n, val, vlen, ts, mark, err)
-             : insert(s, p, key, klen, val, vlen, ts, mark, err);
+             : insert(s, p, key, klen, h, val, vlen, ts, mark, err);
 }
 
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
@@ -265,7 +247,8 @@ int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
 char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                    size_t vlen, int64_t ts, int *created) {
     const char *err;
-    sp_kv_node *n = find(p, key, klen);
+    uint32_t h = sp_kv_index_hash(key, klen);
+    sp_kv_node *n = find_hashed(p, key, klen, h);
     *created = !(n && n->val && n->vlen == vlen);
     if (*created) {
         /* a new entry, or one of another size: zeroed bytes put in */
@@ -274,7 +257,7 @@ char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         if (!tmp) goto oom;
         if (tmp == zero) memset(zero, 0, vlen);
         int rc = n ? put_at(s, p, n, tmp, vlen, ts, 1, &err)
-                   : insert(s, p, key, klen, tmp, vlen, ts, 1, &err);
+                   : insert(s, p, key, klen, h, tmp, vlen, ts, 1, &err);
         if (tmp != zero) free(tmp);
         if (rc == SP_STORE_EFULL) {
             *created = SP_STORE_EFULL;
@@ -298,6 +281,7 @@ static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     if (p->last == n) p->last = NULL;
     if (p->cursor == n) p->cursor = NULL;
     age_unlink(p, n);
+    sp_kv_index_remove(&p->index, n);
     RB_REMOVE(sp_kv_tree, &p->tree, n);
     charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
     free(n);
@@ -309,6 +293,7 @@ void sp_kv_drop_part(sp_store *s, int32_t partition) {
         if (p->partition != partition) continue;
         sp_kv_clear(s, p);
         sp_kv_release_segs(p);
+        sp_kv_index_destroy(&p->index);
         free(p->dirty);
         s->parts[i] = s->parts[--s->nparts];
         return;

@@ -1,7 +1,7 @@
 /* sp_store: state stores. A store is named by the user and split by input
  * partition, so that state can follow its partition to another process.
  * Key-value stores keep keys in order (a red-black tree from libbsd), for
- * range and prefix scans; values are bytes the Lua API tags with their type.
+ * range and prefix scans, and hashed (sp_kv_index.h) for lookups; values are bytes the Lua API tags with their type.
  * Every change marks its entry dirty, so a batch's changes can go to the
  * store's changelog once per key. */
 #ifndef SP_KV_H
@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "sp_kv_index.h"
+
 typedef struct sp_kv_node {
     RB_ENTRY(sp_kv_node) rb;
     char *val;     /* NULL: deleted, a tombstone waiting for the changelog */
@@ -27,6 +29,7 @@ typedef struct sp_kv_node {
                      * needs a tombstone there (a key put and deleted
                      * between two flushes needs nothing) */
     uint8_t aged;   /* in its partition's age list (sp_store.aged) */
+    uint32_t hash;  /* of its key, for the partition's index */
     struct sp_kv_node *older, *newer;
     char key[];
 } sp_kv_node;
@@ -36,6 +39,7 @@ RB_HEAD(sp_kv_tree, sp_kv_node);
 typedef struct sp_kv_part {
     int32_t partition;
     struct sp_kv_tree tree;
+    sp_kv_index index;   /* the tree's nodes by key */
     int64_t count;       /* live keys */
     sp_kv_node **dirty;  /* changed since the last changelog flush */
     size_t ndirty, dirty_cap;
