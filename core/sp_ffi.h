@@ -225,6 +225,18 @@ int sp_json_project(sp_ctx *ctx, int32_t which, const char *const *names,
  * table's row, the other side's record), copied and parsed; its root type
  * (SP_JSON_*), or < 0 when it is malformed. */
 int32_t sp_json_parse_joined(sp_ctx *ctx, const char *p, size_t len);
+/* A flat JSON object written field by field into one of two context-owned
+ * buffers (slot 0 a key's, 1 a value's): a script's table of names to
+ * strings, numbers and booleans encoded without a Lua string made of it.
+ * begin, then a call per field (nonzero: the name or string is not valid
+ * UTF-8, or out of memory), then end gives the text (NULL out of memory),
+ * valid until the slot's next begin. */
+void sp_jout_begin(sp_ctx *ctx, int32_t slot);
+int sp_jout_string(sp_ctx *ctx, int32_t slot, const char *name, size_t name_len, const char *s,
+                   size_t len);
+int sp_jout_number(sp_ctx *ctx, int32_t slot, const char *name, size_t name_len, double v);
+int sp_jout_bool(sp_ctx *ctx, int32_t slot, const char *name, size_t name_len, int v);
+const char *sp_jout_end(sp_ctx *ctx, int32_t slot, size_t *len);
 /* Root type of the parsed slot (SP_JSON_*). */
 int32_t sp_json_root(sp_ctx *ctx, int32_t which);
 /* Unescaped string contents in a context-owned scratch buffer, valid until
@@ -348,7 +360,8 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
 /* A windowed stream-stream join's side stores (the current record's
  * partition): sp_jstore_put adds a record of key at ts unless the side's
  * retention (counted from the latest time it saw) is past it; 1 added, 0
- * too old, < 0 error. sp_jstore_next gives the side's records of key with
+ * too old, < 0 error. Its value is val, or with tag >= 0 the SP_VAL_* tag
+ * then val (a record's own JSON goes in without a Lua string made of it). sp_jstore_next gives the side's records of key with
  * a time in [lo, hi] still within retention, in (time, arrival) order:
  * zero *hit, then call while it returns 1 (< 0: out of memory). hit->val stays valid until the
  * store changes. */
@@ -362,7 +375,7 @@ typedef struct {
 /* sp_jstore_open marks a store as a side's once it is opened (and its
  * backend chosen): what retention drops then leaves it oldest first. */
 int sp_jstore_open(sp_ctx *ctx, int store, const char **err);
-int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
+int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts, int tag,
                   const char *val, size_t vlen, int64_t retention, const char **err);
 int sp_jstore_next(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t lo, int64_t hi,
                    int64_t retention, sp_jstore_hit *hit);

@@ -26,6 +26,8 @@ void sp_ctx_init(sp_ctx *ctx) {
     sp_buf_init(&ctx->joined);
     sp_buf_init(&ctx->scratch);
     sp_buf_init(&ctx->project);
+    sp_buf_init(&ctx->jout[0]);
+    sp_buf_init(&ctx->jout[1]);
     sp_buf_init(&ctx->canon);
     sp_buf_init(&ctx->out_mem);
 }
@@ -66,6 +68,8 @@ void sp_ctx_fini(sp_ctx *ctx) {
     sp_buf_destroy(&ctx->joined);
     sp_buf_destroy(&ctx->scratch);
     sp_buf_destroy(&ctx->project);
+    sp_buf_destroy(&ctx->jout[0]);
+    sp_buf_destroy(&ctx->jout[1]);
     sp_buf_destroy(&ctx->canon);
     sp_buf_destroy(&ctx->out_mem);
 }

@@ -151,6 +151,7 @@ struct sp_ctx {
     sp_buf joined;         /* the joined slot's text, which it points into */
     sp_buf scratch;
     sp_buf project;
+    sp_buf jout[2];        /* a key's and a value's JSON (sp_jout.c) */
 
     sp_kafka_backend kafka;
     int32_t mem_partitions;

@@ -56,9 +56,31 @@ int sp_jstore_open(sp_ctx *ctx, int store, const char **err) {
     return sp_store_set_aged(ctx, store, err);
 }
 
-int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
+/* key and value laid out for the store: the window key, then the value
+ * (tagged when tag >= 0), in one buffer */
+static int put_record(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts,
+                      uint32_t seq, int tag, const char *val, size_t vlen, const char **err) {
+    unsigned char small[SMALL + 14 + 512], *k = small;
+    size_t need = klen + 14 + (tag >= 0 ? 1 + vlen : 0);
+    if (need > sizeof small && !(k = malloc(need))) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
+    size_t n = wkey(k, key, klen, ts, seq);
+    if (tag >= 0) {
+        unsigned char *v = k + n;
+        v[0] = (unsigned char)tag;
+        if (vlen) memcpy(v + 1, val, vlen);
+        val = (const char *)v;
+        vlen++;
+    }
+    int rc = sp_store_put_at(ctx, store, -1, (const char *)k, n, val, vlen, ts, err);
+    if (k != small) free(k);
+    return rc;
+}
+
+int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts, int tag,
                   const char *val, size_t vlen, int64_t retention, const char **err) {
-    unsigned char small[SMALL + 14], *k = small;
     if (klen > 65535 || ts < 0) {
         *err = klen > 65535 ? "a join key is at most 65535 bytes" : "a joined record needs a time >= 0";
         return SP_EINVAL;
@@ -77,14 +99,7 @@ int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t 
         sp_store_sweep(ctx, store, -1, (int64_t)obs - retention, retention / 2 > 0 ? retention / 2 : 1);
     double seq;
     int rc = sp_store_incr(ctx, store, -1, SEQ, BOOK_LEN, 1, &seq, err);
-    if (rc != 0) return rc;
-    if (klen > SMALL && !(k = malloc(klen + 14))) {
-        *err = "out of memory";
-        return SP_ENOMEM;
-    }
-    size_t n = wkey(k, key, klen, ts, (uint32_t)seq);
-    rc = sp_store_put_at(ctx, store, -1, (const char *)k, n, val, vlen, ts, err);
-    if (k != small) free(k);
+    if (rc == 0) rc = put_record(ctx, store, key, klen, ts, (uint32_t)seq, tag, val, vlen, err);
     return rc == 0 ? 1 : rc;
 }
 

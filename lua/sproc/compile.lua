@@ -45,7 +45,7 @@ M.op_name = op_name
 -- JSON is left out of the sample.
 local function tapper(env)
   local ctx, batch = env.ctx, env.batch
-  local enc = encode.encoder("json", batch, "value")
+  local enc = encode.encoder("json", batch, "value", ctx)
   local function offer(idx, r)
     local v, vl = encode.value_bytes(r, enc, batch)
     local k = encode.key_string(r.key)
@@ -76,7 +76,7 @@ function c.node(n, env)
   return function(r)
     counts[idx] = counts[idx] + 1
     if taps[idx] > 0 then tap(idx, r) end
-    return f(r)
+    return (f(r))
   end
 end
 

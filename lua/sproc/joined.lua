@@ -37,7 +37,7 @@ function M.decoder(ctx)
       rawset(view, GEN, gen)
     end
     C.sp_json_get(ctx, JOINED, name, #name, fld)
-    return field_value(ctx, fld, outlen)
+    return (field_value(ctx, fld, outlen))
   end
   mt.__newindex = function()
     error("a joined JSON value is read-only: build a new table in the join's function", 2)
@@ -46,7 +46,7 @@ function M.decoder(ctx)
   mt.__tostring = mt.__sproc_json
   local decode = store.decode
   return function(p, n)
-    if n < 2 or p[0] ~= B_JSON then return decode(p, n) end
+    if n < 2 or p[0] ~= B_JSON then return (decode(p, n)) end
     local s = ffi_string(p + 1, n - 1)
     if C.sp_json_parse_joined(ctx, s, #s) ~= OBJECT then return (cjson.decode(s)) end
     gen = gen + 1

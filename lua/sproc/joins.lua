@@ -201,7 +201,7 @@ function compile.table_map(n, env, c)
   local fn, nxt = n.fn, c.children(n, env)
   return function(r)
     local before = old_row(r, fn)
-    if r.value == nil then return with_value(nxt, r, nil, nil, before) end
+    if r.value == nil then return (with_value(nxt, r, nil, nil, before)) end
     with_value(nxt, r, fn(r), nil, before)
   end
 end

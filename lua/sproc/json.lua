@@ -17,9 +17,9 @@ M.null = cjson.null
 function M.encode(v)
   if type(v) == "table" then
     local mt = getmetatable(v)
-    if mt and mt.__sproc_json then return mt.__sproc_json(v) end
+    if mt and mt.__sproc_json then return (mt.__sproc_json(v)) end
   end
-  return encode(v)
+  return (encode(v))
 end
 
 --- Decodes JSON text; returns nil, err on malformed input.

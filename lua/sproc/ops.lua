@@ -54,7 +54,7 @@ function compile.select(n, env, c)
   local view, project = record.projection(env.ctx, batch, n.fields)
   return function(r)
     -- a tombstone goes on as one
-    if batch.recs[batch.cur].val == nil then return nxt(r) end
+    if batch.recs[batch.cur].val == nil then return (nxt(r)) end
     if not project() then bad_input("select(): the value is not a JSON object") end
     -- the projection stays in the core's buffer until a sink reads it
     local old = rawget(r, "value")
@@ -100,7 +100,7 @@ function compile.branch(n, env, c)
   local np = #preds
   return function(r)
     for i = 1, np do
-      if preds[i](r) then return outs[i](r) end
+      if preds[i](r) then return (outs[i](r)) end
     end
     count_filtered(stats)
   end

@@ -43,11 +43,11 @@ local function field_value(ctx, fld, outlen)
   local f = fld[0]
   local t = f.type
   if t == SP_JSON_STRING then
-    if f.escaped == 0 then return ffi_string(f.p, f.len) end
+    if f.escaped == 0 then return (ffi_string(f.p, f.len)) end
     local p = C.sp_json_unescaped(ctx, f.p, f.len, outlen)
-    return ffi_string(p, outlen[0])
+    return (ffi_string(p, outlen[0]))
   elseif t == SP_JSON_NUMBER then
-    return C.sp_json_to_number(f.p, f.len)
+    return (C.sp_json_to_number(f.p, f.len))
   elseif t == SP_JSON_TRUE then
     return true
   elseif t == SP_JSON_FALSE then
@@ -68,7 +68,7 @@ local function json_view(ctx, which, batch, only, names, lens, n)
   mt.__index = function(_, name)
     if type(name) ~= "string" or (only and not only[name]) then return nil end
     C.sp_json_get(ctx, which, name, #name, fld)
-    return field_value(ctx, fld, outlen)
+    return (field_value(ctx, fld, outlen))
   end
   mt.__newindex = function()
     error("a record's JSON value is read-only: build a new table in map()", 2)
@@ -78,14 +78,14 @@ local function json_view(ctx, which, batch, only, names, lens, n)
     -- encoded after another select() used the buffer
     mt.__sproc_json = function()
       C.sp_json_project(ctx, which, names, lens, n, proj, proj_len)
-      return ffi_string(proj[0], proj_len[0])
+      return (ffi_string(proj[0], proj_len[0]))
     end
   else
     -- The raw JSON text of the current record, for encoding it unchanged.
     mt.__sproc_json = function()
       local rec = batch.recs[batch.cur]
-      if which == 1 then return ffi_string(rec.val, rec.val_len) end
-      return ffi_string(rec.key, rec.key_len)
+      if which == 1 then return (ffi_string(rec.val, rec.val_len)) end
+      return (ffi_string(rec.key, rec.key_len))
     end
     mt.__sproc_raw = which
   end
@@ -141,19 +141,19 @@ local function field_getters(ctx, batch, value_json, key_json, value_tagged)
         if set == true then return nil end
         return set
       end
-      if value_json then return decoded(1, value_json) end
+      if value_json then return (decoded(1, value_json)) end
       if rec.val == nil then return nil end
-      if value_tagged then return store_decode(rec.val, rec.val_len) end
-      return ffi_string(rec.val, rec.val_len)
+      if value_tagged then return (store_decode(rec.val, rec.val_len)) end
+      return (ffi_string(rec.val, rec.val_len))
     end,
     key = function(rec, t)
       if rawget(t, KSET) then return nil end
-      if key_json then return decoded(0, key_json) end
+      if key_json then return (decoded(0, key_json)) end
       if rec.key == nil then return nil end
-      return ffi_string(rec.key, rec.key_len)
+      return (ffi_string(rec.key, rec.key_len))
     end,
-    ts = function(rec) return tonumber(rec.ts) end,
-    offset = function(rec) return tonumber(rec.offset) end,
+    ts = function(rec) return (tonumber(rec.ts)) end,
+    offset = function(rec) return (tonumber(rec.offset)) end,
     partition = function(rec) return rec.partition end,
     topic = function(rec)
       local id = rec.topic
@@ -242,7 +242,7 @@ function M.new_view(ctx, batch, src)
     if rawget(view, VSET) then view[VSET] = false end
     if rawget(view, KSET) then view[KSET] = false end
     if rawget(view, OLD) then view[OLD] = false end
-    if parse then return parse(i) end
+    if parse then return (parse(i)) end
   end
 
   return view, reset

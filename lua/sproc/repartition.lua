@@ -90,7 +90,7 @@ function M.through(n, env, topic, after)
   local nxt = after()
   env.serdes, env.task = saved, saved_task
   env.by_source[index] = M.internal_entry(env, rsrc, task, nxt)
-  local enc_val = tagged and tagged_value(batch) or encode.encoder("json", batch, "value")
+  local enc_val = tagged and tagged_value(batch) or encode.encoder("json", batch, "value", ctx)
   return function(r)
     local k = key_string(r.key)
     local vp, vl

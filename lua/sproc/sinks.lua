@@ -26,8 +26,8 @@ function compile.to(n, env)
   local o = n.opts
   local sink = C.sp_sink_kafka(ctx, o.topic, errp)
   if sink < 0 then error(cerr("to(" .. o.topic .. ")"), 0) end
-  local enc_key = encoder(o.key or "auto", batch, "key")
-  local enc_val = encoder(o.value or "auto", batch, "value")
+  local enc_key = encoder(o.key or "auto", batch, "key", ctx)
+  local enc_val = encoder(o.value or "auto", batch, "value", ctx)
   local headers = o.headers
   local fwd = o.forward_headers == false and 0 or 1
   local raw_key, raw_val = takes_raw(o.key, env.serdes.key), takes_raw(o.value, env.serdes.value)
@@ -45,16 +45,16 @@ function compile.to(n, env)
     avro_id = o.schema_id
     if C.sp_avro_use_id(ctx, avro_id, errp) ~= 0 then error(cerr("to(" .. o.topic .. "): schema_id"), 0) end
     raw_val = false
-    enc_val = encoder("json", batch, "value")
+    enc_val = encoder("json", batch, "value", ctx)
   elseif o.value == "avro" then
     avro_id = register(o.subject or (o.topic .. "-value"), o.schema)
     raw_val = false
-    enc_val = encoder("json", batch, "value")
+    enc_val = encoder("json", batch, "value", ctx)
   end
   if o.key == "avro" then
     avro_key_id = register(o.key_subject or (o.topic .. "-key"), o.key_schema)
     raw_key = false
-    enc_key = encoder("json", batch, "key")
+    enc_key = encoder("json", batch, "key", ctx)
   end
   local framed, framed_len = ffi.new("const char *[1]"), ffi.new("size_t[1]")
   return function(r)
@@ -108,8 +108,8 @@ function compile.print(n, env)
   local sink = C.sp_sink_stdout(ctx, errp)
   if sink < 0 then error(cerr("print()"), 0) end
   local with_key = n.opts.key
-  local enc_key = encoder("auto", batch, "key")
-  local enc_val = encoder("auto", batch, "value")
+  local enc_key = encoder("auto", batch, "key", ctx)
+  local enc_val = encoder("auto", batch, "value", ctx)
   return function(r)
     local kp, kl
     if with_key then kp, kl = enc_key(r.key) end
@@ -157,7 +157,7 @@ function compile.to_files(n, env)
   end
   local sink = C.sp_sink_files(ctx, sproc.here(o.dir), fo, errp)
   if sink < 0 then error(cerr(what), 0) end
-  local enc_val = encoder("auto", batch, "value")
+  local enc_val = encoder("auto", batch, "value", ctx)
   return function(r)
     local vp, vl = value_bytes(r, enc_val, batch)
     local rc = C.sp_emit(ctx, sink, nil, 0, vp, vl, r.ts, 0, errp)

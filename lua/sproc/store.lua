@@ -61,7 +61,7 @@ local function decode(p, n)
     ffi_copy(nump, p + 1, 8)
     return nump[0]
   elseif tag == B_STR then
-    return ffi_string(p + 1, n - 1)
+    return (ffi_string(p + 1, n - 1))
   elseif tag == B_TRUE then
     return true
   elseif tag == B_FALSE then
@@ -69,14 +69,14 @@ local function decode(p, n)
   elseif tag == B_JSON then
     return (json.decode(ffi_string(p + 1, n - 1)))
   end
-  return ffi_string(p, n)
+  return (ffi_string(p, n))
 end
 M.decode = decode
 
 local function keyof(k)
   local tk = type(k)
   if tk == "string" then return k end
-  if tk == "number" then return tostring(k) end
+  if tk == "number" then return (tostring(k)) end
   return nil, "a store key must be a string or a number, got " .. tk
 end
 
@@ -102,7 +102,7 @@ function Store:get(k, part)
   local key, e = keyof(k)
   if not key then return nil, e end
   if C.sp_store_get(ctx, self._id, part or -1, key, #key, valp, vlenp) == 0 then return nil end
-  return decode(valp[0], tonumber(vlenp[0]))
+  return (decode(valp[0], tonumber(vlenp[0])))
 end
 
 --- Sets key to value (nil deletes). Returns true, or nil and an error.
@@ -234,7 +234,7 @@ function Window:get(k, start, part)
   local key, e = wkey(k, start)
   if not key then return nil, e end
   if C.sp_store_get(ctx, self._id, part or -1, key, #key, valp, vlenp) == 0 then return nil end
-  return decode(valp[0], tonumber(vlenp[0]))
+  return (decode(valp[0], tonumber(vlenp[0])))
 end
 
 --- Sets the value of key's window at start (nil deletes).

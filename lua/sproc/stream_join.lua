@@ -22,10 +22,11 @@ local ffi_string = ffi.string
 local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
 local tonumber, error, char, byte = tonumber, error, string.char, string.byte
-local rawget, rawset = rawget, rawset
+local rawget, rawset, type, getmetatable = rawget, rawset, type, getmetatable
 local decode, encode_value = store.decode, store.encode
 local joined = require "sproc.joined"
 local jput, jnext = C.sp_jstore_put, C.sp_jstore_next
+local B_JSON = C.SP_VAL_JSON
 local with_value = joins.with_value
 
 local M = {}
@@ -86,7 +87,7 @@ local function access(ctx, id)
   local a = {}
   function a.get(k)
     if C.sp_store_get(ctx, id, -1, k, #k, valp, vlenp) == 0 then return nil end
-    return decode(valp[0], tonumber(vlenp[0]))
+    return (decode(valp[0], tonumber(vlenp[0])))
   end
   function a.put(k, v, ts)
     local p, len = encode_value(v)
@@ -164,7 +165,7 @@ end
 
 function M.side(n, env, c)
   local j, side = n.join, n.side
-  local ctx, stats = env.ctx, env.stats
+  local ctx, stats, batch = env.ctx, env.stats, env.batch
   local nxt = joins.downstream(j, env, c)
   local s = stores(j, env)
   local outer = access(ctx, s.outer)
@@ -178,8 +179,8 @@ function M.side(n, env, c)
   local uses_outer = how ~= "inner"
   local retention = s.retention
   local function join(v, ov, key)
-    if is_left then return fn(v, ov, key) end
-    return fn(ov, v, key)
+    if is_left then return (fn(v, ov, key)) end
+    return (fn(ov, v, key))
   end
 
   local decode = joined.of(env)
@@ -197,7 +198,7 @@ function M.side(n, env, c)
     -- the partner is no longer waiting for one
     if uses_outer then forget_waiting(outer, ots, other_side, k) end
     with_value(nxt, r, join(v, ov, key), ts > ots and ts or ots)
-    return jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
+    return (jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit))
   end
 
   -- a record with more than one partner: a loop of its own, so that the
@@ -218,7 +219,7 @@ function M.side(n, env, c)
     end
     local v, key = r.value, r.key
     if this_outer and key == nil and v ~= nil then
-      return with_value(nxt, r, join(v, nil, key))
+      return (with_value(nxt, r, join(v, nil, key)))
     end
     if key == nil or v == nil then
       stats.filtered = stats.filtered + 1
@@ -244,12 +245,18 @@ function M.side(n, env, c)
       end
     end
     -- then this record joins this side's store, unless the store's
-    -- retention is past it
-    local p, len = encode_value(v)
-    if not p then error("join: " .. len, 0) end
-    if jput(ctx, this_id, k, #k, ts, p, len, retention, errp) < 0 then
-      error(cerr("join " .. j.name), 0)
+    -- retention is past it: a record's own JSON as it came
+    local rc
+    local mt = type(v) == "table" and getmetatable(v)
+    if mt and mt.__sproc_raw == 1 then
+      local rec = batch.recs[batch.cur]
+      rc = jput(ctx, this_id, k, #k, ts, B_JSON, rec.val, rec.val_len, retention, errp)
+    else
+      local p, len = encode_value(v)
+      if not p then error("join: " .. len, 0) end
+      rc = jput(ctx, this_id, k, #k, ts, -1, p, len, retention, errp)
     end
+    if rc < 0 then error(cerr("join " .. j.name), 0) end
   end
 end
 

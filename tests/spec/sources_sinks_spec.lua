@@ -104,6 +104,48 @@ describe("sinks", function()
     assert.matches("cannot write a table as bytes value", d:output("dead")[1].headers["sproc.error"])
   end)
 
+  -- a flat table is written field by field (lua/sproc/encode.lua), any
+  -- other through the C encoder: the text is json.encode's either way, and
+  -- so is the error for what JSON cannot hold
+  it("a table goes out as json.encode's text, and what JSON cannot hold fails alike", function()
+    local json = require "sproc.json"
+    local cases = {
+      { a = "x", b = 1, c = 1.5, d = true, e = false },
+      { s = 'quote " backslash \\ newline \n tab \t ctrl \1 é 日本', [""] = "empty name" },
+      { z = -0.0, big = 2 ^ 53, huge = 1e300, small = 1e-7, neg = -12.25, nan = 0 / 0,
+        inf = math.huge, third = 1 / 3 },
+      {},
+      { nested = { b = 1, list = { 1, 2 } }, x = "y" },
+      { 1, 2, "three" },
+      { 1, a = 2 },
+      { n = json.null, m = 1 },
+      { ["bad\255name"] = 1 },
+      { bad = "value \255" },
+    }
+    local want = {}
+    local d = testing.driver(function(sproc)
+      sproc.source{ topic = "in", value = "json" }:map(function(r)
+        local t = cases[r.value.i]
+        want[#want + 1] = select(2, pcall(json.encode, t))
+        return t
+      end):to{ topic = "out" }
+    end)
+    local n = 0
+    for i = 1, #cases do
+      local ok, err = pcall(d.pipe, d, "in", { value = '{"i":' .. i .. '}' })
+      if ok then
+        n = n + 1
+        assert.are.equal(want[i], d:values("out")[n])
+      else
+        assert.matches(want[i]:gsub("%p", "%%%0"), tostring(err))
+      end
+    end
+    assert.are.equal(8, n)
+    assert.matches("not valid UTF%-8", want[9])
+    assert.matches("not valid UTF%-8", want[10])
+    assert.are.equal("{}", want[4])
+  end)
+
   it("to_files publishes whole files only, rolled by size", function()
     local dir = tmpdir()
     local d = testing.driver(function(sproc)
