@@ -52,8 +52,10 @@ static size_t wkey(unsigned char *out, const char *key, size_t klen, int64_t ts,
 }
 
 int sp_jstore_open(sp_ctx *ctx, int store, const char **err) {
-    /* records come in about time order: the oldest go first */
-    return sp_store_set_aged(ctx, store, err);
+    /* records come in about time order: the oldest go first; and they are
+     * read by a key's time range only */
+    int rc = sp_store_set_aged(ctx, store, err);
+    return rc != 0 ? rc : sp_store_set_ranged(ctx, store, err);
 }
 
 /* key and value laid out for the store: the window key, then the value

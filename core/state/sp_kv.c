@@ -75,6 +75,7 @@ sp_kv_part *sp_kv_part_of(sp_store *s, int32_t partition, int create) {
     p->partition = partition;
     p->changelog_end = -1;
     p->swept_ms = -1;
+    p->ranged = s->ranged;
     RB_INIT(&p->tree);
     return p;
 }
@@ -118,18 +119,38 @@ static void age_touch(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     n->aged = 1;
 }
 
-/* The node of key (hash h): the one found last (reads are often followed by
- * a write of the same key), or the index's. */
-static sp_kv_node *find_hashed(sp_kv_part *p, const char *key, size_t klen, uint32_t h) {
-    sp_kv_node *n = p->last;
-    if (!(n && n->hash == h && n->klen == klen && memcmp(n->key, key, klen) == 0))
-        n = sp_kv_index_find(&p->index, key, klen, h);
-    if (n) p->last = n;
+/* Keys of a ranged partition that are window keys (2-byte length, key,
+ * then time and more) are not hashed: a join side's records are read by
+ * time range, never by key, and hashing them cost a cache miss for each
+ * write and each expiry. Its own entries (shorter keys) are. */
+static int hashed(const sp_kv_part *p, const char *key, size_t klen) {
+    if (!p->ranged || klen < 2) return 1;
+    return 2 + ((size_t)(unsigned char)key[0] << 8 | (unsigned char)key[1]) > klen;
+}
+
+static sp_kv_node *tree_find(sp_kv_part *p, const char *key, size_t klen) {
+    kv_probe probe;
+    sp_kv_node *q = probe_of(&probe, key, klen);
+    if (!q) return NULL;
+    sp_kv_node *n = RB_FIND(sp_kv_tree, &p->tree, q);
+    probe_done(&probe, q);
     return n;
 }
 
+/* The node found last (reads are often followed by a write of the same
+ * key) if it is key's; NULL otherwise. */
+static sp_kv_node *last_of(sp_kv_part *p, const char *key, size_t klen) {
+    sp_kv_node *n = p->last;
+    return n && n->klen == klen && memcmp(n->key, key, klen) == 0 ? n : NULL;
+}
+
 static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
-    return find_hashed(p, key, klen, sp_kv_index_hash(key, klen));
+    sp_kv_node *n = last_of(p, key, klen);
+    if (!n)
+        n = hashed(p, key, klen) ? sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen))
+                                 : tree_find(p, key, klen);
+    if (n) p->last = n;
+    return n;
 }
 
 sp_kv_node *sp_kv_get(sp_kv_part *p, const char *key, size_t klen) {
@@ -204,21 +225,36 @@ oom:
     return -1;
 }
 
-/* put of a key the partition does not have (its hash h). */
-static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen, uint32_t h,
+/* put of a key without a known node: a new node goes into the tree in one
+ * search, which finds the key's node instead when it has one (an unhashed
+ * key's put looks no further than the last node found before it). */
+static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                   const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
     int64_t size = NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen;
-    if (charge(s, size, err) != 0) return SP_STORE_EFULL;
+    if (charge(s, size, err) != 0) {
+        /* a full budget: only a key there already can change */
+        sp_kv_node *n = find(p, key, klen);
+        return n ? put_at(s, p, n, val, vlen, ts, mark, err) : SP_STORE_EFULL;
+    }
     sp_kv_node *n = calloc(1, sizeof *n + klen);
     if (!n) goto oom;
     n->klen = (uint32_t)klen;
-    n->hash = h;
     memcpy(n->key, key, klen);
-    if (sp_kv_index_add(&p->index, n) != 0) {
+    sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
+    if (had) {
         free(n);
-        goto oom;
+        charge(s, -size, err);
+        return put_at(s, p, had, val, vlen, ts, mark, err);
     }
-    RB_INSERT(sp_kv_tree, &p->tree, n);
+    if (hashed(p, key, klen)) {
+        n->hashed = 1;
+        n->hash = sp_kv_index_hash(key, klen);
+        if (sp_kv_index_add(&p->index, n) != 0) {
+            RB_REMOVE(sp_kv_tree, &p->tree, n);
+            free(n);
+            goto oom;
+        }
+    }
     /* a node without a value is not counted yet: put_at counts it */
     charge(s, -(int64_t)vlen, err);
     int rc = put_at(s, p, n, val, vlen, ts, mark, err);
@@ -233,10 +269,11 @@ oom:
 static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                const char *val, size_t vlen, int64_t ts, int mark,
                const char **err) {
-    uint32_t h = sp_kv_index_hash(key, klen);
-    sp_kv_node *n = find_hashed(p, key, klen, h);
+    sp_kv_node *n = last_of(p, key, klen);
+    if (!n && hashed(p, key, klen))
+        n = sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen));
     return n ? put_at(s, p, n, val, vlen, ts, mark, err)
-             : insert(s, p, key, klen, h, val, vlen, ts, mark, err);
+             : insert(s, p, key, klen, val, vlen, ts, mark, err);
 }
 
 int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
@@ -247,8 +284,7 @@ int sp_kv_put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
 char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                    size_t vlen, int64_t ts, int *created) {
     const char *err;
-    uint32_t h = sp_kv_index_hash(key, klen);
-    sp_kv_node *n = find_hashed(p, key, klen, h);
+    sp_kv_node *n = find(p, key, klen);
     *created = !(n && n->val && n->vlen == vlen);
     if (*created) {
         /* a new entry, or one of another size: zeroed bytes put in */
@@ -257,7 +293,7 @@ char *sp_kv_upsert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         if (!tmp) goto oom;
         if (tmp == zero) memset(zero, 0, vlen);
         int rc = n ? put_at(s, p, n, tmp, vlen, ts, 1, &err)
-                   : insert(s, p, key, klen, h, tmp, vlen, ts, 1, &err);
+                   : insert(s, p, key, klen, tmp, vlen, ts, 1, &err);
         if (tmp != zero) free(tmp);
         if (rc == SP_STORE_EFULL) {
             *created = SP_STORE_EFULL;
@@ -281,7 +317,7 @@ static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     if (p->last == n) p->last = NULL;
     if (p->cursor == n) p->cursor = NULL;
     age_unlink(p, n);
-    sp_kv_index_remove(&p->index, n);
+    if (n->hashed) sp_kv_index_remove(&p->index, n);
     RB_REMOVE(sp_kv_tree, &p->tree, n);
     charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
     free(n);
@@ -379,6 +415,21 @@ void sp_kv_set_aged(sp_store *s) {
         for (sp_kv_node *n = RB_MIN(sp_kv_tree, &s->parts[i].tree); n;
              n = RB_NEXT(sp_kv_tree, &s->parts[i].tree, n))
             if (n->val) age_touch(s, &s->parts[i], n);
+}
+
+void sp_kv_set_ranged(sp_store *s) {
+    if (s->ranged) return;
+    s->ranged = 1;
+    /* entries there already (rare: stores are marked when opened) */
+    for (int32_t i = 0; i < s->nparts; i++) {
+        sp_kv_part *p = &s->parts[i];
+        p->ranged = 1;
+        for (sp_kv_node *n = RB_MIN(sp_kv_tree, &p->tree); n; n = RB_NEXT(sp_kv_tree, &p->tree, n))
+            if (n->hashed && !hashed(p, n->key, n->klen)) {
+                sp_kv_index_remove(&p->index, n);
+                n->hashed = 0;
+            }
+    }
 }
 
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {

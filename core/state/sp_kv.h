@@ -29,7 +29,9 @@ typedef struct sp_kv_node {
                      * needs a tombstone there (a key put and deleted
                      * between two flushes needs nothing) */
     uint8_t aged;   /* in its partition's age list (sp_store.aged) */
-    uint32_t hash;  /* of its key, for the partition's index */
+    uint8_t hashed; /* in its partition's index (not a ranged store's
+                     * window key), under hash */
+    uint32_t hash;
     struct sp_kv_node *older, *newer;
     char key[];
 } sp_kv_node;
@@ -39,7 +41,9 @@ RB_HEAD(sp_kv_tree, sp_kv_node);
 typedef struct sp_kv_part {
     int32_t partition;
     struct sp_kv_tree tree;
-    sp_kv_index index;   /* the tree's nodes by key */
+    sp_kv_index index;   /* the tree's nodes by key (but a ranged store's
+                          * window keys) */
+    int ranged;          /* its store's */
     int64_t count;       /* live keys */
     sp_kv_node **dirty;  /* changed since the last changelog flush */
     size_t ndirty, dirty_cap;
@@ -88,6 +92,8 @@ typedef struct sp_store {
     int aged;             /* entries with a value are also listed in the
                            * order they were last written, so that expiry
                            * takes the oldest first (sp_kv_expire_oldest) */
+    int ranged;           /* window keys are read by range only: the index
+                           * leaves them out, exact lookups search the tree */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */
@@ -124,6 +130,8 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts);
 int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts);
 /* Makes a store aged (its entries listed by write order too). */
 void sp_kv_set_aged(sp_store *s);
+/* Makes a store ranged (its window keys not hashed). */
+void sp_kv_set_ranged(sp_store *s);
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
 /* The first live node with key >= from (> from when strict), or NULL. */

@@ -536,6 +536,16 @@ int sp_store_set_aged(sp_ctx *ctx, int store, const char **err) {
     return SP_OK;
 }
 
+int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s) {
+        *err = "no such store";
+        return SP_EINVAL;
+    }
+    sp_kv_set_ranged(s);
+    return SP_OK;
+}
+
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err) {

@@ -25,6 +25,10 @@ int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, in
 /* An in-memory store's entries also listed by write order: a sweep then
  * takes the oldest first instead of scanning them all. */
 int sp_store_set_aged(sp_ctx *ctx, int store, const char **err);
+/* A store whose window keys (sproc.store's layout: 2-byte length, key,
+ * time and more) are read by range only: exact lookups of them search the
+ * tree rather than keep a hash of each. */
+int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err);
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);

@@ -145,12 +145,24 @@ static void expiry_oldest_first(void) {
     SP_CHECK_INT(used, 0);
 }
 
-/* Gets go through the hash index, scans through the tree: after many
- * puts and deletes (nodes freed at cleans, the index growing and closing
- * holes) both agree with what was written. */
-static void lookups_agree_with_scans(void) {
+/* Gets go through the hash index (but a ranged store's window keys through
+ * the tree), scans through the tree: after many puts and deletes (nodes
+ * freed at cleans, the index growing and closing holes) both agree with
+ * what was written. */
+/* Key k: "k<k>", or as a ranged store has it, half of them window keys
+ * (2-byte length, then the key) and half the store's own. */
+static int key_of(char *key, int k, int ranged) {
+    if (!ranged || k % 2) return snprintf(key, 16, "k%d", k);
+    int n = snprintf(key + 2, 14, "w%d", k);
+    key[0] = 0;
+    key[1] = (char)(n - 2 > 0 ? n - 2 : 0);
+    return n + 2;
+}
+
+static void lookups_agree_with_scans(int ranged) {
     enum { KEYS = 3000, OPS = 60000 };
     static int have[KEYS]; /* the value written last, 0 none */
+    memset(have, 0, sizeof have);
     int64_t used = 0;
     sp_store s;
     const char *err;
@@ -160,10 +172,12 @@ static void lookups_agree_with_scans(void) {
     uint32_t rnd = 12345;
     int bad = 0;
     for (int op = 0; op < OPS; op++) {
+        /* a store made ranged with entries in it */
+        if (ranged && op == OPS / 4) sp_kv_set_ranged(&s);
         rnd = rnd * 1103515245u + 12345u;
         int k = (int)((rnd >> 8) % KEYS), v = op + 1;
         char key[16], val[16];
-        int klen = snprintf(key, sizeof key, "k%d", k);
+        int klen = key_of(key, k, ranged);
         if ((rnd >> 4) % 3 == 0) {
             SP_CHECK_INT(sp_kv_delete(&s, p, key, (size_t)klen, &err), 0);
             have[k] = 0;
@@ -177,7 +191,7 @@ static void lookups_agree_with_scans(void) {
     int64_t live = 0;
     for (int k = 0; k < KEYS; k++) {
         char key[16], val[16];
-        int klen = snprintf(key, sizeof key, "k%d", k);
+        int klen = key_of(key, k, ranged);
         sp_kv_node *n = sp_kv_get(p, key, (size_t)klen);
         int vlen = snprintf(val, sizeof val, "%d", have[k]);
         if (have[k] ? !(n && n->vlen == (uint32_t)vlen && memcmp(n->val, val, (size_t)vlen) == 0)
@@ -196,7 +210,8 @@ static void lookups_agree_with_scans(void) {
 }
 
 int main(void) {
-    lookups_agree_with_scans();
+    lookups_agree_with_scans(0);
+    lookups_agree_with_scans(1);
     expiry();
     expiry_oldest_first();
     ordered_scans();
