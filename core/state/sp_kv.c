@@ -30,8 +30,8 @@ static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
 
 RB_GENERATE_STATIC(sp_kv_tree, sp_kv_node, rb, kv_cmp)
 
-/* the allocator's own and the index's (a slot at most 3/4 full) */
-#define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16 + 12)
+/* the allocator's own and the index's (a 16-byte slot at most 3/4 full) */
+#define NODE_OVERHEAD ((int64_t)sizeof(sp_kv_node) + 16 + 24)
 
 int sp_kv_init(sp_store *s, const char *name, int kind, int64_t *budget_used,
                   int64_t budget) {
@@ -194,6 +194,17 @@ static void unmark_dirty(sp_kv_part *p, sp_kv_node *n) {
 
 static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n);
 
+/* A node's first value lives in the node's own block, after its key: one
+ * allocation, and a lookup finds the value in the cache lines it read the
+ * key from. A value of another size later gets a block of its own. */
+static int val_inline(const sp_kv_node *n) {
+    return n->val == n->key + n->klen;
+}
+
+static void free_val(sp_kv_node *n) {
+    if (!val_inline(n)) free(n->val);
+}
+
 /* put with the lookup done: n is key's node. */
 static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *val, size_t vlen,
                   int64_t ts, int mark, const char **err) {
@@ -210,7 +221,7 @@ static int put_at(sp_store *s, sp_kv_part *p, sp_kv_node *n, const char *val, si
         }
         if (vlen) memcpy(v, val, vlen);
         if (!n->val) p->count++;
-        free(n->val);
+        free_val(n);
         n->val = v;
         n->vlen = (uint32_t)vlen;
     }
@@ -236,10 +247,12 @@ static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         sp_kv_node *n = find(p, key, klen);
         return n ? put_at(s, p, n, val, vlen, ts, mark, err) : SP_STORE_EFULL;
     }
-    sp_kv_node *n = calloc(1, sizeof *n + klen);
+    sp_kv_node *n = calloc(1, sizeof *n + klen + vlen);
     if (!n) goto oom;
     n->klen = (uint32_t)klen;
     memcpy(n->key, key, klen);
+    n->val = n->key + klen;
+    n->vlen = (uint32_t)vlen;
     sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
     if (had) {
         free(n);
@@ -255,11 +268,9 @@ static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
             goto oom;
         }
     }
-    /* a node without a value is not counted yet: put_at counts it */
-    charge(s, -(int64_t)vlen, err);
-    int rc = put_at(s, p, n, val, vlen, ts, mark, err);
-    if (rc != 0 && !n->val) unlink_node(s, p, n);
-    return rc;
+    /* put_at copies the value into place */
+    p->count++;
+    return put_at(s, p, n, val, vlen, ts, mark, err);
 oom:
     charge(s, -size, err);
     *err = "out of memory";
@@ -340,7 +351,7 @@ static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const c
     if (!n || !n->val) return 0;
     charge(s, -(int64_t)n->vlen, err);
     age_unlink(p, n);
-    free(n->val);
+    free_val(n);
     n->val = NULL;
     n->vlen = 0;
     p->count--;
@@ -459,7 +470,7 @@ void sp_kv_clear(sp_store *s, sp_kv_part *p) {
     while ((n = RB_MIN(sp_kv_tree, &p->tree))) {
         if (n->val) {
             charge(s, -(int64_t)n->vlen, &err);
-            free(n->val);
+            free_val(n);
             p->count--;
         }
         unlink_node(s, p, n);

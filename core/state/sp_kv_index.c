@@ -31,25 +31,27 @@ uint32_t sp_kv_index_hash(const char *key, size_t klen) {
 sp_kv_node *sp_kv_index_find(const sp_kv_index *ix, const char *key, size_t klen, uint32_t h) {
     if (!ix->mask) return NULL;
     for (uint32_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
-        sp_kv_node *n = ix->slots[i];
-        if (!n) return NULL;
-        if (n->hash == h && n->klen == klen && memcmp(n->key, key, klen) == 0) return n;
+        const sp_kv_slot *e = &ix->slots[i];
+        if (!e->node) return NULL;
+        if (e->hash == h && e->node->klen == klen && memcmp(e->node->key, key, klen) == 0)
+            return e->node;
     }
 }
 
-static void place(sp_kv_node **slots, uint32_t mask, sp_kv_node *n) {
-    uint32_t i = n->hash & mask;
-    while (slots[i]) i = (i + 1) & mask;
-    slots[i] = n;
+static void place(sp_kv_slot *slots, uint32_t mask, sp_kv_node *n, uint32_t h) {
+    uint32_t i = h & mask;
+    while (slots[i].node) i = (i + 1) & mask;
+    slots[i].node = n;
+    slots[i].hash = h;
 }
 
 /* at most 3/4 full: a miss (most lookups of a join) ends at an empty slot */
 static int grow(sp_kv_index *ix) {
     uint32_t cap = ix->mask ? (ix->mask + 1) * 2 : 16;
-    sp_kv_node **slots = calloc(cap, sizeof *slots);
+    sp_kv_slot *slots = calloc(cap, sizeof *slots);
     if (!slots) return -1;
     for (uint32_t i = 0; ix->mask && i <= ix->mask; i++)
-        if (ix->slots[i]) place(slots, cap - 1, ix->slots[i]);
+        if (ix->slots[i].node) place(slots, cap - 1, ix->slots[i].node, ix->slots[i].hash);
     free(ix->slots);
     ix->slots = slots;
     ix->mask = cap - 1;
@@ -58,7 +60,7 @@ static int grow(sp_kv_index *ix) {
 
 int sp_kv_index_add(sp_kv_index *ix, sp_kv_node *n) {
     if ((ix->used + 1) * 4 > (ix->mask ? ix->mask + 1 : 0) * 3 && grow(ix) != 0) return -1;
-    place(ix->slots, ix->mask, n);
+    place(ix->slots, ix->mask, n, n->hash);
     ix->used++;
     return 0;
 }
@@ -68,18 +70,18 @@ int sp_kv_index_add(sp_kv_index *ix, sp_kv_node *n) {
 void sp_kv_index_remove(sp_kv_index *ix, const sp_kv_node *n) {
     if (!ix->mask) return;
     uint32_t i = n->hash & ix->mask;
-    while (ix->slots[i] && ix->slots[i] != n) i = (i + 1) & ix->mask;
-    if (!ix->slots[i]) return;
+    while (ix->slots[i].node && ix->slots[i].node != n) i = (i + 1) & ix->mask;
+    if (!ix->slots[i].node) return;
     ix->used--;
-    for (uint32_t j = (i + 1) & ix->mask; ix->slots[j]; j = (j + 1) & ix->mask) {
-        uint32_t home = ix->slots[j]->hash & ix->mask;
+    for (uint32_t j = (i + 1) & ix->mask; ix->slots[j].node; j = (j + 1) & ix->mask) {
+        uint32_t home = ix->slots[j].hash & ix->mask;
         /* j's entry may fill the hole at i unless its home lies in (i, j] */
         if (((j - home) & ix->mask) >= ((j - i) & ix->mask)) {
             ix->slots[i] = ix->slots[j];
             i = j;
         }
     }
-    ix->slots[i] = NULL;
+    ix->slots[i].node = NULL;
 }
 
 void sp_kv_index_destroy(sp_kv_index *ix) {

@@ -10,9 +10,17 @@
 
 struct sp_kv_node;
 
+/* A slot keeps its node's hash beside it, so that a probe reads no node
+ * but the one it is after (a miss, a join's lookup of a key the table
+ * lacks, reads none). */
+typedef struct sp_kv_slot {
+    struct sp_kv_node *node; /* NULL: empty */
+    uint32_t hash;
+} sp_kv_slot;
+
 typedef struct sp_kv_index {
-    struct sp_kv_node **slots; /* open addressing, linear probing */
-    uint32_t mask;             /* slots - 1; 0 before the first add */
+    sp_kv_slot *slots; /* open addressing, linear probing */
+    uint32_t mask;     /* slots - 1; 0 before the first add */
     uint32_t used;
 } sp_kv_index;
 
