@@ -2,6 +2,7 @@
  * for the changelog (one entry per key per batch, deletes as tombstones),
  * restore without dirt, and memory accounting against the budget. */
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "sp_kv.h"
 #include "sp_test.h"
@@ -30,6 +31,63 @@ static void ordered_scans(void) {
     SP_CHECK(sp_kv_part_of(&s, 4, 0) == NULL);
     sp_kv_destroy(&s);
     SP_CHECK_INT(used, 0);
+}
+
+/* Bytes order with zero bytes and long common prefixes (the comparison
+ * goes eight bytes at a time): keys of 0-16 bytes over {0, 1, 'a'} scan in
+ * memcmp order, shorter first, and a search finds each. */
+typedef struct {
+    char k[16];
+    size_t n;
+} tkey;
+
+static int tkey_cmp(const void *x, const void *y) {
+    const tkey *a = x, *b = y;
+    size_t n = a->n < b->n ? a->n : b->n;
+    int c = memcmp(a->k, b->k, n);
+    if (c) return c;
+    return a->n < b->n ? -1 : a->n > b->n;
+}
+
+static void order_of_shared_prefixes(void) {
+    enum { N = 4000 };
+    static tkey keys[N];
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_kv_init(&s, "t", 0, &used, 0);
+    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    uint32_t rnd = 99;
+    for (int i = 0; i < N; i++) {
+        /* a run of 'a' (up to 13), then up to 3 random bytes: many keys
+         * agree in their first 8 or 12 bytes */
+        rnd = rnd * 1103515245u + 12345u;
+        size_t run = (rnd >> 8) % 14, tail = (rnd >> 16) % 4;
+        memset(keys[i].k, 'a', run);
+        for (size_t j = run; j < run + tail; j++) {
+            rnd = rnd * 1103515245u + 12345u;
+            keys[i].k[j] = "\0\1a"[(rnd >> 12) % 3];
+        }
+        keys[i].n = run + tail;
+        sp_kv_put(&s, p, keys[i].k, keys[i].n, "v", 1, 0, &err);
+    }
+    qsort(keys, N, sizeof keys[0], tkey_cmp);
+    int bad = 0, at = 0;
+    sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0);
+    for (int i = 0; i < N; i++) {
+        if (i > 0 && tkey_cmp(&keys[i - 1], &keys[i]) == 0) continue; /* put twice */
+        if (!n || n->klen != keys[i].n || memcmp(n->key, keys[i].k, n->klen) != 0) bad++;
+        at++;
+        if (n) n = sp_kv_seek(p, n->key, n->klen, 1);
+        /* and each key is found by a search from the root */
+        p->cursor = NULL;
+        sp_kv_node *f = sp_kv_seek(p, keys[i].k, keys[i].n, 0);
+        if (!f || f->klen != keys[i].n || memcmp(f->key, keys[i].k, f->klen) != 0) bad++;
+    }
+    SP_CHECK(n == NULL);
+    SP_CHECK_INT(bad, 0);
+    SP_CHECK_INT(p->count, at);
+    sp_kv_destroy(&s);
 }
 
 static void dirty_lists_and_tombstones(void) {
@@ -215,6 +273,7 @@ int main(void) {
     expiry();
     expiry_oldest_first();
     ordered_scans();
+    order_of_shared_prefixes();
     dirty_lists_and_tombstones();
     memory_budget();
     return sp_test_summary();
