@@ -420,8 +420,11 @@ typedef struct reader {
     size_t errsize;
 } reader;
 
+/* The outputs are set on failure too: an optimizing build cannot see that
+ * callers never read them then, and -Werror stops at its warning. */
 static int read_long(reader *r, int64_t *v) {
     uint64_t u = 0;
+    *v = 0;
     for (int shift = 0; shift < 64; shift += 7) {
         if (r->p >= r->end) return fail(r->err, r->errsize, "a datum ends inside a number");
         unsigned char b = *r->p++;
@@ -435,6 +438,7 @@ static int read_long(reader *r, int64_t *v) {
 }
 
 static int read_bytes(reader *r, const unsigned char **b, int64_t *n) {
+    *b = NULL;
     if (read_long(r, n) != 0) return -1;
     if (*n < 0 || *n > r->end - r->p) return fail(r->err, r->errsize, "a length past the datum's end");
     *b = r->p;
