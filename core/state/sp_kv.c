@@ -1,5 +1,6 @@
 #include "sp_kv.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,9 +197,15 @@ static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n);
 
 /* A node's first value lives in the node's own block, after its key: one
  * allocation, and a lookup finds the value in the cache lines it read the
- * key from. A value of another size later gets a block of its own. */
+ * key from. A value of another size later gets a block of its own. It
+ * starts 16-aligned, as malloc's would: values changed in place hold
+ * int64s and doubles (a window's cursor, an accumulator). */
+static size_t inline_offset(size_t klen) {
+    return (offsetof(sp_kv_node, key) + klen + 15) & ~(size_t)15;
+}
+
 static int val_inline(const sp_kv_node *n) {
-    return n->val == n->key + n->klen;
+    return n->val == (const char *)n + inline_offset(n->klen);
 }
 
 static void free_val(sp_kv_node *n) {
@@ -247,11 +254,11 @@ static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
         sp_kv_node *n = find(p, key, klen);
         return n ? put_at(s, p, n, val, vlen, ts, mark, err) : SP_STORE_EFULL;
     }
-    sp_kv_node *n = calloc(1, sizeof *n + klen + vlen);
+    sp_kv_node *n = calloc(1, inline_offset(klen) + vlen);
     if (!n) goto oom;
     n->klen = (uint32_t)klen;
     memcpy(n->key, key, klen);
-    n->val = n->key + klen;
+    n->val = (char *)n + inline_offset(klen);
     n->vlen = (uint32_t)vlen;
     sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
     if (had) {
