@@ -351,6 +351,16 @@ def free_port():
     return port
 
 
+def lua_work(seconds):
+    """Lua text defining work(), which spins for `seconds` of CPU: a
+    pipeline that calls it per record runs long enough for a test's kills
+    or pauses to land mid-run, however fast the machine."""
+    return ("local function work()\n"
+            f"  local t = os.clock() + {seconds}\n"
+            "  while os.clock() < t do end\n"
+            "end")
+
+
 def write_script(tmp_path, name, text):
     path = tmp_path / name
     path.write_text(text)

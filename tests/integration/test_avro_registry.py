@@ -16,8 +16,8 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from conftest import (FAST, ROOT, SPROC, Probe, free_port, kill_in_open_transaction, wait_committed_to_end,
-                      wait_until, write_script)
+from conftest import (FAST, ROOT, SPROC, Probe, free_port, kill_in_open_transaction, lua_work,
+                      wait_committed_to_end, wait_until, write_script)
 
 REGISTRY = os.path.join(ROOT, "scripts", "registry")
 
@@ -187,10 +187,7 @@ sproc.source{{ topic = "{kafka.topic('down')}", value = "avro" }}:print()
 EOS_SCRIPT = """
 local sproc = require "sproc"
 sproc.app{{ processing_guarantee = "exactly_once" }}
-local function work()  -- time enough per record for kills to land mid-run
-  local t = os.clock() + 0.0002
-  while os.clock() < t do end
-end
+{work}
 sproc.source{{ topic = "{src}", value = "avro" }}
   :filter(function(r) return r.value.passengers > 0 end)
   :map(function(r) work(); return {{ id = r.value.id, fare = r.value.fare, vendor = r.value.vendor{extra} }} end)
@@ -215,7 +212,8 @@ def test_avro_under_exactly_once_through_kills_and_a_reload(kafka, sproc, tmp_pa
     path = tmp_path / "fares.lua"
 
     def version(extra, schema):
-        path.write_text(EOS_SCRIPT.format(src=kafka.topic("trips"), dst=kafka.topic("fares"),
+        # time enough per record for kills to land mid-run
+        path.write_text(EOS_SCRIPT.format(src=kafka.topic("trips"), dst=kafka.topic("fares"), work=lua_work(0.0002),
                                           extra=extra, schema=json.dumps(schema)))
     version("", FARE)
     group = kafka.topic("eos")

@@ -8,7 +8,7 @@ import os
 import random
 from collections import Counter
 
-from conftest import FAST, Probe, kill_in_open_transaction, wait_until, write_script
+from conftest import FAST, Probe, kill_in_open_transaction, lua_work, wait_until, write_script
 
 
 def canon(pairs):
@@ -172,10 +172,7 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
 CRASH_SCRIPT = """
 local sproc = require "sproc"
 sproc.app{{ processing_guarantee = "exactly_once" }}
-local function work()  -- time enough per record for kills to land mid-run
-  local t = os.clock() + 0.00005
-  while os.clock() < t do end
-end
+{work}
 local vendors = sproc.table{{ topic = "{vendors}", value = "json" }}
 local payments = sproc.source{{ topic = "{payments}", value = "json" }}
 local trips = sproc.source{{ topic = "{trips}", value = "json" }}
@@ -238,8 +235,9 @@ def test_joins_exactly_once_killed_five_times_equal_a_run_without_kills(kafka, s
     crash_inputs(kafka, n, seed)
 
     def args(run):
+        # time enough per record for kills to land mid-run
         script = write_script(tmp_path, f"{run}.lua", CRASH_SCRIPT.format(
-            vendors=kafka.topic("vendors"), payments=kafka.topic("payments"),
+            work=lua_work(0.00005), vendors=kafka.topic("vendors"), payments=kafka.topic("payments"),
             trips=kafka.topic("trips"), out_st=kafka.topic(f"{run}-st"),
             out_ss=kafka.topic(f"{run}-ss")))
         group = kafka.topic(f"{run}-app")
@@ -297,10 +295,7 @@ def test_held_records_are_bounded_and_survive_a_rebalance(kafka, sproc, tmp_path
                                       for i in range(n)), key=lambda r: r[3]))
     script = write_script(tmp_path, "held.lua", f"""
 local sproc = require "sproc"
-local function work()  -- slower than the fetch, so records pile up held
-  local t = os.clock() + 0.0002
-  while os.clock() < t do end
-end
+{lua_work(0.0002)}  -- slower than the fetch, so records pile up held
 local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
 sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
   :join(payments, function(t, p) work(); return {{ id = t.id, amount = p.amount }} end,
