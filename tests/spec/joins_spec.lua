@@ -203,6 +203,22 @@ l:%s(r, function(a, b) return (a and a.v or "-") .. "+" .. (b and b.v or "-") en
     }, "{ before = 0, after = 5, grace = 100 }"))
   end)
 
+  -- the side stores on disk: lookups and expiry through LMDB, the tree
+  -- holding a batch's changes only
+  it("gives the same results with its stores in LMDB", function()
+    local steps = {
+      { "L", "a", "l1", 100 }, { "R", "a", "r1", 105 }, { "R", "a", "r2", 112 },
+      { "R", "a", "r3", 90 }, { "L", "b", "l2", 120 }, { "R", "c", "r4", 121 },
+      { "L", "a", "l3", 130 }, { "R", "a", "r5", 131 }, { "L", "x", "l4", 300 },
+    }
+    for _, how in ipairs({ "join", "left_join", "outer_join" }) do
+      local mem = run(how, steps, "{ within = 10, grace = 5 }")
+      local disk = run(how, steps, '{ within = 10, grace = 5, backend = "lmdb" }')
+      assert.is_true(#mem >= 3, how)
+      assert.are.same(mem, disk, how)
+    end
+  end)
+
   it("keeps in a side's store only what the other side can still join", function()
     -- retention: before + after + grace = 25; a side's records older than
     -- its latest record time - 25 leave its store (as a Kafka Streams
