@@ -361,9 +361,10 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
  * partition): sp_jstore_put adds a record of key at ts unless the side's
  * retention (counted from the latest time it saw) is past it; 1 added, 0
  * too old, < 0 error. Its value is val, or with tag >= 0 the SP_VAL_* tag
- * then val (a record's own JSON goes in without a Lua string made of it). sp_jstore_next gives the side's records of key with
- * a time in [lo, hi] still within retention, in (time, arrival) order:
- * zero *hit, then call while it returns 1 (< 0: out of memory). hit->val stays valid until the
+ * then val (a record's own JSON goes in without a Lua string made of it).
+ * sp_jstore_next gives the side's records of key with a time in [lo, hi]
+ * still within retention, in (time, arrival) order: zero *hit, then call
+ * while it returns 1 (< 0: out of memory). hit->val stays valid until the
  * store changes. */
 typedef struct {
     int started;

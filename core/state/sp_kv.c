@@ -138,18 +138,19 @@ static sp_kv_node *tree_find(sp_kv_part *p, const char *key, size_t klen) {
     return n;
 }
 
-/* The node found last (reads are often followed by a write of the same
- * key) if it is key's; NULL otherwise. */
-static sp_kv_node *last_of(sp_kv_part *p, const char *key, size_t klen) {
+/* key's node without a search down the tree: the node found last (reads
+ * are often followed by a write of the same key), or the index's. NULL
+ * for an unhashed key found neither way. */
+static sp_kv_node *known(sp_kv_part *p, const char *key, size_t klen) {
     sp_kv_node *n = p->last;
-    return n && n->klen == klen && memcmp(n->key, key, klen) == 0 ? n : NULL;
+    if (n && n->klen == klen && memcmp(n->key, key, klen) == 0) return n;
+    return hashed(p, key, klen) ? sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen))
+                                : NULL;
 }
 
 static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
-    sp_kv_node *n = last_of(p, key, klen);
-    if (!n)
-        n = hashed(p, key, klen) ? sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen))
-                                 : tree_find(p, key, klen);
+    sp_kv_node *n = known(p, key, klen);
+    if (!n && !hashed(p, key, klen)) n = tree_find(p, key, klen);
     if (n) p->last = n;
     return n;
 }
@@ -244,8 +245,7 @@ oom:
 }
 
 /* put of a key without a known node: a new node goes into the tree in one
- * search, which finds the key's node instead when it has one (an unhashed
- * key's put looks no further than the last node found before it). */
+ * search, which finds an unhashed key's node instead when it has one. */
 static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                   const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
     int64_t size = NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen;
@@ -287,9 +287,7 @@ oom:
 static int put(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                const char *val, size_t vlen, int64_t ts, int mark,
                const char **err) {
-    sp_kv_node *n = last_of(p, key, klen);
-    if (!n && hashed(p, key, klen))
-        n = sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen));
+    sp_kv_node *n = known(p, key, klen);
     return n ? put_at(s, p, n, val, vlen, ts, mark, err)
              : insert(s, p, key, klen, val, vlen, ts, mark, err);
 }

@@ -1,7 +1,8 @@
 /* sp_store: state stores. A store is named by the user and split by input
  * partition, so that state can follow its partition to another process.
  * Key-value stores keep keys in order (a red-black tree from libbsd), for
- * range and prefix scans, and hashed (sp_kv_index.h) for lookups; values are bytes the Lua API tags with their type.
+ * range and prefix scans, and hashed (sp_kv_index.h) for lookups; values
+ * are bytes the Lua API tags with their type.
  * Every change marks its entry dirty, so a batch's changes can go to the
  * store's changelog once per key. */
 #ifndef SP_KV_H

@@ -1,7 +1,7 @@
 /* A key-value store partition's hash index: exact-key lookups in one probe
  * instead of a search down its tree, whose nodes are cache misses (a
- * 100,000-key table is 17 levels deep). The tree stays for ordered scans;
- * both list the same nodes. */
+ * 100,000-key table is 17 levels deep). The tree stays for ordered scans
+ * and holds every node; the index all but a ranged store's window keys. */
 #ifndef SP_KV_INDEX_H
 #define SP_KV_INDEX_H
 

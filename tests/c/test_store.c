@@ -9,6 +9,18 @@
 
 #define S(lit) lit, sizeof lit - 1
 
+/* A store with a changelog (dirty lists kept), and its partition 0. */
+static sp_kv_part *logged_store(sp_store *s, int64_t *used) {
+    sp_kv_init(s, "t", 0, used, 0);
+    s->track = 1;
+    return sp_kv_part_of(s, 0, 1);
+}
+
+/* The tests' random numbers: a fixed sequence, the same on every run. */
+static void next_random(uint32_t *r) {
+    *r = *r * 1103515245u + 12345u;
+}
+
 static void ordered_scans(void) {
     int64_t used = 0;
     sp_store s;
@@ -61,11 +73,11 @@ static void order_of_shared_prefixes(void) {
     for (int i = 0; i < N; i++) {
         /* a run of 'a' (up to 13), then up to 3 random bytes: many keys
          * agree in their first 8 or 12 bytes */
-        rnd = rnd * 1103515245u + 12345u;
+        next_random(&rnd);
         size_t run = (rnd >> 8) % 14, tail = (rnd >> 16) % 4;
         memset(keys[i].k, 'a', run);
         for (size_t j = run; j < run + tail; j++) {
-            rnd = rnd * 1103515245u + 12345u;
+            next_random(&rnd);
             keys[i].k[j] = "\0\1a"[(rnd >> 12) % 3];
         }
         keys[i].n = run + tail;
@@ -94,9 +106,7 @@ static void dirty_lists_and_tombstones(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_kv_init(&s, "t", 0, &used, 0);
-    s.track = 1;
-    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    sp_kv_part *p = logged_store(&s, &used);
     sp_kv_put(&s, p, S("k"), S("1"), 0, &err);
     sp_kv_put(&s, p, S("k"), S("2"), 0, &err);
     sp_kv_put(&s, p, S("j"), S("1"), 0, &err);
@@ -156,9 +166,7 @@ static void expiry(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_kv_init(&s, "t", 0, &used, 0);
-    s.track = 1;
-    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    sp_kv_part *p = logged_store(&s, &used);
     sp_kv_put(&s, p, S("old"), S("1"), 100, &err);
     sp_kv_put(&s, p, S("new"), S("2"), 200, &err);
     sp_kv_clean(&s, p);
@@ -178,9 +186,7 @@ static void expiry_oldest_first(void) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_kv_init(&s, "t", 0, &used, 0);
-    s.track = 1;
-    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    sp_kv_part *p = logged_store(&s, &used);
     sp_kv_set_aged(&s);
     sp_kv_put(&s, p, S("a"), S("1"), 100, &err);
     sp_kv_put(&s, p, S("b"), S("2"), 110, &err);
@@ -203,20 +209,20 @@ static void expiry_oldest_first(void) {
     SP_CHECK_INT(used, 0);
 }
 
-/* Gets go through the hash index (but a ranged store's window keys through
- * the tree), scans through the tree: after many puts and deletes (nodes
- * freed at cleans, the index growing and closing holes) both agree with
- * what was written. */
 /* Key k: "k<k>", or as a ranged store has it, half of them window keys
  * (2-byte length, then the key) and half the store's own. */
 static int key_of(char *key, int k, int ranged) {
     if (!ranged || k % 2) return snprintf(key, 16, "k%d", k);
     int n = snprintf(key + 2, 14, "w%d", k);
     key[0] = 0;
-    key[1] = (char)(n - 2 > 0 ? n - 2 : 0);
+    key[1] = (char)n;
     return n + 2;
 }
 
+/* Gets go through the hash index (but a ranged store's window keys through
+ * the tree), scans through the tree: after many puts and deletes (nodes
+ * freed at cleans, the index growing and closing holes) both agree with
+ * what was written. */
 static void lookups_agree_with_scans(int ranged) {
     enum { KEYS = 3000, OPS = 60000 };
     static int have[KEYS]; /* the value written last, 0 none */
@@ -224,15 +230,13 @@ static void lookups_agree_with_scans(int ranged) {
     int64_t used = 0;
     sp_store s;
     const char *err;
-    sp_kv_init(&s, "t", 0, &used, 0);
-    s.track = 1;
-    sp_kv_part *p = sp_kv_part_of(&s, 0, 1);
+    sp_kv_part *p = logged_store(&s, &used);
     uint32_t rnd = 12345;
     int bad = 0;
     for (int op = 0; op < OPS; op++) {
         /* a store made ranged with entries in it */
         if (ranged && op == OPS / 4) sp_kv_set_ranged(&s);
-        rnd = rnd * 1103515245u + 12345u;
+        next_random(&rnd);
         int k = (int)((rnd >> 8) % KEYS), v = op + 1;
         char key[16], val[16];
         int klen = key_of(key, k, ranged);
