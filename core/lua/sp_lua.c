@@ -112,6 +112,10 @@ int sp_lua_set_limits(sp_lua *l, int64_t timeout_ms, int64_t heap_max) {
 
 int64_t sp_lua_interrupts(const sp_lua *l) { return sp_watchdog_interrupts(l->wd); }
 
+void sp_lua_waiting(sp_lua *l, int on) {
+    if (l && l->wd) sp_watchdog_wait(l->wd, on);
+}
+
 void sp_lua_destroy(sp_lua *l) {
     if (!l) return;
     sp_watchdog_destroy(l->wd);

@@ -20,6 +20,9 @@ void sp_lua_destroy(sp_lua *l);
 int sp_lua_set_limits(sp_lua *l, int64_t timeout_ms, int64_t heap_max);
 /* How many times the watchdog interrupted the script. */
 int64_t sp_lua_interrupts(const sp_lua *l);
+/* Around a wait of sproc's own (for Kafka) that may come inside a call
+ * into the script: not the script's time (sp_watchdog_wait). */
+void sp_lua_waiting(sp_lua *l, int on);
 /* Runs the script and compiles its pipeline against the context. app_id
  * (may be NULL) overrides the script's sproc.app{ id }; default_id is used
  * when neither gives one. Returns 0, or -1 with *err set. */

@@ -25,6 +25,7 @@ struct sp_watchdog {
     atomic_uint_fast64_t calls, fire_calls;
     atomic_int_fast32_t fire_cur;
     volatile sig_atomic_t armed; /* the hook is set (main thread) */
+    int waiting;                 /* in sp_watchdog_wait (main thread) */
     int64_t in_sproc;            /* hook calls spent in sproc's own code */
     int64_t interrupts;
 };
@@ -188,6 +189,19 @@ void sp_watchdog_leave(sp_watchdog *w) {
         w->armed = 0;
     }
     w->in_sproc = 0;
+}
+
+/* An even count is "outside a call" to the thread and the signal handler;
+ * the odd one after the wait is a new call, so the record's time starts
+ * again. A hook the handler set before the count moved is taken back. */
+void sp_watchdog_wait(sp_watchdog *w, int on) {
+    if (on ? w->waiting || !(atomic_load(&w->calls) & 1) : !w->waiting) return;
+    w->waiting = on;
+    atomic_fetch_add(&w->calls, 1);
+    if (on && w->armed) {
+        lua_sethook(w->L, NULL, 0, 0);
+        w->armed = 0;
+    }
 }
 
 int64_t sp_watchdog_interrupts(const sp_watchdog *w) { return w ? w->interrupts : 0; }

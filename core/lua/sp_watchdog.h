@@ -27,6 +27,10 @@ void sp_watchdog_destroy(sp_watchdog *w);
 /* Around every call into the script (main thread only). */
 void sp_watchdog_enter(sp_watchdog *w);
 void sp_watchdog_leave(sp_watchdog *w);
+/* Around a wait of sproc's own inside a call (on 1, then 0): room in the
+ * producer's queue while a broker fails over is not the script's time,
+ * and the record's time starts again after it. No-op outside a call. */
+void sp_watchdog_wait(sp_watchdog *w, int on);
 /* How many times the script was interrupted. */
 int64_t sp_watchdog_interrupts(const sp_watchdog *w);
 

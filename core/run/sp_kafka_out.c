@@ -15,6 +15,7 @@ typedef struct ksink {
 
 static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
     rd_kafka_resp_err_t e;
+    int waited = 0;
     for (;;) {
         if (m->hdrs)
             e = rd_kafka_producev(
@@ -38,9 +39,12 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
                 RD_KAFKA_V_TIMESTAMP(m->ts > 0 ? m->ts : 0),
                 RD_KAFKA_V_OPAQUE(SP_MSG_SLOT(m)), RD_KAFKA_V_END);
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
-        /* Backpressure: wait for acknowledgements to make room. */
+        /* Backpressure: wait for acknowledgements to make room (for as
+         * long as a broker takes to fail over) */
+        if (!waited++ && ko->waiting) ko->waiting(ko->opaque, 1);
         rd_kafka_poll(ko->producer, 1);
     }
+    if (waited && ko->waiting) ko->waiting(ko->opaque, 0);
     return e;
 }
 

@@ -15,6 +15,8 @@ typedef struct sp_kafka_out {
      * the message, or NULL. */
     rd_kafka_message_t *(*fetch)(void *opaque, const char *topic, int32_t partition,
                                  int64_t offset);
+    /* Around a wait for room in the producer's queue (on 1, then 0). */
+    void (*waiting)(void *opaque, int on);
     sp_ctx *ctx;
     char *fatal;            /* set when a delivery failed under "fail" */
     /* exactly-once: an output that failed fails its transaction, which is

@@ -405,6 +405,12 @@ static int start_registry(runner *r) {
     return 0;
 }
 
+/* The state that runs now (a reload replaces it). */
+static void lua_waiting(void *opaque, int on) {
+    runner *r = opaque;
+    sp_lua_waiting(r->lua, on);
+}
+
 static int start_script(runner *r, char *def_id) {
     const sp_opts *o = r->o;
     const char *msg = NULL;
@@ -433,6 +439,7 @@ static int start_script(runner *r, char *def_id) {
     sp_kafka_out_init(&r->ko, r->ctx, NULL);
     r->ko.on_topic = sp_run_dev_topic;
     r->ko.fetch = sp_run_refetch;
+    r->ko.waiting = lua_waiting;
     r->ko.opaque = r;
     /* before the script: its Avro sinks register their schemas as it loads */
     if (start_registry(r) != 0) return 1;

@@ -129,3 +129,27 @@ def test_heap_cap_stops_a_script_that_keeps_growing(kafka, sproc, tmp_path):
     outs = kafka.count("out")
     # ~5,000 strings of 40-50 KB fit in 64 MiB
     assert 1000 < outs < 20_000 and committed <= outs, (outs, committed)
+
+
+def test_waiting_for_kafka_is_not_script_time(kafka, sproc, tmp_path):
+    """A record whose output waits for room in the producer's queue (a
+    broker failing over, here a long linger on a 5-record queue) is not a
+    record that keeps the script busy: before, a failover of more than
+    sproc.script.timeout.ms stopped the process as if the script looped."""
+    src = kafka.create("in")
+    dst = kafka.create("out")
+    n = 40
+    kafka.produce("in", [(f"k{i}".encode(), {"n": i}) for i in range(n)])
+    script = write_script(tmp_path, "waits.lua", f"""
+local sproc = require "sproc"
+sproc.source{{ topic = "{src}", value = "json" }}
+  :map(function(r) return {{ n = r.value.n }} end)
+  :to{{ topic = "{dst}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", kafka.topic("app"), "--until-end",
+               "--set", "sproc.script.timeout.ms=500", "--set", "linger.ms=1200",
+               "--set", "queue.buffering.max.messages=5"] + FAST)
+    rc = p.wait(120)
+    err = p.stderr()
+    assert rc == 0 and "interrupted" not in err, err
+    assert sorted(json.loads(r["value"])["n"] for r in kafka.read("out")) == list(range(n))
