@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "sp_clock.h"
 #include "sp_log.h"
 #include "sp_store.h"
 
@@ -15,7 +16,8 @@ typedef struct ksink {
 
 static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
     rd_kafka_resp_err_t e;
-    int waited = 0;
+    int waited = 0, warned = 0;
+    double since = 0;
     for (;;) {
         if (m->hdrs)
             e = rd_kafka_producev(
@@ -41,7 +43,16 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Backpressure: wait for acknowledgements to make room (for as
          * long as a broker takes to fail over) */
-        if (!waited++ && ko->waiting) ko->waiting(ko->opaque, 1);
+        if (!waited) {
+            waited = 1;
+            if (ko->waiting) ko->waiting(ko->opaque, 1);
+            since = sp_clock_s();
+        } else if (!warned && sp_clock_s() - since > 10) {
+            /* once per wait: a log that says why nothing moves */
+            sp_warn("outputs wait for Kafka: the producer's queue has been full for 10 s "
+                    "(%d outputs queued)", rd_kafka_outq_len(ko->producer));
+            warned = 1;
+        }
         rd_kafka_poll(ko->producer, 1);
     }
     if (waited && ko->waiting) ko->waiting(ko->opaque, 0);
