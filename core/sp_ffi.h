@@ -374,8 +374,9 @@ typedef struct {
     size_t vlen;
 } sp_jstore_hit;
 /* sp_jstore_open marks a store as a side's once it is opened (and its
- * backend chosen): what retention drops then leaves it oldest first. */
-int sp_jstore_open(sp_ctx *ctx, int store, const char **err);
+ * backend chosen): what its retention (ms of record time) drops then
+ * leaves it oldest first, with no tombstone (sp_store_set_retention). */
+int sp_jstore_open(sp_ctx *ctx, int store, int64_t retention, const char **err);
 int sp_jstore_put(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t ts, int tag,
                   const char *val, size_t vlen, int64_t retention, const char **err);
 int sp_jstore_next(sp_ctx *ctx, int store, const char *key, size_t klen, int64_t lo, int64_t hi,

@@ -767,19 +767,33 @@ void sp_restore_drop(sp_restore *rs, int32_t partition) {
     }
 }
 
-/* The changelog topics: compacted, one partition per input partition. */
+/* The changelog topics: compacted, one partition per input partition. An
+ * at-least-once restore may go back to a key's record before its latest
+ * (sp_restore.h): compaction leaves those an hour. A join side's also
+ * deletes by time a day after its retention (Kafka Streams'
+ * windowstore.changelog.additional.retention.ms): its expired records
+ * leave no tombstones. */
 int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
     char **own = calloc((size_t)rs->ntopics + 1, sizeof *own);
-    int n = 0;
+    int n = 0, rc = 0;
     if (!own) return -1;
-    for (int32_t i = 0; i < rs->ntopics; i++)
-        if (!rs->ctx->stores[i]->source) own[n++] = rs->topics[i];
-    /* an at-least-once restore may go back to a key's record before its
-     * latest (sp_restore.h): compaction leaves those an hour */
-    int rc = n ? sp_topics_ensure(rs->rk, own, n, partitions,
-                                  "cleanup.policy=compact\nmin.compaction.lag.ms=3600000", 1,
-                                  "changelog")
-               : 0;
+    for (int32_t i = 0; i < rs->ntopics && rc == 0; i++) {
+        sp_store *s = rs->ctx->stores[i];
+        if (s->source) continue;
+        if (!s->retention) {
+            own[n++] = rs->topics[i];
+            continue;
+        }
+        char config[160];
+        snprintf(config, sizeof config,
+                 "cleanup.policy=compact,delete\nmin.compaction.lag.ms=3600000\n"
+                 "retention.ms=%" PRId64, s->retention + 86400000);
+        rc = sp_topics_ensure(rs->rk, &rs->topics[i], 1, partitions, config, 1, "changelog");
+    }
+    if (rc == 0 && n)
+        rc = sp_topics_ensure(rs->rk, own, n, partitions,
+                              "cleanup.policy=compact\nmin.compaction.lag.ms=3600000", 1,
+                              "changelog");
     free(own);
     return rc;
 }

@@ -51,11 +51,12 @@ static size_t wkey(unsigned char *out, const char *key, size_t klen, int64_t ts,
     return klen + 14;
 }
 
-int sp_jstore_open(sp_ctx *ctx, int store, const char **err) {
+int sp_jstore_open(sp_ctx *ctx, int store, int64_t retention, const char **err) {
     /* records come in about time order: the oldest go first; and they are
      * read by a key's time range only */
     int rc = sp_store_set_aged(ctx, store, err);
-    return rc != 0 ? rc : sp_store_set_ranged(ctx, store, err);
+    if (rc == 0) rc = sp_store_set_ranged(ctx, store, err);
+    return rc != 0 ? rc : sp_store_set_retention(ctx, store, retention > 0 ? retention : 1, err);
 }
 
 /* key and value laid out for the store: the window key, then the value

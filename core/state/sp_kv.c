@@ -76,6 +76,7 @@ sp_kv_part *sp_kv_part_of(sp_store *s, int32_t partition, int create) {
     p->partition = partition;
     p->changelog_end = -1;
     p->swept_ms = -1;
+    p->restored_ms = -1;
     p->ranged = s->ranged;
     RB_INIT(&p->tree);
     return p;
@@ -416,7 +417,8 @@ int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
             age_unlink(p, x);
             continue;
         }
-        if (del_node(s, p, x, 1, &err) != 0) break;
+        /* a retention store's changelog forgets by time itself */
+        if (del_node(s, p, x, !s->retention, &err) != 0) break;
         n++;
     }
     return n;

@@ -62,6 +62,8 @@ typedef struct sp_kv_part {
     sp_kv_node *cursor;    /* the node a seek gave last: a scan's next seek
                             * starts from its key */
     int64_t swept_ms;      /* stream time of the last TTL sweep; -1 none */
+    int64_t restored_ms;   /* a retention store's newest record time seen
+                            * by its restore; -1 none */
     sp_kv_node *oldest, *newest; /* the age list of an aged store */
 } sp_kv_part;
 
@@ -95,6 +97,9 @@ typedef struct sp_store {
                            * takes the oldest first (sp_kv_expire_oldest) */
     int ranged;           /* window keys are read by range only: the index
                            * leaves them out, exact lookups search the tree */
+    int64_t retention;    /* a join side's (sp_store_set_retention): ms of
+                           * record time its records are kept; expiry then
+                           * leaves no tombstone. 0: none */
 } sp_store;
 
 /* Put failed because the memory budget is exhausted. */

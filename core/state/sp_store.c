@@ -514,16 +514,62 @@ int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts)
     return l ? sp_lmdb_expire(l, partition, ts, expired_key, arg) : 0;
 }
 
+static int64_t sweep(sp_ctx *ctx, sp_store *s, sp_kv_part *p, int64_t ts, int64_t every) {
+    if (!p || (p->swept_ms >= 0 && ts - p->swept_ms < every)) return 0;
+    p->swept_ms = ts;
+    if (s->aged && !s->disk) return sp_kv_expire_oldest(s, p, ts);
+    if (!s->retention) return sp_store_expire(ctx, s, p->partition, ts);
+    const char *err;
+    sp_lmdb *l = disk(ctx, s, &err);
+    return l ? sp_lmdb_expire(l, p->partition, ts, NULL, NULL) : 0;
+}
+
 int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every) {
     const char *err;
     sp_store *s = get_store(ctx, store);
     if (!s) return 0;
     partition = s->global ? 0 : which_partition(ctx, partition, &err);
-    sp_kv_part *p = partition >= 0 ? sp_kv_part_of(s, partition, s->disk) : NULL;
-    if (!p || (p->swept_ms >= 0 && ts - p->swept_ms < every)) return 0;
-    p->swept_ms = ts;
-    if (s->aged && !s->disk) return sp_kv_expire_oldest(s, p, ts);
-    return sp_store_expire(ctx, s, partition, ts);
+    return sweep(ctx, s, partition >= 0 ? sp_kv_part_of(s, partition, s->disk) : NULL, ts, every);
+}
+
+int sp_store_set_retention(sp_ctx *ctx, int store, int64_t retention_ms, const char **err) {
+    sp_store *s = get_store(ctx, store);
+    if (!s || retention_ms <= 0) {
+        *err = s ? "a retention is > 0 ms" : "no such store";
+        return SP_EINVAL;
+    }
+    s->retention = retention_ms;
+    return SP_OK;
+}
+
+/* The record time in a window key (2-byte length, key, 8-byte time, and
+ * more), or -1 when key is not one (a join side's own entries). */
+static int64_t window_time(const char *key, size_t klen) {
+    const unsigned char *k = (const unsigned char *)key;
+    size_t at = klen >= 2 ? 2 + ((size_t)k[0] << 8 | k[1]) : klen;
+    uint64_t t = 0;
+    if (at + 8 > klen) return -1;
+    for (int i = 0; i < 8; i++) t = t << 8 | k[at + i];
+    return (int64_t)t;
+}
+
+/* A retention store's restore keeps what its records' own clock keeps (as
+ * Kafka Streams' segmented stores restore): its changelog holds records
+ * for a day past their retention, and loading them all only to sweep them
+ * at the first new record would take that much memory. The record time is
+ * its key's (the changelog's is the time it was written). 1: the record
+ * is kept, with its time in *ts. */
+static int restore_keeps(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
+                         size_t klen, const char *val, int64_t *ts) {
+    sp_kv_part *p;
+    if (!s->retention || window_time(key, klen) < 0 || !(p = sp_kv_part_of(s, partition, 1)))
+        return 1;
+    *ts = window_time(key, klen);
+    if (*ts > p->restored_ms) p->restored_ms = *ts;
+    int64_t cut = p->restored_ms - s->retention;
+    if (cut < 0) return 1;
+    sweep(ctx, s, p, cut, s->retention / 2 > 0 ? s->retention / 2 : 1);
+    return !val || *ts > cut;
 }
 
 int sp_store_set_aged(sp_ctx *ctx, int store, const char **err) {
@@ -549,6 +595,7 @@ int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err) {
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err) {
+    if (!restore_keeps(ctx, s, partition, key, klen, val, &ts)) return 0;
     if (s->disk) {
         sp_lmdb *l = disk(ctx, s, err);
         if (!l) return -1;
@@ -606,6 +653,11 @@ static int flush_key(sp_ctx *ctx, sp_store *s, sp_sink *k, sp_kv_part *p, sp_kv_
         if (rc < 0) return SP_EIO;
         if (rc == 0) val = NULL, vlen = 0;
     }
+    /* a join side's changelog deletes by the time a record was written, a
+     * day past the retention: by its record time, the broker would delete
+     * at once what a run over last month's data writes (restore takes the
+     * record time from the key) */
+    if (s->retention) ts = 0;
     int rc = SP_OK;
     int nw = p->nsegs ? p->nsegs : 1;
     for (int w = 0; w < nw && rc == SP_OK; w++) {

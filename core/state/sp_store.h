@@ -29,6 +29,11 @@ int sp_store_set_aged(sp_ctx *ctx, int store, const char **err);
  * time and more) are read by range only: exact lookups of them search the
  * tree rather than keep a hash of each. */
 int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err);
+/* A join side's store (sp_jstore.c): its records are kept retention_ms
+ * of its own record time. Their expiry leaves no tombstone (its changelog
+ * deletes by time, a day past the retention: Kafka Streams' window store
+ * changelogs), and a restore skips what the retention dropped. */
+int sp_store_set_retention(sp_ctx *ctx, int store, int64_t retention_ms, const char **err);
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);

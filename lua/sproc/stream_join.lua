@@ -68,7 +68,7 @@ local function stores(j, env)
     local name = j.name .. "." .. part
     local id = C.sp_store_open(ctx, name, C.SP_STORE_KV, errp)
     if id < 0 or (j.backend == "lmdb" and C.sp_store_set_disk(ctx, id, errp) ~= 0)
-       or (part ~= "outer" and C.sp_jstore_open(ctx, id, errp) ~= 0) then
+       or (part ~= "outer" and C.sp_jstore_open(ctx, id, retention, errp) ~= 0) then
       error(cerr("join " .. j.name), 0)
     end
     -- (what the join can no longer see leaves a side's store as its

@@ -209,6 +209,27 @@ static void expiry_oldest_first(void) {
     SP_CHECK_INT(used, 0);
 }
 
+/* A join side's store (a retention) expires with no tombstone: its
+ * changelog deletes by time. */
+static void expiry_without_tombstones(void) {
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_kv_part *p = logged_store(&s, &used);
+    sp_kv_set_aged(&s);
+    s.retention = 50;
+    sp_kv_put(&s, p, S("a"), S("1"), 100, &err);
+    sp_kv_put(&s, p, S("b"), S("2"), 110, &err);
+    sp_kv_clean(&s, p); /* both in the changelog */
+    sp_kv_put(&s, p, S("c"), S("3"), 120, &err);
+    SP_CHECK_INT(sp_kv_expire_oldest(&s, p, 115), 2);
+    SP_CHECK_INT(p->ndirty, 1); /* c's put only */
+    SP_CHECK(p->dirty[0]->val != NULL);
+    SP_CHECK(sp_kv_seek(p, NULL, 0, 0) && sp_kv_seek(p, NULL, 0, 0)->key[0] == 'c');
+    sp_kv_destroy(&s);
+    SP_CHECK_INT(used, 0);
+}
+
 /* Key k: "k<k>", or as a ranged store has it, half of them window keys
  * (2-byte length, then the key) and half the store's own. */
 static int key_of(char *key, int k, int ranged) {
@@ -276,6 +297,7 @@ int main(void) {
     lookups_agree_with_scans(1);
     expiry();
     expiry_oldest_first();
+    expiry_without_tombstones();
     ordered_scans();
     order_of_shared_prefixes();
     dirty_lists_and_tombstones();

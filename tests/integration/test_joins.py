@@ -6,9 +6,12 @@ exactly-once, killed five times, what a run without kills gives."""
 import json
 import os
 import random
+import re
+import urllib.request
 from collections import Counter
 
-from conftest import FAST, Probe, kill_in_open_transaction, lua_work, wait_until, write_script
+from conftest import (FAST, Probe, free_port, kill_in_open_transaction, lua_work,
+                      wait_until, write_script)
 
 
 def canon(pairs):
@@ -320,3 +323,66 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
     got = Counter(json.loads(r["value"])["id"] for r in kafka.read("out"))
     assert set(got) == want, f"{len(want - set(got))} missing, {len(set(got) - want)} unexpected"
     assert max(got.values()) == 1, f"{sum(v > 1 for v in got.values())} trips joined twice"
+
+
+def test_join_sides_expire_without_tombstones_and_restore_what_they_keep(kafka, sproc, tmp_path):
+    """A join side's records leave its store when its retention (before +
+    after + grace) has passed, as Kafka Streams' window stores do: with no
+    tombstone in the changelog, which deletes by time a day after the
+    retention instead. A restore then reads records the join can no
+    longer see, and keeps only those it can (not every record of the
+    last day)."""
+    from confluent_kafka.admin import ConfigResource
+    kafka.create("trips")
+    kafka.create("payments")
+    kafka.create("out")
+    base, n = 1_700_000_000_000, 600
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i}, None, base + i * 1000) for i in range(n)])
+    kafka.produce("payments", [(f"t{i}".encode(), {"amount": i}, None, base + i * 1000 + 500)
+                               for i in range(n)])
+    # 5 ms a pair and 20 records a batch, so that records reach the
+    # changelog (a commit) before their 100 s of record time have passed
+    script = write_script(tmp_path, "pay.lua", f"""
+local sproc = require "sproc"
+{lua_work(0.005)}
+local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(payments, function(t, p) work() return {{ id = t.id, amount = p.amount }} end,
+        {{ within = "30s", grace = "40s", name = "pay" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    app = kafka.topic("app")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", app, "--until-end",
+               "--set", "sproc.batch.size=20", "--set", f"sproc.state.dir={tmp_path}/a"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    assert values(kafka, "out") == canon((f"t{i}", {"id": i, "amount": i}) for i in range(n))
+    retention_ms = 30_000 + 30_000 + 40_000
+    for side in ("left", "right"):
+        topic = f"{app}-pay.{side}-changelog"
+        res = ConfigResource("topic", topic)
+        cfg = kafka.admin.describe_configs([res])[res].result(timeout=30)
+        assert cfg["cleanup.policy"].value == "compact,delete", topic
+        assert int(cfg["retention.ms"].value) == retention_ms + 86_400_000, topic
+        recs = kafka.read(f"app-pay.{side}-changelog")
+        assert sum(1 for r in recs if r["value"] is None) == 0, f"tombstones in {topic}"
+        assert sum(1 for r in recs if len(r["key"]) > 4) > 0.9 * n, topic
+    # a second process (no checkpoint of the first's) restores both sides
+    # from their changelogs and keeps what the join can
+    # still see, swept every half retention as a running join is: up to
+    # 150 s of records and the two entries of its own, not 600
+    port = free_port()
+    q = sproc([script, "--brokers", kafka.bootstrap, "--app", app, "--metrics", f"127.0.0.1:{port}",
+               "--set", f"sproc.state.dir={tmp_path}/b"] + FAST)
+
+    def ready():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=5).status == 200
+        except OSError:
+            return False
+    wait_until(ready, timeout=60, what="the restore", proc=q)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    keys = {m.group(1): int(m.group(2))
+            for m in re.finditer(r'sproc_store_keys\{store="pay\.(left|right)"\} (\d+)', body)}
+    print("restored keys", keys)
+    assert set(keys) == {"left", "right"}, body
+    assert all(k <= 2 + 151 for k in keys.values()), keys
