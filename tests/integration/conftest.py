@@ -51,6 +51,21 @@ def admin_client(bootstrap):
     return _ADMINS[bootstrap]
 
 
+_CONSUMERS = {}
+
+
+def probe_consumer(bootstrap, group, isolation="read_committed"):
+    """One consumer per broker, group and isolation for the whole session,
+    for offsets only (it joins no group). Closing a fresh one per look,
+    while a test has a broker down, aborted the interpreter in librdkafka
+    2.6.1 (test_cluster3)."""
+    k = (bootstrap, group, isolation)
+    if k not in _CONSUMERS:
+        _CONSUMERS[k] = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                                  "isolation.level": isolation, "enable.auto.commit": False})
+    return _CONSUMERS[k]
+
+
 class Kafka:
     def __init__(self, bootstrap, prefix):
         self.bootstrap = bootstrap
@@ -113,8 +128,7 @@ class Kafka:
         default) those of a transactional topic stop at the last stable
         offset."""
         t = self.topic(name)
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "probe-" + uuid.uuid4().hex,
-                      "isolation.level": isolation})
+        c = probe_consumer(self.bootstrap, "probe", isolation)
         md = c.list_topics(t, timeout=10).topics[t]
         out = {}
         for p in md.partitions:
@@ -129,7 +143,6 @@ class Kafka:
                         raise
                     time.sleep(0.5)
             out[p] = hi
-        c.close()
         return out
 
     def count(self, name):
@@ -176,9 +189,8 @@ class Kafka:
     def committed(self, group, name):
         t = self.topic(name)
         parts = self.end_offsets(name)
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": group})
-        res = c.committed([TopicPartition(t, p) for p in parts], timeout=10)
-        c.close()
+        res = probe_consumer(self.bootstrap, group).committed(
+            [TopicPartition(t, p) for p in parts], timeout=10)
         return {tp.partition: tp.offset for tp in res}
 
 
