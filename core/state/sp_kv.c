@@ -353,7 +353,11 @@ void sp_kv_drop_part(sp_store *s, int32_t partition) {
     }
 }
 
-static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const char **err) {
+/* How a node goes: a delete the changelog is told of, one it told
+ * (restored), or one it is not told of (a retention store's expiry). */
+enum { DEL_RESTORED, DEL_LOGGED, DEL_FORGOTTEN };
+
+static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int how, const char **err) {
     if (!n || !n->val) return 0;
     charge(s, -(int64_t)n->vlen, err);
     age_unlink(p, n);
@@ -362,11 +366,13 @@ static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const c
     n->vlen = 0;
     p->count--;
     /* with a changelog, the node stays as a tombstone until the changelog
-     * has the delete; one the changelog never had goes at once */
-    if (mark && s->track && !n->logged) {
+     * has the delete; one the changelog never had goes at once, as does
+     * one it is not told of (a join's records, expiring by the thousand
+     * between two flushes, made its tree several times deeper) */
+    if (how == DEL_FORGOTTEN || (how == DEL_LOGGED && s->track && !n->logged)) {
         if (n->dirty) unmark_dirty(p, n);
         unlink_node(s, p, n);
-    } else if (mark && s->track) {
+    } else if (how == DEL_LOGGED && s->track) {
         if (mark_dirty(s, p, n) != 0) {
             *err = "out of memory";
             return -1;
@@ -378,18 +384,18 @@ static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int mark, const c
 }
 
 static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
-               int mark, const char **err) {
-    return del_node(s, p, find(p, key, klen), mark, err);
+               int how, const char **err) {
+    return del_node(s, p, find(p, key, klen), how, err);
 }
 
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err) {
-    return del(s, p, key, klen, 1, err);
+    return del(s, p, key, klen, DEL_LOGGED, err);
 }
 
 int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                 const char *val, size_t vlen, int64_t ts, const char **err) {
-    if (!val) return del(s, p, key, klen, 0, err);
+    if (!val) return del(s, p, key, klen, DEL_RESTORED, err);
     return put(s, p, key, klen, val, vlen, ts, 0, err);
 }
 
@@ -401,7 +407,7 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
         next = RB_NEXT(sp_kv_tree, &p->tree, x);
         if (x->val && x->ts <= ts) {
             /* del_node may free x: the next node is taken first */
-            if (del_node(s, p, x, 1, &err) == 0) n++;
+            if (del_node(s, p, x, DEL_LOGGED, &err) == 0) n++;
         }
     }
     return n;
@@ -418,7 +424,7 @@ int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
             continue;
         }
         /* a retention store's changelog forgets by time itself */
-        if (del_node(s, p, x, !s->retention, &err) != 0) break;
+        if (del_node(s, p, x, s->retention ? DEL_FORGOTTEN : DEL_LOGGED, &err) != 0) break;
         n++;
     }
     return n;
