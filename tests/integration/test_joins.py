@@ -11,6 +11,7 @@ import urllib.request
 from collections import Counter
 
 from conftest import (FAST, Probe, free_port, kill_in_open_transaction, lua_work,
+                      wait_committed_to_end,
                       wait_until, write_script)
 
 
@@ -386,3 +387,42 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
     print("restored keys", keys)
     assert set(keys) == {"left", "right"}, body
     assert all(k <= 2 + 151 for k in keys.values()), keys
+
+
+def test_stream_stream_join_keeps_its_windows_across_a_reload(kafka, sproc, tmp_path):
+    """Hot reload of a running stream-stream join: trips buffered by
+    version 1 meet payments that arrive after the script was saved as
+    version 2, and the results are version 2's. A reload that changed the
+    join's window would be a new join; here only its function changes."""
+    kafka.create("trips", partitions=2)
+    kafka.create("payments", partitions=2)
+    kafka.create("out", partitions=2)
+
+    def version(v):
+        return f"""local sproc = require "sproc"
+local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :left_join(payments, function(t, p) return {{ id = t.id, amount = p and p.amount, v = {v} }} end,
+             {{ within = "5s", grace = "1m", name = "pay" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+"""
+    path = tmp_path / "live.lua"
+    path.write_text(version(1))
+    app = kafka.topic("app")
+    base, n = 1_700_000_000_000, 40
+    p = sproc([str(path), "--brokers", kafka.bootstrap, "--app", app, "--watch"] + FAST)
+    kafka.produce("trips", [(f"t{i}".encode(), {"id": i}, None, base + i * 1000) for i in range(n)])
+    wait_committed_to_end(kafka, app, "trips", proc=p)
+    assert kafka.count("out") == 0, "a left join waits for its window to close"
+    path.write_text(version(2))
+    wait_until(lambda: "version 2 runs" in p.stderr(), timeout=30, what="the reload", proc=p)
+    # payments within 2 s of their trips, and later ones (of no trip, in
+    # both partitions) that close every window
+    kafka.produce("payments", [(f"t{i}".encode(), {"amount": i}, None, base + i * 1000 + 2000)
+                               for i in range(0, n, 2)] +
+                  [(f"late{i}".encode(), {"amount": -1}, None, base + 3_600_000) for i in range(10)])
+    wait_until(lambda: kafka.count("out") >= n, timeout=60, what="the joined trips", proc=p)
+    want = canon([(f"t{i}", {"id": i, "amount": i, "v": 2} if i % 2 == 0 else {"id": i, "v": 2})
+                  for i in range(n)])
+    assert values(kafka, "out") == want
+    assert p.alive(), p.stderr()
