@@ -789,6 +789,15 @@ int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
                  "cleanup.policy=compact,delete\nmin.compaction.lag.ms=3600000\n"
                  "retention.ms=%" PRId64, s->retention + 86400000);
         rc = sp_topics_ensure(rs->rk, &rs->topics[i], 1, partitions, config, 1, "changelog");
+        /* one an earlier sproc made is compacted only: with no tombstones
+         * for its expired records, nothing would ever empty it */
+        char policy[64];
+        if (rc == 0 && sp_topics_config(rs->rk, rs->topics[i], "cleanup.policy", policy,
+                                        sizeof policy) == 1 && !strstr(policy, "delete"))
+            sp_warn("changelog topic %s has cleanup.policy=%s: the join's expired records leave "
+                    "it no tombstones, so it keeps them all; set cleanup.policy=compact,delete "
+                    "and retention.ms=%" PRId64 " on it", rs->topics[i], policy,
+                    s->retention + 86400000);
     }
     if (rc == 0 && n)
         rc = sp_topics_ensure(rs->rk, own, n, partitions,

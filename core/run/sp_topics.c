@@ -149,6 +149,31 @@ done:
     return rc;
 }
 
+int sp_topics_config(rd_kafka_t *rk, const char *topic, const char *key, char *out, size_t n) {
+    int rc = -1;
+    rd_kafka_ConfigResource_t *cr = rd_kafka_ConfigResource_new(RD_KAFKA_RESOURCE_TOPIC, topic);
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_DescribeConfigs(rk, &cr, 1, NULL, q);
+    rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 30000);
+    const rd_kafka_DescribeConfigs_result_t *res = ev ? rd_kafka_event_DescribeConfigs_result(ev) : NULL;
+    size_t nres = 0, nconf = 0;
+    const rd_kafka_ConfigResource_t **rs = res ? rd_kafka_DescribeConfigs_result_resources(res, &nres) : NULL;
+    if (nres == 1 && !rd_kafka_ConfigResource_error(rs[0])) {
+        const rd_kafka_ConfigEntry_t **ce = rd_kafka_ConfigResource_configs(rs[0], &nconf);
+        rc = 0;
+        for (size_t i = 0; i < nconf && rc == 0; i++)
+            if (strcmp(rd_kafka_ConfigEntry_name(ce[i]), key) == 0) {
+                const char *v = rd_kafka_ConfigEntry_value(ce[i]);
+                snprintf(out, n, "%s", v ? v : "");
+                rc = 1;
+            }
+    }
+    if (ev) rd_kafka_event_destroy(ev);
+    rd_kafka_queue_destroy(q);
+    rd_kafka_ConfigResource_destroy(cr);
+    return rc;
+}
+
 int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32_t replication,
                      const char *config, const char *what) {
     char errstr[256], detail[128];

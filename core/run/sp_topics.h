@@ -19,6 +19,9 @@ int sp_topics_ensure(rd_kafka_t *rk, char *const *names, int n, int32_t partitio
  * -1 after an error message naming it as a "what" topic. */
 int sp_topics_create(rd_kafka_t *rk, const char *name, int32_t partitions, int32_t replication,
                      const char *config, const char *what);
+/* A topic's setting key (its value, the broker's default included, in
+ * out): 1, 0 when Kafka does not list it, -1 when it cannot be read. */
+int sp_topics_config(rd_kafka_t *rk, const char *topic, const char *key, char *out, size_t n);
 /* A topic's partitions as a broker says now; -1 when it cannot tell. */
 int32_t sp_topics_partitions(rd_kafka_t *rk, const char *topic);
 /* A partition's low and high watermarks. A topic created a moment ago (by

@@ -426,3 +426,26 @@ sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
                   for i in range(n)])
     assert values(kafka, "out") == want
     assert p.alive(), p.stderr()
+
+
+def test_a_join_changelog_made_compacted_only_is_named_with_the_fix(kafka, sproc, tmp_path):
+    """A join side's changelog an earlier sproc made (compacted only) would
+    keep every record now that expiry writes no tombstones: sproc says so
+    at start, with the settings that fix it."""
+    kafka.create("trips")
+    kafka.create("payments")
+    kafka.create("out")
+    app = kafka.topic("app")
+    kafka.create("app-pay.left-changelog", config={"cleanup.policy": "compact"})
+    script = write_script(tmp_path, "pay.lua", f"""
+local sproc = require "sproc"
+local payments = sproc.source{{ topic = "{kafka.topic('payments')}", value = "json" }}
+sproc.source{{ topic = "{kafka.topic('trips')}", value = "json" }}
+  :join(payments, function(t, p) return {{ id = t.id }} end, {{ within = "5s", grace = "0s", name = "pay" }})
+  :to{{ topic = "{kafka.topic('out')}" }}
+""")
+    p = sproc([script, "--brokers", kafka.bootstrap, "--app", app, "--until-end"] + FAST)
+    assert p.wait(120) == 0, p.stderr()
+    warned = [ln for ln in p.stderr().splitlines() if "has cleanup.policy=compact:" in ln]
+    assert len(warned) == 1 and f"{app}-pay.left-changelog" in warned[0], p.stderr()
+    assert "retention.ms=86410000" in warned[0], warned
