@@ -21,8 +21,11 @@ local M = {}
 local VSET, KSET = "\0value set", "\0key set"
 -- a table's change: the row's value before it (false: none)
 local OLD = "\0old value"
+-- True on a view whose key, unless replaced, is the record's bytes as
+-- they came (no key serde): a join may then use them without a string.
+local RAWKEY = "\0raw key"
 M.OLD = OLD
-M.VSET, M.KSET = VSET, KSET
+M.VSET, M.KSET, M.RAWKEY = VSET, KSET, RAWKEY
 -- While select()'s projection is the value, VSET holds that select's
 -- projected view (M.projection): its JSON text is in the core's buffer at
 -- proj, proj_len, and the view reads the selected fields of the record's
@@ -211,7 +214,8 @@ function M.new_view(ctx, batch, src)
   -- caching fields never adds or drops a key: LuaJIT rehashes a table
   -- whose keys come and go, and small views did so for every record.
   local view = { value = true, key = true, ts = true, offset = true, partition = true,
-                 topic = true, headers = true, [VSET] = false, [KSET] = false, [OLD] = false }
+                 topic = true, headers = true, [VSET] = false, [KSET] = false, [OLD] = false,
+                 [RAWKEY] = not key_json }
   for k in pairs(getters) do view[k] = nil end
   local extra = {}
   setmetatable(view, {

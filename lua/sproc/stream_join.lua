@@ -15,13 +15,15 @@ local store = require "sproc.store"
 local encode = require "sproc.encode"
 local errors = require "sproc.errors"
 local joins = require "sproc.joins"
-local KSET = require("sproc.record").KSET
+local record = require "sproc.record"
+local KSET, RAWKEY = record.KSET, record.RAWKEY
 
 local C = core.C
 local ffi_string = ffi.string
 local errp, cerr = errors.errp, errors.cerr
 local key_string = encode.key_string
 local tonumber, error, char, byte = tonumber, error, string.char, string.byte
+local getinfo = debug.getinfo
 local rawget, rawset, type, getmetatable = rawget, rawset, type, getmetatable
 local decode, encode_value = store.decode, store.encode
 local joined = require "sproc.joined"
@@ -192,22 +194,29 @@ function M.side(n, env, c)
 
   -- the partner in hit joins r; then the next one: 1, 0 at the end, < 0
   -- out of memory
-  local function joined_with(r, v, key, k, ts)
+  -- k, kl: the key's bytes (a string, or the record's own pointer)
+  local function joined_with(r, v, key, k, kl, ts)
     local ots = tonumber(hit.ts)
     local ov = decode(hit.val, tonumber(hit.vlen))
     -- the partner is no longer waiting for one
     if uses_outer then forget_waiting(outer, ots, other_side, k) end
     with_value(nxt, r, join(v, ov, key), ts > ots and ts or ots)
-    return (jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit))
+    return (jnext(ctx, other_id, k, kl, ts - before, ts + after, retention, hit))
   end
 
   -- a record with more than one partner: a loop of its own, so that the
   -- usual one with none or one compiles without an inner loop
-  local function the_others(r, v, key, k, ts)
+  local function the_others(r, v, key, k, kl, ts)
     local rc
-    repeat rc = joined_with(r, v, key, k, ts) until rc ~= 1
+    repeat rc = joined_with(r, v, key, k, kl, ts) until rc ~= 1
     return rc
   end
+
+  -- An inner join whose function takes no key reads a record's key as
+  -- its bytes, when they are the key (no serde, not replaced): no Lua
+  -- string per record.
+  local info = type(fn) == "function" and getinfo(fn, "u")
+  local bytes_key = how == "inner" and info and not info.isvararg and info.nparams <= 2
 
   return function(r)
     local ts = r.ts
@@ -217,24 +226,32 @@ function M.side(n, env, c)
       now = ts
       outer.put(TIME, now)
     end
-    local v, key = r.value, r.key
-    if this_outer and key == nil and v ~= nil then
-      return (with_value(nxt, r, join(v, nil, key)))
+    local v, key, k, kl = r.value, nil, nil, nil
+    if bytes_key and rawget(r, RAWKEY) and not rawget(r, KSET) then
+      local rec = batch.recs[batch.cur]
+      k, kl = rec.key, rec.key_len
+      if k == nil then key = nil else key = true end
+    else
+      key = r.key
+      if this_outer and key == nil and v ~= nil then
+        return (with_value(nxt, r, join(v, nil, key)))
+      end
+      if key ~= nil then k = key_string(key); kl = #k end
     end
     if key == nil or v == nil then
       stats.filtered = stats.filtered + 1
       return
     end
-    local k = key_string(key)
+    if bytes_key then key = nil end
     if uses_outer and ts == now then emit_closed(r, now) end
     -- the other side's records of the key within the window, and still
     -- within its store's retention
     hit.started = 0
-    local rc = jnext(ctx, other_id, k, #k, ts - before, ts + after, retention, hit)
+    local rc = jnext(ctx, other_id, k, kl, ts - before, ts + after, retention, hit)
     local found = rc == 1
     if found then
-      rc = joined_with(r, v, key, k, ts)
-      if rc == 1 then rc = the_others(r, v, key, k, ts) end
+      rc = joined_with(r, v, key, k, kl, ts)
+      if rc == 1 then rc = the_others(r, v, key, k, kl, ts) end
     end
     if rc < 0 then error("join " .. j.name .. ": out of memory", 0) end
     if not found and this_outer then
@@ -250,11 +267,11 @@ function M.side(n, env, c)
     local mt = type(v) == "table" and getmetatable(v)
     if mt and mt.__sproc_raw == 1 then
       local rec = batch.recs[batch.cur]
-      rc = jput(ctx, this_id, k, #k, ts, B_JSON, rec.val, rec.val_len, retention, errp)
+      rc = jput(ctx, this_id, k, kl, ts, B_JSON, rec.val, rec.val_len, retention, errp)
     else
       local p, len = encode_value(v)
       if not p then error("join: " .. len, 0) end
-      rc = jput(ctx, this_id, k, #k, ts, -1, p, len, retention, errp)
+      rc = jput(ctx, this_id, k, kl, ts, -1, p, len, retention, errp)
     end
     if rc < 0 then error(cerr("join " .. j.name), 0) end
   end

@@ -243,6 +243,21 @@ l:join(r, function(a, b) return a.v .. "+" .. b.v end, { within = 10, grace = 5,
     assert.are.same({ "k380|l380+r|385" }, lines(d, "out"))
   end)
 
+  it("matches raw keys by all their bytes", function()
+    -- an inner join whose function takes no key reads raw keys as bytes,
+    -- without a Lua string: a zero byte inside is part of the key
+    local d = driver([[
+local x = sproc.source{ topic = "X", value = "json" }
+local y = sproc.source{ topic = "Y", value = "json" }
+x:join(y, function(a, b) return a.v .. "+" .. b.v end, { within = 10, grace = 5 })
+ :to{ topic = "raw" }
+]])
+    d:pipe("X", { key = "k\0b", value = { v = "x" }, ts = 10 })
+    d:pipe("Y", { { key = "k\0a", value = { v = "no" }, ts = 11 }, { key = "k", value = { v = "no" }, ts = 11 },
+                  { key = "k\0b", value = { v = "y" }, ts = 12 } })
+    assert.are.same({ "k\0b|x+y|12" }, lines(d, "raw"))
+  end)
+
   it("a left join's record without a key goes out at once; others without a key are dropped", function()
     assert.are.same({ "nil|l1+-|5" }, run("left_join", {
       { "L", nil, "l1", 5 },
