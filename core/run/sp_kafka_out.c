@@ -16,8 +16,8 @@ typedef struct ksink {
 
 static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
     rd_kafka_resp_err_t e;
-    int waited = 0, warned = 0;
-    double since = 0;
+    int warned = 0;
+    double since = 0; /* when the wait for room began; 0: none */
     for (;;) {
         if (m->hdrs)
             e = rd_kafka_producev(
@@ -43,8 +43,7 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
         if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL) break;
         /* Backpressure: wait for acknowledgements to make room (for as
          * long as a broker takes to fail over) */
-        if (!waited) {
-            waited = 1;
+        if (since == 0) {
             if (ko->waiting) ko->waiting(ko->opaque, 1);
             since = sp_clock_s();
         } else if (!warned && sp_clock_s() - since > 10) {
@@ -55,7 +54,7 @@ static int produce(sp_kafka_out *ko, rd_kafka_topic_t *rkt, sp_msg *m) {
         }
         rd_kafka_poll(ko->producer, 1);
     }
-    if (waited && ko->waiting) ko->waiting(ko->opaque, 0);
+    if (since != 0 && ko->waiting) ko->waiting(ko->opaque, 0);
     return e;
 }
 

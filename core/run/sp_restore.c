@@ -784,10 +784,12 @@ int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
             own[n++] = rs->topics[i];
             continue;
         }
+        /* Kafka Streams' windowstore.changelog.additional.retention.ms */
+        int64_t keep_ms = s->retention + 86400000;
         char config[160];
         snprintf(config, sizeof config,
                  "cleanup.policy=compact,delete\nmin.compaction.lag.ms=3600000\n"
-                 "retention.ms=%" PRId64, s->retention + 86400000);
+                 "retention.ms=%" PRId64, keep_ms);
         rc = sp_topics_ensure(rs->rk, &rs->topics[i], 1, partitions, config, 1, "changelog");
         /* one an earlier sproc made is compacted only: with no tombstones
          * for its expired records, nothing would ever empty it */
@@ -796,8 +798,7 @@ int sp_restore_ensure_topics(sp_restore *rs, int32_t partitions) {
                                         sizeof policy) == 1 && !strstr(policy, "delete"))
             sp_warn("changelog topic %s has cleanup.policy=%s: the join's expired records leave "
                     "it no tombstones, so it keeps them all; set cleanup.policy=compact,delete "
-                    "and retention.ms=%" PRId64 " on it", rs->topics[i], policy,
-                    s->retention + 86400000);
+                    "and retention.ms=%" PRId64 " on it", rs->topics[i], policy, keep_ms);
     }
     if (rc == 0 && n)
         rc = sp_topics_ensure(rs->rk, own, n, partitions,

@@ -117,12 +117,11 @@ static int next_hit(sp_ctx *ctx, int store, const unsigned char *from, size_t n,
         return 0;
     if (kl != klen + 14 || memcmp(k, from, klen + 2) != 0) return 0;
     const unsigned char *t = (const unsigned char *)k + 2 + klen;
-    uint64_t ts = 0;
+    int64_t ts = sp_store_window_time(k, kl);
     uint32_t seq = 0;
-    for (int i = 0; i < 8; i++) ts = ts << 8 | t[i];
     for (int i = 8; i < 12; i++) seq = seq << 8 | t[i];
-    if ((int64_t)ts > hi) return 0;
-    hit->ts = (int64_t)ts;
+    if (ts > hi) return 0;
+    hit->ts = ts;
     hit->seq = seq;
     hit->val = v;
     hit->vlen = vl;

@@ -383,6 +383,12 @@ static int del_node(sp_store *s, sp_kv_part *p, sp_kv_node *n, int how, const ch
     return 0;
 }
 
+/* How an expired node goes: a retention store's changelog forgets by time
+ * itself. */
+static int expired(const sp_store *s) {
+    return s->retention ? DEL_FORGOTTEN : DEL_LOGGED;
+}
+
 static int del(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                int how, const char **err) {
     return del_node(s, p, find(p, key, klen), how, err);
@@ -407,7 +413,7 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
         next = RB_NEXT(sp_kv_tree, &p->tree, x);
         if (x->val && x->ts <= ts) {
             /* del_node may free x: the next node is taken first */
-            if (del_node(s, p, x, DEL_LOGGED, &err) == 0) n++;
+            if (del_node(s, p, x, expired(s), &err) == 0) n++;
         }
     }
     return n;
@@ -423,8 +429,7 @@ int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
             age_unlink(p, x);
             continue;
         }
-        /* a retention store's changelog forgets by time itself */
-        if (del_node(s, p, x, s->retention ? DEL_FORGOTTEN : DEL_LOGGED, &err) != 0) break;
+        if (del_node(s, p, x, expired(s), &err) != 0) break;
         n++;
     }
     return n;

@@ -511,17 +511,15 @@ int64_t sp_store_expire(sp_ctx *ctx, sp_store *s, int32_t partition, int64_t ts)
     const char *err;
     sp_lmdb *l = disk(ctx, s, &err);
     void *arg[3] = {ctx, s, p};
-    return l ? sp_lmdb_expire(l, partition, ts, expired_key, arg) : 0;
+    /* a retention store's changelog forgets by time itself */
+    return l ? sp_lmdb_expire(l, partition, ts, s->retention ? NULL : expired_key, arg) : 0;
 }
 
 static int64_t sweep(sp_ctx *ctx, sp_store *s, sp_kv_part *p, int64_t ts, int64_t every) {
     if (!p || (p->swept_ms >= 0 && ts - p->swept_ms < every)) return 0;
     p->swept_ms = ts;
     if (s->aged && !s->disk) return sp_kv_expire_oldest(s, p, ts);
-    if (!s->retention) return sp_store_expire(ctx, s, p->partition, ts);
-    const char *err;
-    sp_lmdb *l = disk(ctx, s, &err);
-    return l ? sp_lmdb_expire(l, p->partition, ts, NULL, NULL) : 0;
+    return sp_store_expire(ctx, s, p->partition, ts);
 }
 
 int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, int64_t every) {
@@ -542,9 +540,7 @@ int sp_store_set_retention(sp_ctx *ctx, int store, int64_t retention_ms, const c
     return SP_OK;
 }
 
-/* The record time in a window key (2-byte length, key, 8-byte time, and
- * more), or -1 when key is not one (a join side's own entries). */
-static int64_t window_time(const char *key, size_t klen) {
+int64_t sp_store_window_time(const char *key, size_t klen) {
     const unsigned char *k = (const unsigned char *)key;
     size_t at = klen >= 2 ? 2 + ((size_t)k[0] << 8 | k[1]) : klen;
     uint64_t t = 0;
@@ -562,9 +558,9 @@ static int64_t window_time(const char *key, size_t klen) {
 static int restore_keeps(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                          size_t klen, const char *val, int64_t *ts) {
     sp_kv_part *p;
-    if (!s->retention || window_time(key, klen) < 0 || !(p = sp_kv_part_of(s, partition, 1)))
-        return 1;
-    *ts = window_time(key, klen);
+    int64_t t = s->retention ? sp_store_window_time(key, klen) : -1;
+    if (t < 0 || !(p = sp_kv_part_of(s, partition, 1))) return 1;
+    *ts = t;
     if (*ts > p->restored_ms) p->restored_ms = *ts;
     int64_t cut = p->restored_ms - s->retention;
     if (cut < 0) return 1;

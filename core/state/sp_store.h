@@ -34,6 +34,9 @@ int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err);
  * deletes by time, a day past the retention: Kafka Streams' window store
  * changelogs), and a restore skips what the retention dropped. */
 int sp_store_set_retention(sp_ctx *ctx, int store, int64_t retention_ms, const char **err);
+/* The record time in a window key (2-byte length, key, 8-byte time, and
+ * more), or -1 when key is not one (a join side's own entries). */
+int64_t sp_store_window_time(const char *key, size_t klen);
 int sp_store_restore_apply(sp_ctx *ctx, sp_store *s, int32_t partition, const char *key,
                        size_t klen, const char *val, size_t vlen, int64_t ts,
                        const char **err);

@@ -226,11 +226,12 @@ function M.side(n, env, c)
       now = ts
       outer.put(TIME, now)
     end
+    -- k, kl: the key's bytes, nil for no key (key stays nil for a
+    -- function that takes none)
     local v, key, k, kl = r.value, nil, nil, nil
     if bytes_key and rawget(r, RAWKEY) and not rawget(r, KSET) then
       local rec = batch.recs[batch.cur]
       k, kl = rec.key, rec.key_len
-      if k == nil then key = nil else key = true end
     else
       key = r.key
       if this_outer and key == nil and v ~= nil then
@@ -238,11 +239,10 @@ function M.side(n, env, c)
       end
       if key ~= nil then k = key_string(key); kl = #k end
     end
-    if key == nil or v == nil then
+    if k == nil or v == nil then
       stats.filtered = stats.filtered + 1
       return
     end
-    if bytes_key then key = nil end
     if uses_outer and ts == now then emit_closed(r, now) end
     -- the other side's records of the key within the window, and still
     -- within its store's retention
