@@ -113,7 +113,8 @@ static int next_hit(sp_ctx *ctx, int store, const unsigned char *from, size_t n,
     size_t kl, vl;
     int strict = hit->started > 1;
     hit->started = 2;
-    if (sp_store_next(ctx, store, -1, (const char *)from, n, strict, &k, &kl, &v, &vl) != 1)
+    if (sp_store_next_in(ctx, store, -1, (const char *)from, n, klen + 2, strict, &k, &kl, &v,
+                         &vl) != 1)
         return 0;
     if (kl != klen + 14 || memcmp(k, from, klen + 2) != 0) return 0;
     const unsigned char *t = (const unsigned char *)k + 2 + klen;

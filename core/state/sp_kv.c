@@ -22,11 +22,15 @@ static inline int bytes_cmp(const unsigned char *a, const unsigned char *b, size
 
 /* Keys compare as bytes, shorter first on a common prefix (Kafka Streams'
  * Bytes order). */
-static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
-    size_t n = a->klen < b->klen ? a->klen : b->klen;
-    int c = bytes_cmp((const unsigned char *)a->key, (const unsigned char *)b->key, n);
+static int key_cmp(const sp_kv_node *a, const char *key, size_t klen) {
+    size_t n = a->klen < klen ? a->klen : klen;
+    int c = bytes_cmp((const unsigned char *)a->key, (const unsigned char *)key, n);
     if (c) return c;
-    return a->klen < b->klen ? -1 : a->klen > b->klen;
+    return a->klen < klen ? -1 : a->klen > klen;
+}
+
+static int kv_cmp(const sp_kv_node *a, const sp_kv_node *b) {
+    return key_cmp(a, b->key, b->klen);
 }
 
 RB_GENERATE_STATIC(sp_kv_tree, sp_kv_node, rb, kv_cmp)
@@ -50,13 +54,16 @@ void sp_kv_release_segs(sp_kv_part *p) {
     p->nsegs = 0;
 }
 
+static void part_free(sp_store *s, sp_kv_part *p) {
+    sp_kv_clear(s, p);
+    sp_kv_release_segs(p);
+    sp_kv_index_destroy(&p->index);
+    sp_kv_index_destroy(&p->runs);
+    free(p->dirty);
+}
+
 void sp_kv_destroy(sp_store *s) {
-    for (int32_t i = 0; i < s->nparts; i++) {
-        sp_kv_clear(s, &s->parts[i]);
-        sp_kv_release_segs(&s->parts[i]);
-        sp_kv_index_destroy(&s->parts[i].index);
-        free(s->parts[i].dirty);
-    }
+    for (int32_t i = 0; i < s->nparts; i++) part_free(s, &s->parts[i]);
     if (s->budget_used) *s->budget_used -= s->bytes;
     free(s->parts);
     free(s->name);
@@ -121,37 +128,119 @@ static void age_touch(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     n->aged = 1;
 }
 
-/* Keys of a ranged partition that are window keys (2-byte length, key,
- * then time and more) are not hashed: a join side's records are read by
- * time range, never by key, and hashing them cost a cache miss for each
- * write and each expiry. Its own entries (shorter keys) are. */
-static int hashed(const sp_kv_part *p, const char *key, size_t klen) {
-    if (!p->ranged || klen < 2) return 1;
-    return 2 + ((size_t)(unsigned char)key[0] << 8 | (unsigned char)key[1]) > klen;
+/* A ranged partition's window keys (2-byte length, key, then time and
+ * more) are kept out of the tree, in one run per key part: a join side's
+ * records are read by a key's time range only, and a tree of every record
+ * in the window cost a search of some 20 cache misses for each write and
+ * each read. A run lists its nodes in key order (by time, as they mostly
+ * come: a write goes in from the last one back), and the runs index finds
+ * its first node by the key part. Returns the key part's length (2 + the
+ * key's), 0 for a key that is not in a run. The partition's own entries
+ * (shorter keys) are in the tree and hashed. */
+static size_t run_len(const sp_kv_part *p, const char *key, size_t klen) {
+    if (!p->ranged || klen < 2) return 0;
+    size_t n = 2 + ((size_t)(unsigned char)key[0] << 8 | (unsigned char)key[1]);
+    return n <= klen ? n : 0;
 }
 
-static sp_kv_node *tree_find(sp_kv_part *p, const char *key, size_t klen) {
-    kv_probe probe;
-    sp_kv_node *q = probe_of(&probe, key, klen);
-    if (!q) return NULL;
-    sp_kv_node *n = RB_FIND(sp_kv_tree, &p->tree, q);
-    probe_done(&probe, q);
-    return n;
+static sp_kv_node *run_first(const sp_kv_part *p, const char *key, size_t plen) {
+    return sp_kv_index_find_prefix(&p->runs, key, plen, sp_kv_index_hash(key, plen));
+}
+
+/* the first node of n's run (n->run.prev's next is n but for the first) */
+static sp_kv_node *run_first_of(const sp_kv_part *p, sp_kv_node *n, size_t plen) {
+    return n->run.prev->run.next != n
+               ? n
+               : sp_kv_index_find_prefix(&p->runs, n->key, plen, n->hash);
+}
+
+/* key's node in its run (plen its key part's length), or NULL */
+static sp_kv_node *run_find(const sp_kv_part *p, const char *key, size_t klen, size_t plen) {
+    sp_kv_node *first = run_first(p, key, plen);
+    if (!first) return NULL;
+    for (sp_kv_node *x = first->run.prev;; x = x->run.prev) {
+        int c = key_cmp(x, key, klen);
+        if (c <= 0) return c == 0 ? x : NULL;
+        if (x == first) return NULL;
+    }
+}
+
+/* A scan across runs orders the partition's nodes once; a change lets
+ * that order go. */
+static void unorder(sp_kv_part *p) {
+    free(p->order);
+    p->order = NULL;
+    p->norder = 0;
+}
+
+/* Puts n (its key set) in its run: 0, or -1 out of memory; *had is the
+ * node of the same key if there is one (n is then not put). */
+static int run_insert(sp_kv_part *p, sp_kv_node *n, size_t plen, sp_kv_node **had) {
+    sp_kv_node *first = run_first(p, n->key, plen), *x;
+    *had = NULL;
+    n->in_run = 1;
+    if (!first) {
+        n->hash = sp_kv_index_hash(n->key, plen);
+        n->run.next = NULL;
+        n->run.prev = n;
+        if (sp_kv_index_add(&p->runs, n) != 0) return -1;
+        unorder(p);
+        return 0;
+    }
+    n->hash = first->hash;
+    int c = 1;
+    for (x = first->run.prev; x && (c = kv_cmp(x, n)) > 0; x = x == first ? NULL : x->run.prev)
+        ;
+    if (x && c == 0) {
+        *had = x;
+        return 0;
+    }
+    if (!x) { /* the new first */
+        n->run.next = first;
+        n->run.prev = first->run.prev;
+        first->run.prev = n;
+        sp_kv_index_replace(&p->runs, first, n);
+    } else {
+        n->run.next = x->run.next;
+        n->run.prev = x;
+        if (x->run.next) x->run.next->run.prev = n; else first->run.prev = n;
+        x->run.next = n;
+    }
+    unorder(p);
+    return 0;
+}
+
+static void run_unlink(sp_kv_part *p, sp_kv_node *n) {
+    sp_kv_node *first = run_first_of(p, n, run_len(p, n->key, n->klen));
+    if (n == first) {
+        if (n->run.next) {
+            n->run.next->run.prev = n->run.prev;
+            sp_kv_index_replace(&p->runs, n, n->run.next);
+        } else {
+            sp_kv_index_remove(&p->runs, n);
+        }
+    } else {
+        n->run.prev->run.next = n->run.next;
+        if (n->run.next) n->run.next->run.prev = n->run.prev; else first->run.prev = n->run.prev;
+    }
+    n->in_run = 0;
+    unorder(p);
 }
 
 /* key's node without a search down the tree: the node found last (reads
  * are often followed by a write of the same key), or the index's. NULL
- * for an unhashed key found neither way. */
+ * for a window key of a ranged partition found neither way. */
 static sp_kv_node *known(sp_kv_part *p, const char *key, size_t klen) {
     sp_kv_node *n = p->last;
     if (n && n->klen == klen && memcmp(n->key, key, klen) == 0) return n;
-    return hashed(p, key, klen) ? sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen))
-                                : NULL;
+    return run_len(p, key, klen) ? NULL
+                                 : sp_kv_index_find(&p->index, key, klen, sp_kv_index_hash(key, klen));
 }
 
 static sp_kv_node *find(sp_kv_part *p, const char *key, size_t klen) {
     sp_kv_node *n = known(p, key, klen);
-    if (!n && !hashed(p, key, klen)) n = tree_find(p, key, klen);
+    size_t plen;
+    if (!n && (plen = run_len(p, key, klen))) n = run_find(p, key, klen, plen);
     if (n) p->last = n;
     return n;
 }
@@ -245,8 +334,26 @@ oom:
     return -1;
 }
 
+/* Puts n (its key set) in the tree and the index, or in its run: 0, or -1
+ * out of memory; *had is the node of the same key if there is one (n is
+ * then not put). */
+static int link_node(sp_kv_part *p, sp_kv_node *n, sp_kv_node **had) {
+    size_t plen = run_len(p, n->key, n->klen);
+    if (plen) return run_insert(p, n, plen, had);
+    if ((*had = RB_INSERT(sp_kv_tree, &p->tree, n))) return 0;
+    n->hashed = 1;
+    n->hash = sp_kv_index_hash(n->key, n->klen);
+    if (sp_kv_index_add(&p->index, n) != 0) {
+        RB_REMOVE(sp_kv_tree, &p->tree, n);
+        return -1;
+    }
+    if (p->ranged) unorder(p);
+    return 0;
+}
+
 /* put of a key without a known node: a new node goes into the tree in one
- * search, which finds an unhashed key's node instead when it has one. */
+ * search (or into its run), which finds a window key's node instead when
+ * it has one. */
 static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                   const char *val, size_t vlen, int64_t ts, int mark, const char **err) {
     int64_t size = NODE_OVERHEAD + (int64_t)klen + (int64_t)vlen;
@@ -261,20 +368,15 @@ static int insert(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     memcpy(n->key, key, klen);
     n->val = (char *)n + inline_offset(klen);
     n->vlen = (uint32_t)vlen;
-    sp_kv_node *had = RB_INSERT(sp_kv_tree, &p->tree, n);
+    sp_kv_node *had;
+    if (link_node(p, n, &had) != 0) {
+        free(n);
+        goto oom;
+    }
     if (had) {
         free(n);
         charge(s, -size, err);
         return put_at(s, p, had, val, vlen, ts, mark, err);
-    }
-    if (hashed(p, key, klen)) {
-        n->hashed = 1;
-        n->hash = sp_kv_index_hash(key, klen);
-        if (sp_kv_index_add(&p->index, n) != 0) {
-            RB_REMOVE(sp_kv_tree, &p->tree, n);
-            free(n);
-            goto oom;
-        }
     }
     /* put_at copies the value into place */
     p->count++;
@@ -334,8 +436,13 @@ static void unlink_node(sp_store *s, sp_kv_part *p, sp_kv_node *n) {
     if (p->last == n) p->last = NULL;
     if (p->cursor == n) p->cursor = NULL;
     age_unlink(p, n);
-    if (n->hashed) sp_kv_index_remove(&p->index, n);
-    RB_REMOVE(sp_kv_tree, &p->tree, n);
+    if (n->in_run) {
+        run_unlink(p, n);
+    } else {
+        if (n->hashed) sp_kv_index_remove(&p->index, n);
+        RB_REMOVE(sp_kv_tree, &p->tree, n);
+        if (p->ranged) unorder(p);
+    }
     charge(s, -(NODE_OVERHEAD + (int64_t)n->klen), &err);
     free(n);
 }
@@ -344,10 +451,7 @@ void sp_kv_drop_part(sp_store *s, int32_t partition) {
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_part *p = &s->parts[i];
         if (p->partition != partition) continue;
-        sp_kv_clear(s, p);
-        sp_kv_release_segs(p);
-        sp_kv_index_destroy(&p->index);
-        free(p->dirty);
+        part_free(s, p);
         s->parts[i] = s->parts[--s->nparts];
         return;
     }
@@ -405,17 +509,33 @@ int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     return put(s, p, key, klen, val, vlen, ts, 0, err);
 }
 
+/* Every node of a partition, in no order (the tree's, then the runs'): an
+ * array to free; NULL (and *count 0) out of memory. */
+static sp_kv_node **all_nodes(sp_kv_part *p, size_t *count) {
+    size_t n = 0, i = 0;
+    sp_kv_node *x, **a;
+    RB_FOREACH(x, sp_kv_tree, &p->tree) n++;
+    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
+        for (x = p->runs.slots[j].node; x; x = x->run.next) n++;
+    *count = 0;
+    if (!(a = malloc((n ? n : 1) * sizeof *a))) return NULL;
+    RB_FOREACH(x, sp_kv_tree, &p->tree) a[i++] = x;
+    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
+        for (x = p->runs.slots[j].node; x; x = x->run.next) a[i++] = x;
+    *count = n;
+    return a;
+}
+
 int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
     const char *err;
     int64_t n = 0;
-    sp_kv_node *x, *next;
-    for (x = RB_MIN(sp_kv_tree, &p->tree); x; x = next) {
-        next = RB_NEXT(sp_kv_tree, &p->tree, x);
-        if (x->val && x->ts <= ts) {
-            /* del_node may free x: the next node is taken first */
-            if (del_node(s, p, x, expired(s), &err) == 0) n++;
-        }
-    }
+    size_t count;
+    /* del_node may free a node (and change the runs' index): the nodes are
+     * listed first */
+    sp_kv_node **a = all_nodes(p, &count);
+    for (size_t i = 0; i < count; i++)
+        if (a[i]->val && a[i]->ts <= ts && del_node(s, p, a[i], expired(s), &err) == 0) n++;
+    free(a);
     return n;
 }
 
@@ -435,35 +555,70 @@ int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
     return n;
 }
 
-void sp_kv_set_aged(sp_store *s) {
-    if (s->aged) return;
+int sp_kv_set_aged(sp_store *s) {
+    if (s->aged) return 0;
     s->aged = 1;
     /* entries there already (rare: stores are marked when opened) join in
-     * key order */
-    for (int32_t i = 0; i < s->nparts; i++)
-        for (sp_kv_node *n = RB_MIN(sp_kv_tree, &s->parts[i].tree); n;
-             n = RB_NEXT(sp_kv_tree, &s->parts[i].tree, n))
-            if (n->val) age_touch(s, &s->parts[i], n);
+     * the order they are found */
+    for (int32_t i = 0; i < s->nparts; i++) {
+        size_t count;
+        sp_kv_node **a = all_nodes(&s->parts[i], &count);
+        if (!a) return -1;
+        for (size_t j = 0; j < count; j++)
+            if (a[j]->val) age_touch(s, &s->parts[i], a[j]);
+        free(a);
+    }
+    return 0;
 }
 
-void sp_kv_set_ranged(sp_store *s) {
-    if (s->ranged) return;
+int sp_kv_set_ranged(sp_store *s) {
+    if (s->ranged) return 0;
     s->ranged = 1;
-    /* entries there already (rare: stores are marked when opened) */
+    /* window keys there already (rare: stores are marked when opened) go
+     * from the tree to their runs */
     for (int32_t i = 0; i < s->nparts; i++) {
         sp_kv_part *p = &s->parts[i];
+        sp_kv_node *n, *next, *had;
         p->ranged = 1;
-        for (sp_kv_node *n = RB_MIN(sp_kv_tree, &p->tree); n; n = RB_NEXT(sp_kv_tree, &p->tree, n))
-            if (n->hashed && !hashed(p, n->key, n->klen)) {
-                sp_kv_index_remove(&p->index, n);
-                n->hashed = 0;
-            }
+        for (n = RB_MIN(sp_kv_tree, &p->tree); n; n = next) {
+            next = RB_NEXT(sp_kv_tree, &p->tree, n);
+            size_t plen = run_len(p, n->key, n->klen);
+            if (!plen) continue;
+            sp_kv_index_remove(&p->index, n);
+            n->hashed = 0;
+            RB_REMOVE(sp_kv_tree, &p->tree, n);
+            if (run_insert(p, n, plen, &had) != 0) return -1;
+        }
     }
+    return 0;
+}
+
+/* A ranged partition's nodes in key order: a binary search of its order,
+ * made when asked (a scan across runs: sproc query, a checkpoint). */
+static int order_cmp(const void *a, const void *b) {
+    return kv_cmp(*(sp_kv_node *const *)a, *(sp_kv_node *const *)b);
+}
+
+static sp_kv_node *ordered_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
+    if (!p->order) {
+        if (!(p->order = all_nodes(p, &p->norder))) return NULL;
+        qsort(p->order, p->norder, sizeof *p->order, order_cmp);
+    }
+    size_t lo = 0, hi = p->norder;
+    while (from && lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        int c = key_cmp(p->order[mid], from, flen);
+        if (c < 0 || (strict && c == 0)) lo = mid + 1; else hi = mid;
+    }
+    while (lo < p->norder && !p->order[lo]->val) lo++;
+    return lo < p->norder ? p->order[lo] : NULL;
 }
 
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
     sp_kv_node *n;
-    if (!from) {
+    if (p->ranged) {
+        n = ordered_seek(p, from, flen, strict);
+    } else if (!from) {
         n = RB_MIN(sp_kv_tree, &p->tree);
     } else if (p->cursor && p->cursor->klen == flen && memcmp(p->cursor->key, from, flen) == 0) {
         /* a scan going on from the key it was given last */
@@ -477,7 +632,30 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
         if (n && strict && n->klen == flen && memcmp(n->key, from, flen) == 0)
             n = RB_NEXT(sp_kv_tree, &p->tree, n);
     }
-    while (n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    while (!p->ranged && n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    p->cursor = n;
+    return n;
+}
+
+sp_kv_node *sp_kv_seek_in(sp_kv_part *p, const char *from, size_t flen, size_t plen,
+                          int strict) {
+    sp_kv_node *n;
+    if (run_len(p, from, flen) != plen) {
+        /* not a run: the ordered scan, to the end of the prefix */
+        n = sp_kv_seek(p, from, flen, strict);
+        return n && n->klen >= plen && memcmp(n->key, from, plen) == 0 ? n : NULL;
+    }
+    if (p->cursor && p->cursor->in_run && p->cursor->klen == flen &&
+        memcmp(p->cursor->key, from, flen) == 0) {
+        /* a scan going on from the key it was given last */
+        n = strict ? p->cursor->run.next : p->cursor;
+    } else {
+        int c;
+        for (n = run_first(p, from, plen); n && ((c = key_cmp(n, from, flen)) < 0 || (strict && c == 0));
+             n = n->run.next)
+            ;
+    }
+    while (n && !n->val) n = n->run.next;
     p->cursor = n;
     return n;
 }
@@ -485,6 +663,17 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
 void sp_kv_clear(sp_store *s, sp_kv_part *p) {
     const char *err;
     sp_kv_node *n;
+    /* a run's first node, unlinked, leaves the next one in its slot (a
+     * run's last leaves its slot to one that probed past it, or empty) */
+    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
+        while ((n = p->runs.slots[j].node)) {
+            if (n->val) {
+                charge(s, -(int64_t)n->vlen, &err);
+                free_val(n);
+                p->count--;
+            }
+            unlink_node(s, p, n);
+        }
     while ((n = RB_MIN(sp_kv_tree, &p->tree))) {
         if (n->val) {
             charge(s, -(int64_t)n->vlen, &err);
@@ -494,6 +683,7 @@ void sp_kv_clear(sp_store *s, sp_kv_part *p) {
         unlink_node(s, p, n);
     }
     p->ndirty = 0;
+    unorder(p);
 }
 
 void sp_kv_clean(sp_store *s, sp_kv_part *p) {

@@ -19,7 +19,13 @@
 #include "sp_kv_index.h"
 
 typedef struct sp_kv_node {
-    RB_ENTRY(sp_kv_node) rb;
+    union {
+        RB_ENTRY(sp_kv_node) rb; /* in the tree */
+        struct {
+            struct sp_kv_node *next; /* NULL: the last */
+            struct sp_kv_node *prev; /* the first's: the last */
+        } run; /* a ranged partition's window key: in its key's run */
+    };
     char *val;     /* NULL: deleted, a tombstone waiting for the changelog */
     uint32_t vlen;
     uint32_t klen;
@@ -32,6 +38,8 @@ typedef struct sp_kv_node {
     uint8_t aged;   /* in its partition's age list (sp_store.aged) */
     uint8_t hashed; /* in its partition's index (not a ranged store's
                      * window key), under hash */
+    uint8_t in_run; /* a ranged partition's window key, in a run (its
+                     * hash is its key part's) */
     uint32_t hash;
     struct sp_kv_node *older, *newer;
     char key[];
@@ -42,9 +50,16 @@ RB_HEAD(sp_kv_tree, sp_kv_node);
 typedef struct sp_kv_part {
     int32_t partition;
     struct sp_kv_tree tree;
-    sp_kv_index index;   /* the tree's nodes by key (but a ranged store's
-                          * window keys) */
-    int ranged;          /* its store's */
+    sp_kv_index index;   /* the tree's nodes by key */
+    int ranged;          /* its store's: its window keys (2-byte length,
+                          * key, then time and more) are not in the tree
+                          * but in runs, one per key part, in key order;
+                          * runs holds each run's first node */
+    sp_kv_index runs;
+    sp_kv_node **order;  /* a ranged partition's nodes in key order, for a
+                          * scan across runs: made when a scan asks, let go
+                          * at the next change; NULL none */
+    size_t norder;
     int64_t count;       /* live keys */
     sp_kv_node **dirty;  /* changed since the last changelog flush */
     size_t ndirty, dirty_cap;
@@ -95,8 +110,8 @@ typedef struct sp_store {
     int aged;             /* entries with a value are also listed in the
                            * order they were last written, so that expiry
                            * takes the oldest first (sp_kv_expire_oldest) */
-    int ranged;           /* window keys are read by range only: the index
-                           * leaves them out, exact lookups search the tree */
+    int ranged;           /* window keys are read by a key's time range
+                           * only: they live in runs (sp_kv_part.ranged) */
     int64_t retention;    /* a join side's (sp_store_set_retention): ms of
                            * record time its records are kept; expiry then
                            * leaves no tombstone. 0: none */
@@ -134,14 +149,23 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts);
  * entry written after ts (one written out of time order holds back those
  * after it until its own time comes). */
 int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts);
-/* Makes a store aged (its entries listed by write order too). */
-void sp_kv_set_aged(sp_store *s);
-/* Makes a store ranged (its window keys not hashed). */
-void sp_kv_set_ranged(sp_store *s);
+/* Makes a store aged (its entries listed by write order too): 0, or -1
+ * out of memory. */
+int sp_kv_set_aged(sp_store *s);
+/* Makes a store ranged (its window keys in runs): 0, or -1 out of
+ * memory. */
+int sp_kv_set_ranged(sp_store *s);
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
-/* The first live node with key >= from (> from when strict), or NULL. */
+/* The first live node with key >= from (> from when strict), or NULL
+ * (also when a ranged partition's ordered list cannot be made: out of
+ * memory). */
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict);
+/* The same among the keys that begin with from's first plen bytes: NULL
+ * after the last. For a window key's time range, from a ranged
+ * partition's run without a search across keys. */
+sp_kv_node *sp_kv_seek_in(sp_kv_part *p, const char *from, size_t flen, size_t plen,
+                          int strict);
 /* Frees every node of a partition (a disk store's changed-key list). */
 void sp_kv_clear(sp_store *s, sp_kv_part *p);
 /* Forgets the dirty list after the changes went to the changelog, and

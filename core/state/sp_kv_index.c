@@ -38,6 +38,17 @@ sp_kv_node *sp_kv_index_find(const sp_kv_index *ix, const char *key, size_t klen
     }
 }
 
+sp_kv_node *sp_kv_index_find_prefix(const sp_kv_index *ix, const char *prefix, size_t plen,
+                                    uint32_t h) {
+    if (!ix->mask) return NULL;
+    for (uint32_t i = h & ix->mask;; i = (i + 1) & ix->mask) {
+        const sp_kv_slot *e = &ix->slots[i];
+        if (!e->node) return NULL;
+        if (e->hash == h && e->node->klen >= plen && memcmp(e->node->key, prefix, plen) == 0)
+            return e->node;
+    }
+}
+
 static void place(sp_kv_slot *slots, uint32_t mask, sp_kv_node *n, uint32_t h) {
     uint32_t i = h & mask;
     while (slots[i].node) i = (i + 1) & mask;
@@ -65,12 +76,23 @@ int sp_kv_index_add(sp_kv_index *ix, sp_kv_node *n) {
     return 0;
 }
 
+static uint32_t slot_of(const sp_kv_index *ix, const sp_kv_node *n) {
+    uint32_t i = n->hash & ix->mask;
+    while (ix->slots[i].node && ix->slots[i].node != n) i = (i + 1) & ix->mask;
+    return i;
+}
+
+void sp_kv_index_replace(sp_kv_index *ix, const sp_kv_node *old, sp_kv_node *by) {
+    if (!ix->mask) return;
+    sp_kv_slot *e = &ix->slots[slot_of(ix, old)];
+    if (e->node) e->node = by;
+}
+
 /* Backward-shift deletion: the entries after the hole that probed past it
  * move back, so that lookups never need tombstones. */
 void sp_kv_index_remove(sp_kv_index *ix, const sp_kv_node *n) {
     if (!ix->mask) return;
-    uint32_t i = n->hash & ix->mask;
-    while (ix->slots[i].node && ix->slots[i].node != n) i = (i + 1) & ix->mask;
+    uint32_t i = slot_of(ix, n);
     if (!ix->slots[i].node) return;
     ix->used--;
     for (uint32_t j = (i + 1) & ix->mask; ix->slots[j].node; j = (j + 1) & ix->mask) {

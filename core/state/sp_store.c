@@ -398,6 +398,12 @@ int sp_store_incr_at(sp_ctx *ctx, int store, int32_t partition, const char *key,
 int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
                   size_t flen, int strict, const char **key, size_t *klen,
                   const char **val, size_t *vlen) {
+    return sp_store_next_in(ctx, store, partition, from, flen, 0, strict, key, klen, val, vlen);
+}
+
+int sp_store_next_in(sp_ctx *ctx, int store, int32_t partition, const char *from,
+                     size_t flen, size_t plen, int strict, const char **key, size_t *klen,
+                     const char **val, size_t *vlen) {
     const char *err;
     sp_store *s = get_store(ctx, store);
     if (!s) return SP_EINVAL;
@@ -408,11 +414,14 @@ int sp_store_next(sp_ctx *ctx, int store, int32_t partition, const char *from,
         if (s->disk) {
             sp_lmdb *l = disk(ctx, s, &err);
             if (!l || sp_lmdb_seek(l, part, from, flen, strict, key, klen, val, vlen,
-                                   &ts, &err) != 1)
+                                   &ts, &err) != 1 ||
+                (plen && (*klen < plen || memcmp(*key, from, plen) != 0)))
                 return 0;
         } else {
             sp_kv_part *p = sp_kv_part_of(s, part, 0);
-            sp_kv_node *n = p ? sp_kv_seek(p, from, flen, strict) : NULL;
+            sp_kv_node *n = !p      ? NULL
+                            : plen ? sp_kv_seek_in(p, from, flen, plen, strict)
+                                   : sp_kv_seek(p, from, flen, strict);
             if (!n) return 0;
             *key = n->key;
             *klen = n->klen;
@@ -574,7 +583,10 @@ int sp_store_set_aged(sp_ctx *ctx, int store, const char **err) {
         *err = "no such store";
         return SP_EINVAL;
     }
-    if (!s->disk) sp_kv_set_aged(s);
+    if (!s->disk && sp_kv_set_aged(s) != 0) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
     return SP_OK;
 }
 
@@ -584,7 +596,10 @@ int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err) {
         *err = "no such store";
         return SP_EINVAL;
     }
-    sp_kv_set_ranged(s);
+    if (sp_kv_set_ranged(s) != 0) {
+        *err = "out of memory";
+        return SP_ENOMEM;
+    }
     return SP_OK;
 }
 

@@ -26,14 +26,20 @@ int64_t sp_store_sweep(sp_ctx *ctx, int store, int32_t partition, int64_t ts, in
  * takes the oldest first instead of scanning them all. */
 int sp_store_set_aged(sp_ctx *ctx, int store, const char **err);
 /* A store whose window keys (sproc.store's layout: 2-byte length, key,
- * time and more) are read by range only: exact lookups of them search the
- * tree rather than keep a hash of each. */
+ * time and more) are read by a key's time range only (sp_store_next_in):
+ * in memory, each key's records are a run of their own, outside the tree
+ * (sp_kv.h). */
 int sp_store_set_ranged(sp_ctx *ctx, int store, const char **err);
 /* A join side's store (sp_jstore.c): its records are kept retention_ms
  * of its own record time. Their expiry leaves no tombstone (its changelog
  * deletes by time, a day past the retention: Kafka Streams' window store
  * changelogs), and a restore skips what the retention dropped. */
 int sp_store_set_retention(sp_ctx *ctx, int store, int64_t retention_ms, const char **err);
+/* sp_store_next among the keys that begin with from's first plen bytes
+ * (0: all): 0 after the last. */
+int sp_store_next_in(sp_ctx *ctx, int store, int32_t partition, const char *from,
+                     size_t flen, size_t plen, int strict, const char **key, size_t *klen,
+                     const char **val, size_t *vlen);
 /* The record time in a window key (2-byte length, key, 8-byte time, and
  * more), or -1 when key is not one (a join side's own entries). */
 int64_t sp_store_window_time(const char *key, size_t klen);

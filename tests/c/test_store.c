@@ -244,7 +244,7 @@ static int key_of(char *key, int k, int ranged) {
 }
 
 /* Gets go through the hash index (but a ranged store's window keys through
- * the tree), scans through the tree: after many puts and deletes (nodes
+ * their runs), scans through the tree (or a ranged store's order): after many puts and deletes (nodes
  * freed at cleans, the index growing and closing holes) both agree with
  * what was written. */
 static void lookups_agree_with_scans(int ranged) {
@@ -259,7 +259,7 @@ static void lookups_agree_with_scans(int ranged) {
     int bad = 0;
     for (int op = 0; op < OPS; op++) {
         /* a store made ranged with entries in it */
-        if (ranged && op == OPS / 4) sp_kv_set_ranged(&s);
+        if (ranged && op == OPS / 4) SP_CHECK_INT(sp_kv_set_ranged(&s), 0);
         next_random(&rnd);
         int k = (int)((rnd >> 8) % KEYS), v = op + 1;
         char key[16], val[16];
@@ -295,9 +295,122 @@ static void lookups_agree_with_scans(int ranged) {
     SP_CHECK_INT(used, 0);
 }
 
+/* A ranged store's window key: key part "w<k>", then time t (8 bytes, big
+ * endian: byte order is time order). */
+static int wkey_of(char *key, int k, int t) {
+    int n = snprintf(key + 2, 14, "w%d", k);
+    key[0] = 0;
+    key[1] = (char)n;
+    for (int i = 0; i < 8; i++) key[2 + n + i] = (char)(i < 6 ? 0 : (t >> (8 * (7 - i))) & 0xff);
+    return n + 10;
+}
+
+/* A ranged store keeps each key part's window keys in a run of their own:
+ * after puts and deletes in any time order (new firsts, lasts and middles
+ * of runs, runs emptied and made again, nodes freed at cleans), lookups,
+ * a key's time ranges and the ordered scan across runs all agree with
+ * what was written, and expiry and clearing account for every byte. */
+static void runs_agree_with_what_was_written(void) {
+    enum { KEYS = 40, TIMES = 50, OPS = 40000 };
+    static int have[KEYS][TIMES];
+    memset(have, 0, sizeof have);
+    int64_t used = 0;
+    sp_store s;
+    const char *err;
+    sp_kv_part *p = logged_store(&s, &used);
+    SP_CHECK_INT(sp_kv_set_ranged(&s), 0);
+    uint32_t rnd = 777;
+    int bad = 0;
+    for (int op = 0; op < OPS; op++) {
+        next_random(&rnd);
+        int k = (int)((rnd >> 8) % KEYS), t = (int)((rnd >> 16) % TIMES), v = op + 1;
+        char key[32], val[16];
+        int klen = wkey_of(key, k, t);
+        if ((rnd >> 4) % 3 == 0) {
+            SP_CHECK_INT(sp_kv_delete(&s, p, key, (size_t)klen, &err), 0);
+            have[k][t] = 0;
+        } else {
+            int vlen = snprintf(val, sizeof val, "%d", v);
+            SP_CHECK_INT(sp_kv_put(&s, p, key, (size_t)klen, val, (size_t)vlen, op, &err), 0);
+            have[k][t] = v;
+        }
+        /* the store's own entries beside the runs */
+        if (op % 100 == 0) sp_kv_put(&s, p, S("\377s"), S("x"), op, &err);
+        if (op % 3000 == 0) sp_kv_clean(&s, p);
+        if (op % 7919 == 0) { /* a scan across runs between writes */
+            sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0);
+            bad += n == NULL;
+        }
+    }
+    int64_t live = 1;
+    for (int k = 0; k < KEYS; k++)
+        for (int t = 0; t < TIMES; t++) {
+            char key[32], val[16];
+            int klen = wkey_of(key, k, t);
+            sp_kv_node *n = sp_kv_get(p, key, (size_t)klen);
+            int vlen = snprintf(val, sizeof val, "%d", have[k][t]);
+            if (have[k][t] ? !(n && n->vlen == (uint32_t)vlen &&
+                               memcmp(n->val, val, (size_t)vlen) == 0)
+                           : n != NULL)
+                bad++;
+            live += have[k][t] != 0;
+        }
+    SP_CHECK_INT(bad, 0);
+    /* a key's time ranges, as a join reads them */
+    for (int q = 0; q < 400; q++) {
+        next_random(&rnd);
+        int k = (int)((rnd >> 8) % KEYS), lo = (int)((rnd >> 16) % TIMES);
+        int hi = lo + (int)((rnd >> 24) % 12), want = 0, got = 0;
+        for (int t = lo; t <= hi && t < TIMES; t++) want += have[k][t] != 0;
+        char from[32];
+        int flen = wkey_of(from, k, lo);
+        size_t plen = (size_t)flen - 8;
+        for (sp_kv_node *n = sp_kv_seek_in(p, from, (size_t)flen, plen, 0); n;
+             n = sp_kv_seek_in(p, n->key, n->klen, plen, 1)) {
+            int t = (unsigned char)n->key[n->klen - 2] << 8 | (unsigned char)n->key[n->klen - 1];
+            if (t > hi) break;
+            bad += !(t >= lo && have[k][t]);
+            got++;
+        }
+        bad += got != want;
+    }
+    SP_CHECK_INT(bad, 0);
+    /* across runs, in byte order */
+    int64_t scanned = 0;
+    sp_kv_node *prev = NULL;
+    for (sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0); n; n = sp_kv_seek(p, n->key, n->klen, 1)) {
+        if (prev) {
+            size_t m = prev->klen < n->klen ? prev->klen : n->klen;
+            int c = memcmp(prev->key, n->key, m);
+            bad += c > 0 || (c == 0 && prev->klen >= n->klen);
+        }
+        prev = n;
+        scanned++;
+    }
+    SP_CHECK_INT(bad, 0);
+    SP_CHECK_INT(scanned, live);
+    SP_CHECK_INT(p->count, live);
+    /* entries last written before the last 2,000 writes expire */
+    sp_kv_clean(&s, p);
+    int64_t gone = sp_kv_expire(&s, p, OPS - 2000), left = 0;
+    for (sp_kv_node *n = sp_kv_seek(p, NULL, 0, 0); n; n = sp_kv_seek(p, n->key, n->klen, 1)) {
+        bad += n->ts <= OPS - 2000;
+        left++;
+    }
+    SP_CHECK(gone > 0);
+    SP_CHECK_INT(left + gone, live);
+    SP_CHECK_INT(bad, 0);
+    sp_kv_clean(&s, p);
+    sp_kv_clear(&s, p);
+    SP_CHECK(sp_kv_seek(p, NULL, 0, 0) == NULL);
+    SP_CHECK_INT(used, 0);
+    sp_kv_destroy(&s);
+}
+
 int main(void) {
     lookups_agree_with_scans(0);
     lookups_agree_with_scans(1);
+    runs_agree_with_what_was_written();
     expiry();
     expiry_oldest_first();
     expiry_without_tombstones();
