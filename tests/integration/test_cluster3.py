@@ -25,6 +25,55 @@ def cluster(tmp_path_factory):
     subprocess.run([KAFKA, "stop"], env=env, timeout=120)
 
 
+# librdkafka's view of leaders and of the idempotent producer, logged by the
+# process whose progress a test waits for (it says why progress stopped)
+KAFKA_DEBUG = ["--log-level", "debug", "--set", "debug=topic,metadata,eos"]
+
+
+def why_no_progress(bootstrap, env, topic, p):
+    """What a timed-out wait for progress reports: each partition's leader
+    and in-sync replicas as Kafka tells them now, the last lines of
+    librdkafka's log about the topic's leaders and the producer's state,
+    and the brokers' own warnings."""
+    out = []
+    try:
+        md = admin_client(bootstrap).list_topics(topic, timeout=10).topics[topic]
+        out.append("partitions now: " + "; ".join(
+            f"{q.id}: leader {q.leader} isr {sorted(q.isrs)}"
+            for q in sorted(md.partitions.values(), key=lambda q: q.id)))
+    except Exception as e:  # the report must not hide the timeout
+        out.append(f"partitions now: unknown ({e})")
+    log = p.stderr().splitlines()
+    told = [ln for ln in log if "METADATA" in ln and f"Topic {topic} partition" in ln]
+    keys = ("DRAIN", "IDEMP", "BRKDELGT", "QRYLEADER", "PID", "wait for Kafka")
+    out.append("sproc's librdkafka, last on leaders and the producer:")
+    out += [ln[:240] for ln in [ln for ln in log if any(k in ln for k in keys)][-30:]]
+    out += [ln[:240] for ln in told[-6:]]
+    # a dead broker's refused connections are expected; the rest is news
+    expected = ("could not be established", "Error in response for fetch request")
+    for node in (1, 2, 3):
+        path = os.path.join(env["SPROC_KAFKA_DIR"], f"node{node}", "logs", "server.log")
+        if os.path.exists(path):
+            with open(path, errors="replace") as f:
+                warn = [ln.rstrip()[:240] for ln in f if (" WARN " in ln or " ERROR " in ln)
+                        and not any(e in ln for e in expected)]
+            out.append(f"broker {node}, last warnings:")
+            out += warn[-8:]
+    return "\n".join(out)
+
+
+def wait_progress(k, p, n, what, bootstrap, env):
+    """Waits until the output has n more records than now (or p died)."""
+    before = k.count("out")
+    try:
+        wait_until(lambda: not p.alive() or k.count("out") > before + n, timeout=180,
+                   what=what, proc=p)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{why_no_progress(bootstrap, env, k.topic('out'), p)}") \
+            from None
+    assert p.alive(), p.stderr()
+
+
 def test_broker_killed_and_restarted_loses_nothing(cluster, sproc, tmp_path):
     bootstrap, env = cluster
     k = Kafka(bootstrap, "c3")
@@ -42,7 +91,8 @@ sproc.source{{ topic = "{src}", value = "json" }}
   end)
   :to{{ topic = "{dst}" }}
 """)
-    p = sproc([script, "--brokers", bootstrap, "--app", "c3-app", "--set", "acks=all"] + FAST)
+    p = sproc([script, "--brokers", bootstrap, "--app", "c3-app", "--set", "acks=all"] + FAST +
+              KAFKA_DEBUG)
     wait_until(lambda: k.count("out") >= 0.2 * N, timeout=180, what="20% of the output")
     assert k.count("out") <= 0.8 * N, "too fast to catch mid-run"
     pid = int(subprocess.run([KAFKA, "pid", "2"], capture_output=True, text=True, env=env,
@@ -50,9 +100,7 @@ sproc.source{{ topic = "{src}", value = "json" }}
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30, what="broker 2 gone")
     # progress goes on with two of three replicas in sync
-    before = k.count("out")
-    wait_until(lambda: k.count("out") > before + 10_000, timeout=180,
-               what="progress without broker 2", proc=p)
+    wait_progress(k, p, 10_000, "progress without broker 2", bootstrap, env)
     r = subprocess.run([KAFKA, "restart-node", "2"], capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
     # duplicates after the fault make counting useless: wait for the commits
@@ -100,12 +148,10 @@ sproc.source{{ topic = "{src}" }}
     app = f"c3{fault}-app"
     txn_timeout_s = 10
     p = sproc([script, "--brokers", bootstrap, "--app", app,
-               "--set", f"transaction.timeout.ms={txn_timeout_s * 1000}"] + FAST, name="eos")
+               "--set", f"transaction.timeout.ms={txn_timeout_s * 1000}"] + FAST + KAFKA_DEBUG,
+              name="eos")
     for node in (1, 2, 3):
-        before = k.count("out")
-        wait_until(lambda: not p.alive() or k.count("out") > before + 2 * rate, timeout=180,
-                   what=f"progress before broker {node} fails", proc=p)
-        assert p.alive(), p.stderr()
+        wait_progress(k, p, 2 * rate, f"progress before broker {node} fails", bootstrap, env)
         pid = int(subprocess.run([KAFKA, "pid", str(node)], capture_output=True, text=True,
                                  env=env, check=True).stdout)
         stopped = time.time()
@@ -114,10 +160,7 @@ sproc.source{{ topic = "{src}" }}
             wait_until(lambda: not os.path.exists(f"/proc/{pid}"), timeout=30,
                        what=f"broker {node} gone")
         if fault == "kill":
-            after = k.count("out")
-            wait_until(lambda: not p.alive() or k.count("out") > after + 2 * rate, timeout=180,
-                       what=f"progress without broker {node}", proc=p)
-            assert p.alive(), p.stderr()
+            wait_progress(k, p, 2 * rate, f"progress without broker {node}", bootstrap, env)
             r = subprocess.run([KAFKA, "restart-node", str(node)], capture_output=True,
                                text=True, env=env, timeout=120)
             assert r.returncode == 0, r.stderr
@@ -127,10 +170,7 @@ sproc.source{{ topic = "{src}" }}
             # for once the broker goes on
             time.sleep(max(0.0, stopped + txn_timeout_s + 5 - time.time()))
             os.kill(pid, signal.SIGCONT)
-            after = k.count("out")
-            wait_until(lambda: not p.alive() or k.count("out") > after + 2 * rate, timeout=180,
-                       what=f"progress after broker {node} went on", proc=p)
-            assert p.alive(), p.stderr()
+            wait_progress(k, p, 2 * rate, f"progress after broker {node} went on", bootstrap, env)
         # the next fault must leave two replicas of everything in sync
         # (min.insync.replicas 2, the internal topics' too)
         wait_until(lambda: in_sync(bootstrap), timeout=180, interval=1,
