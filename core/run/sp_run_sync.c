@@ -103,7 +103,7 @@ static int earlier(runner *r, const sp_tp *a, const sp_tp *b) {
 
 /* The partition of (group g, number p) whose head goes next, or NULL when
  * they must wait. */
-static sp_tp *next_of(runner *r, int32_t g, int32_t p, int64_t now) {
+static sp_tp *next_of(runner *r, int32_t g, int32_t p, int64_t *now) {
     sp_tp *best = NULL;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
         if (tp->partition != p || !tp->assigned || group_of(r, tp) != g) continue;
@@ -112,17 +112,20 @@ static sp_tp *next_of(runner *r, int32_t g, int32_t p, int64_t now) {
             continue;
         }
         if (tp->done || r->idle_ms < 0) continue;
-        if (!tp->at_end || (r->idle_ms > 0 && now - tp->at_end_ms < r->idle_ms)) return NULL;
+        if (!tp->at_end) return NULL;
+        /* the clock is read only for this (not once per record) */
+        if (r->idle_ms > 0 && *now < 0) *now = sp_run_now_ms();
+        if (r->idle_ms > 0 && *now - tp->at_end_ms < r->idle_ms) return NULL;
     }
     return best;
 }
 
 rd_kafka_message_t *sp_run_sync_next(runner *r, sp_tp **from) {
     if (!r->held) return NULL;
-    int64_t now = sp_run_now_ms();
+    int64_t now = -1;
     for (sp_tp *tp = r->offs.tps; tp; tp = tp->next) {
         if (!tp->nheld || !tp->assigned) continue;
-        sp_tp *best = next_of(r, tp->sync_group, tp->partition, now);
+        sp_tp *best = next_of(r, tp->sync_group, tp->partition, &now);
         if (!best) continue;
         *from = best;
         return head(best);

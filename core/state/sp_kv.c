@@ -599,9 +599,29 @@ static int order_cmp(const void *a, const void *b) {
     return kv_cmp(*(sp_kv_node *const *)a, *(sp_kv_node *const *)b);
 }
 
+/* whether x comes after from (or is it, when not strict) */
+static int from_on(const sp_kv_node *x, const char *from, size_t flen, int strict) {
+    int c = from ? key_cmp(x, from, flen) : 1;
+    return c > 0 || (c == 0 && !strict);
+}
+
+/* The least live key from from on, found by looking at every node: slow,
+ * for when the order cannot be made (out of memory), so that a scan (a
+ * checkpoint's) is never cut short. */
+static sp_kv_node *least_from(sp_kv_part *p, const char *from, size_t flen, int strict) {
+    sp_kv_node *best = NULL, *x;
+    RB_FOREACH(x, sp_kv_tree, &p->tree)
+        if (x->val && from_on(x, from, flen, strict) && (!best || kv_cmp(x, best) < 0)) best = x;
+    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
+        for (x = p->runs.slots[j].node; x; x = x->run.next)
+            if (x->val && from_on(x, from, flen, strict) && (!best || kv_cmp(x, best) < 0))
+                best = x;
+    return best;
+}
+
 static sp_kv_node *ordered_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
     if (!p->order) {
-        if (!(p->order = all_nodes(p, &p->norder))) return NULL;
+        if (!(p->order = all_nodes(p, &p->norder))) return least_from(p, from, flen, strict);
         qsort(p->order, p->norder, sizeof *p->order, order_cmp);
     }
     size_t lo = 0, hi = p->norder;

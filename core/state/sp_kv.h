@@ -157,9 +157,7 @@ int sp_kv_set_aged(sp_store *s);
 int sp_kv_set_ranged(sp_store *s);
 int sp_kv_delete(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
                  const char **err);
-/* The first live node with key >= from (> from when strict), or NULL
- * (also when a ranged partition's ordered list cannot be made: out of
- * memory). */
+/* The first live node with key >= from (> from when strict), or NULL. */
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict);
 /* The same among the keys that begin with from's first plen bytes: NULL
  * after the last. For a window key's time range, from a ranged
