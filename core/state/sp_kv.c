@@ -529,13 +529,21 @@ static sp_kv_node **all_nodes(sp_kv_part *p, size_t *count) {
 int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts) {
     const char *err;
     int64_t n = 0;
-    size_t count;
-    /* del_node may free a node (and change the runs' index): the nodes are
-     * listed first */
-    sp_kv_node **a = all_nodes(p, &count);
-    for (size_t i = 0; i < count; i++)
-        if (a[i]->val && a[i]->ts <= ts && del_node(s, p, a[i], expired(s), &err) == 0) n++;
-    free(a);
+    sp_kv_node *x, *next;
+    for (x = RB_MIN(sp_kv_tree, &p->tree); x; x = next) {
+        next = RB_NEXT(sp_kv_tree, &p->tree, x);
+        /* del_node may free x: the next node is taken first */
+        if (x->val && x->ts <= ts && del_node(s, p, x, expired(s), &err) == 0) n++;
+    }
+    if (p->runs.used) {
+        /* del_node may change the runs' index: their nodes are listed
+         * first (the tree's, left, are later than ts) */
+        size_t count;
+        sp_kv_node **a = all_nodes(p, &count);
+        for (size_t i = 0; i < count; i++)
+            if (a[i]->val && a[i]->ts <= ts && del_node(s, p, a[i], expired(s), &err) == 0) n++;
+        free(a);
+    }
     return n;
 }
 
