@@ -116,7 +116,8 @@ static int next_hit(sp_ctx *ctx, int store, const unsigned char *from, size_t n,
     if (sp_store_next_in(ctx, store, -1, (const char *)from, n, klen + 2, strict, &k, &kl, &v,
                          &vl) != 1)
         return 0;
-    if (kl != klen + 14 || memcmp(k, from, klen + 2) != 0) return 0;
+    /* (sp_store_next_in gave a key of this key part) */
+    if (kl != klen + 14) return 0;
     const unsigned char *t = (const unsigned char *)k + 2 + klen;
     int64_t ts = sp_store_window_time(k, kl);
     uint32_t seq = 0;

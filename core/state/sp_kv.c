@@ -509,19 +509,39 @@ int sp_kv_apply(sp_store *s, sp_kv_part *p, const char *key, size_t klen,
     return put(s, p, key, klen, val, vlen, ts, 0, err);
 }
 
-/* Every node of a partition, in no order (the tree's, then the runs'): an
- * array to free; NULL (and *count 0) out of memory. */
+/* A partition's nodes one by one, the tree's in order, then the runs' (in
+ * no order across runs): the first, and the one after x. Nothing may be
+ * linked or unlinked meanwhile. */
+static sp_kv_node *run_from_slot(const sp_kv_part *p, uint32_t j) {
+    for (; p->runs.mask && j <= p->runs.mask; j++)
+        if (p->runs.slots[j].node) return p->runs.slots[j].node;
+    return NULL;
+}
+
+static sp_kv_node *first_node(sp_kv_part *p) {
+    sp_kv_node *x = RB_MIN(sp_kv_tree, &p->tree);
+    return x ? x : run_from_slot(p, 0);
+}
+
+static sp_kv_node *next_node(sp_kv_part *p, sp_kv_node *x) {
+    if (!x->in_run) {
+        sp_kv_node *n = RB_NEXT(sp_kv_tree, &p->tree, x);
+        return n ? n : run_from_slot(p, 0);
+    }
+    if (x->run.next) return x->run.next;
+    sp_kv_node *first = run_first_of(p, x, run_len(p, x->key, x->klen));
+    return run_from_slot(p, sp_kv_index_slot(&p->runs, first) + 1);
+}
+
+/* Every node of a partition, in no order: an array to free; NULL (and
+ * *count 0) out of memory. */
 static sp_kv_node **all_nodes(sp_kv_part *p, size_t *count) {
     size_t n = 0, i = 0;
     sp_kv_node *x, **a;
-    RB_FOREACH(x, sp_kv_tree, &p->tree) n++;
-    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
-        for (x = p->runs.slots[j].node; x; x = x->run.next) n++;
+    for (x = first_node(p); x; x = next_node(p, x)) n++;
     *count = 0;
     if (!(a = malloc((n ? n : 1) * sizeof *a))) return NULL;
-    RB_FOREACH(x, sp_kv_tree, &p->tree) a[i++] = x;
-    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
-        for (x = p->runs.slots[j].node; x; x = x->run.next) a[i++] = x;
+    for (x = first_node(p); x; x = next_node(p, x)) a[i++] = x;
     *count = n;
     return a;
 }
@@ -563,20 +583,14 @@ int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts) {
     return n;
 }
 
-int sp_kv_set_aged(sp_store *s) {
-    if (s->aged) return 0;
+void sp_kv_set_aged(sp_store *s) {
+    if (s->aged) return;
     s->aged = 1;
     /* entries there already (rare: stores are marked when opened) join in
      * the order they are found */
-    for (int32_t i = 0; i < s->nparts; i++) {
-        size_t count;
-        sp_kv_node **a = all_nodes(&s->parts[i], &count);
-        if (!a) return -1;
-        for (size_t j = 0; j < count; j++)
-            if (a[j]->val) age_touch(s, &s->parts[i], a[j]);
-        free(a);
-    }
-    return 0;
+    for (int32_t i = 0; i < s->nparts; i++)
+        for (sp_kv_node *n = first_node(&s->parts[i]); n; n = next_node(&s->parts[i], n))
+            if (n->val) age_touch(s, &s->parts[i], n);
 }
 
 int sp_kv_set_ranged(sp_store *s) {
@@ -617,13 +631,9 @@ static int from_on(const sp_kv_node *x, const char *from, size_t flen, int stric
  * for when the order cannot be made (out of memory), so that a scan (a
  * checkpoint's) is never cut short. */
 static sp_kv_node *least_from(sp_kv_part *p, const char *from, size_t flen, int strict) {
-    sp_kv_node *best = NULL, *x;
-    RB_FOREACH(x, sp_kv_tree, &p->tree)
+    sp_kv_node *best = NULL;
+    for (sp_kv_node *x = first_node(p); x; x = next_node(p, x))
         if (x->val && from_on(x, from, flen, strict) && (!best || kv_cmp(x, best) < 0)) best = x;
-    for (uint32_t j = 0; p->runs.mask && j <= p->runs.mask; j++)
-        for (x = p->runs.slots[j].node; x; x = x->run.next)
-            if (x->val && from_on(x, from, flen, strict) && (!best || kv_cmp(x, best) < 0))
-                best = x;
     return best;
 }
 
@@ -644,9 +654,9 @@ static sp_kv_node *ordered_seek(sp_kv_part *p, const char *from, size_t flen, in
 
 sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict) {
     sp_kv_node *n;
-    if (p->ranged) {
-        n = ordered_seek(p, from, flen, strict);
-    } else if (!from) {
+    if (p->ranged)
+        return p->cursor = ordered_seek(p, from, flen, strict);
+    if (!from) {
         n = RB_MIN(sp_kv_tree, &p->tree);
     } else if (p->cursor && p->cursor->klen == flen && memcmp(p->cursor->key, from, flen) == 0) {
         /* a scan going on from the key it was given last */
@@ -660,7 +670,7 @@ sp_kv_node *sp_kv_seek(sp_kv_part *p, const char *from, size_t flen, int strict)
         if (n && strict && n->klen == flen && memcmp(n->key, from, flen) == 0)
             n = RB_NEXT(sp_kv_tree, &p->tree, n);
     }
-    while (!p->ranged && n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
+    while (n && !n->val) n = RB_NEXT(sp_kv_tree, &p->tree, n);
     p->cursor = n;
     return n;
 }

@@ -149,9 +149,8 @@ int64_t sp_kv_expire(sp_store *s, sp_kv_part *p, int64_t ts);
  * entry written after ts (one written out of time order holds back those
  * after it until its own time comes). */
 int64_t sp_kv_expire_oldest(sp_store *s, sp_kv_part *p, int64_t ts);
-/* Makes a store aged (its entries listed by write order too): 0, or -1
- * out of memory. */
-int sp_kv_set_aged(sp_store *s);
+/* Makes a store aged (its entries listed by write order too). */
+void sp_kv_set_aged(sp_store *s);
 /* Makes a store ranged (its window keys in runs): 0, or -1 out of
  * memory. */
 int sp_kv_set_ranged(sp_store *s);

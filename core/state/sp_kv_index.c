@@ -76,7 +76,7 @@ int sp_kv_index_add(sp_kv_index *ix, sp_kv_node *n) {
     return 0;
 }
 
-static uint32_t slot_of(const sp_kv_index *ix, const sp_kv_node *n) {
+uint32_t sp_kv_index_slot(const sp_kv_index *ix, const sp_kv_node *n) {
     uint32_t i = n->hash & ix->mask;
     while (ix->slots[i].node && ix->slots[i].node != n) i = (i + 1) & ix->mask;
     return i;
@@ -84,7 +84,7 @@ static uint32_t slot_of(const sp_kv_index *ix, const sp_kv_node *n) {
 
 void sp_kv_index_replace(sp_kv_index *ix, const sp_kv_node *old, sp_kv_node *by) {
     if (!ix->mask) return;
-    sp_kv_slot *e = &ix->slots[slot_of(ix, old)];
+    sp_kv_slot *e = &ix->slots[sp_kv_index_slot(ix, old)];
     if (e->node) e->node = by;
 }
 
@@ -92,7 +92,7 @@ void sp_kv_index_replace(sp_kv_index *ix, const sp_kv_node *old, sp_kv_node *by)
  * move back, so that lookups never need tombstones. */
 void sp_kv_index_remove(sp_kv_index *ix, const sp_kv_node *n) {
     if (!ix->mask) return;
-    uint32_t i = slot_of(ix, n);
+    uint32_t i = sp_kv_index_slot(ix, n);
     if (!ix->slots[i].node) return;
     ix->used--;
     for (uint32_t j = (i + 1) & ix->mask; ix->slots[j].node; j = (j + 1) & ix->mask) {

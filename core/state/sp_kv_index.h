@@ -38,6 +38,8 @@ struct sp_kv_node *sp_kv_index_find_prefix(const sp_kv_index *ix, const char *pr
 /* Adds n (its hash set, its key not there yet): 0, or -1 out of memory. */
 int sp_kv_index_add(sp_kv_index *ix, struct sp_kv_node *n);
 void sp_kv_index_remove(sp_kv_index *ix, const struct sp_kv_node *n);
+/* The slot n is in (n in the index). */
+uint32_t sp_kv_index_slot(const sp_kv_index *ix, const struct sp_kv_node *n);
 /* Puts by in old's place (by's hash is old's). */
 void sp_kv_index_replace(sp_kv_index *ix, const struct sp_kv_node *old, struct sp_kv_node *by);
 void sp_kv_index_destroy(sp_kv_index *ix);

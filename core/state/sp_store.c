@@ -583,10 +583,7 @@ int sp_store_set_aged(sp_ctx *ctx, int store, const char **err) {
         *err = "no such store";
         return SP_EINVAL;
     }
-    if (!s->disk && sp_kv_set_aged(s) != 0) {
-        *err = "out of memory";
-        return SP_ENOMEM;
-    }
+    if (!s->disk) sp_kv_set_aged(s);
     return SP_OK;
 }
 
